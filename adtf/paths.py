@@ -1,0 +1,22 @@
+"""Where adtf keeps its caches and where it looks for the shared datasets."""
+import os
+from pathlib import Path
+
+
+def adtf_home() -> Path:
+    """Cache root: ``$ADTF_HOME`` or ``~/.keras/adtf`` (converted weights, synthetic data)."""
+    root = os.environ.get("ADTF_HOME")
+    path = Path(root).expanduser() if root else Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser() / "adtf"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def datasets_root() -> Path:
+    """Folder holding the shared datasets: ``$ADTF_DATASETS`` or ``../shared/datasets`` next to the repo."""
+    root = os.environ.get("ADTF_DATASETS")
+    if root:
+        return Path(root).expanduser()
+    for base in (Path(__file__).resolve().parents[2], Path.cwd().parent):
+        if (base / "shared" / "datasets").is_dir():
+            return base / "shared" / "datasets"
+    return Path(__file__).resolve().parents[2] / "shared" / "datasets"

@@ -1,0 +1,4 @@
+"""adtf: anomaly detection for industrial visual inspection on Keras 3 / TensorFlow."""
+from setuptools import setup
+
+setup()
