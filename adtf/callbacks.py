@@ -1,0 +1,106 @@
+"""Keras callbacks for training detectors: validation AUROC and timing.
+
+For resuming interrupted training use ``keras.callbacks.BackupAndRestore`` as is.
+"""
+import time
+
+import keras
+import numpy as np
+
+from adtf import metrics
+from adtf.errors import AdtfError, DataError
+
+
+def _images_labels_masks(batch):
+    """(images, labels, masks or None) of an adtf.data batch ``(image, label, mask, path)`` or dict."""
+    if isinstance(batch, dict):
+        return batch["image"], batch["label"], batch.get("mask")
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        return batch[0], batch[1], batch[2] if len(batch) > 2 else None
+    raise DataError("validation batches must be (image, label, mask, path) tuples as adtf.data yields them")
+
+
+class ValidationAUROC(keras.callbacks.Callback):
+    """Exact image (and pixel) AUROC of a detector on labelled validation data.
+
+    Every ``every`` epochs the detector scores ``validation_data`` and the callback
+    writes ``logs["val_image_auroc"]`` and, when the masks hold defect pixels and
+    ``pixel`` is on, ``logs["val_pixel_auroc"]`` (``adtf.metrics``, scikit-learn
+    exact). Epochs in between get no entry. List it before callbacks that read these
+    keys (``EarlyStopping(monitor="val_image_auroc", mode="max")``, ``ModelCheckpoint``).
+
+    ``keras.metrics.AUC`` is not a substitute: it bins predictions on a fixed grid of
+    thresholds in [0, 1] (200 by default), so unbounded anomaly scores (distances,
+    reconstruction errors) pile up in its end bins and its AUC is wrong.
+
+    Args:
+        validation_data: ``tf.data.Dataset`` of ``(image, label, mask, path)`` batches
+            (adtf.data's element format) with normal and anomalous images.
+        detector: the model to score with, whose call returns a dict with ``"score"``
+            ``[B]`` and ``"anomaly_map"`` ``[B, H, W]``; default the model being fitted.
+        every: evaluate after every this many epochs.
+        pixel: also compute pixel AUROC (keeps the validation maps in memory).
+
+    Example:
+    >>> detector.fit(train_ds, epochs=20, callbacks=[ValidationAUROC(val_ds, every=5)])
+    >>> history.history["val_image_auroc"]
+    """
+
+    def __init__(self, validation_data, detector=None, every=1, pixel=True):
+        super().__init__()
+        if int(every) < 1:
+            raise DataError(f"ValidationAUROC: every must be a positive number of epochs, got {every}")
+        self.validation_data, self.detector, self.every, self.pixel = validation_data, detector, int(every), pixel
+
+    def evaluate(self):
+        """``{"val_image_auroc": ..., ["val_pixel_auroc": ...]}`` of the detector now."""
+        detector = self.detector or self.model
+        labels, scores, masks, maps = [], [], [], []
+        for batch in self.validation_data:
+            images, label, mask = _images_labels_masks(batch)
+            outputs = detector(images, training=False)
+            if not isinstance(outputs, dict) or "score" not in outputs:
+                raise AdtfError(f"ValidationAUROC: {detector.name} must return a dict with 'score' and 'anomaly_map'")
+            labels.append(keras.ops.convert_to_numpy(label).reshape(-1))
+            scores.append(keras.ops.convert_to_numpy(outputs["score"]).reshape(-1))
+            if self.pixel and mask is not None:
+                masks.append(keras.ops.convert_to_numpy(mask))
+                maps.append(keras.ops.convert_to_numpy(outputs["anomaly_map"]))
+        if not labels:
+            raise DataError("ValidationAUROC: the validation dataset is empty")
+        results = {"val_image_auroc": metrics.image_auroc(np.concatenate(labels), np.concatenate(scores))}
+        if masks and any((m > 0.5).any() for m in masks):
+            results["val_pixel_auroc"] = metrics.pixel_auroc(np.concatenate(masks), np.concatenate(maps))
+        return results
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every == 0 and logs is not None:
+            logs.update(self.evaluate())
+
+
+class Timing(keras.callbacks.Callback):
+    """Wall-clock seconds into the logs: ``epoch_seconds`` and mean ``step_seconds`` of training.
+
+    ``epoch_seconds`` runs from the epoch's start to this callback's ``on_epoch_end``
+    (so it includes Keras' validation); ``step_seconds`` is the training part divided
+    by the number of steps.
+
+    Example:
+    >>> history = model.fit(ds, epochs=3, callbacks=[Timing()])
+    >>> history.history["step_seconds"]
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = self._train_end = time.perf_counter()
+        self._steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        # `batch` is the index of the last step run (several per call with steps_per_execution).
+        self._steps, self._train_end = batch + 1, time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        logs["epoch_seconds"] = time.perf_counter() - self._start
+        if self._steps:
+            logs["step_seconds"] = (self._train_end - self._start) / self._steps
