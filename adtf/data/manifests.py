@@ -1,0 +1,159 @@
+"""Dataset manifests (``data_manifests/<name>.json``) and ``verify``: is a local copy complete and intact?
+
+A manifest records where a dataset comes from and what a complete copy holds::
+
+    name, title, origin (official page), licence, citation, layout, notes
+    kind            the adtf.data.load kind that reads it ("mvtec", "dagm", "mtd", "mnist", "synthetic")
+    configs         {config: {"options": {...load options...}, "counts": {...AnomalyDataset.counts()...},
+                              "has_masks": bool}}, e.g. one config per MVTec AD category
+    default_config  (optional) the config used when none can be inferred
+    sha256          (optional) {path relative to the copy: sha256 hex} for files known byte for byte
+
+``verify`` reads the copy with ``adtf.data.load`` (so every image is decoded), compares
+the counts per split and defect type and the presence of masks with the manifest, and
+hashes the listed files. It reports every difference instead of stopping at the first.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+from adtf.data.sources import SourceKind, _resolve_dir, load, parse_spec
+from adtf.errors import DataError
+
+_MANIFEST_FOR_KIND = {SourceKind.MVTEC: "mvtec_ad", SourceKind.DAGM: "dagm2007", SourceKind.MTD: "mtd",
+                      SourceKind.MNIST: "mnist", SourceKind.SYNTHETIC: "synthetic"}
+# Packaged copies first (adtf/data/manifests), then the repository's data_manifests/.
+_MANIFEST_DIRS = (Path(__file__).resolve().parent / "manifests", Path(__file__).resolve().parents[2] / "data_manifests")
+
+
+@dataclasses.dataclass
+class VerifyReport:
+    """What ``verify`` found.
+
+    Args:
+        manifest: manifest name.
+        config: the manifest config checked (e.g. an MVTec AD category).
+        path: the local copy.
+        differences: one line per difference (empty when the copy matches).
+        checked: how much was compared: ``{"counts": n, "sha256": n, "images": n}``.
+    """
+
+    manifest: str
+    config: str
+    path: str
+    differences: list[str]
+    checked: dict
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences
+
+    def __str__(self):
+        head = (f"{self.manifest} [{self.config}] at {self.path}: "
+                f"{'OK' if self.ok else f'{len(self.differences)} difference(s)'} "
+                f"({', '.join(f'{v} {k}' for k, v in self.checked.items())} checked)")
+        return "\n  ".join([head, *self.differences])
+
+
+def manifest_names() -> list[str]:
+    """Names of the manifests available (``["dagm2007", "mnist", "mtd", "mvtec_ad", "synthetic"]``)."""
+    return sorted({p.stem for d in _MANIFEST_DIRS if d.is_dir() for p in d.glob("*.json")})
+
+
+def read_manifest(name: str) -> dict:
+    """The manifest called ``name`` (or the JSON file at path ``name``).
+
+    Example:
+        >>> read_manifest("mvtec_ad")["configs"]["bottle"]["counts"]["train"]
+        209
+    """
+    candidates = [Path(name)] if name.endswith(".json") else [d / f"{name}.json" for d in _MANIFEST_DIRS]
+    for path in candidates:
+        if path.is_file():
+            try:
+                return json.loads(path.read_text())
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}: not valid JSON ({e})") from None
+    raise DataError(f"dataset manifest {name!r} not found (available: {manifest_names()})")
+
+
+def verify(spec_or_path: str, manifest_name: str | None = None, *, config: str | None = None) -> VerifyReport:
+    """Check a local dataset copy against its manifest and report what differs.
+
+    Args:
+        spec_or_path: a ``load`` spec (``"mtd:/data/mtd"``, ``"mvtec:/data/mvtec,category=bottle"``)
+            or a plain folder.
+        manifest_name: e.g. ``"mvtec_ad"``; default: the one for the spec's kind.
+        config: manifest config, e.g. ``"bottle"``; default: the spec's ``category``
+            option, the only config, the config named by the folder, or the default one.
+
+    Returns:
+        A ``VerifyReport`` (``report.ok``, ``report.differences``; ``str(report)`` prints it).
+
+    Raises:
+        DataError: the folder, manifest or config does not exist.
+
+    Example:
+        >>> report = verify("/work/shared/datasets/mtd", "mtd")   # doctest: +SKIP
+        >>> report.ok, report.checked                            # doctest: +SKIP
+        (True, {'counts': 7, 'sha256': 2688, 'images': 1344})
+    """
+    kind, path, options = parse_spec(spec_or_path)
+    if manifest_name is None and kind not in _MANIFEST_FOR_KIND:
+        raise DataError(f"{spec_or_path}: no manifest for {kind.value} datasets; pass manifest_name "
+                        f"(one of {manifest_names()})")
+    manifest = read_manifest(manifest_name or _MANIFEST_FOR_KIND[kind])
+    if kind.value != manifest["kind"]:
+        if spec_or_path.startswith(f"{kind.value}:"):
+            raise DataError(f"{spec_or_path}: a {kind.value} spec cannot be checked against the "
+                            f"{manifest['name']} manifest (a {manifest['kind']} dataset)")
+        kind = SourceKind(manifest["kind"])  # a bare folder whose layout guess was wrong
+    config = _pick_config(manifest, config or options.get("category"), path)
+    expected = manifest["configs"][config]
+    differences = []
+    dataset = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            dataset = load(f"{kind.value}:{path}", skip_bad=True, **{**options, **expected["options"]})
+        except DataError as e:
+            differences.append(f"cannot be read: {e}")
+    differences += [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    if dataset is not None:
+        found = dataset.counts()
+        for key in sorted(set(found) | set(expected["counts"])):
+            if found.get(key, 0) != expected["counts"].get(key, 0):
+                differences.append(f"{key}: expected {expected['counts'].get(key, 0)}, found {found.get(key, 0)}")
+        if dataset.has_masks != expected["has_masks"]:
+            differences.append("ground-truth masks: " + ("expected, none found" if expected["has_masks"]
+                                                         else "found, none expected"))
+    digests = manifest.get("sha256", {})
+    root = path if kind is SourceKind.SYNTHETIC else _resolve_dir(path, manifest["name"])
+    if digests:
+        for relative, digest in sorted(digests.items()):
+            file = root / relative
+            if not file.is_file():
+                differences.append(f"{file}: missing")
+            elif hashlib.sha256(file.read_bytes()).hexdigest() != digest:
+                differences.append(f"{file}: sha256 differs from the manifest")
+    images = 0 if dataset is None else len(dataset.train) + len(dataset.test)
+    return VerifyReport(manifest["name"], config, str(root), differences,
+                        {"counts": len(expected["counts"]), "sha256": len(digests), "images": images})
+
+
+def _pick_config(manifest, config, path):
+    configs = manifest["configs"]
+    if config is None and len(configs) == 1:
+        config = next(iter(configs))
+    if config is None and path:
+        name = Path(path).name.lower()
+        matches = [c for c in configs if c.lower() == name] or [c for c in configs if c.lower() in name]
+        config = matches[0] if len(matches) == 1 else None
+    config = config or manifest.get("default_config")
+    if config not in configs:
+        raise DataError(f"{path}: which {manifest['name']} config? pass config=... (one of {sorted(configs)})")
+    return config

@@ -1,0 +1,105 @@
+"""The tf.data input pipeline: samples -> decode -> RGB -> resize -> batch -> prefetch."""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from adtf.errors import DataError
+
+# A mask pixel is defective when its value, scaled to [0, 1], is above this (MTD masks
+# carry faint compression noise along the defect borders; MVTec/DAGM masks are 0/255).
+MASK_THRESHOLD = 0.5
+
+
+def pipeline(samples, *, arrays=None, image_size=(224, 224), batch_size=16, shuffle=False, seed=0,
+             cache=False, drop_remainder=False) -> tf.data.Dataset:
+    """Batches of ``(image, label, mask, path)`` from samples of ``adtf.data.load``.
+
+    - ``image``: float32 ``[B, H, W, 3]`` in [0, 1]. Files are decoded by content
+      (PNG, JPEG, BMP, GIF, WebP; a ".png" that holds BMP bytes is fine), gray becomes
+      3 channels, alpha is dropped, and the image is resized bilinearly (anti-aliased,
+      like PIL's resize, so downscaling does not alias).
+    - ``label``: int32 ``[B]``, 0 normal / 1 anomalous.
+    - ``mask``: float32 ``[B, H, W]`` in {0, 1}, resized nearest and thresholded at
+      ``MASK_THRESHOLD``; zeros where a sample has no mask.
+    - ``path``: string ``[B]``, the sample's path (or in-memory id).
+
+    Args:
+        samples: list of ``Sample`` (e.g. ``ds.train`` or ``ds.test``).
+        arrays: ``ds.arrays`` for in-memory sources (uint8 ``[N, H, W(, C)]``, rows picked
+            by ``Sample.index``); None for files.
+        image_size: ``(height, width)`` or one int for a square.
+        batch_size: images per batch.
+        shuffle: shuffle the order, freshly each epoch, deterministically given ``seed``.
+        seed: shuffle seed.
+        cache: False, True (keep decoded images in memory after the first epoch) or a file
+            name prefix for an on-disk cache.
+        drop_remainder: drop the last smaller batch.
+
+    Returns:
+        A prefetched, batched ``tf.data.Dataset``.
+
+    Example:
+        >>> ds = adtf.data.load("mvtec:mvtec_bottle")                       # doctest: +SKIP
+        >>> for image, label, mask, path in pipeline(ds.test, batch_size=8).take(1):  # doctest: +SKIP
+        ...     print(image.shape, label.numpy())
+        (8, 224, 224, 3) [1 1 1 1 1 1 1 1]
+    """
+    samples = list(samples)
+    if not samples:
+        raise DataError("pipeline: no samples given")
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    labels = np.array([s.label for s in samples], np.int32)
+    paths = np.array([s.path for s in samples])
+    in_memory = [s.index is not None for s in samples]
+    if any(in_memory):
+        if arrays is None or not all(in_memory):
+            raise DataError(f"pipeline: in-memory samples (e.g. {samples[in_memory.index(True)].path}) need "
+                            "arrays=ds.arrays, and cannot be mixed with file samples")
+        images = np.asarray(arrays)[[s.index for s in samples]]
+        images = images[..., None] if images.ndim == 3 else images
+        data = tf.data.Dataset.from_tensor_slices((images, labels, paths))
+
+        def prepare(image, label, path):
+            return _finish(image, tf.zeros(tf.shape(image)[:2]), label, path, size)
+    else:
+        masks = np.array([s.mask_path or "" for s in samples])
+        data = tf.data.Dataset.from_tensor_slices((paths, masks, labels))
+
+        def prepare(path, mask_path, label):
+            return _finish(*_read(path, mask_path), label, path, size)
+    # Shuffle the light (path) elements when nothing is cached; a cache fixes the order of
+    # its first epoch, so with a cache the shuffle has to come after it.
+    if shuffle and not cache:
+        data = data.shuffle(len(samples), seed=seed, reshuffle_each_iteration=True)
+    data = data.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if cache:
+        data = data.cache("" if cache is True else str(cache))
+        if shuffle:
+            data = data.shuffle(len(samples), seed=seed, reshuffle_each_iteration=True)
+    return data.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def decode_image(contents):
+    """Encoded image bytes -> uint8 ``[H, W, 3]`` (gray to 3 channels, alpha dropped)."""
+    image = tf.io.decode_image(contents, expand_animations=False)
+    channels = tf.shape(image)[-1]
+    image = tf.cond(channels < 3, lambda: tf.tile(image[..., :1], [1, 1, 3]), lambda: image[..., :3])
+    return tf.ensure_shape(image, [None, None, 3])
+
+
+def _read(path, mask_path):
+    image = decode_image(tf.io.read_file(path))
+    mask = tf.cond(tf.strings.length(mask_path) > 0,
+                   lambda: tf.cast(tf.io.decode_image(tf.io.read_file(mask_path), expand_animations=False)[..., 0],
+                                   tf.float32) / 255.0,
+                   lambda: tf.zeros(tf.shape(image)[:2]))
+    return image, mask
+
+
+def _finish(image, mask, label, path, size):
+    image = tf.tile(image, [1, 1, 3]) if image.shape[-1] == 1 else image[..., :3]  # in-memory arrays
+    image = tf.image.resize(tf.image.convert_image_dtype(image, tf.float32), size, antialias=True)
+    image = tf.clip_by_value(image, 0.0, 1.0)  # the anti-aliasing kernel overshoots by ~1e-7
+    mask = tf.image.resize(mask[..., None], size, method="nearest")[..., 0]
+    return image, tf.cast(label, tf.int32), tf.cast(mask > MASK_THRESHOLD, tf.float32), path

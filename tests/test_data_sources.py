@@ -1,0 +1,360 @@
+"""adtf.data.load: each source on the shared data or a tiny fixture in its exact layout, and bad input."""
+import gzip
+import os
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import adtf.data.synthetic
+from adtf.data import AnomalyDataset, Sample, SourceKind, load, parse_spec
+from adtf.errors import DataError
+
+
+# --------------------------------------------------------------------------- fixture writers
+
+
+def write_image(path, size=(12, 10), mode="RGB", value=None, fmt=None, seed=0):
+    """A small random (or constant ``value``) image; ``size`` is (width, height)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shape = (size[1], size[0]) + ((3,) if mode == "RGB" else ())
+    array = np.full(shape, value, np.uint8) if value is not None else \
+        np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+    Image.fromarray(array, mode).save(path, format=fmt)
+    return path
+
+
+def write_mvtec(root, n_train=3, n_good=2, defects=("crack",), n_defect=2, masks=True, size=(12, 10)):
+    for i in range(n_train):
+        write_image(root / "train" / "good" / f"{i:03d}.png", size, seed=i)
+    for i in range(n_good):
+        write_image(root / "test" / "good" / f"{i:03d}.png", size, seed=100 + i)
+    for defect in defects:
+        for i in range(n_defect):
+            write_image(root / "test" / defect / f"{i:03d}.png", size, seed=200 + i)
+            if masks:
+                write_image(root / "ground_truth" / defect / f"{i:03d}_mask.png", size, "L", value=255)
+    return root
+
+
+def write_dagm_class(root, n_normal=(4, 4), n_defective=(2, 2), size=(16, 16)):
+    """A DAGM 2007 class folder: {Train,Test}/NNNN.PNG, Label/Labels.txt, Label/NNNN_label.PNG."""
+    number = 1
+    for split, normal, defective in zip(("Train", "Test"), n_normal, n_defective):
+        lines = ["1"]
+        for i in range(normal + defective):
+            name = f"{number:04d}.PNG"
+            write_image(root / split / name, size, "L", seed=number)
+            if i < defective:
+                write_image(root / split / "Label" / f"{number:04d}_label.PNG", size, "L", value=255)
+                lines.append(f"{number}\t1\t{name}\t0\t{number:04d}_label.PNG")
+            else:
+                lines.append(f"{number}\t0\t{name}\t0\t0")
+            number += 1
+        (root / split / "Label").mkdir(parents=True, exist_ok=True)
+        (root / split / "Label" / "Labels.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def write_mtd(root, counts=(("Free", 5), ("Crack", 2), ("Fray", 1))):
+    for cls, n in counts:
+        for i in range(n):
+            size = (20 + i, 14 + i)  # MTD tiles vary in size; a mask matches its own image
+            write_image(root / f"MT_{cls}" / "Imgs" / f"exp{i}_num_{i}.jpg", size, "L", seed=i, fmt="JPEG")
+            write_image(root / f"MT_{cls}" / "Imgs" / f"exp{i}_num_{i}.png", size, "L",
+                        value=0 if cls == "Free" else 200)
+    return root
+
+
+def write_idx(path, array, gz=True):
+    header = (0x800 + array.ndim).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if gz else data)
+
+
+# --------------------------------------------------------------------------- specs
+
+
+def test_parse_spec_reads_kind_path_and_typed_options():
+    assert parse_spec("dagm:/d/Class3,n_train=500,n_test_normal=none") == \
+        (SourceKind.DAGM, "/d/Class3", {"n_train": 500, "n_test_normal": None})
+    assert parse_spec("mnist:/m:7") == (SourceKind.MNIST, "/m", {"normal_class": 7})
+    assert parse_spec("mtd:/x,train_fraction=0.5") == (SourceKind.MTD, "/x", {"train_fraction": 0.5})
+    assert parse_spec("synthetic") == (SourceKind.SYNTHETIC, None, {})
+    with pytest.raises(DataError, match="not key=value"):
+        parse_spec("mtd:/x,oops")
+
+
+def test_bare_path_is_recognised_by_layout(tmp_path):
+    assert parse_spec(str(write_mvtec(tmp_path / "m")))[0] is SourceKind.MVTEC
+    assert parse_spec(str(write_mtd(tmp_path / "t")))[0] is SourceKind.MTD
+    assert parse_spec(str(write_dagm_class(tmp_path / "Class1")))[0] is SourceKind.DAGM
+    write_image(tmp_path / "plain" / "a.png")
+    assert parse_spec(str(tmp_path / "plain"))[0] is SourceKind.FOLDER
+
+
+def test_unknown_option_names_the_accepted_ones(tmp_path):
+    with pytest.raises(DataError, match=r"unknown option.*train_frac.*accepted.*train_fraction"):
+        load(f"mtd:{write_mtd(tmp_path)}", train_frac=0.5)
+
+
+def test_relative_name_is_found_under_datasets_root(tmp_path, monkeypatch):
+    write_mvtec(tmp_path / "shared" / "my_part")
+    monkeypatch.setenv("ADTF_DATASETS", str(tmp_path / "shared"))
+    monkeypatch.chdir(tmp_path)
+    assert load("mvtec:my_part").counts()["train"] == 3
+
+
+# --------------------------------------------------------------------------- mvtec
+
+
+def test_mvtec_bottle_shared_copy(datasets_dir):
+    root = datasets_dir / "mvtec_bottle"
+    ds = load(f"mvtec:{root}")
+    # Official MVTec AD bottle counts; the shared copy has no ground_truth folder.
+    assert ds.counts() == {"train": 209, "test_good": 20, "test_broken_large": 20, "test_broken_small": 22,
+                           "test_contamination": 21}
+    assert not ds.has_masks and all(s.mask_path is None for s in ds.test)
+    on_disk = {d: len(os.listdir(root / "test" / d)) for d in os.listdir(root / "test")}
+    assert {d: sum(s.defect == d for s in ds.test) for d in on_disk} == on_disk
+    assert all(s.label == (s.defect != "good") for s in ds.test)
+    assert all(s.label == 0 and "/train/good/" in s.path for s in ds.train)
+
+
+def test_mvtec_masks_and_category_option(tmp_path):
+    write_mvtec(tmp_path / "root" / "bottle", defects=("crack", "hole"))
+    ds = load(f"mvtec:{tmp_path / 'root'},category=bottle")
+    assert ds.name == "mvtec:bottle" and ds.has_masks
+    assert ds.counts() == {"train": 3, "test_good": 2, "test_crack": 2, "test_hole": 2}
+    for s in ds.test:
+        assert (s.mask_path is None) == (s.label == 0)
+        assert s.mask_path is None or s.mask_path.endswith(f"ground_truth/{s.defect}/{os.path.basename(s.path)[:-4]}_mask.png")
+
+
+def test_missing_train_good_names_the_folder_and_categories(tmp_path):
+    write_mvtec(tmp_path / "root" / "bottle")
+    with pytest.raises(DataError, match=r"root: no train/good.*\['bottle'\]"):
+        load(f"mvtec:{tmp_path / 'root'}")
+
+
+def test_missing_mask_is_reported(tmp_path):
+    root = write_mvtec(tmp_path / "m")
+    missing = root / "ground_truth" / "crack" / "001_mask.png"
+    missing.unlink()
+    with pytest.raises(DataError, match=str(missing)):
+        load(f"mvtec:{root}")
+
+
+# --------------------------------------------------------------------------- dagm
+
+
+def test_dagm_paper000_split(tmp_path):
+    root = write_dagm_class(tmp_path / "Class1")
+    ds = load(f"dagm:{root}", n_train=5, n_test_normal=2)
+    assert ds.counts() == {"train": 5, "test_good": 2, "test_defective": 4} and ds.has_masks
+    assert not {s.path for s in ds.train} & {s.path for s in ds.test}
+    assert all(s.mask_path.endswith("_label.PNG") and os.path.exists(s.mask_path) for s in ds.test if s.label)
+    everything = load(f"dagm:{root}", n_train=5, n_test_normal=None)
+    assert everything.counts() == {"train": 5, "test_good": 3, "test_defective": 4}
+    # the seed picks which normal images train; the same seed picks the same ones
+    picks = {tuple(s.path for s in load(f"dagm:{root}", seed=seed, n_train=5).train) for seed in range(6)}
+    assert len(picks) > 1
+    assert load(f"dagm:{root}", seed=3, n_train=5).train == load(f"dagm:{root}", seed=3, n_train=5).train
+
+
+def test_dagm_official_split_and_root_with_category(tmp_path):
+    write_dagm_class(tmp_path / "DAGM" / "Class2")
+    ds = load(f"dagm:{tmp_path / 'DAGM'},category=Class2,n_train=none")
+    assert ds.counts() == {"train": 4, "test_good": 4, "test_defective": 2}
+    assert all("/Train/" in s.path for s in ds.train) and all("/Test/" in s.path for s in ds.test)
+
+
+def test_dagm_errors(tmp_path):
+    root = write_dagm_class(tmp_path / "Class1")
+    assert load(f"dagm:{root}", n_train=5, n_test_normal=500).counts()["test_good"] == 3  # "at most"
+    with pytest.raises(DataError, match="n_train=8 must leave test images out of the class's 8 normal"):
+        load(f"dagm:{root}", n_train=8)
+    labels = root / "Test" / "Label" / "Labels.txt"
+    labels.write_text("1\n1\t2\t0005.PNG\t0\t0\n")
+    with pytest.raises(DataError, match=f"{labels}, line 2"):
+        load(f"dagm:{root}")
+
+
+# --------------------------------------------------------------------------- mtd
+
+
+def test_mtd_shared_copy(datasets_dir):
+    root = datasets_dir / "mtd"
+    ds = load(f"mtd:{root}")
+    on_disk = {d.name[3:].lower(): len(list((d / "Imgs").glob("*.jpg"))) for d in root.glob("MT_*")}
+    assert on_disk["free"] == 952 and sum(on_disk.values()) == 1344
+    counts = ds.counts()
+    assert counts["train"] == round(0.8 * 952) and counts["train"] + counts["test_good"] == 952
+    assert all(counts[f"test_{d}"] == n for d, n in on_disk.items() if d != "free")
+    assert ds.has_masks
+    assert all(s.mask_path == s.path[:-4] + ".png" for s in ds.test if s.label)
+
+
+def test_mtd_split_is_seeded(tmp_path):
+    root = write_mtd(tmp_path)
+    a, b = load(f"mtd:{root}", seed=1), load(f"mtd:{root}", seed=1)
+    assert a.train == b.train == load(f"mtd:{root},seed=1").train and a.counts() == {"train": 4, "test_good": 1, "test_crack": 2, "test_fray": 1}
+    free = {str(p) for p in (root / "MT_Free" / "Imgs").glob("*.jpg")}
+    assert {s.path for s in a.train} | {s.path for s in a.test if not s.label} == free
+    assert len({tuple(s.path for s in load(f"mtd:{root}", seed=s).train) for s in range(8)}) > 1
+    assert load(f"mtd:{root}", train_fraction=0.4).counts()["train"] == 2
+
+
+# --------------------------------------------------------------------------- folder
+
+
+def test_folder_of_normal_images_only(tmp_path):
+    for i in range(4):
+        write_image(tmp_path / "ok" / f"{i}.jpg", fmt="JPEG", seed=i)
+    ds = load(f"folder:{tmp_path / 'ok'}")
+    assert ds.counts() == {"train": 4} and ds.test == [] and not ds.has_masks
+    held = load(f"folder:{tmp_path / 'ok'},holdout=0.5")
+    assert held.counts() == {"train": 2, "test_good": 2}
+
+
+def test_folder_with_anomalous_masks_and_test_normal(tmp_path):
+    for i in range(3):
+        write_image(tmp_path / "ok" / f"{i}.png", seed=i)
+    write_image(tmp_path / "ok_test" / "t.png")
+    write_image(tmp_path / "ng" / "loose.png")                      # -> defect "anomalous"
+    write_image(tmp_path / "ng" / "scratch" / "s1.png")
+    write_image(tmp_path / "masks" / "loose_mask.png", mode="L", value=255)
+    write_image(tmp_path / "masks" / "scratch" / "s1.png", mode="L", value=255)
+    ds = load(f"folder:{tmp_path / 'ok'},anomalous={tmp_path / 'ng'},masks={tmp_path / 'masks'},"
+              f"test_normal={tmp_path / 'ok_test'}")
+    assert ds.counts() == {"train": 3, "test_good": 1, "test_anomalous": 1, "test_scratch": 1} and ds.has_masks
+    masks = {s.defect: s.mask_path for s in ds.test if s.label}
+    assert masks == {"anomalous": str(tmp_path / "masks" / "loose_mask.png"),
+                     "scratch": str(tmp_path / "masks" / "scratch" / "s1.png")}
+
+
+def test_empty_folder_names_the_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    with pytest.raises(DataError, match=f"{tmp_path / 'empty'}: no images"):
+        load(f"folder:{tmp_path / 'empty'}")
+    with pytest.raises(DataError, match="folder not found"):
+        load(f"folder:{tmp_path / 'nowhere'}")
+
+
+# --------------------------------------------------------------------------- mnist
+
+
+def test_mnist_shared_copy_one_class(datasets_dir):
+    root = datasets_dir / "mnist"
+    with gzip.open(root / "t10k-labels-idx1-ubyte.gz") as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)
+    ds = load(f"mnist:{root}:3")
+    assert ds.name == "mnist:3" and ds.arrays.shape == (10000, 28, 28) and ds.arrays.dtype == np.uint8
+    n3 = int((labels == 3).sum())
+    assert len(ds.train) == round(0.8 * n3) and len(ds.train) + ds.counts()["test_good"] == n3
+    assert len(ds.train) + len(ds.test) == 10000
+    assert all(labels[s.index] == 3 and s.label == 0 for s in ds.train)
+    assert all(s.label == int(labels[s.index] != 3) for s in ds.test)
+    assert all(s.defect == ("good" if not s.label else str(labels[s.index])) for s in ds.test)
+    assert not {s.index for s in ds.train} & {s.index for s in ds.test}
+
+
+def test_mnist_both_splits_and_bad_files(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, n, gz in (("train", 30, True), ("t10k", 20, False)):
+        write_idx(tmp_path / f"{split}-images-idx3-ubyte{'.gz' if gz else ''}", rng.integers(0, 256, (n, 28, 28)), gz)
+        write_idx(tmp_path / f"{split}-labels-idx1-ubyte{'.gz' if gz else ''}", np.arange(n) % 10, gz)
+    ds = load(f"mnist:{tmp_path}", normal_class=2)
+    assert ds.counts()["train"] == 3 and len(ds.test) == 20          # train: the 2s of train; test: all of t10k
+    assert all(s.path.startswith("mnist/train/") for s in ds.train)
+    assert ds.arrays.shape == (50, 28, 28)
+    data = (tmp_path / "t10k-images-idx3-ubyte").read_bytes()
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(data[:-100])
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte: header promises .* \(truncated\?\)"):
+        load(f"mnist:{tmp_path}")
+    with pytest.raises(DataError, match="normal_class=12"):
+        load(f"mnist:{tmp_path}", normal_class=12)
+
+
+# --------------------------------------------------------------------------- synthetic
+
+
+def test_synthetic_delegates_to_materialize(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_materialize(name="brick", *, seed=0, size=128):
+        calls.append((name, seed, size))
+        return write_mvtec(tmp_path / name, defects=("scratch", "spot"))
+
+    monkeypatch.setattr(adtf.data.synthetic, "materialize", fake_materialize)
+    ds = load("synthetic", seed=4)
+    assert ds.name == "synthetic:brick" and ds.has_masks
+    assert ds.counts() == {"train": 3, "test_good": 2, "test_scratch": 2, "test_spot": 2}
+    assert load("synthetic:gravel,size=64").name == "synthetic:gravel"
+    assert calls == [("brick", 4, 128), ("gravel", 0, 64)]
+    with pytest.raises(DataError, match="synthetic:brick: .*colour"):
+        load("synthetic:brick", colour="red")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize("breakage", ["garbage", "truncated_png", "truncated_jpeg", "empty", "tiff"])
+def test_unusable_image_raises_naming_it_and_skip_bad_leaves_it_out(tmp_path, breakage):
+    root = write_mvtec(tmp_path / "m", masks=False, size=(64, 48))
+    bad = root / "train" / "good" / "001.png"
+    if breakage == "garbage":
+        bad.write_bytes(b"this is not an image at all")
+    elif breakage == "truncated_png":
+        bad.write_bytes(bad.read_bytes()[:-600])
+    elif breakage == "truncated_jpeg":
+        bad = write_image(root / "train" / "good" / "001.jpg", (64, 48), fmt="JPEG")
+        (root / "train" / "good" / "001.png").unlink()
+        bad.write_bytes(bad.read_bytes()[: len(bad.read_bytes()) // 2])
+    elif breakage == "empty":
+        bad.write_bytes(b"")
+    else:
+        Image.open(bad).save(bad, format="TIFF")  # a TIFF named .png: PIL reads it, TensorFlow cannot
+    with pytest.raises(DataError, match=str(bad)) as error:
+        load(f"mvtec:{root}")
+    assert "skip_bad=True" in str(error.value)
+    with pytest.warns(UserWarning, match=str(bad)):
+        ds = load(f"mvtec:{root}", skip_bad=True)
+    assert str(bad) not in {s.path for s in ds.train} and len(ds.train) == 2
+
+
+def test_mask_size_mismatch_raises_and_skip_bad_drops_the_image(tmp_path):
+    root = write_mvtec(tmp_path / "m", size=(12, 10))
+    mask = write_image(root / "ground_truth" / "crack" / "000_mask.png", (10, 10), "L", value=255)
+    with pytest.raises(DataError, match=rf"{mask}: mask is 10x10 but its image .*000.png is 12x10"):
+        load(f"mvtec:{root}")
+    with pytest.warns(UserWarning, match=str(mask)):
+        ds = load(f"mvtec:{root}", skip_bad=True)
+    assert ds.counts()["test_crack"] == 1
+
+
+def test_every_problem_is_listed_once(tmp_path):
+    root = write_mvtec(tmp_path / "m", masks=False)
+    for name in ("000.png", "001.png"):
+        (root / "test" / "crack" / name).write_bytes(b"broken")
+    with pytest.raises(DataError, match="2 unusable file") as error:
+        load(f"mvtec:{root}")
+    assert all(str(root / "test" / "crack" / n) in str(error.value) for n in ("000.png", "001.png"))
+
+
+def test_no_training_image_left_raises(tmp_path):
+    root = write_mvtec(tmp_path / "m", n_train=1, masks=False)
+    (root / "train" / "good" / "000.png").write_bytes(b"broken")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(DataError, match="no usable training image"):
+            load(f"mvtec:{root}", skip_bad=True)
+
+
+def test_counts_and_repr():
+    ds = AnomalyDataset("x", [Sample("a", 0, "good")],
+                        [Sample("b", 1, "zeta"), Sample("c", 0, "good"), Sample("d", 1, "alpha")], False)
+    assert list(ds.counts().items()) == [("train", 1), ("test_good", 1), ("test_alpha", 1), ("test_zeta", 1)]
+    assert "test_zeta" in repr(ds) and "Sample(" not in repr(ds)
