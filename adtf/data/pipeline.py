@@ -88,6 +88,12 @@ def decode_image(contents):
     return tf.ensure_shape(image, [None, None, 3])
 
 
+def prepare_image(image, size):
+    """uint8 ``[H, W, 3]`` -> float32 ``[*size, 3]`` in [0, 1]: the one resize training and serving share."""
+    image = tf.image.resize(tf.image.convert_image_dtype(image, tf.float32), size, antialias=True)
+    return tf.clip_by_value(image, 0.0, 1.0)  # the anti-aliasing kernel overshoots by ~1e-7
+
+
 def _read(path, mask_path):
     image = decode_image(tf.io.read_file(path))
     mask = tf.cond(tf.strings.length(mask_path) > 0,
@@ -99,7 +105,6 @@ def _read(path, mask_path):
 
 def _finish(image, mask, label, path, size):
     image = tf.tile(image, [1, 1, 3]) if image.shape[-1] == 1 else image[..., :3]  # in-memory arrays
-    image = tf.image.resize(tf.image.convert_image_dtype(image, tf.float32), size, antialias=True)
-    image = tf.clip_by_value(image, 0.0, 1.0)  # the anti-aliasing kernel overshoots by ~1e-7
+    image = prepare_image(image, size)
     mask = tf.image.resize(mask[..., None], size, method="nearest")[..., 0]
     return image, tf.cast(label, tf.int32), tf.cast(mask > MASK_THRESHOLD, tf.float32), path

@@ -1,0 +1,25 @@
+"""Detectors: one module per paper, all keeping the contract of ``adtf.detectors.base``.
+
+A new method is one module plus one line in ``REGISTRY``.
+"""
+from adtf.detectors.base import Detector, load
+from adtf.detectors.mon import ModelOfNormality
+
+REGISTRY = {
+    "mon": ModelOfNormality,
+}
+
+
+def create(method, preset=None, **options):
+    """Build a detector by registry name (``adtf-fit --method``), from a preset when it has them."""
+    from adtf.errors import AdtfError
+
+    if method not in REGISTRY:
+        raise AdtfError(f"unknown method {method!r}; available: {sorted(REGISTRY)}")
+    cls = REGISTRY[method]
+    if preset is not None and hasattr(cls, "from_preset"):
+        return cls.from_preset(preset, **options)
+    return cls(**options)
+
+
+__all__ = ["Detector", "ModelOfNormality", "REGISTRY", "create", "load"]

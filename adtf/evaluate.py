@@ -1,0 +1,173 @@
+"""Detector x dataset -> metrics, plots and a markdown report in one folder.
+
+``evaluate`` is what ``adtf-fit``, ``adtf-eval``, the notebooks and the benchmarks
+call, so every number adtf prints is computed in one place (with ``adtf.metrics``).
+"""
+import datetime
+import platform
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+from adtf import data, metrics, thresholds, viz
+from adtf.atomic import write_json, write_text
+from adtf.detectors.base import batches, images_of
+
+
+def peak_rss_mb():
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def timed_scores(detector, dataset, verbose=True):
+    """``detector.score_dataset`` plus the time per image, the first (warm-up) batch left out."""
+    collected, seconds, timed_images = {}, 0.0, 0
+    for i, batch in enumerate(batches(dataset, "evaluating", verbose)):
+        start = time.perf_counter()
+        outputs = detector.infer(images_of(batch))
+        elapsed = time.perf_counter() - start
+        if i > 0:
+            seconds, timed_images = seconds + elapsed, timed_images + len(outputs["score"])
+        first = (elapsed, len(outputs["score"]))
+        outputs.update(label=np.asarray(batch[1]), mask=np.asarray(batch[2]), path=np.asarray(batch[3]))
+        for key, value in outputs.items():
+            collected.setdefault(key, []).append(value)
+    if timed_images == 0:  # a single batch: time it, warm-up and all
+        seconds, timed_images = first
+    collected = {key: np.concatenate(parts) for key, parts in collected.items()}
+    return collected, 1000.0 * seconds / timed_images
+
+
+def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_examples=4,
+             pixel_baseline=True, verbose=True):
+    """Score ``dataset.test`` with ``detector``; return the metrics dict (and write a report).
+
+    Args:
+        detector: a fitted, calibrated ``adtf.detectors.Detector``.
+        dataset: an ``adtf.data.AnomalyDataset``.
+        out_dir: folder for ``metrics.json``, ``report.md`` and the plots (None: write nothing).
+        method: name recorded in ``metrics.json`` (default: the detector's class name).
+        batch_size: images per batch.
+        n_examples: how many top- and bottom-scored test images get a heat-map overlay.
+        pixel_baseline: also compute the "pre" panel of paper 000's Fig. 4 (raw pixels, no backbone).
+
+    Example:
+    >>> results = evaluate(detector, adtf.data.load("mvtec:/data/bottle"), "runs/bottle")
+    >>> results["image_auroc"]
+    """
+    test_ds = data.pipeline(dataset.test, arrays=dataset.arrays, image_size=detector.image_size, batch_size=batch_size)
+    outputs, ms_per_image = timed_scores(detector, test_ds, verbose)
+    labels = outputs["label"].astype(int)
+    has_both = labels.min() == 0 and labels.max() == 1
+    image_scores = {name: outputs[name] for name in detector.score_names if name in outputs}
+    results = {
+        "method": method or type(detector).__name__,
+        "dataset": dataset.name,
+        "image_auroc": metrics.image_auroc(labels, outputs["score"]) if has_both else None,
+        "image_auroc_by_score": {k: metrics.image_auroc(labels, v) for k, v in image_scores.items()} if has_both else {},
+        "pixel_auroc": None,
+        "aupro": None,
+    }
+    if has_both:
+        tpr, tnr, threshold = metrics.best_tpr_tnr(labels, outputs["score"])
+        results.update(best_tpr=tpr, best_tnr=tnr, best_threshold=threshold)
+        results["f1_max"] = metrics.f1_max(labels, outputs["score"])[0]
+        results["fpr_at_full_recall"] = metrics.fpr_at_full_recall(labels, outputs["score"])[0]
+    masks = outputs["mask"]
+    if dataset.has_masks and masks[labels == 1].any():
+        results["pixel_auroc"] = metrics.pixel_auroc(masks, outputs["anomaly_map"])
+        results["aupro"] = metrics.aupro(masks, outputs["anomaly_map"])
+    results["working_points"] = (thresholds.evaluate_working_points(detector.working_points, labels, outputs)
+                                 if detector.working_points and has_both else {})
+    results["active_working_point"] = detector.working_point
+    defects = {}
+    for sample, label in zip(dataset.test, labels):
+        defects.setdefault(sample.defect, []).append(label)
+    results["per_defect_image_auroc"] = {}
+    if has_both:
+        defect_of = np.array([s.defect for s in dataset.test])
+        for defect in sorted(set(defect_of[labels == 1])):
+            keep = (labels == 0) | (defect_of == defect)
+            results["per_defect_image_auroc"][defect] = metrics.image_auroc(labels[keep], outputs["score"][keep])
+    results.update(
+        n_train=len(dataset.train), n_test=len(dataset.test), n_test_anomalous=int(labels.sum()),
+        image_size=list(detector.image_size), ms_per_image=ms_per_image, images_per_second=1000.0 / ms_per_image,
+        peak_rss_mb=peak_rss_mb(), machine=f"{platform.machine()} {platform.processor() or ''} cpus={_cpus()}".strip(),
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        results["plots"] = _plots(detector, dataset, outputs, labels, image_scores, out_dir, batch_size,
+                                  n_examples, pixel_baseline and has_both and {"d_mean", "d_max"} <= outputs.keys())
+        write_json(out_dir / "metrics.json", results)
+        write_text(out_dir / "report.md", report_markdown(results))
+    return results
+
+
+def _cpus():
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def _plots(detector, dataset, outputs, labels, image_scores, out_dir, batch_size, n_examples, scatter):
+    plots = {}
+    if labels.min() == 0 and labels.max() == 1:
+        plots["roc"] = viz.roc_curves(labels, image_scores, out_dir / "roc.png", title=dataset.name).name
+    if scatter:
+        from adtf.detectors.mon import pixel_distances
+
+        pre = pixel_distances(dataset, detector.image_size, batch_size)
+        panels = {"pre (raw pixels)": pre, "post (backbone features)": (outputs["d_mean"], outputs["d_max"])}
+        plots["scatter"] = viz.mon_scatter(labels, panels, out_dir / "scatter.png", title=dataset.name).name
+    order = np.argsort(outputs["score"])
+    vmax = float(np.percentile(outputs["anomaly_map"], 99.9))
+    for kind, picked in (("most_anomalous", order[::-1][:n_examples]), ("least_anomalous", order[:n_examples])):
+        samples = [dataset.test[i] for i in picked]
+        images = np.concatenate([np.asarray(b[0]) for b in data.pipeline(
+            samples, arrays=dataset.arrays, image_size=detector.image_size, batch_size=batch_size)])
+        titles = [f"{'ANOMALOUS' if labels[i] else 'normal'} {dataset.test[i].defect}\n"
+                  f"{Path(dataset.test[i].path).name} score {outputs['score'][i]:.3g}" for i in picked]
+        masks = outputs["mask"][picked] if dataset.has_masks else None
+        plots[kind] = viz.heatmap_grid(images, outputs["anomaly_map"][picked], titles,
+                                       out_dir / f"heatmaps_{kind}.png", masks=masks, vmax=vmax).name
+    return plots
+
+
+def _fmt(value, digits=3):
+    return "n/a" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def report_markdown(results):
+    """A short human-readable report of a ``metrics.json`` dict."""
+    lines = [f"# {results['method']} on {results['dataset']}", "",
+             f"{results['n_train']} normal training images, {results['n_test']} test images "
+             f"({results['n_test_anomalous']} anomalous), {results['image_size'][0]}x{results['image_size'][1]} input; "
+             f"{results['date']} on {results['machine']}.", "",
+             "| metric | value |", "|---|---|"]
+    rows = [("image AUROC (score)", results["image_auroc"])]
+    rows += [(f"image AUROC ({k})", v) for k, v in results["image_auroc_by_score"].items()]
+    rows += [("best TPR (max TPR+TNR)", results.get("best_tpr")), ("best TNR", results.get("best_tnr")),
+             ("F1-max", results.get("f1_max")), ("FPR at 100% recall", results.get("fpr_at_full_recall")),
+             ("pixel AUROC", results["pixel_auroc"]), ("AUPRO (FPR<=0.3)", results["aupro"]),
+             ("ms per image", results["ms_per_image"]), ("images per second", results["images_per_second"]),
+             ("peak RSS (MiB)", results["peak_rss_mb"])]
+    lines += [f"| {name} | {_fmt(value)} |" for name, value in rows]
+    if results["working_points"]:
+        lines += ["", "## Working points (thresholds from normal images only)", "",
+                  "| working point | rule | threshold | TPR | TNR | AUC=(TPR+TNR)/2 |", "|---|---|---|---|---|---|"]
+        for name, wp in results["working_points"].items():
+            active = " (active)" if name == results["active_working_point"] else ""
+            lines.append(f"| {name}{active} | {wp['rule']} | {wp['threshold']:.4g} | {wp['tpr']:.3f} | {wp['tnr']:.3f} | {wp['auc']:.3f} |")
+        best = max(wp["auc"] for wp in results["working_points"].values())
+        lines += ["", f"Paper-000 Table II row: " + " | ".join(f"{wp['auc']:.2f}" for wp in results["working_points"].values())
+                  + f" | max {best:.2f}"]
+    if results["per_defect_image_auroc"]:
+        lines += ["", "## Image AUROC per defect type (vs. all normal test images)", "", "| defect | AUROC |", "|---|---|"]
+        lines += [f"| {k} | {v:.3f} |" for k, v in results["per_defect_image_auroc"].items()]
+    if results.get("plots"):
+        lines += ["", "## Plots", ""] + [f"![{k}]({v})" for k, v in results["plots"].items()]
+    return "\n".join(lines) + "\n"

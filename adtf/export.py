@@ -1,0 +1,67 @@
+"""SavedModel export for TF Serving, and the metadata that travels with it.
+
+``serving_default`` takes float32 images ``[B, H, W, 3]`` in ``[0, 1]``;
+``serve_image_bytes`` takes encoded PNG/JPEG/BMP bytes ``[B]``. Both return every
+output of the detector's ``call`` (for MoN: ``score``, ``d_mean``, ``d_max``,
+``anomaly_map``, ``decisions`` for the six working points, ``anomalous`` at the
+active one). The thresholds are variables inside the SavedModel; their names and
+rules are also written to ``assets.extra/adtf.json`` (TF Serving ignores that folder).
+"""
+import json
+
+import keras
+import tensorflow as tf
+
+from adtf.atomic import atomic_path
+from adtf.data.pipeline import decode_image, prepare_image
+
+
+def metadata(detector):
+    """What a user needs to read the outputs: method, input size, working points, the active one."""
+    config = detector.get_config()
+    return {
+        "class": type(detector).__name__,
+        "image_size": list(detector.image_size),
+        "score_names": list(detector.score_names),
+        "working_points": detector.working_points,
+        "working_point": detector.working_point,
+        "threshold": float(detector.threshold.numpy()),
+        "config": {k: v for k, v in config.items() if k not in ("working_points",)},
+    }
+
+
+def export_saved_model(detector, path):
+    """Write ``detector`` as a SavedModel at ``path`` (atomically) and return the path.
+
+    Args:
+        detector: a fitted and calibrated ``adtf.detectors.Detector``.
+        path: output folder.
+
+    Example:
+    >>> export_saved_model(detector, "runs/mon/saved_model")
+    >>> served = tf.saved_model.load("runs/mon/saved_model")
+    >>> served.signatures["serving_default"](images=tf.zeros([1, 224, 224, 3]))
+    """
+    height, width = detector.image_size
+
+    def serve_images(images):
+        return detector(images, training=False)
+
+    def serve_image_bytes(image_bytes):
+        def decode(contents):
+            return tf.ensure_shape(prepare_image(decode_image(contents), (height, width)), (height, width, 3))
+
+        images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec((height, width, 3), tf.float32))
+        return detector(images, training=False)
+
+    archive = keras.export.ExportArchive()
+    archive.track(detector)
+    archive.add_endpoint("serving_default", serve_images,
+                         input_signature=[tf.TensorSpec((None, height, width, 3), tf.float32, name="images")])
+    archive.add_endpoint("serve_image_bytes", serve_image_bytes,
+                         input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")])
+    with atomic_path(path) as tmp:
+        archive.write_out(str(tmp), verbose=False)
+        (tmp / "assets.extra").mkdir(exist_ok=True)
+        (tmp / "assets.extra" / "adtf.json").write_text(json.dumps(metadata(detector), indent=2, default=str))
+    return path

@@ -1,0 +1,74 @@
+"""Plots a person would rather look at than read: ROC curves, the MoN scatter plot
+(paper 000, Fig. 4) and heat-map overlays. Every function writes a PNG atomically
+and returns its path; matplotlib runs headless (Agg)."""
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
+
+from adtf.atomic import atomic_path  # noqa: E402
+
+
+def _save(fig, path):
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def roc_curves(labels, scores, path, title=""):
+    """ROC curve of each named image score (``scores``: name -> [N] array)."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    for name, values in scores.items():
+        fpr, tpr, _ = roc_curve(labels, values)
+        ax.plot(fpr, tpr, label=f"{name} (AUROC {np.trapezoid(tpr, fpr):.3f})")
+    ax.plot([0, 1], [0, 1], ":", color="gray")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title or "ROC", xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def _normalised(values):
+    values = np.asarray(values, dtype=np.float64)
+    span = values.max() - values.min()
+    return (values - values.min()) / (span if span > 0 else 1.0)
+
+
+def mon_scatter(labels, panels, path, title=""):
+    """Paper 000, Fig. 4: normalised mean (x) vs max (y) distance to the MoN, normal vs anomalous.
+
+    Args:
+        labels: ``[N]`` 0 normal / 1 anomalous.
+        panels: ordered name -> ``(d_mean, d_max)``, e.g. ``{"pre (pixels)": ..., "post (features)": ...}``.
+    """
+    labels = np.asarray(labels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
+    for ax, (name, (d_mean, d_max)) in zip(axes[0], panels.items()):
+        x, y = _normalised(d_mean), _normalised(d_max)
+        ax.scatter(x[labels == 0], y[labels == 0], s=9, c="0.6", label="anomaly-free")
+        ax.scatter(x[labels == 1], y[labels == 1], s=9, c="k", marker="x", label="anomalous")
+        ax.set(xlabel="normalised mean distance", ylabel="normalised max distance", title=name, xlim=(-0.03, 1.03), ylim=(-0.03, 1.03))
+        ax.legend(loc="lower right", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def heatmap_grid(images, maps, titles, path, masks=None, vmax=None):
+    """Images with their anomaly maps overlaid (and ground-truth contours when given).
+
+    One shared colour scale (``vmax``, default the largest map value) so maps compare across images.
+    """
+    n = len(images)
+    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.9), squeeze=False)
+    vmax = float(np.max(maps)) if vmax is None else vmax
+    for i, ax in enumerate(axes[0]):
+        ax.imshow(np.clip(images[i], 0, 1))
+        ax.imshow(maps[i], cmap="jet", alpha=0.45, vmin=0, vmax=vmax)
+        if masks is not None and np.any(masks[i] > 0.5):
+            ax.contour(masks[i] > 0.5, levels=[0.5], colors="white", linewidths=0.8)
+        ax.set_title(titles[i], fontsize=7)
+        ax.axis("off")
+    return _save(fig, path)
