@@ -49,7 +49,7 @@ def reachable(url, timeout=REACH_TIMEOUT_S):
         try:
             socket.create_connection(address, timeout=timeout).close()
             opened.append(True)
-        except (OSError, UnicodeError):
+        except Exception:  # noqa: BLE001 - any failure to connect means "not reachable"
             pass
 
     thread = threading.Thread(target=probe, daemon=True, name=f"adtf-probe-{address[0]}")

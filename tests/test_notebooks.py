@@ -1,0 +1,22 @@
+"""Every notebook runs top to bottom (code cells executed in order, headless)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs(notebook, tmp_path):
+    cells = json.loads(notebook.read_text())["cells"]
+    source = "\n\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    script = tmp_path / "notebook.py"
+    script.write_text("import matplotlib\nmatplotlib.use('Agg')\n" + source)
+    env = dict(os.environ, MPLBACKEND="Agg")
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "runs" / "notebook-mon" / "metrics.json").exists()
