@@ -8,8 +8,11 @@ export for TF Serving (``adtf.export``).
 """
 import os as _os
 
-# TensorFlow Probability on Keras 3 needs the tf-keras shim; keep TF quiet on import.
+# Keep TF quiet on import. TF leaves oneDNN off on CPUs without AVX-512 (AMD EPYC, say),
+# where it still makes the frozen inference graphs ~1.6x faster (adtf.backbones.frozen);
+# set TF_ENABLE_ONEDNN_OPTS=0 before importing adtf to opt out. Import adtf before TF for this to apply.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"
 

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # CPU-only machines log a cuInit error otherwise
 
 from adtf.errors import AdtfError  # noqa: E402
 

@@ -43,6 +43,7 @@ def export_saved_model(detector, path):
     >>> served.signatures["serving_default"](images=tf.zeros([1, 224, 224, 3]))
     """
     height, width = detector.image_size
+    detector.ensure_built()
 
     def serve_images(images):
         return detector(images, training=False)

@@ -14,6 +14,7 @@ Example:
     TensorShape([8, 7, 7, 192])
 """
 from adtf.backbones.checkpoint import load_torch_state_dict
+from adtf.backbones.frozen import freeze
 from adtf.backbones.registry import Backbone, ChannelAffine, available, build
 
-__all__ = ["Backbone", "ChannelAffine", "available", "build", "load_torch_state_dict"]
+__all__ = ["Backbone", "ChannelAffine", "available", "build", "freeze", "load_torch_state_dict"]

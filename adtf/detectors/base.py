@@ -167,6 +167,15 @@ class Detector(keras.Model):
         model.working_point = working_point
         return model
 
+    def ensure_built(self):
+        """Trace ``call`` once: scoring runs through faster graphs, but saving and export need a built model."""
+        if not self.built:
+            self(np.zeros((1, *self.image_size, 3), "float32"), training=False)
+
+    def save(self, filepath, *args, **kwargs):
+        self.ensure_built()
+        return super().save(filepath, *args, **kwargs)
+
     def export(self, path, **kwargs):
         """Write a SavedModel for TF Serving; see ``adtf.export.export_saved_model``."""
         from adtf.export import export_saved_model

@@ -101,14 +101,26 @@ class ModelOfNormality(Detector):
         return cls(**config)
 
     # -- T(.) and eq. 2-5 --------------------------------------------------------
-    def feature_map(self, images):
+    def _resized(self, images):
         images = ops.convert_to_tensor(images, "float32")
         if tuple(images.shape[1:3]) != self.image_size:
             images = ops.image.resize(images, self.image_size, interpolation="bilinear")
-        return self.features(images, training=False)[self.layer]
+        return images
 
-    def call(self, images, training=False):
-        distance_map = self.distance(self.feature_map(images))
+    def feature_map(self, images):
+        """T(images): the tapped backbone layer (the Keras path, used by ``call`` and the SavedModel)."""
+        return self.features(self._resized(images), training=False)[self.layer]
+
+    def fast_feature_map(self, images):
+        """T(images) through the frozen backbone graph (``adtf.backbones.freeze``): same values, faster."""
+        if "_frozen_features" not in self.__dict__:  # freezing needs eager mode: do it before tracing
+            self.__dict__["_frozen_features"] = backbones.freeze(self.features, (*self.image_size, 3))
+        frozen = self.__dict__["_frozen_features"]
+        return self.graph_fn("fast_feature_map", lambda x: frozen(self._resized(x))[self.layer])(images)
+
+    def head(self, images, features):
+        """Eq. 2-5 and the decisions, from T(images)."""
+        distance_map = self.distance(features)
         d_mean = ops.mean(distance_map, axis=(1, 2))
         d_max = ops.max(distance_map, axis=(1, 2))
         size = tuple(ops.shape(images)[1:3])
@@ -123,12 +135,19 @@ class ModelOfNormality(Detector):
         }
         return self.decide(outputs)
 
+    def call(self, images, training=False):
+        return self.head(images, self.feature_map(images))
+
+    def infer(self, images):
+        outputs = self.graph_fn("head", self.head)(images, self.fast_feature_map(images))
+        return {key: np.asarray(value) for key, value in outputs.items()}
+
     # -- eq. 1: the Model of Normality ---------------------------------------------
     def fit(self, train_ds, verbose=True):
         """Set the MoN to the mean feature map of the normal images in ``train_ds`` (eq. 1)."""
         total, count = None, 0
         for batch in batches(train_ds, "model of normality", verbose):
-            features = np.asarray(self.graph_fn("feature_map", self.feature_map)(images_of(batch)), dtype=np.float64)
+            features = np.asarray(self.fast_feature_map(images_of(batch)), dtype=np.float64)
             total = features.sum(axis=0) if total is None else total + features.sum(axis=0)
             count += features.shape[0]
         if count == 0:
