@@ -11,7 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # CPU-only machines log a cuInit error otherwise
+import adtf  # noqa: E402
+
+if adtf.USER_TF_LOG_LEVEL is None:  # a CUDA build of TF on a machine without a GPU logs a cuInit error otherwise
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 
 from adtf.errors import AdtfError  # noqa: E402
 
