@@ -124,6 +124,9 @@ def _fit_parser():
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0, help="seed for data splits and shuffling")
     parser.add_argument("--n-train", type=int, default=None, help="normal images for fitting (DAGM protocol: 500)")
+    parser.add_argument("--calibration-fraction", type=float, default=0.0,
+                        help="hold this fraction of the normal training images out of the fit and calibrate the "
+                             "working points on them (default 0: the paper's protocol, calibrate on the fitted images)")
     parser.add_argument("--skip-bad", action="store_true", help="leave unreadable images out with a warning instead of stopping")
     parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -146,15 +149,23 @@ def fit_main(argv=None):
     preset = args.preset or ("offline" if args.method == "mon" else None)
     detector = detectors.create(args.method, preset=preset, **_detector_options(args))
     size = detector.image_size
-    train_ds = data.pipeline(dataset.train, arrays=dataset.arrays, image_size=size, batch_size=args.batch_size)
-    print(f"[2/5] fitting {args.method} ({preset or 'default'} preset) at {size[0]}x{size[1]}", flush=True)
+    fit_samples, calibration_samples = data.split_off(dataset.train, args.calibration_fraction, args.seed)
+    train_ds = data.pipeline(fit_samples, arrays=dataset.arrays, image_size=size, batch_size=args.batch_size)
+    print(f"[2/5] fitting {args.method} ({preset or 'default'} preset) at {size[0]}x{size[1]} "
+          f"on {len(fit_samples)} normal images", flush=True)
     detector.fit(train_ds, verbose=verbose)
-    print("[3/5] calibrating working points on the normal training images", flush=True)
-    detector.calibrate(train_ds, verbose=verbose)
+    if calibration_samples:
+        print(f"[3/5] calibrating working points on {len(calibration_samples)} held-out normal images", flush=True)
+        detector.calibrate(data.pipeline(calibration_samples, arrays=dataset.arrays, image_size=size,
+                                         batch_size=args.batch_size), verbose=verbose)
+    else:
+        print("[3/5] calibrating working points on the normal training images (paper 000's protocol)", flush=True)
+        detector.calibrate(train_ds, verbose=verbose)
     out = Path(args.out or Path("runs") / f"{args.method}-{_slug(dataset.name)}")
     out.mkdir(parents=True, exist_ok=True)
     print(f"[4/5] evaluating on {len(dataset.test)} test images -> {out}", flush=True)
-    results = evaluate(detector, dataset, out, method=args.method, batch_size=args.batch_size, verbose=verbose)
+    results = evaluate(detector, dataset, out, method=args.method, batch_size=args.batch_size, verbose=verbose,
+                       n_calibration=len(calibration_samples))
     print("[5/5] saving the Keras model" + ("" if args.no_export else " and the SavedModel"), flush=True)
     from adtf.atomic import atomic_path
 

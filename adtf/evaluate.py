@@ -41,7 +41,7 @@ def timed_scores(detector, dataset, verbose=True):
 
 
 def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_examples=4,
-             pixel_baseline=True, verbose=True):
+             pixel_baseline=True, verbose=True, n_calibration=0):
     """Score ``dataset.test`` with ``detector``; return the metrics dict (and write a report).
 
     Args:
@@ -52,6 +52,9 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
         batch_size: images per batch.
         n_examples: how many top- and bottom-scored test images get a heat-map overlay.
         pixel_baseline: also compute the "pre" panel of paper 000's Fig. 4 (raw pixels, no backbone).
+        verbose: progress bars.
+        n_calibration: normal training images held out of the fit for calibration (recorded:
+            ``n_train`` then counts only the images the detector was fitted on).
 
     Example:
     >>> results = evaluate(detector, adtf.data.load("mvtec:/data/bottle"), "runs/bottle")
@@ -92,7 +95,8 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
             keep = (labels == 0) | (defect_of == defect)
             results["per_defect_image_auroc"][defect] = metrics.image_auroc(labels[keep], outputs["score"][keep])
     results.update(
-        n_train=len(dataset.train), n_test=len(dataset.test), n_test_anomalous=int(labels.sum()),
+        n_train=len(dataset.train) - n_calibration, n_calibration=n_calibration or None,
+        n_test=len(dataset.test), n_test_anomalous=int(labels.sum()),
         image_size=list(detector.image_size), ms_per_image=ms_per_image, images_per_second=1000.0 / ms_per_image,
         peak_rss_mb=peak_rss_mb(), machine=f"{platform.machine()} {platform.processor() or ''} cpus={_cpus()}".strip(),
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

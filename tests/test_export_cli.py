@@ -97,6 +97,15 @@ def test_eval_reuses_a_saved_run(run_dir, tmp_path):
     assert again["image_auroc"] == pytest.approx(first["image_auroc"], abs=1e-6)
 
 
+def test_calibration_on_held_out_normal_images(tmp_path):
+    out = tmp_path / "held"
+    assert fit_main(["--data", "synthetic:grass", "--image-size", str(SIZE), "--layer", "block3b_add",
+                     "--calibration-fraction", "0.25", "--no-export", "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["n_train"], metrics["n_calibration"]) == (150, 50)
+    assert fit_main(["--calibration-fraction", "1.5", "--quiet"]) == 2
+
+
 def test_bad_input_is_one_clear_line(tmp_path, capsys):
     assert fit_main(["--data", f"mvtec:{tmp_path / 'missing'}", "--quiet"]) == 2
     err = capsys.readouterr().err

@@ -297,6 +297,19 @@ def _read_mtd(path, *, seed=0, train_fraction=0.8):
     return AnomalyDataset("mtd", train, test, has_masks=True)
 
 
+def split_off(samples, fraction, seed=0):
+    """``(kept, held_out)``: a ``seed``-shuffled ``fraction`` (rounded) of ``samples`` held out, both in input order.
+
+    Example:
+        >>> fit, calibration = split_off(dataset.train, 0.2, seed=0)   # doctest: +SKIP
+    """
+    if not 0 <= fraction < 1:
+        raise DataError(f"a held-out fraction must be in [0, 1), got {fraction}")
+    order = np.random.default_rng(seed).permutation(len(samples))
+    held = set(order[:round(fraction * len(samples))].tolist())
+    return ([s for i, s in enumerate(samples) if i not in held], [s for i, s in enumerate(samples) if i in held])
+
+
 def _read_folder(path, *, seed=0, anomalous=None, masks=None, test_normal=None, holdout=0.0):
     """The user's own images: a folder of normal images is enough.
 
@@ -312,10 +325,7 @@ def _read_folder(path, *, seed=0, anomalous=None, masks=None, test_normal=None, 
     normals = _list_images(normal_dir, required=True)
     if not 0 <= holdout < 1:
         raise DataError(f"folder: holdout={holdout} must be in [0, 1)")
-    order = np.random.default_rng(seed).permutation(len(normals))
-    n_test = round(holdout * len(normals))
-    train = [Sample(str(normals[i]), 0, "good") for i in sorted(order[n_test:])]
-    test = [Sample(str(normals[i]), 0, "good") for i in sorted(order[:n_test])]
+    train, test = split_off([Sample(str(p), 0, "good") for p in normals], holdout, seed)
     if test_normal:
         test += [Sample(str(p), 0, "good") for p in _list_images(_resolve_dir(test_normal, "test_normal"), required=True)]
     mask_dir = _resolve_dir(masks, "masks") if masks else None
