@@ -83,6 +83,12 @@ def _detector_options(args):
 
 def results_table(results):
     """The few numbers a user looks at first, as aligned text."""
+    if not results["n_test"]:
+        rows = [("dataset", results["dataset"]), ("normal images fitted", str(results["n_train"]))]
+        rows += [(f"{name}{' (active)' if name == results['active_working_point'] else ''}",
+                  f"{wp['rule']} = {wp['threshold']:.4g}") for name, wp in results["working_points"].items()]
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
     rows = [("dataset", results["dataset"]), ("train / test images", f"{results['n_train']} / {results['n_test']} ({results['n_test_anomalous']} anomalous)")]
     for key, label in (("image_auroc", "image AUROC"), ("best_tpr", "best TPR"), ("best_tnr", "best TNR"),
                        ("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO@0.3")):
@@ -138,7 +144,7 @@ def fit_main(argv=None):
     """``adtf-fit``: the main job. With no arguments: MoN (offline preset) on the embedded synthetic data."""
     args = _parse_with_config(_fit_parser(), argv)
     from adtf import data, detectors
-    from adtf.evaluate import evaluate
+    from adtf.evaluate import evaluate, thresholds_only
 
     started = time.perf_counter()
     verbose = not args.quiet
@@ -164,8 +170,12 @@ def fit_main(argv=None):
     out = Path(args.out or Path("runs") / f"{args.method}-{_slug(dataset.name)}")
     out.mkdir(parents=True, exist_ok=True)
     print(f"[4/5] evaluating on {len(dataset.test)} test images -> {out}", flush=True)
-    results = evaluate(detector, dataset, out, method=args.method, batch_size=args.batch_size, verbose=verbose,
-                       n_calibration=len(calibration_samples))
+    if dataset.test:
+        results = evaluate(detector, dataset, out, method=args.method, batch_size=args.batch_size, verbose=verbose,
+                           n_calibration=len(calibration_samples))
+    else:
+        print("      no test images: evaluation skipped (only the working points are written)", flush=True)
+        results = thresholds_only(detector, dataset, out, method=args.method, n_calibration=len(calibration_samples))
     print("[5/5] saving the Keras model" + ("" if args.no_export else " and the SavedModel"), flush=True)
     from adtf.atomic import atomic_path
 
@@ -198,6 +208,8 @@ def eval_main(argv=None):
     model_path = _model_path(args.model)
     detector = load(model_path)
     dataset = data.load(args.data, seed=args.seed)
+    if not dataset.test:
+        raise AdtfError(f"{args.data} has no test images to evaluate on")
     out = Path(args.out or model_path.parent / f"eval-{_slug(dataset.name)}")
     results = evaluate(detector, dataset, out, batch_size=args.batch_size, verbose=not args.quiet)
     print(results_table(results))

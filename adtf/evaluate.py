@@ -111,6 +111,37 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
     return results
 
 
+def thresholds_only(detector, dataset, out_dir, *, method=None, n_calibration=0):
+    """The record of a fit with no test images (normal images only): the calibrated working points.
+
+    Writes ``metrics.json`` (every metric null) and a short ``report.md``; returns the dict.
+    """
+    results = {
+        "method": method or type(detector).__name__, "dataset": dataset.name,
+        "image_auroc": None, "image_auroc_by_score": {}, "pixel_auroc": None, "aupro": None,
+        "best_tpr": None, "best_tnr": None,
+        "working_points": {name: {"threshold": p["value"], "score": p["score"], "rule": p["rule"],
+                                  "tpr": None, "tnr": None, "auc": None} for name, p in detector.working_points.items()},
+        "active_working_point": detector.working_point, "per_defect_image_auroc": {},
+        "n_train": len(dataset.train) - n_calibration, "n_calibration": n_calibration or None,
+        "n_test": 0, "n_test_anomalous": 0, "image_size": list(detector.image_size),
+        "ms_per_image": None, "images_per_second": None, "peak_rss_mb": peak_rss_mb(),
+        "machine": f"{platform.machine()} cpus={_cpus()}",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "metrics.json", results)
+    lines = [f"# {results['method']} on {dataset.name}", "",
+             f"Fitted on {results['n_train']} normal images; no test images, so nothing was evaluated "
+             "(give anomalous images, e.g. `folder:DIR,anomalous=DIR`, to measure the detector).", "",
+             "| working point | rule | threshold |", "|---|---|---|"]
+    lines += [f"| {name}{' (active)' if name == detector.working_point else ''} | {wp['rule']} | {wp['threshold']:.4g} |"
+              for name, wp in results["working_points"].items()]
+    write_text(out_dir / "report.md", "\n".join(lines) + "\n")
+    return results
+
+
 def _cpus():
     import os
 

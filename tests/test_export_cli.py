@@ -106,6 +106,17 @@ def test_calibration_on_held_out_normal_images(tmp_path):
     assert fit_main(["--calibration-fraction", "1.5", "--quiet"]) == 2
 
 
+def test_normal_images_only_still_fit_calibrate_and_export(tmp_path, datasets_dir, capsys):
+    out = tmp_path / "normal-only"
+    good = datasets_dir / "mvtec_bottle" / "train" / "good"
+    assert fit_main(["--data", f"folder:{good}", "--image-size", str(SIZE), "--layer", "block3b_add",
+                     "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_test"] == 0 and metrics["image_auroc"] is None and metrics["n_train"] == 209
+    assert len(metrics["working_points"]) == 6 and (out / "saved_model" / "saved_model.pb").exists()
+    assert "threshold3 (active)" in capsys.readouterr().out
+
+
 def test_bad_input_is_one_clear_line(tmp_path, capsys):
     assert fit_main(["--data", f"mvtec:{tmp_path / 'missing'}", "--quiet"]) == 2
     err = capsys.readouterr().err
