@@ -6,14 +6,12 @@ call, so every number adtf prints is computed in one place (with ``adtf.metrics`
 import datetime
 import platform
 import resource
-import time
 from pathlib import Path
 
 import numpy as np
 
 from adtf import data, metrics, thresholds, viz
 from adtf.atomic import write_json, write_text
-from adtf.detectors.base import batches, images_of
 
 
 def peak_rss_mb():
@@ -21,23 +19,10 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def timed_scores(detector, dataset, verbose=True):
-    """``detector.score_dataset`` plus the time per image, the first (warm-up) batch left out."""
-    collected, seconds, timed_images = {}, 0.0, 0
-    for i, batch in enumerate(batches(dataset, "evaluating", verbose)):
-        start = time.perf_counter()
-        outputs = detector.infer(images_of(batch))
-        elapsed = time.perf_counter() - start
-        if i > 0:
-            seconds, timed_images = seconds + elapsed, timed_images + len(outputs["score"])
-        first = (elapsed, len(outputs["score"]))
-        outputs.update(label=np.asarray(batch[1]), mask=np.asarray(batch[2]), path=np.asarray(batch[3]))
-        for key, value in outputs.items():
-            collected.setdefault(key, []).append(value)
-    if timed_images == 0:  # a single batch: time it, warm-up and all
-        seconds, timed_images = first
-    collected = {key: np.concatenate(parts) for key, parts in collected.items()}
-    return collected, 1000.0 * seconds / timed_images
+def ms_per_image(timings):
+    """Inference time per image from ``(seconds, images)`` per batch, the first (warm-up) batch left out."""
+    timed = timings[1:] or timings  # a single batch: time it, warm-up and all
+    return 1000.0 * sum(t for t, _ in timed) / sum(n for _, n in timed)
 
 
 def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_examples=4,
@@ -61,7 +46,9 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
     >>> results["image_auroc"]
     """
     test_ds = data.pipeline(dataset.test, arrays=dataset.arrays, image_size=detector.image_size, batch_size=batch_size)
-    outputs, ms_per_image = timed_scores(detector, test_ds, verbose)
+    timings = []
+    outputs = detector.score_dataset(test_ds, verbose=verbose, desc="evaluating", timings=timings)
+    ms = ms_per_image(timings)
     labels = outputs["label"].astype(int)
     has_both = labels.min() == 0 and labels.max() == 1
     image_scores = {name: outputs[name] for name in detector.score_names if name in outputs}
@@ -85,9 +72,6 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
     results["working_points"] = (thresholds.evaluate_working_points(detector.working_points, labels, outputs)
                                  if detector.working_points and has_both else {})
     results["active_working_point"] = detector.working_point
-    defects = {}
-    for sample, label in zip(dataset.test, labels):
-        defects.setdefault(sample.defect, []).append(label)
     results["per_defect_image_auroc"] = {}
     if has_both:
         defect_of = np.array([s.defect for s in dataset.test])
@@ -97,7 +81,7 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
     results.update(
         n_train=len(dataset.train) - n_calibration, n_calibration=n_calibration or None,
         n_test=len(dataset.test), n_test_anomalous=int(labels.sum()),
-        image_size=list(detector.image_size), ms_per_image=ms_per_image, images_per_second=1000.0 / ms_per_image,
+        image_size=list(detector.image_size), ms_per_image=ms, images_per_second=1000.0 / ms,
         peak_rss_mb=peak_rss_mb(), machine=f"{platform.machine()} {platform.processor() or ''} cpus={_cpus()}".strip(),
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
@@ -198,7 +182,7 @@ def report_markdown(results):
             active = " (active)" if name == results["active_working_point"] else ""
             lines.append(f"| {name}{active} | {wp['rule']} | {wp['threshold']:.4g} | {wp['tpr']:.3f} | {wp['tnr']:.3f} | {wp['auc']:.3f} |")
         best = max(wp["auc"] for wp in results["working_points"].values())
-        lines += ["", f"Paper-000 Table II row: " + " | ".join(f"{wp['auc']:.2f}" for wp in results["working_points"].values())
+        lines += ["", "Paper-000 Table II row: " + " | ".join(f"{wp['auc']:.2f}" for wp in results["working_points"].values())
                   + f" | max {best:.2f}"]
     if results["per_defect_image_auroc"]:
         lines += ["", "## Image AUROC per defect type (vs. all normal test images)", "", "| defect | AUROC |", "|---|---|"]

@@ -55,7 +55,7 @@ class _AnomalyBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         )
 
     def _load_options(self):
-        return {}
+        return {"category": self.builder_config.name} if self.BUILDER_CONFIGS else {}
 
     def _split_generators(self, dl_manager):
         root = dl_manager.manual_dir
@@ -97,9 +97,6 @@ class MVTecAD(_AnomalyBuilder):
     as manual_dir. A single category folder (holding train/good) also works as manual_dir.
     """
 
-    def _load_options(self):
-        return {"category": self.builder_config.name}
-
 
 class Dagm2007(_AnomalyBuilder):
     """DAGM 2007, one config per class; split of paper 000 (500 normal train images)."""
@@ -117,9 +114,6 @@ class Dagm2007(_AnomalyBuilder):
     (or the Zenodo mirror, record 12750201), extract them and pass the folder holding Class1/ ... Class10/
     (each with Train/, Test/ and their Label/Labels.txt) as manual_dir.
     """
-
-    def _load_options(self):
-        return {"category": self.builder_config.name}
 
 
 class MagneticTileDefect(_AnomalyBuilder):

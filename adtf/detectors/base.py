@@ -15,6 +15,8 @@ The active working point lives in two variables, ``threshold`` and
 ``threshold_score`` (index into ``score_names``), so a user can move it without
 refitting, in the Keras model and in the exported SavedModel alike.
 """
+import time
+
 import numpy as np
 import keras
 from keras import ops
@@ -115,11 +117,17 @@ class Detector(keras.Model):
     def fit(self, train_ds, **kwargs):  # noqa: D102 - documented in subclasses
         raise NotImplementedError
 
-    def score_dataset(self, dataset, verbose=True, keep_maps=True, desc="scoring"):
-        """Run the detector over a dataset; return numpy arrays of every output (and labels, masks, paths)."""
+    def score_dataset(self, dataset, verbose=True, keep_maps=True, desc="scoring", timings=None):
+        """Run the detector over a dataset; return numpy arrays of every output (and labels, masks, paths).
+
+        ``timings``: a list to append ``(seconds, images)`` of each batch's inference to.
+        """
         collected = {}
         for batch in batches(dataset, desc, verbose):
+            start = time.perf_counter()
             outputs = self.infer(images_of(batch))
+            if timings is not None:
+                timings.append((time.perf_counter() - start, len(outputs["score"])))
             if not keep_maps:
                 outputs = {k: v for k, v in outputs.items() if k != "anomaly_map"}
             if isinstance(batch, (tuple, list)) and len(batch) == 4:
