@@ -3,8 +3,9 @@
 A frozen backbone's weights never change while scoring, so its graph can hold them
 as constants: grappler then folds BatchNorm into the convolutions and fuses
 conv + bias + activation (with oneDNN, which ``adtf`` switches on at import).
-On a 2-core AMD EPYC this takes EfficientNet-Lite0 at 224x224 from 37 to 62 images/s
-and EfficientNet-B4 from 8.6 to 14.6 (``benchmarks/bench_backbones.py``).
+On a 2-core AMD EPYC this takes EfficientNet-Lite0 at 224x224 from 36 images/s (Keras
+predict, oneDNN off) to 45-60, and EfficientNet-B4 from 8.6 to 13.3-13.9
+(``benchmarks/bench_backbones.py``, with and without ``TF_ENABLE_ONEDNN_OPTS=0``).
 """
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
