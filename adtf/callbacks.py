@@ -1,6 +1,8 @@
-"""Keras callbacks for training detectors: validation AUROC and timing.
+"""Keras callbacks for training detectors: validation AUROC (monitoring only), timing,
+and the epoch-seeded shuffle that makes a resumed fit equal to an uninterrupted one.
 
-For resuming interrupted training use ``keras.callbacks.BackupAndRestore`` as is.
+For resuming interrupted training use ``keras.callbacks.BackupAndRestore`` as is
+(``Detector.fit`` builds the model and every optimizer first, so that it restores all of them).
 """
 import time
 
@@ -8,16 +10,8 @@ import keras
 import numpy as np
 
 from adtf import metrics
+from adtf.data.pipeline import unpack_batch
 from adtf.errors import AdtfError, DataError
-
-
-def _images_labels_masks(batch):
-    """(images, labels, masks or None) of an adtf.data batch ``(image, label, mask, path)`` or dict."""
-    if isinstance(batch, dict):
-        return batch["image"], batch["label"], batch.get("mask")
-    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
-        return batch[0], batch[1], batch[2] if len(batch) > 2 else None
-    raise DataError("validation batches must be (image, label, mask, path) tuples as adtf.data yields them")
 
 
 class ValidationAUROC(keras.callbacks.Callback):
@@ -26,8 +20,13 @@ class ValidationAUROC(keras.callbacks.Callback):
     Every ``every`` epochs the detector scores ``validation_data`` and the callback
     writes ``logs["val_image_auroc"]`` and, when the masks hold defect pixels and
     ``pixel`` is on, ``logs["val_pixel_auroc"]`` (``adtf.metrics``, scikit-learn
-    exact). Epochs in between get no entry. List it before callbacks that read these
-    keys (``EarlyStopping(monitor="val_image_auroc", mode="max")``, ``ModelCheckpoint``).
+    exact). Epochs in between get no entry.
+
+    It is for **monitoring only**: a curve to look at (History, TensorBoard, the report's
+    AUROC-per-epoch plot). Never feed its keys to ``EarlyStopping`` or a
+    ``ModelCheckpoint(save_best_only=True)``: choosing an epoch by an AUROC measured on
+    labelled anomalies is model selection on test data, and the number it selects is no
+    longer an honest estimate. adtf's runner reports the last epoch.
 
     ``keras.metrics.AUC`` is not a substitute: it bins predictions on a fixed grid of
     thresholds in [0, 1] (200 by default), so unbounded anomaly scores (distances,
@@ -57,7 +56,9 @@ class ValidationAUROC(keras.callbacks.Callback):
         detector = self.detector or self.model
         labels, scores, masks, maps = [], [], [], []
         for batch in self.validation_data:
-            images, label, mask = _images_labels_masks(batch)
+            images, label, mask, _ = unpack_batch(batch)
+            if label is None:
+                raise DataError("ValidationAUROC needs labelled batches: (image, label, mask, path) as adtf.data yields them")
             outputs = detector(images, training=False)
             if not isinstance(outputs, dict) or "score" not in outputs:
                 raise AdtfError(f"ValidationAUROC: {detector.name} must return a dict with 'score' and 'anomaly_map'")
@@ -104,3 +105,37 @@ class Timing(keras.callbacks.Callback):
         logs["epoch_seconds"] = time.perf_counter() - self._start
         if self._steps:
             logs["step_seconds"] = (self._train_end - self._start) / self._steps
+
+
+class ShuffleByEpoch(keras.callbacks.Callback):
+    """Shuffle a dataset afresh each epoch, in an order fixed by ``(seed, epoch)`` alone.
+
+    ``Dataset.shuffle(reshuffle_each_iteration=True)`` draws each epoch's order from a
+    generator whose state is not checkpointed, so a fit resumed by ``BackupAndRestore``
+    would see other batches than an uninterrupted one. Here the epoch number lives in a
+    variable that ``on_epoch_begin`` sets (Keras makes the epoch's iterator after that),
+    and the shuffle's seed is derived from it.
+
+    Example:
+    >>> shuffle = ShuffleByEpoch(seed=0)
+    >>> model.fit(shuffle.apply(images, buffer_size=256).batch(8), epochs=4, callbacks=[shuffle])
+    """
+
+    def __init__(self, seed=0):
+        super().__init__()
+        import tensorflow as tf
+
+        self.seed = int(seed)
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="shuffle_epoch")
+
+    def apply(self, dataset, buffer_size):
+        """``dataset`` (unbatched elements) reshuffled per epoch with a ``buffer_size`` buffer."""
+        import tensorflow as tf
+
+        def this_epoch(_):
+            return dataset.shuffle(buffer_size, seed=tf.constant(self.seed, tf.int64) * 1_000_003 + self.epoch)
+
+        return tf.data.Dataset.from_tensors(0).flat_map(this_epoch)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch.assign(epoch)

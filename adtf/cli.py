@@ -18,8 +18,6 @@ if adtf.USER_TF_LOG_LEVEL is None:  # a CUDA build of TF on a machine without a 
 
 from adtf.errors import AdtfError  # noqa: E402
 
-DEFAULT_DATA = "synthetic"
-
 
 def _friendly_errors(prog):
     def wrap(main):
@@ -35,50 +33,6 @@ def _friendly_errors(prog):
                 return 130
         return run
     return wrap
-
-
-def _load_config(path):
-    import yaml
-
-    try:
-        config = yaml.safe_load(Path(path).read_text()) or {}
-    except OSError as err:
-        raise AdtfError(f"cannot read config file {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise AdtfError(f"config file {path} is not valid YAML: {err}") from None
-    if not isinstance(config, dict):
-        raise AdtfError(f"config file {path} must hold a mapping of option: value")
-    return {key.replace("-", "_"): value for key, value in config.items()}
-
-
-def _parse_with_config(parser, argv):
-    """CLI flags override the YAML config, which overrides the defaults."""
-    args = parser.parse_args(argv)
-    if getattr(args, "config", None):
-        config = _load_config(args.config)
-        known = {action.dest for action in parser._actions}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise AdtfError(f"config file {args.config}: unknown option(s) {unknown}; known: {sorted(known - {'help', 'config'})}")
-        parser.set_defaults(**config)
-        args = parser.parse_args(argv)
-    return args
-
-
-def _slug(text):
-    keep = "".join(c if c.isalnum() or c in "-_." else "-" for c in text.split("/")[-1] or text)
-    return keep.strip("-.") or "data"
-
-
-def _detector_options(args):
-    options = {}
-    if args.image_size:
-        options["image_size"] = (args.image_size, args.image_size)
-    for name in ("backbone", "layer", "weights"):
-        value = getattr(args, name)
-        if value is not None:
-            options[name] = None if value == "none" else value
-    return options
 
 
 def results_table(results):
@@ -110,82 +64,130 @@ def results_table(results):
     return "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
 
 
-def _fit_parser():
-    parser = argparse.ArgumentParser(
-        prog="adtf-fit",
-        description="Fit an anomaly detector on normal images, calibrate its thresholds on normal images only, "
-                    "evaluate it, and write model, SavedModel, metrics.json, report.md and plots to runs/<name>/.",
+# Detector options the CLI does not offer: state a fit sets, and what the top level sets.
+_NOT_OPTIONS = {"n_normal", "working_point_rules", "seed"}
+
+
+def _peek(argv, name):
+    """The value of ``--name`` in ``argv`` or in a ``--config`` YAML file there (a flag wins), else None."""
+    import yaml
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument(f"--{name}")
+    pre.add_argument("--config", action="append", default=[])
+    known, _ = pre.parse_known_args(argv)
+    value = getattr(known, name)
+    if value is None:
+        for path in known.config:
+            try:
+                config = yaml.safe_load(Path(path).read_text()) or {}
+            except (OSError, yaml.YAMLError):
+                continue  # the real parser reports it, with the file's name
+            if isinstance(config, dict) and config.get(name) is not None:
+                value = config[name]
+    return value
+
+
+def fit_parser(method=None, preset=None, prog="adtf-fit", bench=False):
+    """The ``adtf-fit`` (or ``adtf-bench``) parser for one method: its options come from its signatures.
+
+    ``--detector.*`` from the detector's ``__init__``, ``--compile.*`` from its ``compile`` (methods
+    trained by gradient), ``--fit.epochs``/``--fit.batch_size`` from ``fit``. Defaults shown by
+    ``--help`` are the preset's where one is named (else the method's default preset's).
+    """
+    from typing import Optional
+
+    import keras
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    from adtf.detectors import REGISTRY
+    from adtf.run import DEFAULT_DATA, DEFAULT_METHOD, resolve_preset
+
+    method = method or DEFAULT_METHOD
+    if method not in REGISTRY:
+        raise AdtfError(f"unknown method {method!r}; available: {sorted(REGISTRY)}")
+    cls = REGISTRY[method]
+    preset = resolve_preset(cls, preset)
+    parser = ArgumentParser(
+        prog=prog, exit_on_error=False,
+        description=("Fit and evaluate one method on several datasets and print a markdown table." if bench else
+                     "Fit an anomaly detector on normal images, calibrate its thresholds on normal images only, "
+                     "evaluate it, and write model, SavedModel, metrics.json, report.md and plots to runs/<name>/. ")
+        + f"Methods: {', '.join(sorted(REGISTRY))}; `--method NAME --help` lists NAME's options, with the "
+          "defaults of the preset named (or of its default preset). Every option also reads from a YAML "
+          "--config file (`detector:`, `fit:`, `compile:` sections); later flags override it.",
     )
-    parser.add_argument("--method", default="mon", help="detector (default: mon)")
-    parser.add_argument("--data", default=DEFAULT_DATA,
-                        help="dataset spec: synthetic[:brick|grass|gravel], mvtec:PATH, dagm:PATH/ClassN, mtd:PATH, "
-                             "mnist:PATH, folder:PATH (default: synthetic, the embedded textures)")
-    parser.add_argument("--preset", default=None, help="method preset, e.g. MoN: offline (default) or paper")
-    parser.add_argument("--out", default=None, help="output folder (default: runs/<method>-<dataset>)")
-    parser.add_argument("--config", default=None, help="YAML file of these options (flags override it)")
-    parser.add_argument("--backbone", default=None, help="override the preset's backbone")
-    parser.add_argument("--layer", default=None, help="override the backbone layer to tap")
-    parser.add_argument("--weights", default=None, help="imagenet, none, or a local weights file")
-    parser.add_argument("--image-size", type=int, default=None, help="square input size (default: the preset's)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0, help="seed for data splits and shuffling")
-    parser.add_argument("--n-train", type=int, default=None, help="normal images for fitting (DAGM protocol: 500)")
-    parser.add_argument("--calibration-fraction", type=float, default=0.0,
-                        help="hold this fraction of the normal training images out of the fit and calibrate the "
-                             "working points on them (default 0: the paper's protocol, calibrate on the fitted images)")
-    parser.add_argument("--skip-bad", action="store_true", help="leave unreadable images out with a warning instead of stopping")
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file of these options")
+    parser.add_argument("--method", type=str, default=method, help=f"detector: {', '.join(sorted(REGISTRY))}")
+    data_help = ("dataset spec: synthetic[:brick|grass|gravel], mvtec:PATH, dagm:PATH/ClassN, mtd:PATH, mnist:PATH, "
+                 "folder:PATH (default: synthetic, the embedded textures)")
+    if bench:
+        parser.add_argument("--data", type=list[str], required=True, help="dataset specs, e.g. [mtd:mtd, synthetic]")
+    else:
+        parser.add_argument("--data", type=str, default=DEFAULT_DATA, help=data_help)
+    presets = [p.value for p in cls.Preset] if cls.Preset else []
+    parser.add_argument("--preset", type=Optional[str], default=preset,
+                        help=f"preset of {method}: {', '.join(presets) or 'none'}")
+    parser.add_argument("--out", type=Optional[str], default=None,
+                        help="output folder (default: runs/bench)" if bench else "output folder (default: runs/<method>-<dataset>)")
+    parser.add_argument("--batch-size", type=int, default=16, help="batch size of the data pipelines")
+    parser.add_argument("--seed", type=int, default=0, help="seed for data splits, initialisation and the detector")
+    parser.add_argument("--n-train", type=Optional[int], default=None, help="normal images to fit on (DAGM protocol: 500)")
+    parser.add_argument("--calibration-fraction", type=Optional[float], default=None,
+                        help="fraction of the normal training images held out of the fit to calibrate the working points "
+                             f"on (default for {method}: {cls.calibration_fraction:g}"
+                             + (", paper 000's protocol: calibrate on the fitted images)" if cls.calibration_fraction == 0
+                                else ")"))
+    parser.add_argument("--monitor-every", type=int, default=0,
+                        help="log the test AUROC every N epochs (monitoring only; never selects an epoch)")
+    parser.add_argument("--skip-bad", action="store_true", help="leave unreadable images out with a warning")
     parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_class_arguments(cls, "detector", skip=_NOT_OPTIONS, sub_configs=True)
+    parser.add_argument("--fit.epochs", type=Optional[int], default=cls.default_epochs,
+                        help="epochs of gradient training (0: none)")
+    parser.add_argument("--fit.batch_size", type=Optional[int], default=cls.default_batch_size,
+                        help="training batch size (default: the pipeline's)")
+    if cls.compile is not keras.Model.compile:
+        parser.add_method_arguments(cls, "compile", "compile")
+    if preset:
+        parser.set_defaults({f"detector.{k}": v for k, v in cls.preset_options(preset).items()})
     return parser
+
+
+def _parse(prog, argv, bench=False):
+    """Parse with the parser of the method named in ``argv`` (or its config); one line on bad input."""
+    from jsonargparse import ArgumentError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = fit_parser(_peek(argv, "method"), _peek(argv, "preset"), prog=prog, bench=bench)
+    try:
+        return parser.parse_args(argv)
+    except ArgumentError as err:
+        raise AdtfError(" ".join(str(err).split())) from None
+
+
+def _runner_options(args):
+    return dict(method=args.method, preset=args.preset, detector=args.detector.as_dict(),
+                fit={k: v for k, v in args.fit.as_dict().items() if v is not None},
+                compile=args.compile.as_dict() if "compile" in args else None,
+                calibration_fraction=args.calibration_fraction, batch_size=args.batch_size, seed=args.seed,
+                n_train=args.n_train, skip_bad=args.skip_bad, export=not args.no_export,
+                monitor_every=args.monitor_every, verbose=not args.quiet)
 
 
 @_friendly_errors("adtf-fit")
 def fit_main(argv=None):
     """``adtf-fit``: the main job. With no arguments: MoN (offline preset) on the embedded synthetic data."""
-    args = _parse_with_config(_fit_parser(), argv)
-    from adtf import data, detectors
-    from adtf.evaluate import evaluate, thresholds_only
+    args = _parse("adtf-fit", argv)
+    from adtf.run import configure_logging, fit_evaluate_export
 
-    started = time.perf_counter()
-    verbose = not args.quiet
-    load_options = {"n_train": args.n_train} if args.n_train else {}
-    print(f"[1/5] loading {args.data}", flush=True)
-    dataset = data.load(args.data, seed=args.seed, skip_bad=args.skip_bad, **load_options)
-    print(f"      {len(dataset.train)} normal training images, {len(dataset.test)} test images", flush=True)
-    preset = args.preset or ("offline" if args.method == "mon" else None)
-    detector = detectors.create(args.method, preset=preset, **_detector_options(args))
-    size = detector.image_size
-    fit_samples, calibration_samples = data.split_off(dataset.train, args.calibration_fraction, args.seed)
-    train_ds = data.pipeline(fit_samples, arrays=dataset.arrays, image_size=size, batch_size=args.batch_size)
-    print(f"[2/5] fitting {args.method} ({preset or 'default'} preset) at {size[0]}x{size[1]} "
-          f"on {len(fit_samples)} normal images", flush=True)
-    detector.fit(train_ds, verbose=verbose)
-    if calibration_samples:
-        print(f"[3/5] calibrating working points on {len(calibration_samples)} held-out normal images", flush=True)
-        detector.calibrate(data.pipeline(calibration_samples, arrays=dataset.arrays, image_size=size,
-                                         batch_size=args.batch_size), verbose=verbose)
-    else:
-        print("[3/5] calibrating working points on the normal training images (paper 000's protocol)", flush=True)
-        detector.calibrate(train_ds, verbose=verbose)
-    out = Path(args.out or Path("runs") / f"{args.method}-{_slug(dataset.name)}")
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"[4/5] evaluating on {len(dataset.test)} test images -> {out}", flush=True)
-    if dataset.test:
-        results = evaluate(detector, dataset, out, method=args.method, batch_size=args.batch_size, verbose=verbose,
-                           n_calibration=len(calibration_samples))
-    else:
-        print("      no test images: evaluation skipped (only the working points are written)", flush=True)
-        results = thresholds_only(detector, dataset, out, method=args.method, n_calibration=len(calibration_samples))
-    print("[5/5] saving the Keras model" + ("" if args.no_export else " and the SavedModel"), flush=True)
-    from adtf.atomic import atomic_path
-
-    with atomic_path(out / "model.keras", suffix=".keras") as tmp:
-        detector.save(tmp)
-    if not args.no_export:
-        detector.export(out / "saved_model")
-    (out / "command.txt").write_text(shlex.join(["adtf-fit", *(sys.argv[1:] if argv is None else argv)]) + "\n")
-    print(f"\n{args.method} on {dataset.name}: done in {time.perf_counter() - started:.0f} s\n")
+    configure_logging()
+    command = shlex.join(["adtf-fit", *(sys.argv[1:] if argv is None else argv)])
+    results = fit_evaluate_export(data=args.data, out=args.out, command=command, **_runner_options(args))
+    print(f"\n{args.method} on {results['dataset']}: done in {results['seconds']:.0f} s\n")
     print(results_table(results))
+    out = Path(results["run_dir"])
     print(f"\n  report: {out / 'report.md'}\n  metrics: {out / 'metrics.json'}")
     return 0
 
@@ -204,13 +206,14 @@ def eval_main(argv=None):
     from adtf import data
     from adtf.detectors import load
     from adtf.evaluate import evaluate
+    from adtf.run import slug
 
     model_path = _model_path(args.model)
     detector = load(model_path)
     dataset = data.load(args.data, seed=args.seed)
     if not dataset.test:
         raise AdtfError(f"{args.data} has no test images to evaluate on")
-    out = Path(args.out or model_path.parent / f"eval-{_slug(dataset.name)}")
+    out = Path(args.out or model_path.parent / f"eval-{slug(dataset.name)}")
     results = evaluate(detector, dataset, out, batch_size=args.batch_size, verbose=not args.quiet)
     print(results_table(results))
     print(f"\n  report: {out / 'report.md'}")
@@ -250,49 +253,33 @@ def export_main(argv=None):
     if args.save_model:
         with atomic_path(model_path, suffix=".keras") as tmp:
             detector.save(tmp)
-    print(f"SavedModel written to {out} (working point {detector.working_point}, threshold {float(detector.threshold.numpy()):.6g})")
+    print(f"SavedModel written to {out} (working point {detector.working_point}, threshold {detector.threshold:.6g})")
     return 0
 
 
 @_friendly_errors("adtf-bench")
 def bench_main(argv=None):
-    """``adtf-bench --data SPEC [SPEC ...]``: fit + evaluate per dataset, print a markdown table."""
-    parser = argparse.ArgumentParser(prog="adtf-bench", description="Fit and evaluate one method on several datasets.")
-    parser.add_argument("--method", default="mon")
-    parser.add_argument("--preset", default=None)
-    parser.add_argument("--data", nargs="+", required=True)
-    parser.add_argument("--out", default="runs/bench")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
-    rows = []
-    for spec in args.data:
-        out = Path(args.out) / _slug(spec)
-        fit_args = ["--method", args.method, "--data", spec, "--out", str(out), "--batch-size", str(args.batch_size),
-                    "--seed", str(args.seed), "--no-export"] + (["--preset", args.preset] if args.preset else []) \
-            + (["--quiet"] if args.quiet else [])
-        if fit_main(fit_args) != 0:
-            return 2
-        rows.append(_read_json(out / "metrics.json"))
+    """``adtf-bench --data [SPEC, ...]``: the runner per dataset (no export), then one markdown table."""
+    args = _parse("adtf-bench", argv, bench=True)
+    from adtf.run import configure_logging, fit_evaluate_export, slug
+
+    configure_logging(not args.quiet)
+    options = _runner_options(args)
+    options["export"] = False
+    rows = [fit_evaluate_export(data=spec, out=Path(args.out or "runs/bench") / slug(spec), **options)
+            for spec in args.data]
     print("\n" + bench_table(rows, argv))
     return 0
-
-
-def _read_json(path):
-    import json
-
-    return json.loads(Path(path).read_text())
 
 
 def bench_table(rows, argv=None):
     """Markdown table of several ``metrics.json`` dicts, with the command and machine that produced them."""
     command = shlex.join(["adtf-bench", *(sys.argv[1:] if argv is None else argv)])
-    lines = ["| method | dataset | image AUROC | d_max / d_mean AUROC | best TPR / TNR | best working point AUC | pixel AUROC | AUPRO | img/s |",
+    lines = ["| method | dataset | image AUROC | AUROC of each score | best TPR / TNR | best working point AUC | pixel AUROC | AUPRO | img/s |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         by = r.get("image_auroc_by_score", {})
-        split = " / ".join(f"{by[k]:.3f}" for k in ("d_max", "d_mean") if k in by) or "-"
+        split = " / ".join(f"{k} {v:.3f}" for k, v in by.items()) if len(by) > 1 else "-"
         wp = max((w["auc"] for w in r["working_points"].values()), default=None)
         fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
         lines.append(f"| {r['method']} | {r['dataset']} | {fmt(r['image_auroc'])} | {split} | "

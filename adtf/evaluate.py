@@ -3,20 +3,12 @@
 ``evaluate`` is what ``adtf-fit``, ``adtf-eval``, the notebooks and the benchmarks
 call, so every number adtf prints is computed in one place (with ``adtf.metrics``).
 """
-import datetime
-import platform
-import resource
 from pathlib import Path
 
 import numpy as np
 
-from adtf import data, metrics, thresholds, viz
+from adtf import data, machine, metrics, thresholds, viz
 from adtf.atomic import write_json, write_text
-
-
-def peak_rss_mb():
-    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def ms_per_image(timings):
@@ -26,7 +18,7 @@ def ms_per_image(timings):
 
 
 def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_examples=4,
-             pixel_baseline=True, verbose=True, n_calibration=0):
+             verbose=True, n_calibration=0, calibration=None, extra=None):
     """Score ``dataset.test`` with ``detector``; return the metrics dict (and write a report).
 
     Args:
@@ -36,10 +28,11 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
         method: name recorded in ``metrics.json`` (default: the detector's class name).
         batch_size: images per batch.
         n_examples: how many top- and bottom-scored test images get a heat-map overlay.
-        pixel_baseline: also compute the "pre" panel of paper 000's Fig. 4 (raw pixels, no backbone).
         verbose: progress bars.
         n_calibration: normal training images held out of the fit for calibration (recorded:
             ``n_train`` then counts only the images the detector was fitted on).
+        calibration: which images calibrated the working points, in words (for the report).
+        extra: more entries for ``metrics.json`` (the runner's fit time, preset, options).
 
     Example:
     >>> results = evaluate(detector, adtf.data.load("mvtec:/data/bottle"), "runs/bottle")
@@ -82,20 +75,22 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
         n_train=len(dataset.train) - n_calibration, n_calibration=n_calibration or None,
         n_test=len(dataset.test), n_test_anomalous=int(labels.sum()),
         image_size=list(detector.image_size), ms_per_image=ms, images_per_second=1000.0 / ms,
-        peak_rss_mb=peak_rss_mb(), machine=f"{platform.machine()} {platform.processor() or ''} cpus={_cpus()}".strip(),
-        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        n_invalid=int(outputs["invalid"].sum()), calibration=calibration,
+        peak_rss_mb=machine.peak_rss_mb(), machine=machine.description(), date=machine.today(), **(extra or {}),
     )
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        results["plots"] = _plots(detector, dataset, outputs, labels, image_scores, out_dir, batch_size,
-                                  n_examples, pixel_baseline and has_both and {"d_mean", "d_max"} <= outputs.keys())
+        results["plots"] = _plots(detector, dataset, outputs, labels, image_scores, out_dir, batch_size, n_examples)
+        plots, lines = detector.report_extras(dataset, outputs, out_dir, batch_size)
+        results["plots"].update(plots)
+        results["report_lines"] = lines
         write_json(out_dir / "metrics.json", results)
         write_text(out_dir / "report.md", report_markdown(results))
     return results
 
 
-def thresholds_only(detector, dataset, out_dir, *, method=None, n_calibration=0):
+def thresholds_only(detector, dataset, out_dir, *, method=None, n_calibration=0, calibration=None, extra=None):
     """The record of a fit with no test images (normal images only): the calibrated working points.
 
     Writes ``metrics.json`` (every metric null) and a short ``report.md``; returns the dict.
@@ -109,9 +104,8 @@ def thresholds_only(detector, dataset, out_dir, *, method=None, n_calibration=0)
         "active_working_point": detector.working_point, "per_defect_image_auroc": {},
         "n_train": len(dataset.train) - n_calibration, "n_calibration": n_calibration or None,
         "n_test": 0, "n_test_anomalous": 0, "image_size": list(detector.image_size),
-        "ms_per_image": None, "images_per_second": None, "peak_rss_mb": peak_rss_mb(),
-        "machine": f"{platform.machine()} cpus={_cpus()}",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "ms_per_image": None, "images_per_second": None, "calibration": calibration,
+        "peak_rss_mb": machine.peak_rss_mb(), "machine": machine.description(), "date": machine.today(), **(extra or {}),
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -119,6 +113,7 @@ def thresholds_only(detector, dataset, out_dir, *, method=None, n_calibration=0)
     lines = [f"# {results['method']} on {dataset.name}", "",
              f"Fitted on {results['n_train']} normal images; no test images, so nothing was evaluated "
              "(give anomalous images, e.g. `folder:DIR,anomalous=DIR`, to measure the detector).", "",
+             f"Working points calibrated on {calibration or 'the fitted normal images'}.", "",
              "| working point | rule | threshold |", "|---|---|---|"]
     lines += [f"| {name}{' (active)' if name == detector.working_point else ''} | {wp['rule']} | {wp['threshold']:.4g} |"
               for name, wp in results["working_points"].items()]
@@ -126,24 +121,13 @@ def thresholds_only(detector, dataset, out_dir, *, method=None, n_calibration=0)
     return results
 
 
-def _cpus():
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
-def _plots(detector, dataset, outputs, labels, image_scores, out_dir, batch_size, n_examples, scatter):
+def _plots(detector, dataset, outputs, labels, image_scores, out_dir, batch_size, n_examples):
     plots = {}
     if labels.min() == 0 and labels.max() == 1:
         plots["roc"] = viz.roc_curves(labels, image_scores, out_dir / "roc.png", title=dataset.name).name
-    if scatter:
-        from adtf.detectors.mon import pixel_distances
-
-        pre = pixel_distances(dataset, detector.image_size, batch_size)
-        panels = {"pre (raw pixels)": pre, "post (backbone features)": (outputs["d_mean"], outputs["d_max"])}
-        plots["scatter"] = viz.mon_scatter(labels, panels, out_dir / "scatter.png", title=dataset.name).name
     order = np.argsort(outputs["score"])
-    vmax = float(np.percentile(outputs["anomaly_map"], 99.9))
+    finite = outputs["anomaly_map"][np.isfinite(outputs["anomaly_map"])]
+    vmax = float(np.percentile(finite, 99.9)) if finite.size else 1.0
     for kind, picked in (("most_anomalous", order[::-1][:n_examples]), ("least_anomalous", order[:n_examples])):
         samples = [dataset.test[i] for i in picked]
         images = np.concatenate([np.asarray(b[0]) for b in data.pipeline(
@@ -166,6 +150,9 @@ def report_markdown(results):
              f"{results['n_train']} normal training images, {results['n_test']} test images "
              f"({results['n_test_anomalous']} anomalous), {results['image_size'][0]}x{results['image_size'][1]} input; "
              f"{results['date']} on {results['machine']}.", "",
+             f"Working points calibrated on {results.get('calibration') or 'the fitted normal images'}."
+             + (f" {results['n_invalid']} test images were invalid (NaN/inf pixels) and count as anomalous."
+                if results.get("n_invalid") else ""), "",
              "| metric | value |", "|---|---|"]
     rows = [("image AUROC (score)", results["image_auroc"])]
     rows += [(f"image AUROC ({k})", v) for k, v in results["image_auroc_by_score"].items()]
@@ -181,9 +168,8 @@ def report_markdown(results):
         for name, wp in results["working_points"].items():
             active = " (active)" if name == results["active_working_point"] else ""
             lines.append(f"| {name}{active} | {wp['rule']} | {wp['threshold']:.4g} | {wp['tpr']:.3f} | {wp['tnr']:.3f} | {wp['auc']:.3f} |")
-        best = max(wp["auc"] for wp in results["working_points"].values())
-        lines += ["", "Paper-000 Table II row: " + " | ".join(f"{wp['auc']:.2f}" for wp in results["working_points"].values())
-                  + f" | max {best:.2f}"]
+    if results.get("report_lines"):
+        lines += [""] + list(results["report_lines"])
     if results["per_defect_image_auroc"]:
         lines += ["", "## Image AUROC per defect type (vs. all normal test images)", "", "| defect | AUROC |", "|---|---|"]
         lines += [f"| {k} | {v:.3f} |" for k, v in results["per_defect_image_auroc"].items()]

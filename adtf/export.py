@@ -25,7 +25,7 @@ def metadata(detector):
         "score_names": list(detector.score_names),
         "working_points": detector.working_points,
         "working_point": detector.working_point,
-        "threshold": float(detector.threshold.numpy()),
+        "threshold": detector.threshold,
         "config": {k: v for k, v in config.items() if k not in ("working_points",)},
     }
 

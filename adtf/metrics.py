@@ -29,8 +29,12 @@ def _labelled_scores(labels, scores):
         raise DataError(f"labels ({labels.size}) and scores ({scores.size}) differ in length")
     if not np.isin(labels, (0, 1)).all():
         raise DataError(f"labels must be 0 (normal) or 1 (anomalous), got values {np.unique(labels)[:5]}")
-    if not np.isfinite(scores).all():
-        raise DataError(f"{np.count_nonzero(~np.isfinite(scores))} scores are NaN or infinite")
+    if np.isnan(scores).any() or np.isneginf(scores).any():
+        raise DataError(f"{np.count_nonzero(np.isnan(scores) | np.isneginf(scores))} scores are NaN or -inf")
+    if np.isposinf(scores).any():
+        # +inf is how a detector scores an invalid image (NaN/inf pixels): the most anomalous rank.
+        finite = scores[np.isfinite(scores)]
+        scores = np.where(np.isposinf(scores), (finite.max() + 1.0) if finite.size else 1.0, scores)
     labels = labels.astype(bool)
     if labels.all() or not labels.any():
         raise DataError(

@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
+from adtf import metrics  # noqa: E402
 from adtf.atomic import atomic_path  # noqa: E402
 
 
@@ -23,7 +24,7 @@ def roc_curves(labels, scores, path, title=""):
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     for name, values in scores.items():
         fpr, tpr, _ = roc_curve(labels, values)
-        ax.plot(fpr, tpr, label=f"{name} (AUROC {np.trapezoid(tpr, fpr):.3f})")
+        ax.plot(fpr, tpr, label=f"{name} (AUROC {metrics.image_auroc(labels, values):.3f})")
     ax.plot([0, 1], [0, 1], ":", color="gray")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title or "ROC", xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower right", fontsize=8)

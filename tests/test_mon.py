@@ -61,7 +61,8 @@ def test_calibration_gives_table_1_from_the_mon_images_themselves(tiny, fitted):
         assert fitted.working_points[name]["value"] == pytest.approx(point["value"], rel=1e-5)
     # threshold1 = max(D_max): no MoN image is above it.
     assert not np.any(out["d_max"] > fitted.working_points["threshold1"]["value"])
-    np.testing.assert_allclose(np.asarray(fitted.decision_thresholds), [p["value"] for p in expected.values()], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(fitted.postprocess.thresholds)[:6], [p["value"] for p in expected.values()],
+                               rtol=1e-5)
     assert fitted.working_point == "threshold3"
 
 

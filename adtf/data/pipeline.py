@@ -1,6 +1,8 @@
 """The tf.data input pipeline: samples -> decode -> RGB -> resize -> batch -> prefetch."""
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 import tensorflow as tf
 
@@ -78,6 +80,31 @@ def pipeline(samples, *, arrays=None, image_size=(224, 224), batch_size=16, shuf
         if shuffle:
             data = data.shuffle(len(samples), seed=seed, reshuffle_each_iteration=True)
     return data.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+class Batch(collections.namedtuple("Batch", ["image", "label", "mask", "path"], defaults=(None, None, None))):
+    """One batch as adtf reads it: ``image`` always, ``label``/``mask``/``path`` where the data has them."""
+
+
+def unpack_batch(batch):
+    """The one way adtf reads a batch: a ``Batch`` of an adtf.data tuple ``(image, label, mask, path)``,
+    a dict with an ``"image"`` key, or a bare image tensor or array.
+
+    Example:
+        >>> unpack_batch(np.zeros((2, 8, 8, 3))).label is None
+        True
+    """
+    if isinstance(batch, Batch):
+        return batch
+    if isinstance(batch, dict):
+        if "image" not in batch:
+            raise DataError(f"a batch dict needs an 'image' key; got {sorted(batch)}")
+        return Batch(batch["image"], batch.get("label"), batch.get("mask"), batch.get("path"))
+    if isinstance(batch, (tuple, list)):
+        if not 1 <= len(batch) <= 4:
+            raise DataError(f"a batch tuple is (image[, label[, mask[, path]]]); got {len(batch)} parts")
+        return Batch(*batch)
+    return Batch(batch)
 
 
 def decode_image(contents):

@@ -245,10 +245,11 @@ def _read_dagm(path, *, seed=0, category=None, n_train=500, n_test_normal=500):
         if not 1 <= n_train < len(normal):
             raise DataError(f"{root}: n_train={n_train} must leave test images out of the class's "
                             f"{len(normal)} normal images")
-        chosen = [normal[i] for i in np.random.default_rng(seed).permutation(len(normal))]
-        end = None if n_test_normal is None else n_train + n_test_normal
-        train = sorted(chosen[:n_train], key=_path)
-        test = sorted(chosen[n_train:end] + [s for split in rows.values() for s in split if s.label], key=_path)
+        rest, train = split_off(normal, count=n_train, seed=seed, what=f"{root} normal images")
+        if n_test_normal is not None:
+            _, rest = split_off(rest, count=min(n_test_normal, len(rest)), seed=seed)
+        train = sorted(train, key=_path)
+        test = sorted(rest + [s for split in rows.values() for s in split if s.label], key=_path)
     return AnomalyDataset(f"dagm:{root.name}", train, test, has_masks=True)
 
 
@@ -286,10 +287,8 @@ def _read_mtd(path, *, seed=0, train_fraction=0.8):
     if not 0 < train_fraction <= 1:
         raise DataError(f"mtd: train_fraction={train_fraction} must be in (0, 1]")
     free = _list_images(root / "MT_Free" / "Imgs", required=True, suffixes=(".jpg", ".jpeg"))
-    order = np.random.default_rng(seed).permutation(len(free))
-    n_train = round(train_fraction * len(free))
-    train = [Sample(str(free[i]), 0, "good") for i in sorted(order[:n_train])]
-    test = [Sample(str(free[i]), 0, "good") for i in sorted(order[n_train:])]
+    test, train = split_off([Sample(str(p), 0, "good") for p in free], count=round(train_fraction * len(free)),
+                            seed=seed, what="MT_Free tiles")
     for folder in _subfolders(root, "MT_*"):
         if folder.name != "MT_Free":
             test += [Sample(str(p), 1, folder.name[3:].lower(), str(p.with_suffix(".png")))
@@ -297,16 +296,25 @@ def _read_mtd(path, *, seed=0, train_fraction=0.8):
     return AnomalyDataset("mtd", train, test, has_masks=True)
 
 
-def split_off(samples, fraction, seed=0):
-    """``(kept, held_out)``: a ``seed``-shuffled ``fraction`` (rounded) of ``samples`` held out, both in input order.
+def split_off(samples, fraction=None, seed=0, *, count=None, what="images"):
+    """``(kept, held)``: a ``seed``-shuffled part of ``samples`` held out, both parts in input order.
+
+    The one seeded split adtf makes (train/test of a folder, MTD and MNIST, DAGM's protocol,
+    calibration images held out of a fit). The held part is the first ``count`` entries of
+    ``np.random.default_rng(seed).permutation(len(samples))``; with ``fraction`` instead,
+    ``count = round(fraction * len(samples))`` and at least one when ``fraction > 0``.
 
     Example:
         >>> fit, calibration = split_off(dataset.train, 0.2, seed=0)   # doctest: +SKIP
     """
-    if not 0 <= fraction < 1:
-        raise DataError(f"a held-out fraction must be in [0, 1), got {fraction}")
-    order = np.random.default_rng(seed).permutation(len(samples))
-    held = set(order[:round(fraction * len(samples))].tolist())
+    samples = list(samples)
+    if count is None:
+        if fraction is None or not 0 <= fraction <= 1:
+            raise DataError(f"a held-out fraction of {what} must be in [0, 1], got {fraction}")
+        count = max(1, round(fraction * len(samples))) if fraction > 0 else 0
+    if not 0 <= count <= len(samples):
+        raise DataError(f"cannot hold out {count} of {len(samples)} {what}")
+    held = set(np.random.default_rng(seed).permutation(len(samples))[:count].tolist())
     return ([s for i, s in enumerate(samples) if i not in held], [s for i, s in enumerate(samples) if i in held])
 
 
@@ -386,10 +394,9 @@ def _read_mnist(path, *, seed=0, normal_class=0, train_fraction=0.8):
     else:
         (split, (_, labels)), = splits.items()
         normal_rows = np.flatnonzero(labels == normal_class)
-        n_train = round(train_fraction * len(normal_rows))
-        chosen = np.random.default_rng(seed).permutation(normal_rows)
-        train = samples(split, sorted(chosen[:n_train]))
-        test = samples(split, sorted(set(range(len(labels))) - set(chosen[:n_train].tolist())))
+        _, train_rows = split_off(normal_rows.tolist(), count=round(train_fraction * len(normal_rows)), seed=seed)
+        train = samples(split, train_rows)
+        test = samples(split, sorted(set(range(len(labels))) - set(train_rows)))
     return AnomalyDataset(f"mnist:{normal_class}", train, test, has_masks=False, arrays=arrays)
 
 

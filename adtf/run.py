@@ -1,0 +1,190 @@
+"""The one runner: load -> fit -> calibrate -> evaluate -> save -> export.
+
+``adtf-fit``, ``adtf-bench``, the notebooks and the benchmarks all call
+``fit_evaluate_export``; the CLI only parses. It names no method: whatever a detector
+needs comes from its class (presets, default epochs, calibration fraction, report hooks).
+
+Progress goes through ``logging`` (logger ``"adtf"``); ``configure_logging`` gives it a
+handler that prints on the chief worker only, so a multi-worker run prints once.
+"""
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from adtf.errors import AdtfError, DataError
+
+log = logging.getLogger("adtf")
+
+DEFAULT_METHOD = "mon"
+DEFAULT_DATA = "synthetic"
+DEFAULT_PRESET = "offline"  # the preset that runs offline on a CPU, where a method has one
+
+
+def is_chief():
+    """False only where ``TF_CONFIG`` names this process a non-chief task of a multi-worker run."""
+    try:
+        config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    except ValueError:
+        return True
+    task = config.get("task", {})
+    kind, index = task.get("type"), int(task.get("index", 0))
+    if kind in (None, "chief"):
+        return True
+    return kind == "worker" and index == 0 and "chief" not in config.get("cluster", {})
+
+
+def configure_logging(verbose=True):
+    """Print adtf's progress lines (INFO, or WARNING with ``verbose=False``) on the chief worker only."""
+    if not any(getattr(h, "_adtf", False) for h in log.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.addFilter(lambda record: is_chief())
+        handler._adtf = True
+        log.addHandler(handler)
+        log.propagate = False
+    log.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def slug(text):
+    """A folder-safe name for a dataset spec."""
+    keep = "".join(c if c.isalnum() or c in "-_." else "-" for c in text.split("/")[-1] or text)
+    return keep.strip("-.") or "data"
+
+
+def resolve_preset(cls, preset):
+    """The preset to build: the one named, else ``offline`` where the method has presets, else None."""
+    if preset is not None or cls.Preset is None:
+        return preset
+    return DEFAULT_PRESET if DEFAULT_PRESET in {p.value for p in cls.Preset} else next(iter(cls.Preset)).value
+
+
+def calibration_split(samples, fraction, seed):
+    """``(fit, calibration)`` normal samples; calibration is empty for ``fraction == 0``."""
+    from adtf.data import split_off
+
+    fit, calibration = split_off(samples, fraction, seed, what="normal training images")
+    if fraction and not fit:
+        raise DataError(f"only {len(samples)} normal training images: holding {len(calibration)} out for "
+                        "calibration leaves none to fit on; give more normal images or a calibration fraction of 0")
+    return fit, calibration
+
+
+def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, out=None, *, detector=None,
+                        fit=None, compile=None, calibration_fraction=None, batch_size=16, seed=0, n_train=None,
+                        skip_bad=False, export=True, monitor_every=0, verbose=True, callbacks=(), command=None):
+    """Fit a detector on a dataset's normal images, calibrate, evaluate, save and export it.
+
+    Args:
+        method: a name in ``adtf.detectors.REGISTRY``.
+        data: a dataset spec (``adtf.data.load``), or an already loaded ``AnomalyDataset``.
+        preset: the method's preset (default ``offline`` where it has one).
+        out: run folder (default ``runs/<method>-<dataset>``).
+        detector: options for the detector's ``__init__``; they override the preset's.
+        fit: options for ``Detector.fit`` (``epochs``, ``batch_size``).
+        compile: options for the method's ``compile`` (learning rates, weight decay...).
+        calibration_fraction: normal training images held out of the fit to calibrate the working
+            points on (default: the method's ``calibration_fraction``: 0.2 for trained methods,
+            0 for MoN, whose paper calibrates on the fitted images). At least one image.
+        batch_size: batch size of the data pipelines (training may rebatch: ``fit.batch_size``).
+        seed: seed of the data splits, of Keras' initialisers and of the detector.
+        n_train: normal images to fit on where the dataset's protocol takes it (DAGM: 500).
+        skip_bad: leave unreadable images out with a warning instead of stopping.
+        export: write the SavedModel.
+        monitor_every: every this many epochs, log the test AUROC (monitoring only: never used to
+            select an epoch; the last epoch is what is saved and reported). 0: off.
+        verbose: progress bars.
+        callbacks: more Keras callbacks for the gradient fit.
+        command: the command line to record in the run folder.
+
+    Returns:
+        The ``metrics.json`` dict.
+
+    Example:
+    >>> results = fit_evaluate_export("mon", "mvtec:mvtec_bottle", out="runs/bottle")
+    >>> results["image_auroc"]
+    """
+    import keras
+
+    from adtf import data as adtf_data
+    from adtf.atomic import atomic_path, write_json, write_text
+    from adtf.callbacks import Timing, ValidationAUROC
+    from adtf.detectors import REGISTRY
+    from adtf.evaluate import evaluate, thresholds_only
+
+    if method not in REGISTRY:
+        raise AdtfError(f"unknown method {method!r}; available: {sorted(REGISTRY)}")
+    cls = REGISTRY[method]
+    started = time.perf_counter()
+    keras.utils.set_random_seed(seed)
+    if isinstance(data, str):
+        log.info(f"[1/5] loading {data}")
+        dataset = adtf_data.load(data, seed=seed, skip_bad=skip_bad, **({"n_train": n_train} if n_train else {}))
+    else:
+        dataset = data
+    log.info(f"      {len(dataset.train)} normal training images, {len(dataset.test)} test images")
+    preset = resolve_preset(cls, preset)
+    options = {**(cls.preset_options(preset) if preset else {}), **(detector or {})}
+    options.setdefault("seed", seed)
+    model = cls(**options)
+    size = model.image_size
+    fraction = cls.calibration_fraction if calibration_fraction is None else calibration_fraction
+    fit_samples, calibration_samples = calibration_split(dataset.train, fraction, seed)
+
+    def pipeline(samples, **kwargs):
+        return adtf_data.pipeline(samples, arrays=dataset.arrays, image_size=size, batch_size=batch_size, **kwargs)
+
+    out = Path(out or Path("runs") / f"{method}-{slug(dataset.name)}")
+    out.mkdir(parents=True, exist_ok=True)
+    fit_options = dict(fit or {})
+    epochs = fit_options.pop("epochs", None)
+    epochs = cls.default_epochs if epochs is None else int(epochs)
+    log.info(f"[2/5] fitting {method} ({preset or 'default'} preset) at {size[0]}x{size[1]} on {len(fit_samples)} "
+             f"normal images" + (f", {epochs} epochs" if epochs else ""))
+    fit_callbacks = list(callbacks)
+    if epochs:
+        # A killed fit resumes from here when the same command runs again; removed once the fit ends.
+        fit_callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup")), Timing(), *fit_callbacks]
+        if monitor_every and dataset.test and len({s.label for s in dataset.test}) == 2:
+            fit_callbacks.append(ValidationAUROC(pipeline(dataset.test), every=monitor_every, pixel=False))
+        if compile:
+            model.compile(**compile)
+    fit_started = time.perf_counter()
+    history = model.fit(pipeline(fit_samples), epochs=epochs, callbacks=fit_callbacks,
+                        verbose=(1 if verbose else 0) if epochs else verbose, **fit_options)
+    fit_seconds = time.perf_counter() - fit_started
+    if calibration_samples:
+        calibration = (f"{len(calibration_samples)} normal training images held out of the fit "
+                       f"(fraction {fraction:g}, seed {seed}; listed in calibration_images.txt)")
+        log.info(f"[3/5] calibrating working points on {len(calibration_samples)} held-out normal images")
+        model.calibrate(pipeline(calibration_samples), verbose=verbose)
+        write_text(out / "calibration_images.txt", "".join(f"{s.path}\n" for s in calibration_samples))
+    else:
+        calibration = f"the {len(fit_samples)} normal images the detector was fitted on (paper 000's protocol)"
+        log.info("[3/5] calibrating working points on the normal training images (paper 000's protocol)")
+        model.calibrate(pipeline(fit_samples), verbose=verbose)
+    extra = {"preset": preset, "options": _jsonable(options), "epochs": epochs, "fit_seconds": fit_seconds,
+             "history": {k: [float(v) for v in values] for k, values in history.history.items()}}
+    log.info(f"[4/5] evaluating on {len(dataset.test)} test images -> {out}")
+    common = dict(method=method, n_calibration=len(calibration_samples), calibration=calibration, extra=extra)
+    if dataset.test:
+        results = evaluate(model, dataset, out, batch_size=batch_size, verbose=verbose, **common)
+    else:
+        log.info("      no test images: evaluation skipped (only the working points are written)")
+        results = thresholds_only(model, dataset, out, **common)
+    log.info("[5/5] saving the Keras model" + (" and the SavedModel" if export else ""))
+    with atomic_path(out / "model.keras", suffix=".keras") as tmp:
+        model.save(tmp)
+    if export:
+        model.export(out / "saved_model")
+    if command:
+        write_text(out / "command.txt", command + "\n")
+    write_json(out / "run.json", {"method": method, "data": dataset.name, "preset": preset, "options": extra["options"],
+                                  "seconds": time.perf_counter() - started})
+    results.update(seconds=time.perf_counter() - started, run_dir=str(out))
+    return results
+
+
+def _jsonable(options):
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
