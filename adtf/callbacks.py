@@ -114,11 +114,13 @@ class ShuffleByEpoch(keras.callbacks.Callback):
     generator whose state is not checkpointed, so a fit resumed by ``BackupAndRestore``
     would see other batches than an uninterrupted one. Here the epoch number lives in a
     variable that ``on_epoch_begin`` sets (Keras makes the epoch's iterator after that),
-    and the shuffle's seed is derived from it.
+    and each block of ``block_size`` elements is permuted by a stateless random draw of
+    ``(seed, epoch, block)``. A dataset of up to ``block_size`` elements is fully shuffled;
+    a larger one is shuffled within consecutive blocks of that many.
 
     Example:
     >>> shuffle = ShuffleByEpoch(seed=0)
-    >>> model.fit(shuffle.apply(images, buffer_size=256).batch(8), epochs=4, callbacks=[shuffle])
+    >>> model.fit(shuffle.apply(images, block_size=256).batch(8), epochs=4, callbacks=[shuffle])
     """
 
     def __init__(self, seed=0):
@@ -128,14 +130,16 @@ class ShuffleByEpoch(keras.callbacks.Callback):
         self.seed = int(seed)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="shuffle_epoch")
 
-    def apply(self, dataset, buffer_size):
-        """``dataset`` (unbatched elements) reshuffled per epoch with a ``buffer_size`` buffer."""
+    def apply(self, dataset, block_size):
+        """``dataset`` (unbatched elements) reshuffled per epoch, in blocks of ``block_size``."""
         import tensorflow as tf
 
-        def this_epoch(_):
-            return dataset.shuffle(buffer_size, seed=tf.constant(self.seed, tf.int64) * 1_000_003 + self.epoch)
+        def permuted(block_index, block):
+            seed = tf.stack([tf.constant(self.seed, tf.int64) * 1_000_003 + block_index, self.epoch])
+            order = tf.argsort(tf.random.stateless_uniform(tf.shape(block)[:1], seed=seed))
+            return tf.gather(block, order)
 
-        return tf.data.Dataset.from_tensors(0).flat_map(this_epoch)
+        return dataset.batch(int(block_size)).enumerate().map(permuted).unbatch()
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch.assign(epoch)

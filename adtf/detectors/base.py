@@ -94,7 +94,7 @@ class Detector(keras.Model):
     default_working_point = None
     default_epochs = 0
     default_batch_size = None
-    shuffle_buffer = 256
+    shuffle_block = 1024  # training images shuffled together (ShuffleByEpoch); memory ~ block x image
     # A trained model scores its own training images low: calibrate on images it never saw.
     calibration_fraction = 0.2
     short_name = None
@@ -216,6 +216,7 @@ class Detector(keras.Model):
             self.prepare_training()
             shuffle = ShuffleByEpoch(self.seed)
             data = self.training_data(x, batch_size or self.default_batch_size, shuffle)
+            kwargs.setdefault("shuffle", False)  # training_data shuffles, per epoch, reproducibly
             history = super().fit(data, epochs=epochs, callbacks=[shuffle, *(callbacks or [])], verbose=verbose,
                                   **kwargs)
         self.fit_statistics(x, verbose=_progress(verbose))
@@ -237,10 +238,17 @@ class Detector(keras.Model):
         images = x.map(lambda *batch: unpack_batch(batch if len(batch) > 1 else batch[0]).image)
         if batch_size is None:
             batch_size = images.element_spec.shape[0] or 16
+        # Keras runs one extra optimizer step per epoch on a dataset of unknown length (an Adam
+        # step on no data still moves the weights), so count the images once and say how many batches.
+        count = int(images.reduce(tf.constant(0, tf.int64), lambda n, b: n + tf.cast(tf.shape(b)[0], tf.int64)))
+        if count == 0:
+            raise DataError("no training images")
         images = images.unbatch()
         if shuffle is not None:
-            images = shuffle.apply(images, self.shuffle_buffer)
-        return images.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
+            images = shuffle.apply(images, self.shuffle_block)
+        steps = -(-count // int(batch_size))
+        return (images.batch(int(batch_size)).apply(tf.data.experimental.assert_cardinality(steps))
+                .prefetch(tf.data.AUTOTUNE))
 
     def fit_statistics(self, x, verbose=True):
         """A statistics pass over the normal images after gradient training (none by default)."""
@@ -305,8 +313,10 @@ class Detector(keras.Model):
         name = self.postprocess.active_name
         if name != CUSTOM:
             return name
+        if CUSTOM not in self.postprocess.rules:
+            return None  # never calibrated, never set: nothing is flagged but invalid images
         point = self.postprocess.point(CUSTOM)
-        return None if not np.isfinite(point["value"]) else f"explicit:{point['score']}>{point['value']:g}"
+        return f"explicit:{point['score']}>{point['value']:g}"
 
     @property
     def threshold(self):
@@ -346,6 +356,11 @@ class Detector(keras.Model):
         config.update(image_size=list(self.image_size), seed=self.seed,
                       working_point_rules=dict(self.postprocess.rules), adtf_format=FORMAT_VERSION)
         return config
+
+    def get_compile_config(self):
+        # A loaded detector scores; ``fit`` compiles it again with the method's defaults (or call
+        # ``compile`` with your own) before it trains on.
+        return None
 
     @classmethod
     def from_config(cls, config):

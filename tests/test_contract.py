@@ -1,0 +1,190 @@
+"""The detector contract, run on every entry of ``adtf.detectors.REGISTRY`` and on two test doubles.
+
+A new method gets every check here by adding its registry line (and ``smoke_test_options``):
+serialisation, save/load in safe mode, a fit step, kill-and-resume equality, calibration,
+resizing, NaN safety, and a SavedModel that matches Keras in a fresh process.
+"""
+import json
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from adtf import data
+from adtf.detectors import REGISTRY, load
+from adtf.layers.working_points import CUSTOM
+from detector_doubles import DOUBLES
+
+ENTRIES = {**REGISTRY, **DOUBLES}
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def images():
+    """Real texture crops (the embedded brick photograph): 12 to fit on, 6 to calibrate, 4 to test."""
+    dataset = data.load("synthetic:brick", size=SIZE, n_train=18, n_test_good=2, n_test_defect=1)
+    arrays = [np.concatenate([np.asarray(b[0]) for b in data.pipeline(part, image_size=SIZE, batch_size=32)])
+              for part in (dataset.train, dataset.test)]
+    return {"fit": arrays[0][:12], "calibrate": arrays[0][12:], "test": arrays[1][:4]}
+
+
+def build(cls):
+    keras.utils.set_random_seed(0)
+    return cls(**cls.smoke_test_options)
+
+
+@pytest.fixture(scope="module", params=sorted(ENTRIES))
+def fitted(request, images):
+    cls = ENTRIES[request.param]
+    detector = build(cls)
+    history = detector.fit(images["fit"], epochs=min(1, cls.default_epochs), verbose=0)
+    detector.calibrate(images["calibrate"], verbose=False)
+    return request.param, detector, history
+
+
+def outputs_of(detector, x):
+    return {k: np.asarray(v) for k, v in detector(x, training=False).items()}
+
+
+def assert_same_outputs(actual, expected, rtol=1e-5, atol=1e-5):
+    assert set(actual) >= set(expected)
+    for key, value in expected.items():
+        np.testing.assert_allclose(np.asarray(actual[key]).astype(float), value.astype(float), rtol=rtol, atol=atol,
+                                   err_msg=key)
+
+
+def test_fit_step_returns_the_history(fitted):
+    _, detector, history = fitted
+    assert isinstance(history, keras.callbacks.History)
+    if detector.default_epochs:
+        assert len(history.history["loss"]) == 1 and np.isfinite(history.history["loss"][0])
+        assert history.history["loss"][0] != 0.0  # a raw dict from train_step would log 0.0
+    else:
+        assert history.history == {}
+
+
+def test_outputs_keep_the_contract(fitted, images):
+    _, detector, _ = fitted
+    out = outputs_of(detector, images["test"])
+    n = len(images["test"])
+    assert out["score"].shape == out["anomalous"].shape == out["invalid"].shape == (n,)
+    assert out["anomaly_map"].shape == (n, SIZE, SIZE)
+    assert out["decisions"].shape == (n, len(detector.working_point_names))
+    assert np.isfinite(out["score"]).all() and not out["invalid"].any()
+    for name in detector.score_names:
+        assert out[name].shape == (n,)
+    # Another input size is resized to the detector's once, and the map comes back at the input's size.
+    bigger = np.repeat(np.repeat(images["test"], 2, axis=1), 2, axis=2)
+    assert outputs_of(detector, bigger)["anomaly_map"].shape == (n, 2 * SIZE, 2 * SIZE)
+
+
+def test_calibration_sets_every_working_point_from_normal_images(fitted, images):
+    _, detector, _ = fitted
+    assert list(detector.working_points) == list(detector.working_point_names)
+    assert detector.working_point == (detector.default_working_point or detector.working_point_names[0])
+    out = detector.score_dataset(images["calibrate"], verbose=False, keep_maps=False)
+    for i, (name, point) in enumerate(detector.working_points.items()):
+        np.testing.assert_array_equal(out["decisions"][:, i], out[point["score"]] > point["value"])
+    detector.set_working_point(value=-np.inf, score=detector.score_names[0])
+    assert detector.working_point.startswith("explicit") and outputs_of(detector, images["test"])["anomalous"].all()
+    detector.set_working_point(detector.working_point_names[0])
+
+
+def test_a_nan_or_inf_pixel_is_never_normal(fitted, images):
+    _, detector, _ = fitted
+    bad = images["test"].copy()
+    bad[0, 5, 5, 1], bad[1, 0, 0, 0] = np.nan, np.inf
+    detector.set_working_point(value=np.finfo("float32").max, score=detector.score_names[0])  # nothing finite passes
+    for out in (outputs_of(detector, bad), detector.infer(bad)):  # eager Keras, and the tf.function graph
+        np.testing.assert_array_equal(out["invalid"], [True, True, False, False])
+        np.testing.assert_array_equal(out["anomalous"], [True, True, False, False])
+        assert np.isposinf(out["score"][:2]).all() and out["decisions"][:2].all()
+    detector.set_working_point(detector.working_point_names[0])
+
+
+def test_serialisation_round_trip(fitted):
+    _, detector, _ = fitted
+    config = keras.saving.serialize_keras_object(detector)
+    clone = keras.saving.deserialize_keras_object(json.loads(json.dumps(config)), safe_mode=True)
+    assert type(clone) is type(detector)
+    assert clone.get_config() == detector.get_config()
+
+
+def test_save_and_load_with_safe_mode(fitted, images, tmp_path):
+    _, detector, _ = fitted
+    detector.save(tmp_path / "detector.keras")
+    restored = load(tmp_path / "detector.keras")
+    assert restored.working_points == detector.working_points and restored.working_point == detector.working_point
+    assert_same_outputs(outputs_of(restored, images["test"]), outputs_of(detector, images["test"]))
+
+
+class Killed(Exception):
+    pass
+
+
+class KillAfter(keras.callbacks.Callback):
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epochs:
+            raise Killed
+
+
+@pytest.mark.parametrize("name", sorted(ENTRIES))
+def test_a_killed_fit_resumes_to_the_uninterrupted_state(name, images, tmp_path):
+    cls = ENTRIES[name]
+    if not cls.default_epochs:
+        pytest.skip(f"{name} has no gradient training (its fit is one statistics pass)")
+    epochs = 3
+    uninterrupted = build(cls)
+    uninterrupted.fit(images["fit"], epochs=epochs, verbose=0)
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    with pytest.raises(Killed):
+        build(cls).fit(images["fit"], epochs=epochs, verbose=0, callbacks=[backup, KillAfter(2)])
+    keras.utils.set_random_seed(123)  # the resumed process starts from other random state
+    resumed = cls(**cls.smoke_test_options)
+    history = resumed.fit(images["fit"], epochs=epochs, verbose=0,
+                          callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))])
+    assert len(history.history["loss"]) == 1  # only the third epoch ran again
+    assert int(resumed.optimizer.iterations) == int(uninterrupted.optimizer.iterations) > 0
+    for before, after in zip(uninterrupted.weights, resumed.weights):
+        np.testing.assert_allclose(np.asarray(after), np.asarray(before), rtol=1e-6, atol=1e-7, err_msg=before.path)
+    for before, after in zip(uninterrupted.optimizer.variables, resumed.optimizer.variables):
+        np.testing.assert_allclose(np.asarray(after), np.asarray(before), rtol=1e-6, atol=1e-7, err_msg=before.path)
+
+
+SERVE = textwrap.dedent("""
+    import json, sys
+    import numpy as np, tensorflow as tf
+    served = tf.saved_model.load(sys.argv[1])
+    assert "adtf" not in sys.modules and "tensorflow_probability" not in sys.modules
+    images = np.load(sys.argv[2])
+    out = served.signatures["serving_default"](images=tf.constant(images))
+    print(json.dumps({k: np.asarray(v).astype(float).tolist() for k, v in out.items()}))
+    """)
+
+
+def test_savedmodel_matches_keras_in_a_fresh_process(fitted, images, tmp_path):
+    _, detector, _ = fitted
+    x = images["test"].copy()
+    x[-1, 3, 3, 2] = np.nan  # the export must keep NaN safety (the graph optimiser must not undo it)
+    expected = outputs_of(detector, x)
+    detector.export(tmp_path / "saved_model")
+    np.save(tmp_path / "images.npy", x)
+    result = subprocess.run([sys.executable, "-c", SERVE, str(tmp_path / "saved_model"), str(tmp_path / "images.npy")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    served = {k: np.array(v) for k, v in json.loads(result.stdout.strip().splitlines()[-1]).items()}
+    assert served["invalid"][-1] == 1 and served["anomalous"][-1] == 1
+    finite = {k: v[:-1] for k, v in expected.items()}
+    assert_same_outputs({k: v[:-1] for k, v in served.items()}, finite, rtol=1e-4, atol=1e-5)
+
+
+def test_the_custom_slot_is_not_a_calibrated_working_point(fitted):
+    _, detector, _ = fitted
+    assert CUSTOM not in detector.working_points

@@ -1,0 +1,114 @@
+"""A gradient-trained method through the one runner and the CLI, named by nothing but its registry line;
+option parsing from signatures and YAML; MirroredStrategy; files saved before the contract changed."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from adtf import detectors
+from adtf.cli import fit_main
+from adtf.errors import AdtfError
+from detector_doubles import ConvAutoencoder
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture
+def toy_registered(monkeypatch):
+    monkeypatch.setitem(detectors.REGISTRY, "toy_autoencoder", ConvAutoencoder)
+    return "toy_autoencoder"
+
+
+def test_a_trained_toy_goes_through_the_runner_and_cli(toy_registered, tmp_path, capsys):
+    out = tmp_path / "run"
+    config = tmp_path / "toy.yaml"
+    config.write_text("method: toy_autoencoder\ndetector:\n  width: 4\nfit:\n  epochs: 2\ncompile:\n  learning_rate: 0.01\n")
+    assert fit_main(["--config", str(config), "--data", "synthetic:grass", "--detector.image_size=[32,32]",
+                     "--monitor-every", "1", "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["method"] == "toy_autoencoder" and metrics["preset"] == "fast"
+    assert metrics["options"]["width"] == 4 and metrics["epochs"] == 2
+    assert len(metrics["history"]["loss"]) == 2 and len(metrics["history"]["val_image_auroc"]) == 2
+    # Trained methods calibrate on 20 % of the normal training images, held out of the fit.
+    assert (metrics["n_train"], metrics["n_calibration"]) == (160, 40)
+    assert len((out / "calibration_images.txt").read_text().splitlines()) == 40
+    assert "held out of the fit" in (out / "report.md").read_text()
+    assert not (out / "backup").exists()  # BackupAndRestore removes its checkpoint after a finished fit
+    for name in ("model.keras", "saved_model/saved_model.pb", "roc.png", "command.txt"):
+        assert (out / name).exists(), name
+    assert "toy_autoencoder on synthetic:grass" in capsys.readouterr().out
+
+
+def test_help_lists_the_methods_own_options_with_preset_defaults(toy_registered, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        fit_main(["--method", "toy_autoencoder", "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert "--detector.width" in text and "--compile.learning_rate" in text and "--fit.epochs" in text
+    with pytest.raises(SystemExit):
+        fit_main(["--help"])
+    text = capsys.readouterr().out  # MoN: its offline preset's layer is the default shown
+    assert "--detector.layer" in text and "block6d_add" in text and "--compile." not in text
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--detector.no_such_option", "1"], "no_such_option"),
+    (["--batch-size", "many"], "batch_size"),
+    (["--method", "nope"], "unknown method"),
+    (["--preset", "fastest"], "unknown MoN preset"),
+])
+def test_bad_options_stop_with_one_line(argv, words, capsys):
+    assert fit_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("adtf-fit: error:") and words in err and "\n" not in err
+
+
+def test_too_few_images_to_hold_out_for_calibration_is_a_clear_error():
+    from adtf.run import calibration_split
+
+    with pytest.raises(AdtfError, match="leaves none to fit on"):
+        calibration_split(["a.png"], 0.2, seed=0)
+    fit, calibration = calibration_split(["a.png", "b.png"], 0.2, seed=0)
+    assert len(fit) == len(calibration) == 1  # round(0.4) = 0, but at least one image calibrates
+
+
+def test_a_model_saved_by_adtf_0_1_fails_with_a_clear_message():
+    with pytest.raises(AdtfError, match=r"mon_saved_by_adtf_0_1\.keras was saved by adtf 0\.1"):
+        detectors.load(FIXTURES / "mon_saved_by_adtf_0_1.keras")
+
+
+STRATEGY = textwrap.dedent("""
+    import sys
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    sys.path.insert(0, sys.argv[1])
+    from detector_doubles import DOUBLES
+    from adtf import data
+    dataset = data.load("synthetic:grass", size=32, n_train=16, n_test_good=2, n_test_defect=1)
+    train = data.pipeline(dataset.train, image_size=32, batch_size=8)  # with string paths, as adtf yields them
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    for name, cls in sorted(DOUBLES.items()):
+        with strategy.scope():
+            detector = cls(**cls.smoke_test_options)
+        history = detector.fit(train, epochs=2, verbose=0)
+        detector.calibrate(train, verbose=False)
+        assert detector.distribute_strategy is strategy
+        loss = history.history["loss"]
+        assert len(loss) == 2 and np.isfinite(loss).all(), loss
+        print(name, strategy.num_replicas_in_sync, loss)
+    """)
+
+
+def test_trains_under_mirrored_strategy_on_two_logical_cpus():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, "-c", STRATEGY, str(Path(__file__).parent)], capture_output=True,
+                            text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("toy_")]
+    assert [line.split()[:2] for line in lines] == [["toy_autoencoder", "2"], ["toy_simplenet", "2"]]
