@@ -3,7 +3,7 @@
 Run: python benchmarks/bench_backbones.py [--backbones efficientnet_b4,efficientnet_lite0] [--batch-size 16]
      [--image-size 224] [--batches 5] [--jit]
 
-Each backbone runs in its own subprocess so that its peak resident memory (ru_maxrss, which
+Each backbone runs in its own subprocess so that its peak resident memory (adtf.machine.peak_rss_mb, which
 includes TensorFlow itself) is its own. ImageNet weights are used where they can be had;
 otherwise random weights, said in the table: speed does not depend on weight values. The
 first (warm-up) batch, which traces the graph, is not timed. XLA (``--jit``) is off by
@@ -12,11 +12,11 @@ default: on small CPUs it is several times slower for these networks.
 import argparse
 import json
 import os
-import platform
-import resource
 import subprocess
 import sys
 import time
+
+from adtf import machine
 
 
 def measure(name, image_size, batch_size, batches, jit):
@@ -48,7 +48,7 @@ def measure(name, image_size, batch_size, batches, jit):
                 images_per_s=round(batches * batch_size / seconds, 1), ms_per_batch=round(1000 * seconds / batches),
                 frozen_images_per_s=round(batches * batch_size / frozen_seconds, 1),
                 onednn=os.environ.get("TF_ENABLE_ONEDNN_OPTS", ""),
-                peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+                peak_rss_mib=round(machine.peak_rss_mb()))
 
 
 def main(argv=None):
@@ -65,10 +65,8 @@ def main(argv=None):
     if args.one:
         print(json.dumps(measure(args.one, args.image_size, args.batch_size, args.batches, args.jit)))
         return
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
     print(f"command: python {' '.join(sys.argv)}")
-    print(f"machine: {cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, no GPU used")
+    print(f"machine: {machine.description()}, load average {os.getloadavg()[0]:.1f}")
     print(f"feature pass: {args.image_size}x{args.image_size}, batch {args.batch_size}, {args.batches} timed batches "
           f"after 1 warm-up, jit_compile={args.jit}, "
           f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', '1 (adtf default)')}\n")

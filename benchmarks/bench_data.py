@@ -11,6 +11,7 @@ import os
 import sys
 import time
 
+from adtf import machine
 from adtf.data import load, pipeline
 from adtf.paths import datasets_root
 
@@ -22,7 +23,7 @@ def main(argv=None):
     parser.add_argument("--passes", type=int, default=2)
     args = parser.parse_args(argv)
     print(f"command: python {' '.join(sys.argv)}")
-    print(f"machine: {os.cpu_count()} CPU cores (os.cpu_count), load average {os.getloadavg()[0]:.1f}")
+    print(f"machine: {machine.description()}, load average {os.getloadavg()[0]:.1f}")
     print(f"pipeline: image_size={args.image_size}, batch_size={args.batch_size}, no cache\n")
     print("| dataset | images | load() validation s | pipeline pass | s | images/s |")
     print("|---|---|---|---|---|---|")

@@ -7,16 +7,14 @@ picking the best test number on any one dataset (see the README).
 """
 import argparse
 import os
-import platform
 import shlex
 import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from adtf import data  # noqa: E402
-from adtf.detectors import ModelOfNormality  # noqa: E402
-from adtf.evaluate import evaluate  # noqa: E402
+from adtf import data, machine  # noqa: E402
+from adtf.run import fit_evaluate_export, slug  # noqa: E402
 
 DEFAULT_DATA = ["synthetic:brick", "synthetic:grass", "synthetic:gravel", "mvtec:mvtec_bottle", "mtd:mtd"]
 
@@ -28,19 +26,18 @@ def main(argv=None):
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--out", default="runs/bench_mon_layers")
     args = parser.parse_args(argv)
     layers = args.layers.split(",")
     size = (args.image_size, args.image_size)
     rows = []
     for spec in args.data:
         dataset = data.load(spec)
-        train = data.pipeline(dataset.train, arrays=dataset.arrays, image_size=size, batch_size=args.batch_size)
         for layer in layers:
             start = time.perf_counter()
-            detector = ModelOfNormality(backbone=args.backbone, layer=layer, image_size=size)
-            detector.fit(train, verbose=False)
-            detector.calibrate(train, verbose=False)
-            r = evaluate(detector, dataset, None, batch_size=args.batch_size, verbose=False)
+            r = fit_evaluate_export("mon", dataset, out=f"{args.out}/{slug(spec)}-{layer}", batch_size=args.batch_size,
+                                    detector=dict(backbone=args.backbone, layer=layer, image_size=size),
+                                    export=False, verbose=False)
             best_wp = max(w["auc"] for w in r["working_points"].values())
             row = (dataset.name, layer, r["image_auroc_by_score"]["d_max"], r["image_auroc_by_score"]["d_mean"],
                    r["pixel_auroc"], r["aupro"], best_wp, r["images_per_second"], time.perf_counter() - start)
@@ -52,7 +49,7 @@ def main(argv=None):
     for name, layer, dmax, dmean, pix, pro, wp, ips, _ in rows:
         print(f"| {name} | {layer} | {fmt(dmax)} | {fmt(dmean)} | {fmt(pix)} | {fmt(pro)} | {fmt(wp)} | {ips:.1f} |")
     print(f"\n`python {shlex.join(['benchmarks/bench_mon_layers.py', *(sys.argv[1:] if argv is None else argv)])}` "
-          f"on {platform.machine()}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}")
+          f"on {machine.description()}, {machine.today()}")
 
 
 if __name__ == "__main__":

@@ -7,26 +7,27 @@ the command and the machine.
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
-import time
+
+from adtf import machine
 
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from adtf import data
+from adtf.machine import peak_rss_mb
 from adtf.detectors import ModelOfNormality
 n, spec = int(sys.argv[1]), sys.argv[2]
 dataset = data.load(spec, n_train=n)
 detector = ModelOfNormality.from_preset("offline")
 train = data.pipeline(dataset.train, image_size=detector.image_size, batch_size=16)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+before = peak_rss_mb()
 start = time.perf_counter()
 detector.fit(train, verbose=False)
 seconds = time.perf_counter() - start
 print(json.dumps({"n": len(dataset.train), "peak_before_fit_mb": before, "seconds": seconds,
-                  "peak_after_fit_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_after_fit_mb": peak_rss_mb()}))
 """
 
 
@@ -45,7 +46,7 @@ def main(argv=None):
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"| {r['n']} | {r['seconds']:.1f} | {r['n'] / r['seconds']:.1f} | {r['peak_before_fit_mb']:.0f} | {r['peak_after_fit_mb']:.0f} |")
     print(f"\n`python {shlex.join(['benchmarks/bench_mon_memory.py', *(sys.argv[1:] if argv is None else argv)])}` "
-          f"on {platform.machine()}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}")
+          f"on {machine.description()}, {machine.today()} (peak RSS: adtf.machine.peak_rss_mb, VmHWM on Linux)")
 
 
 if __name__ == "__main__":

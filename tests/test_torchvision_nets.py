@@ -10,6 +10,7 @@ import pytest
 
 from adtf.backbones import torchvision_nets as tv
 from adtf.errors import AdtfError, WeightsError
+from adtf.layers import SqueezeExcite
 
 # sum(p.numel() for p in torchvision.models.<name>().parameters())
 TORCHVISION_PARAMETERS = {
@@ -55,7 +56,7 @@ def loaded(models):
         if name not in cache:
             model = models(name)
             x = np.random.default_rng(1).standard_normal((2, *SMALL)).astype("float32")
-            se_before = {v.path: v.numpy() for v in model.weights if "_se_" in v.path}
+            se_before = {v.path: v.numpy() for v in model.weights if "_se/" in v.path}
             output_before = _run(model, x)
             state = tv.random_state_dict(name, seed=3)
             tv.load_state_dict(model, name, state)
@@ -82,6 +83,10 @@ def test_every_key_assigned(name, loaded):
     model, state, x, se_before, output_before = loaded(name)
     assigned = set()
     for layer in model.layers:
+        if isinstance(layer, SqueezeExcite):  # not in torchvision: must keep its random start
+            for variable in layer.weights:
+                np.testing.assert_array_equal(variable.numpy(), se_before[variable.path])
+            continue
         torch_prefix = layer.name.replace("_", ".")
         for attribute, torch_name in (("kernel", "weight"), ("bias", "bias"), ("gamma", "weight"), ("beta", "bias"),
                                       ("moving_mean", "running_mean"), ("moving_variance", "running_var")):
@@ -89,9 +94,6 @@ def test_every_key_assigned(name, loaded):
             if not isinstance(variable, keras.Variable):
                 continue
             key = f"{torch_prefix}.{torch_name}"
-            if ".se." in key:  # not in torchvision: must keep its random start
-                np.testing.assert_array_equal(variable.numpy(), se_before[variable.path])
-                continue
             assigned.add(key)
             if key != "classifier.1.weight":  # permuted rows: checked by test_first_linear_reads_torch_nchw_flatten
                 np.testing.assert_array_equal(_torch_layout(variable.numpy()), state[key])
@@ -145,13 +147,14 @@ def test_adaptive_pool_uses_torch_bins(size, out):
 
 def test_se_block_follows_paper_002():
     model = tv.se_resnet18(SMALL)
-    assert model.get_layer("layer2_0_se_fc1").kernel.shape == (128, 32)  # W1: C -> C/4, no bias
-    assert model.get_layer("layer2_0_se_fc1").bias is None
+    se = model.get_layer("layer2_0_se")
+    assert isinstance(se, SqueezeExcite) and se.reduction == 4
+    assert se.fc1.kernel.shape == (128, 32) and se.fc1.bias is None  # W1: C -> C/4, no bias
     x = np.random.default_rng(2).standard_normal((2, *SMALL)).astype("float32")
     probe = keras.Model(model.input, [model.get_layer("layer2_0_bn2").output,
-                                      model.get_layer("layer2_0_se_scale").output, model.output])
+                                      model.get_layer("layer2_0_se").output, model.output])
     u, got, output = _run(probe, x)
-    w1, w2 = (model.get_layer(f"layer2_0_se_fc{i}").kernel.numpy() for i in (1, 2))
+    w1, w2 = se.fc1.kernel.numpy(), se.fc2.kernel.numpy()
     s = 1 / (1 + np.exp(-(np.maximum(u.mean((1, 2)) @ w1, 0) @ w2)))
     np.testing.assert_allclose(got, u * s[:, None, None, :], rtol=1e-4, atol=1e-5)
     clone = keras.Model.from_config(model.get_config())
@@ -164,7 +167,7 @@ def test_headless_model_takes_full_checkpoint_and_se_keys_when_present():
     state = tv.random_state_dict("resnet18")  # has fc.*, no SE keys
     state["layer1.0.se.fc1.weight"] = np.full((16, 64), 0.25, np.float32)
     tv.load_state_dict(model, "se_resnet18", state)
-    np.testing.assert_array_equal(model.get_layer("layer1_0_se_fc1").kernel, np.full((64, 16), 0.25))
+    np.testing.assert_array_equal(model.get_layer("layer1_0_se").fc1.kernel, np.full((64, 16), 0.25))
 
 
 def test_mismatches_raise_weights_error_naming_keys():

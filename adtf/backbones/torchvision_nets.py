@@ -25,6 +25,7 @@ import keras
 from keras import layers
 
 from adtf.errors import AdtfError, WeightsError
+from adtf.layers.squeeze_excite import SqueezeExcite
 
 TORCHVISION_URLS = {
     "resnet18": "https://download.pytorch.org/models/resnet18-f37072fd.pth",
@@ -61,15 +62,6 @@ def _bn(x, name):
     return layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name)(x)
 
 
-def _squeeze_excite(x, name, reduction):
-    """Hu et al.'s SE block: s = sigmoid(W2 relu(W1 mean_hw(x))), output x * s per channel."""
-    channels = x.shape[-1]
-    s = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_pool")(x)
-    s = layers.Dense(channels // reduction, "relu", use_bias=False, name=f"{name}_fc1")(s)
-    s = layers.Dense(channels, "sigmoid", use_bias=False, name=f"{name}_fc2")(s)
-    return layers.Multiply(name=f"{name}_scale")([x, s])
-
-
 def _basic_branch(x, planes, stride, width, name):
     x = layers.ReLU(name=f"{name}_relu1")(_bn(_conv(x, planes, 3, stride, 1, f"{name}_conv1"), f"{name}_bn1"))
     return _bn(_conv(x, planes, 3, 1, 1, f"{name}_conv2"), f"{name}_bn2")
@@ -94,7 +86,7 @@ def _resnet(branch, blocks_per_stage, width_per_group, se_reduction, input_shape
             stride = 2 if stage > 1 and index == 0 else 1
             out = branch(x, planes, stride, planes * width_per_group // 64, block)
             if se_reduction:
-                out = _squeeze_excite(out, f"{block}_se", se_reduction)
+                out = SqueezeExcite(se_reduction, name=f"{block}_se")(out)
             shortcut = x
             if stride != 1 or x.shape[-1] != out.shape[-1]:
                 shortcut = _conv(x, out.shape[-1], 1, stride, 0, f"{block}_downsample_0")
@@ -254,6 +246,10 @@ def _torch_variables(model):
     """State-dict key -> Keras variable for every weight of `model`, in layer order."""
     found = {}
     for layer in model.layers:
+        if isinstance(layer, SqueezeExcite):  # not in torchvision; a PIADE checkpoint names them <block>.se.fc1
+            for fc in ("fc1", "fc2"):
+                found[f"{layer.name.replace('_', '.')}.{fc}.weight"] = getattr(layer, fc).kernel
+            continue
         params = next((p for cls, p in _TORCH_PARAMS.items() if isinstance(layer, cls)), {})
         for torch_name, attribute in params.items():
             if getattr(layer, attribute, None) is not None:

@@ -1,5 +1,6 @@
 """Keras layers the detectors are built from (serialisable, safe-mode loadable)."""
 from adtf.layers.distance import DistanceToMean
+from adtf.layers.squeeze_excite import SqueezeExcite
 from adtf.layers.working_points import WorkingPoints
 
-__all__ = ["DistanceToMean", "WorkingPoints"]
+__all__ = ["DistanceToMean", "SqueezeExcite", "WorkingPoints"]
