@@ -3,7 +3,7 @@
 torch is not an adtf dependency and torchvision cannot be installed beside the local torch wheel,
 so the five architectures are written here in plain torch with torchvision's module names (hence
 its state-dict keys), randomly initialised with non-trivial BatchNorm statistics, run on a random
-batch and saved with `np.savez`; adtf then converts the same state dict with `load_state_dict`
+batch and saved with `np.savez`; adtf then converts the same state dict with `load_torchvision_state_dict`
 and runs the same batch. The script calls itself under the torch interpreter for the first half.
 
     python3 -m venv /work/torchvenv && /work/torchvenv/bin/pip install torch==2.13.0 numpy
@@ -172,7 +172,8 @@ def compare(out_dir):
     """adtf half: convert each state dict, run the same batch, report max abs differences."""
     import keras
 
-    from adtf.backbones.torchvision_nets import ARCHITECTURES, load_state_dict
+    from adtf.backbones.torch_conversion import load_torchvision_state_dict as load_state_dict
+    from adtf.backbones.torchvision_nets import ARCHITECTURES
 
     print("| net | keys | logits: max abs diff (max abs logit) | worst tap: max abs diff (max abs value) |")
     print("|---|---|---|---|")

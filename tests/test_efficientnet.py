@@ -7,7 +7,8 @@ from skimage import data
 
 from adtf.backbones import build
 from adtf.backbones.checkpoint import load_torch_state_dict
-from adtf.backbones.efficientnet import efficientnet_b4, efficientnet_lite0, lite0_checkpoint, load_lite0_state_dict
+from adtf.backbones.efficientnet import efficientnet_b4, efficientnet_lite0, lite0_checkpoint
+from adtf.backbones.torch_conversion import load_lite0_state_dict
 from adtf.backbones.weights import converted_path
 from adtf.errors import WeightsError
 

@@ -46,8 +46,10 @@ def stub_nets(monkeypatch):
 
     names = [b.value for b in Backbone if b.value in ("resnet18", "se_resnet18", "vgg11", "alexnet", "wide_resnet50_2")]
     module = types.SimpleNamespace(ARCHITECTURES=dict.fromkeys(names, tiny), TORCHVISION_URLS=dict.fromkeys(names, STUB_URL),
-                                   DEFAULT_TAPS=dict.fromkeys(names, ("normalised", "conv")), load_state_dict=load_state_dict)
+                                   DEFAULT_TAPS=dict.fromkeys(names, ("normalised", "conv")))
     monkeypatch.setitem(sys.modules, "adtf.backbones.torchvision_nets", module)
+    monkeypatch.setitem(sys.modules, "adtf.backbones.torch_conversion",
+                        types.SimpleNamespace(load_torchvision_state_dict=load_state_dict))
     return calls
 
 

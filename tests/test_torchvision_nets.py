@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 
+from adtf.backbones import torch_conversion as conversion
 from adtf.backbones import torchvision_nets as tv
 from adtf.errors import AdtfError, WeightsError
 from adtf.layers import SqueezeExcite
@@ -58,8 +59,8 @@ def loaded(models):
             x = np.random.default_rng(1).standard_normal((2, *SMALL)).astype("float32")
             se_before = {v.path: v.numpy() for v in model.weights if "_se/" in v.path}
             output_before = _run(model, x)
-            state = tv.random_state_dict(name, seed=3)
-            tv.load_state_dict(model, name, state)
+            state = conversion.random_state_dict(name, seed=3)
+            conversion.load_torchvision_state_dict(model, name, state)
             cache[name] = model, state, x, se_before, output_before
         return cache[name]
 
@@ -117,8 +118,8 @@ def _conv_nchw(x, weight, stride, pad):
 
 def test_conv1_bn1_match_numpy_reference():
     model = tv.resnet18((18, 18, 3))  # even size: Keras "same" would pad stride 2 asymmetrically
-    state = tv.random_state_dict("resnet18", seed=5)
-    tv.load_state_dict(model, "resnet18", state)
+    state = conversion.random_state_dict("resnet18", seed=5)
+    conversion.load_torchvision_state_dict(model, "resnet18", state)
     x = np.random.default_rng(0).standard_normal((2, 3, 18, 18))
     conv = _conv_nchw(x, state["conv1.weight"], stride=2, pad=3)
     bn = [state[f"bn1.{p}"][None, :, None, None] for p in ("running_mean", "running_var", "weight", "bias")]
@@ -164,26 +165,26 @@ def test_se_block_follows_paper_002():
 
 def test_headless_model_takes_full_checkpoint_and_se_keys_when_present():
     model = tv.se_resnet18(SMALL)
-    state = tv.random_state_dict("resnet18")  # has fc.*, no SE keys
+    state = conversion.random_state_dict("resnet18")  # has fc.*, no SE keys
     state["layer1.0.se.fc1.weight"] = np.full((16, 64), 0.25, np.float32)
-    tv.load_state_dict(model, "se_resnet18", state)
+    conversion.load_torchvision_state_dict(model, "se_resnet18", state)
     np.testing.assert_array_equal(model.get_layer("layer1_0_se").fc1.kernel, np.full((64, 16), 0.25))
 
 
 def test_mismatches_raise_weights_error_naming_keys():
     model = tv.resnet18(SMALL)
-    state = tv.random_state_dict("resnet18")
+    state = conversion.random_state_dict("resnet18")
     conv1 = model.get_layer("conv1").kernel.numpy()
     bad = dict(state, **{"layer2.0.conv1.weight": np.zeros((128, 64, 1, 1), np.float32)})
     with pytest.raises(WeightsError, match=r"layer2\.0\.conv1\.weight.*\(128, 64, 1, 1\).*\(128, 64, 3, 3\)"):
-        tv.load_state_dict(model, "resnet18", bad)
+        conversion.load_torchvision_state_dict(model, "resnet18", bad)
     np.testing.assert_array_equal(model.get_layer("conv1").kernel, conv1)  # all or nothing
 
     partial = {k: v for k, v in state.items() if k != "layer3.1.bn2.running_var"}
     partial["head.weight"] = np.zeros(3, np.float32)
     with pytest.raises(WeightsError, match=r"missing keys \[layer3\.1\.bn2\.running_var\]; unexpected keys \[head"):
-        tv.load_state_dict(model, "resnet18", partial)
-    tv.load_state_dict(model, "resnet18", partial, strict=False)
+        conversion.load_torchvision_state_dict(model, "resnet18", partial)
+    conversion.load_torchvision_state_dict(model, "resnet18", partial, strict=False)
     np.testing.assert_array_equal(model.get_layer("conv1").kernel, state["conv1.weight"].transpose(2, 3, 1, 0))
     with pytest.raises(AdtfError, match="unknown torchvision architecture 'resnet19'"):
-        tv.random_state_dict("resnet19")
+        conversion.random_state_dict("resnet19")

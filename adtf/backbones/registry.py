@@ -9,7 +9,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from adtf.backbones import efficientnet
+from adtf.backbones import efficientnet, torch_conversion
 from adtf.backbones.weights import IMAGENET, converted_path, fetch, load_weights, locate
 from adtf.errors import AdtfError
 
@@ -95,7 +95,7 @@ _SPECS = {
     Backbone.EFFICIENTNET_LITE0: _Spec(
         efficientnet.efficientnet_lite0, efficientnet.LITE0_DEFAULT_TAPS,
         dict(scale=(255.0 / efficientnet.LITE0_STD,) * 3, offset=(-efficientnet.LITE0_MEAN / efficientnet.LITE0_STD,) * 3),
-        efficientnet.LITE0_CHECKPOINT, efficientnet.lite0_checkpoint, efficientnet.load_lite0_state_dict),
+        efficientnet.LITE0_CHECKPOINT, efficientnet.lite0_checkpoint, torch_conversion.load_lite0_state_dict),
     Backbone.RESNET50: _Spec(
         lambda input_shape: keras.applications.ResNet50(include_top=False, weights=None, input_shape=input_shape),
         ("conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"), _CAFFE_INPUT,
@@ -186,8 +186,9 @@ def _spec(backbone):
         if error.name != "adtf.backbones.torchvision_nets":
             raise
         raise AdtfError(f"{backbone.value} needs adtf.backbones.torchvision_nets, which is not installed") from None
+    conversion = importlib.import_module("adtf.backbones.torch_conversion")
     name = backbone.value
     # se_resnet18 takes resnet18's checkpoint; its SE layers, in no torchvision checkpoint, keep their random start.
     return _Spec(functools.partial(nets.ARCHITECTURES[name], include_top=False), tuple(nets.DEFAULT_TAPS[name]),
                  _TORCHVISION_INPUT, **_downloaded(name, nets.TORCHVISION_URLS[name]),
-                 from_torch=lambda network, state_dict: nets.load_state_dict(network, name, state_dict))
+                 from_torch=lambda network, state_dict: conversion.load_torchvision_state_dict(network, name, state_dict))
