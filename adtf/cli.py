@@ -8,7 +8,6 @@ import functools
 import os
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import adtf  # noqa: E402

@@ -21,7 +21,8 @@ import json
 import warnings
 from pathlib import Path
 
-from adtf.data.sources import SourceKind, _resolve_dir, load, parse_spec
+from adtf.data.layouts import resolve_dir
+from adtf.data.sources import SourceKind, load, parse_spec
 from adtf.errors import DataError
 
 _MANIFEST_FOR_KIND = {SourceKind.MVTEC: "mvtec_ad", SourceKind.DAGM: "dagm2007", SourceKind.MTD: "mtd",
@@ -132,7 +133,7 @@ def verify(spec_or_path: str, manifest_name: str | None = None, *, config: str |
             differences.append("ground-truth masks: " + ("expected, none found" if expected["has_masks"]
                                                          else "found, none expected"))
     digests = manifest.get("sha256", {})
-    root = path if kind is SourceKind.SYNTHETIC else _resolve_dir(path, manifest["name"])
+    root = path if kind is SourceKind.SYNTHETIC else resolve_dir(path, manifest["name"])
     if digests:
         for relative, digest in sorted(digests.items()):
             file = root / relative

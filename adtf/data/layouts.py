@@ -1,0 +1,287 @@
+"""The on-disk layouts ``adtf.data.load`` reads: one reader per dataset kind (MVTec AD, DAGM 2007,
+MTD, a folder of the user's images, MNIST idx files, the embedded synthetic set).
+
+Each reader turns a folder into an ``AnomalyDataset`` of ``Sample``s; ``adtf.data.sources``
+parses the spec, picks the reader and validates every image before anything trains.
+"""
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+
+from adtf.data.samples import AnomalyDataset, Sample, SourceKind, split_off
+from adtf.errors import DataError
+from adtf.paths import datasets_root
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+# What tf.io.decode_image reads: a file PIL can open but TF cannot would fail mid-training.
+def _read_mvtec(path, *, seed=0, category=None):
+    """MVTec AD category: ``train/good/*``, ``test/<defect>/*``, ``ground_truth/<defect>/<stem>_mask.png``."""
+    root = resolve_dir(path, "MVTec AD")
+    if category and (root / category).is_dir():
+        root = root / category
+    if not (root / "train" / "good").is_dir():
+        found = sorted(p.name for p in root.iterdir() if (p / "train" / "good").is_dir())
+        hint = f"; it holds the categories {found}: use mvtec:{root / found[0]} or category=..." if found else ""
+        raise DataError(f"{root}: no train/good folder (MVTec AD layout: train/good, test/<defect>, "
+                        f"optional ground_truth/<defect>/<stem>_mask.png){hint}")
+    ground_truth = root / "ground_truth"
+    has_masks = ground_truth.is_dir()
+    test = []
+    for folder in _subfolders(root / "test"):
+        for image in _list_images(folder):
+            if folder.name == "good":
+                test.append(Sample(str(image), 0, "good"))
+            else:
+                mask = ground_truth / folder.name / f"{image.stem}_mask.png"
+                test.append(Sample(str(image), 1, folder.name, str(mask) if has_masks else None))
+    train = [Sample(str(p), 0, "good") for p in _list_images(root / "train" / "good", required=True)]
+    return AnomalyDataset(f"mvtec:{category or root.name}", train, test, has_masks)
+
+
+def _read_dagm(path, *, seed=0, category=None, n_train=500, n_test_normal=500):
+    """DAGM 2007 class folder, as distributed::
+
+        ClassN/Train/NNNN.PNG            512x512 gray images
+        ClassN/Train/Label/Labels.txt    a header line (one number), then per image
+                                         "id  flag  filename  0  label_filename" (flag 1 =
+                                         defective; a normal image has "0" for label_filename)
+        ClassN/Train/Label/NNNN_label.PNG  defect mask of a defective image
+        ClassN/Test/...                  the same
+
+    Classes 1-6 hold 1000 normal / 150 defective images, classes 7-10 2000 / 300.
+    Split (paper 000, "Model of Normality"): the normal images of Train and Test are pooled
+    and shuffled with ``seed``; ``n_train`` of them form the training set, the next
+    ``n_test_normal`` at most (None = all the rest) and every defective image the test set.
+    ``n_train=None`` keeps the official split instead: the normal Train images for
+    training, the whole Test folder for testing.
+    """
+    root = resolve_dir(path, "DAGM 2007")
+    if category and (root / category).is_dir():
+        root = root / category
+    rows = {split: _dagm_labels(root / split) for split in ("Train", "Test")}
+    if n_train is None:
+        train = [s for s in rows["Train"] if s.label == 0]
+        test = rows["Test"]
+    else:
+        normal = [s for split in rows.values() for s in split if s.label == 0]
+        if not 1 <= n_train < len(normal):
+            raise DataError(f"{root}: n_train={n_train} must leave test images out of the class's "
+                            f"{len(normal)} normal images")
+        rest, train = split_off(normal, count=n_train, seed=seed, what=f"{root} normal images")
+        if n_test_normal is not None:
+            _, rest = split_off(rest, count=min(n_test_normal, len(rest)), seed=seed)
+        train = sorted(train, key=_path)
+        test = sorted(rest + [s for split in rows.values() for s in split if s.label], key=_path)
+    return AnomalyDataset(f"dagm:{root.name}", train, test, has_masks=True)
+
+
+def _dagm_labels(split_dir):
+    labels_file = split_dir / "Label" / "Labels.txt"
+    if not labels_file.is_file():
+        raise DataError(f"{labels_file}: not found (DAGM 2007 layout: ClassN/{split_dir.name}/Label/Labels.txt)")
+    samples = []
+    for line_no, line in enumerate(labels_file.read_text(errors="replace").splitlines(), 1):
+        fields = line.split()
+        if len(fields) <= 1:  # the header line, or blank
+            continue
+        if len(fields) < 3 or fields[1] not in ("0", "1") or (fields[1] == "1" and len(fields) < 5):
+            raise DataError(f"{labels_file}, line {line_no}: expected 'id flag filename 0 label_filename' "
+                            f"(flag 0 or 1), got {line.strip()!r}")
+        if fields[1] == "1":
+            samples.append(Sample(str(split_dir / fields[2]), 1, "defective", str(split_dir / "Label" / fields[4])))
+        else:
+            samples.append(Sample(str(split_dir / fields[2]), 0, "good"))
+    if not samples:
+        raise DataError(f"{labels_file}: lists no images")
+    return samples
+
+
+def _read_mtd(path, *, seed=0, train_fraction=0.8):
+    """Magnetic Tile Defect: ``MT_<Class>/Imgs/<id>.jpg`` with a same-stem ``<id>.png`` mask.
+
+    ``MT_Free`` is normal: a ``seed``-shuffled ``train_fraction`` of it (rounded) trains,
+    the rest is tested with every defect class (blowhole, break, crack, fray, uneven).
+    """
+    root = resolve_dir(path, "MTD")
+    if not (root / "MT_Free" / "Imgs").is_dir():
+        raise DataError(f"{root}: no MT_Free/Imgs folder (MTD layout: MT_<Class>/Imgs/<id>.jpg with a "
+                        "same-named <id>.png mask; MT_Free holds the defect-free tiles)")
+    if not 0 < train_fraction <= 1:
+        raise DataError(f"mtd: train_fraction={train_fraction} must be in (0, 1]")
+    free = _list_images(root / "MT_Free" / "Imgs", required=True, suffixes=(".jpg", ".jpeg"))
+    test, train = split_off([Sample(str(p), 0, "good") for p in free], count=round(train_fraction * len(free)),
+                            seed=seed, what="MT_Free tiles")
+    for folder in _subfolders(root, "MT_*"):
+        if folder.name != "MT_Free":
+            test += [Sample(str(p), 1, folder.name[3:].lower(), str(p.with_suffix(".png")))
+                     for p in _list_images(folder / "Imgs", suffixes=(".jpg", ".jpeg"))]
+    return AnomalyDataset("mtd", train, test, has_masks=True)
+
+
+def _read_folder(path, *, seed=0, anomalous=None, masks=None, test_normal=None, holdout=0.0):
+    """The user's own images: a folder of normal images is enough.
+
+    - ``PATH``: normal images (not recursive); all train, except a ``seed``-shuffled
+      ``holdout`` fraction moved to the test set.
+    - ``test_normal=DIR``: more normal images for the test set.
+    - ``anomalous=DIR``: anomalous test images; each subfolder is a defect type, images
+      directly in DIR get the defect ``"anomalous"``.
+    - ``masks=DIR``: the mask of ``<stem>.<ext>`` is ``<stem>.png`` or ``<stem>_mask.png``,
+      in ``DIR/<defect>/`` or ``DIR/``; with ``masks`` every anomalous image needs one.
+    """
+    normal_dir = resolve_dir(path, "normal images")
+    normals = _list_images(normal_dir, required=True)
+    if not 0 <= holdout < 1:
+        raise DataError(f"folder: holdout={holdout} must be in [0, 1)")
+    train, test = split_off([Sample(str(p), 0, "good") for p in normals], holdout, seed)
+    if test_normal:
+        test += [Sample(str(p), 0, "good") for p in _list_images(resolve_dir(test_normal, "test_normal"), required=True)]
+    mask_dir = resolve_dir(masks, "masks") if masks else None
+    if anomalous:
+        anomalous_dir = resolve_dir(anomalous, "anomalous")
+        groups = [("anomalous", _list_images(anomalous_dir))]
+        groups += [(d.name, _list_images(d)) for d in _subfolders(anomalous_dir)]
+        if not any(images for _, images in groups):
+            raise DataError(f"{anomalous_dir}: no images (looked for {', '.join(IMAGE_SUFFIXES)}, and in subfolders)")
+        for defect, images in groups:
+            test += [Sample(str(p), 1, defect, _find_mask(mask_dir, defect, p.stem)) for p in images]
+    return AnomalyDataset(f"folder:{normal_dir.name}", train, test, has_masks=bool(anomalous and masks))
+
+
+def _find_mask(mask_dir, defect, stem):
+    if mask_dir is None:
+        return None
+    candidates = [d / name for d in (mask_dir / defect, mask_dir) for name in (f"{stem}.png", f"{stem}_mask.png")]
+    # A missing mask is reported (with its expected path) by the validation pass.
+    return str(next((c for c in candidates if c.is_file()), mask_dir / f"{stem}.png"))
+
+
+def _read_mnist(path, *, seed=0, normal_class=0, train_fraction=0.8):
+    """MNIST idx files (``{train,t10k}-{images-idx3,labels-idx1}-ubyte``, gzipped or not).
+
+    One class is normal, the nine others anomalous (``defect`` = the digit). With both
+    splits present: train = the normal class of the train split, test = the whole t10k
+    split (the protocol of the papers' MNIST tables). With one split only (the shared copy
+    holds t10k): a ``seed``-shuffled ``train_fraction`` of its normal-class images trains,
+    the rest of them and all other digits test. Images stay in memory (``arrays``).
+    """
+    root = resolve_dir(path, "MNIST")
+    if not (isinstance(normal_class, int) and 0 <= normal_class <= 9):
+        raise DataError(f"mnist: normal_class={normal_class!r} must be a digit 0-9")
+    splits = {}
+    for split in ("train", "t10k"):
+        files = [_find_idx(root, f"{split}-{part}") for part in ("images-idx3", "labels-idx1")]
+        if all(files):
+            images, labels = _read_idx(files[0], 3), _read_idx(files[1], 1)
+            if len(images) != len(labels):
+                raise DataError(f"{files[0]} holds {len(images)} images but {files[1]} {len(labels)} labels")
+            splits[split] = images, labels
+    if not splits:
+        raise DataError(f"{root}: no MNIST idx files (t10k-images-idx3-ubyte[.gz] with t10k-labels-idx1-ubyte[.gz], "
+                        "or the train-* pair)")
+    arrays = np.concatenate([images for images, _ in splits.values()])
+    offsets = dict(zip(splits, np.cumsum([0] + [len(labels) for _, labels in splits.values()])))
+
+    def samples(split, rows):
+        labels = splits[split][1]
+        return [Sample(f"mnist/{split}/{i:05d}", int(labels[i] != normal_class),
+                       "good" if labels[i] == normal_class else str(labels[i]), index=int(offsets[split] + i))
+                for i in rows]
+
+    if len(splits) == 2:
+        normal_rows = np.flatnonzero(splits["train"][1] == normal_class)
+        train, test = samples("train", normal_rows), samples("t10k", range(len(splits["t10k"][1])))
+    else:
+        (split, (_, labels)), = splits.items()
+        normal_rows = np.flatnonzero(labels == normal_class)
+        _, train_rows = split_off(normal_rows.tolist(), count=round(train_fraction * len(normal_rows)), seed=seed)
+        train = samples(split, train_rows)
+        test = samples(split, sorted(set(range(len(labels))) - set(train_rows)))
+    return AnomalyDataset(f"mnist:{normal_class}", train, test, has_masks=False, arrays=arrays)
+
+
+def _find_idx(root, prefix):
+    # Accept the usual spellings: "t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte", ".gz".
+    matches = sorted(p for p in root.iterdir() if p.name.replace(".", "-").startswith(prefix.replace(".", "-")))
+    return matches[0] if matches else None
+
+
+def _read_idx(path, ndim):
+    raw = path.read_bytes()
+    try:
+        raw = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot decompress ({e})") from None
+    header = 4 + 4 * ndim
+    if len(raw) < header or int.from_bytes(raw[:4], "big") != 0x800 + ndim:
+        raise DataError(f"{path}: not an idx{ndim} uint8 file (bad magic number)")
+    shape = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    if len(raw) - header != np.prod(shape):
+        raise DataError(f"{path}: header promises {int(np.prod(shape))} bytes of data, file has {len(raw) - header} "
+                        "(truncated?)")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
+
+
+def _read_synthetic(path, *, seed=0, **options):
+    from adtf.data.synthetic import materialize
+
+    name = path or "brick"
+    try:
+        folder = materialize(name=name, seed=seed, **options)
+    except TypeError as e:  # an option materialize does not take
+        raise DataError(f"synthetic:{name}: {e}") from None
+    dataset = _read_mvtec(folder)
+    dataset.name = f"synthetic:{name}"
+    return dataset
+
+
+READERS = {SourceKind.MVTEC: _read_mvtec, SourceKind.DAGM: _read_dagm, SourceKind.MTD: _read_mtd,
+            SourceKind.FOLDER: _read_folder, SourceKind.MNIST: _read_mnist, SourceKind.SYNTHETIC: _read_synthetic}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def resolve_dir(path, what):
+    if not path:
+        raise DataError(f"{what}: no folder given (a spec reads KIND:PATH)")
+    folder = Path(str(path)).expanduser()
+    if not folder.exists() and not folder.is_absolute() and (datasets_root() / folder).exists():
+        folder = datasets_root() / folder
+    if not folder.is_dir():
+        raise DataError(f"{what} folder not found: {folder}")
+    return folder
+
+
+def detect_kind(root):
+    if (root / "train" / "good").is_dir():
+        return SourceKind.MVTEC
+    if (root / "MT_Free").is_dir():
+        return SourceKind.MTD
+    if (root / "Train").is_dir() and (root / "Test").is_dir():
+        return SourceKind.DAGM
+    if any("idx3-ubyte" in p.name for p in root.iterdir()):
+        return SourceKind.MNIST
+    return SourceKind.FOLDER
+
+
+def _subfolders(folder, pattern="*"):
+    return sorted(p for p in folder.glob(pattern) if p.is_dir()) if folder.is_dir() else []
+
+
+def _list_images(folder, *, required=False, suffixes=IMAGE_SUFFIXES):
+    images = sorted(p for p in folder.iterdir()
+                    if p.suffix.lower() in suffixes and not p.name.startswith(".") and p.is_file())
+    if required and not images:
+        raise DataError(f"{folder}: no images (looked for {', '.join(suffixes)})")
+    return images
+
+
+def _path(sample):
+    return sample.path
+
+

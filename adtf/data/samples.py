@@ -1,0 +1,96 @@
+"""What a dataset is, whatever its layout: samples, the dataset they form, and the one seeded split."""
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+import numpy as np
+
+from adtf.errors import DataError
+
+
+class SourceKind(str, enum.Enum):
+    """The dataset layouts ``load`` reads (the part of a spec before the first ``:``)."""
+
+    MVTEC = "mvtec"
+    DAGM = "dagm"
+    MTD = "mtd"
+    FOLDER = "folder"
+    MNIST = "mnist"
+    SYNTHETIC = "synthetic"
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One image of a dataset.
+
+    Args:
+        path: image file, or a stable id such as ``"mnist/t10k/00042"`` for in-memory data.
+        label: 0 normal, 1 anomalous.
+        defect: ``"good"`` or the defect type / class name.
+        mask_path: ground-truth mask file (same size as the image); None means all zeros.
+        index: row in ``AnomalyDataset.arrays`` for in-memory sources (MNIST), else None.
+    """
+
+    path: str
+    label: int
+    defect: str
+    mask_path: str | None = None
+    index: int | None = None
+
+
+@dataclasses.dataclass
+class AnomalyDataset:
+    """A dataset split for anomaly detection, as ``load`` returns it.
+
+    Args:
+        name: e.g. ``"mvtec:bottle"``, ``"mtd"``, ``"synthetic:brick"``.
+        train: normal images only (for fitting and calibration).
+        test: normal and anomalous images (for evaluation).
+        has_masks: pixel ground truth exists for the anomalous test images.
+        arrays: in-memory uint8 images ``[N, H, W]`` or ``[N, H, W, C]`` (MNIST), else None.
+
+    Example:
+        >>> ds = AnomalyDataset("demo", [Sample("a.png", 0, "good")], [], has_masks=False)
+        >>> ds.counts()
+        {'train': 1}
+    """
+
+    name: str
+    train: list[Sample]
+    test: list[Sample]
+    has_masks: bool
+    arrays: np.ndarray | None = None
+
+    def counts(self) -> dict:
+        """``{"train": n, "test_good": n, "test_<defect>": n, ...}`` (good first, then by name)."""
+        defects = sorted({s.defect for s in self.test}, key=lambda d: (d != "good", d))
+        return {"train": len(self.train),
+                **{f"test_{d}": sum(s.defect == d for s in self.test) for d in defects}}
+
+    def __repr__(self):
+        return f"AnomalyDataset({self.name!r}, {self.counts()}, has_masks={self.has_masks})"
+
+
+def split_off(samples, fraction=None, seed=0, *, count=None, what="images"):
+    """``(kept, held)``: a ``seed``-shuffled part of ``samples`` held out, both parts in input order.
+
+    The one seeded split adtf makes (train/test of a folder, MTD and MNIST, DAGM's protocol,
+    calibration images held out of a fit). The held part is the first ``count`` entries of
+    ``np.random.default_rng(seed).permutation(len(samples))``; with ``fraction`` instead,
+    ``count = round(fraction * len(samples))`` and at least one when ``fraction > 0``.
+
+    Example:
+        >>> fit, calibration = split_off(dataset.train, 0.2, seed=0)   # doctest: +SKIP
+    """
+    samples = list(samples)
+    if count is None:
+        if fraction is None or not 0 <= fraction <= 1:
+            raise DataError(f"a held-out fraction of {what} must be in [0, 1], got {fraction}")
+        count = max(1, round(fraction * len(samples))) if fraction > 0 else 0
+    if not 0 <= count <= len(samples):
+        raise DataError(f"cannot hold out {count} of {len(samples)} {what}")
+    held = set(np.random.default_rng(seed).permutation(len(samples))[:count].tolist())
+    return ([s for i, s in enumerate(samples) if i not in held], [s for i, s in enumerate(samples) if i in held])
+
+
