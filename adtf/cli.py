@@ -143,10 +143,11 @@ def fit_parser(method=None, preset=None, prog="adtf-fit", bench=False):
     parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_class_arguments(cls, "detector", skip=_NOT_OPTIONS, sub_configs=True)
-    parser.add_argument("--fit.epochs", type=Optional[int], default=cls.default_epochs,
-                        help="epochs of gradient training (0: none)")
-    parser.add_argument("--fit.batch_size", type=Optional[int], default=cls.default_batch_size,
-                        help="training batch size (default: the pipeline's)")
+    parser.add_argument("--fit.epochs", type=Optional[int], default=None,
+                        help=f"epochs of gradient training (0: none; default: the detector's, {cls.default_epochs} "
+                             f"for {method} unless its preset or options say otherwise)")
+    parser.add_argument("--fit.batch_size", type=Optional[int], default=None,
+                        help="training batch size (default: the detector's, else the pipeline's)")
     if cls.compile is not keras.Model.compile:
         parser.add_method_arguments(cls, "compile", "compile")
     if preset:

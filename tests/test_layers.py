@@ -49,3 +49,75 @@ def test_working_points_decide_like_numpy_and_flag_invalid_samples():
     assert (clone.names, clone.score_names, clone.rules["a"]) == (["a", "b"], ["s0", "s1"], "r_a")
     with pytest.raises(ValueError, match="reserved"):
         WorkingPoints(["custom"], ["s0"])
+
+
+def _bilinear_half_pixel(x, size):
+    """NumPy bilinear resize of [h, w, C] with half-pixel centres (torch align_corners=False, upsampling)."""
+    h, w = x.shape[:2]
+    out_h, out_w = size
+
+    def axis(n_in, n_out):
+        centre = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
+        centre = np.clip(centre, 0, n_in - 1)
+        low = np.floor(centre).astype(int)
+        high = np.minimum(low + 1, n_in - 1)
+        return low, high, centre - low
+
+    y0, y1, fy = axis(h, out_h)
+    x0, x1, fx = axis(w, out_w)
+    top = x[y0][:, x0] * (1 - fx)[None, :, None] + x[y0][:, x1] * fx[None, :, None]
+    bottom = x[y1][:, x0] * (1 - fx)[None, :, None] + x[y1][:, x1] * fx[None, :, None]
+    return top * (1 - fy)[:, None, None] + bottom * fy[:, None, None]
+
+
+def _adaptive_pool(v, m):
+    n = len(v)
+    return np.array([v[(i * n) // m: -((-(i + 1) * n) // m)].mean() for i in range(m)])
+
+
+def _simplenet_reference(levels, p, pretrain_dim, target_dim):
+    """The authors' order, literally: unfold (C, kh, kw), interpolate every unfolded value, pool, stack, pool."""
+    h0, w0 = levels[0].shape[1:3]
+    out = np.zeros((len(levels[0]), h0, w0, target_dim))
+    for b in range(len(levels[0])):
+        per_level = []
+        for level in levels:
+            x = level[b]
+            h, w, c = x.shape
+            padded = np.pad(x, ((p // 2, p // 2), (p // 2, p // 2), (0, 0)))
+            unfolded = np.stack([np.stack([padded[i:i + p, j:j + p, :].transpose(2, 0, 1).ravel()
+                                           for j in range(w)]) for i in range(h)])  # [h, w, C*p*p]
+            if (h, w) != (h0, w0):
+                unfolded = _bilinear_half_pixel(unfolded, (h0, w0))
+            per_level.append(np.apply_along_axis(_adaptive_pool, -1, unfolded, pretrain_dim))
+        stacked = np.concatenate(per_level, axis=-1)
+        out[b] = np.apply_along_axis(_adaptive_pool, -1, stacked, target_dim)
+    return out
+
+
+@pytest.mark.parametrize("channels, pretrain_dim, target_dim", [((8, 12), 48, 48), ((6, 10), 40, 30), ((4, 8), 24, 17)])
+def test_local_aggregation_matches_the_authors_order_in_numpy(channels, pretrain_dim, target_dim):
+    from adtf.layers import LocalAggregation
+
+    rng = np.random.default_rng(0)
+    levels = [rng.standard_normal((2, 8, 6, channels[0])).astype("float32"),
+              rng.standard_normal((2, 4, 3, channels[1])).astype("float32")]
+    layer = LocalAggregation(3, pretrain_dim, target_dim)
+    got = np.asarray(layer(levels))
+    np.testing.assert_allclose(got, _simplenet_reference(levels, 3, pretrain_dim, target_dim), rtol=1e-4, atol=1e-5)
+    assert roundtrip(layer).get_config() == layer.get_config()
+
+
+@pytest.mark.parametrize("shape, sigma", [((2, 40, 36), 4.0), ((1, 64, 64), 2.5), ((1, 12, 20), 4.0)])
+def test_gaussian_blur_matches_scipy(shape, sigma):
+    from scipy.ndimage import gaussian_filter
+
+    from adtf.layers import GaussianBlur
+
+    maps = np.random.default_rng(1).random(shape).astype("float32")
+    got = np.asarray(GaussianBlur(sigma)(maps))
+    expected = np.stack([gaussian_filter(m.astype(np.float64), sigma) for m in maps])
+    if min(shape[1:]) > int(4 * sigma + 0.5):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    else:  # a map smaller than the kernel radius: the kernel is truncated there, the result stays close
+        assert got.shape == shape and np.abs(got - expected).max() < 0.05

