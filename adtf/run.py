@@ -10,6 +10,7 @@ handler that prints on the chief worker only, so a multi-worker run prints once.
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -58,6 +59,34 @@ def resolve_preset(cls, preset):
     if preset is not None or cls.Preset is None:
         return preset
     return DEFAULT_PRESET if DEFAULT_PRESET in {p.value for p in cls.Preset} else next(iter(cls.Preset)).value
+
+
+def data_image_size(dataset, size_range, multiple=16):
+    """The input size that follows the data: the median training image size, each side rounded to
+    ``multiple`` and the longer side brought into ``size_range`` (aspect ratio kept), with the rule in words.
+
+    Small defects need pixels (a DAGM texture resized from 512 to 256 loses its defects), so a
+    preset that says ``image_size=None`` feeds images at their own size, up to the cost limit.
+    """
+    import numpy as np
+    from PIL import Image
+
+    if dataset.arrays is not None:
+        heights, widths = [np.asarray(dataset.arrays).shape[1]], [np.asarray(dataset.arrays).shape[2]]
+    else:
+        sizes = []
+        for sample in dataset.train[:: max(1, len(dataset.train) // 200)]:  # a sample of at most ~200 headers
+            with Image.open(sample.path) as image:
+                sizes.append(image.size)
+        widths, heights = zip(*sizes)
+    height, width = float(np.median(heights)), float(np.median(widths))
+    low, high = size_range
+    scale = min(1.0, high / max(height, width))
+    scale = max(scale, low / max(height, width))
+    size = tuple(max(multiple, int(round(side * scale / multiple)) * multiple) for side in (height, width))
+    rule = (f"the training images' median size {height:.0f}x{width:.0f}"
+            + (f", scaled to fit {low}-{high} px" if scale != 1.0 else "") + f", rounded to multiples of {multiple}")
+    return size, rule
 
 
 def calibration_split(samples, fraction, seed):
@@ -127,6 +156,10 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     preset = resolve_preset(cls, preset)
     options = {**(cls.preset_options(preset) if preset else {}), **(detector or {})}
     options.setdefault("seed", seed)
+    size_rule = "set by the preset or the user"
+    if "image_size" in options and options["image_size"] is None and cls.image_size_range:
+        options["image_size"], size_rule = data_image_size(dataset, cls.image_size_range)
+        log.info(f"      input size {options['image_size'][0]}x{options['image_size'][1]}: {size_rule}")
     model = cls(**options)
     size = model.image_size
     fraction = cls.calibration_fraction if calibration_fraction is None else calibration_fraction
@@ -144,14 +177,19 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     fit_callbacks = list(callbacks)
     if epochs:
         # A killed fit resumes from here when the same command runs again; removed once the fit ends.
+        _check_backup(out / "backup", {"method": method, "data": dataset.name, "options": _jsonable(options),
+                                       "epochs": epochs, "fit": _jsonable(fit_options), "compile": compile or {},
+                                       "calibration_fraction": fraction, "seed": seed})
         fit_callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup")), Timing(), *fit_callbacks]
         if monitor_every and dataset.test and len({s.label for s in dataset.test}) == 2:
             fit_callbacks.append(ValidationAUROC(pipeline(dataset.test), every=monitor_every, pixel=False))
         if compile:
             model.compile(**compile)
     fit_started = time.perf_counter()
+    # Keras' live bar on a terminal; one line per epoch in a log file.
+    keras_verbose = (1 if sys.stdout.isatty() else 2) if verbose else 0
     history = model.fit(pipeline(fit_samples), epochs=epochs, callbacks=fit_callbacks,
-                        verbose=(1 if verbose else 0) if epochs else verbose, **fit_options)
+                        verbose=keras_verbose if epochs else verbose, **fit_options)
     fit_seconds = time.perf_counter() - fit_started
     if calibration_samples:
         calibration = (f"{len(calibration_samples)} normal training images held out of the fit "
@@ -163,7 +201,9 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         calibration = f"the {len(fit_samples)} normal images the detector was fitted on (paper 000's protocol)"
         log.info("[3/5] calibrating working points on the normal training images (paper 000's protocol)")
         model.calibrate(pipeline(fit_samples), verbose=verbose)
-    extra = {"preset": preset, "options": _jsonable(options), "epochs": epochs, "fit_seconds": fit_seconds,
+    extra = {"preset": preset, "options": _jsonable(options), "image_size_rule": size_rule, "epochs": epochs,
+             "fit_seconds": fit_seconds,
+             "fit_info": dict(model.fit_info),
              "history": {k: [float(v) for v in values] for k, values in history.history.items()}}
     log.info(f"[4/5] evaluating on {len(dataset.test)} test images -> {out}")
     common = dict(method=method, n_calibration=len(calibration_samples), calibration=calibration, extra=extra)
@@ -183,6 +223,24 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
                                   "seconds": time.perf_counter() - started})
     results.update(seconds=time.perf_counter() - started, run_dir=str(out))
     return results
+
+
+def _check_backup(folder, config):
+    """Resume only the fit that was interrupted: a backup made with other options is an error, not a crash."""
+    from adtf.atomic import write_json
+
+    record = folder / "run_config.json"
+    if record.is_file():
+        saved = json.loads(record.read_text())
+        if saved != json.loads(json.dumps(config)):
+            changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != json.loads(json.dumps(config)).get(k))
+            raise AdtfError(f"{folder} holds the backup of an interrupted fit with other settings ({', '.join(changed)} "
+                            "differ): run the same command again to resume it, or delete that folder (or choose "
+                            "another --out) to start afresh")
+    elif folder.is_dir() and any(folder.iterdir()):
+        raise AdtfError(f"{folder} holds a backup this version cannot match to its settings: delete it to start afresh")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(record, config)
 
 
 def _jsonable(options):

@@ -57,19 +57,47 @@ def mon_scatter(labels, panels, path, title=""):
     return _save(fig, path)
 
 
-def heatmap_grid(images, maps, titles, path, masks=None, vmax=None):
+def heatmap_grid(images, maps, titles, path, masks=None, vmin=0.0, vmax=None):
     """Images with their anomaly maps overlaid (and ground-truth contours when given).
 
-    One shared colour scale (``vmax``, default the largest map value) so maps compare across images.
+    One shared colour scale (``vmin`` to ``vmax``, default 0 to the largest map value) so maps compare
+    across images.
     """
     n = len(images)
     fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.9), squeeze=False)
     vmax = float(np.max(maps)) if vmax is None else vmax
     for i, ax in enumerate(axes[0]):
         ax.imshow(np.clip(images[i], 0, 1))
-        ax.imshow(maps[i], cmap="jet", alpha=0.45, vmin=0, vmax=vmax)
+        ax.imshow(maps[i], cmap="jet", alpha=0.45, vmin=vmin, vmax=vmax)
         if masks is not None and np.any(masks[i] > 0.5):
             ax.contour(masks[i] > 0.5, levels=[0.5], colors="white", linewidths=0.8)
         ax.set_title(titles[i], fontsize=7)
         ax.axis("off")
+    return _save(fig, path)
+
+
+def training_curves(history, path, title=""):
+    """Training loss per epoch and, where monitored, the validation AUROC per epoch (paper 004, Fig. 11).
+
+    ``history``: ``{name: [value per epoch]}`` as ``keras.callbacks.History.history``; ``val_*`` curves
+    may be shorter (measured every few epochs) and are drawn at the epochs they were measured
+    (the last ones). Monitoring only: no epoch is chosen from them.
+    """
+    losses = {k: v for k, v in history.items() if not k.startswith("val_") and k not in ("epoch_seconds", "step_seconds")}
+    monitored = {k: v for k, v in history.items() if k.startswith("val_")}
+    fig, axes = plt.subplots(1, 2 if monitored else 1, figsize=(9 if monitored else 4.5, 3.6), squeeze=False)
+    epochs = max((len(v) for v in losses.values()), default=0)
+    for name, values in losses.items():
+        axes[0, 0].plot(np.arange(1, len(values) + 1), values, label=name)
+    axes[0, 0].set(xlabel="epoch", title="training", xlim=(0.5, max(epochs, 1) + 0.5))
+    axes[0, 0].legend(fontsize=8)
+    if monitored:
+        for name, values in monitored.items():
+            every = max(epochs // max(len(values), 1), 1)
+            axes[0, 1].plot(np.arange(1, len(values) + 1) * every, values, "o-", label=name)
+        axes[0, 1].set(xlabel="epoch", ylabel="AUROC", ylim=(0, 1.01),
+                       title="monitored on test data (not used to choose anything)")
+        axes[0, 1].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
     return _save(fig, path)

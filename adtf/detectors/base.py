@@ -98,6 +98,8 @@ class Detector(keras.Model):
     # A trained model scores its own training images low: calibrate on images it never saw.
     calibration_fraction = 0.2
     short_name = None
+    # (min, max) longer side when a preset leaves image_size to the data (None): see adtf.run.data_image_size.
+    image_size_range = None
     Preset = None
     presets = {}
     smoke_test_options = {}
@@ -109,6 +111,7 @@ class Detector(keras.Model):
         self.seed = int(seed)
         self.postprocess = WorkingPoints(self.working_point_names, self.score_names, rules=working_point_rules,
                                          name="working_points")
+        self.fit_info = {}  # what a fit measured about itself (cache size, timings): the runner records it
 
     # -- presets ----------------------------------------------------------------------
     @classmethod

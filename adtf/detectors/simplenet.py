@@ -21,6 +21,7 @@ import enum
 import os
 import shutil
 import tempfile
+import time
 
 import keras
 import numpy as np
@@ -65,13 +66,21 @@ class SimpleNet(Detector):
     Args:
         backbone: an ``adtf.backbones.available()`` name.
         layers: the backbone layers to aggregate, finest first (the paper: WRN50 layer2, layer3).
-        image_size: ``(height, width)`` fed to the backbone.
+        image_size: ``(height, width)`` fed to the backbone. The ``offline`` and ``fast`` presets leave it
+            to the data (None): ``adtf-fit`` then feeds the training images' median size, its longer
+            side kept within ``image_size_range`` (128-512 px), and the report says which size. Built
+            directly with None, the detector takes 256x256.
         weights: ``"imagenet"``, ``None`` or a local weights file (see ``adtf.backbones.build``).
         patch_size: the local neighbourhood aggregated at each location (3).
         pretrain_dim: per-level dimension of the aggregation (1536).
         embed_dim: dimension of the aggregated and adapted features (1536).
         hidden: units of the discriminator's hidden layer (1024).
         noise_std: sigma of the Gaussian noise that makes anomalous features (0.015).
+        normalize_features: divide the aggregated features by their per-dimension standard deviation
+            over the training images (one scalar, from normal images only), so that ``noise_std`` is
+            relative to the features' spread. The paper does not (its sigma is tuned to WRN50's
+            features); a backbone whose features are on another scale needs it (Lite0's residual
+            outputs spread ~10x wider than post-ReLU WRN50 features, which buries sigma = 0.015).
         margin: the truncated L1 loss's margin th (0.5).
         smoothing_sigma: sigma in pixels of the Gaussian smoothing of the anomaly map (4).
         epochs: training epochs, the code's meta-epochs x discriminator epochs (40 x 4 = 160).
@@ -87,31 +96,35 @@ class SimpleNet(Detector):
     short_name = "SimpleNet"
     default_epochs = 160  # an instance takes its ``epochs`` option
     default_batch_size = 8
+    image_size_range = (128, 512)
     Preset = Preset
     presets = {
         Preset.PAPER: dict(backbone="wide_resnet50_2", layers=("layer2", "layer3"), image_size=(288, 288),
                            pretrain_dim=1536, embed_dim=1536, hidden=1024, epochs=160, batch_size=8),
         Preset.OFFLINE: dict(backbone="efficientnet_lite0", layers=("block3b_add", "block5c_add"),
-                             image_size=(256, 256), pretrain_dim=768, embed_dim=384, hidden=384, epochs=40,
-                             batch_size=8),
+                             image_size=None, pretrain_dim=768, embed_dim=384, hidden=384, epochs=40,
+                             batch_size=8, normalize_features=True, noise_std=0.05),
         Preset.FAST: dict(backbone="efficientnet_lite0", layers=("block3b_add", "block5c_add"),
-                          image_size=(256, 256), pretrain_dim=768, embed_dim=384, hidden=384, epochs=12,
-                          batch_size=8),
+                          image_size=None, pretrain_dim=768, embed_dim=384, hidden=384, epochs=12,
+                          batch_size=8, normalize_features=True, noise_std=0.05),
     }
     smoke_test_options = dict(backbone="efficientnet_lite0", layers=("block2b_add", "block3b_add"), image_size=(32, 32),
                               pretrain_dim=32, embed_dim=16, hidden=16, epochs=2, batch_size=4, smoothing_sigma=1.0)
 
     def __init__(self, backbone: str = "efficientnet_lite0", layers: tuple[str, ...] = ("block3b_add", "block5c_add"),
-                 image_size: tuple[int, int] = (256, 256), weights: str | None = "imagenet", patch_size: int = 3,
+                 image_size: tuple[int, int] | None = (256, 256), weights: str | None = "imagenet", patch_size: int = 3,
                  pretrain_dim: int = 768, embed_dim: int = 384, hidden: int = 384, noise_std: float = 0.015,
-                 margin: float = 0.5, smoothing_sigma: float = 4.0, epochs: int = 40, batch_size: int = 8, **kwargs):
-        super().__init__(image_size=image_size, **kwargs)
+                 normalize_features: bool = False, margin: float = 0.5, smoothing_sigma: float = 4.0, epochs: int = 40, batch_size: int = 8, **kwargs):
+        super().__init__(image_size=image_size or (256, 256), **kwargs)
         self.backbone_name, self.layer_names, self.weights_source = backbone, tuple(layers), weights
         if len(self.layer_names) < 1:
             raise AdtfError("SimpleNet needs at least one backbone layer to aggregate")
         self.patch_size, self.pretrain_dim, self.embed_dim, self.hidden = (int(patch_size), int(pretrain_dim),
                                                                            int(embed_dim), int(hidden))
         self.noise_std, self.margin, self.smoothing_sigma = float(noise_std), float(margin), float(smoothing_sigma)
+        self.normalize_features = bool(normalize_features)
+        # 1 / (features' per-dimension std over the training images), set by the feature cache; 1 when off.
+        self.feature_gain = self.add_weight(name="feature_gain", shape=(), initializer="ones", trainable=False)
         self.epochs, self.batch_size = int(epochs), int(batch_size)
         self.default_epochs, self.default_batch_size = self.epochs, self.batch_size
         self.features = backbones.build(backbone, weights=weights, input_shape=(*self.image_size, 3),
@@ -153,7 +166,7 @@ class SimpleNet(Detector):
     # -- the method ---------------------------------------------------------------------
     def head(self, local):
         """Adaptor, discriminator, S_AD and the smoothed map from aggregated local features."""
-        flat = ops.reshape(self.adaptor(local), (-1, self.embed_dim))
+        flat = ops.reshape(self.adaptor(local * self.feature_gain), (-1, self.embed_dim))
         scores = ops.reshape(-self.discriminator(flat, training=False)[:, 0], ops.shape(local)[:3])  # [B, h, w]
         anomaly_map = ops.image.resize(scores[..., None], self.image_size, interpolation="bilinear",
                                        antialias=False)[..., 0]
@@ -194,7 +207,7 @@ class SimpleNet(Detector):
         return [self.loss_tracker, self.p_true_tracker, self.p_fake_tracker]
 
     def train_step(self, local):
-        local = ops.reshape(local, (-1, self.embed_dim))
+        local = ops.reshape(local, (-1, self.embed_dim)) * self.feature_gain
         with tf.GradientTape() as tape:
             normal = self.adaptor(local)
             # Noise from (seed, step): the step count is saved with the optimizer, so a resumed fit
@@ -216,6 +229,7 @@ class SimpleNet(Detector):
         return {m.name: m.result() for m in self.metrics}
 
     def fit(self, x=None, **kwargs):
+        self.__dict__["_progress"] = kwargs.get("verbose", "auto") not in (0, False)
         try:
             return super().fit(x, **kwargs)
         finally:
@@ -223,7 +237,7 @@ class SimpleNet(Detector):
 
     def training_data(self, x, batch_size=None, shuffle=None):
         """Batches of cached aggregated features ``[B, h, w, embed_dim]``, reshuffled per epoch."""
-        cache = self.feature_cache(x)
+        cache = self.feature_cache(x, verbose=self.__dict__.get("_progress", True))
         steps = -(-len(cache) // int(batch_size or self.batch_size))
         shape = cache.shape[1:]
 
@@ -251,12 +265,19 @@ class SimpleNet(Detector):
             return cached
         cache = FeatureCache(tempfile.mkdtemp(prefix="adtf-simplenet-", dir=os.environ.get("ADTF_CACHE_DIR")))
         self.__dict__["_feature_cache"] = cache
+        started = time.perf_counter()
         for batch in batches(as_dataset(x, self.batch_size), "caching features", verbose):
             cache.append(np.asarray(self.fast_local_features(unpack_batch(batch).image), np.float16))
         cache.close()
         if not len(cache):
             self.release_feature_cache()
             raise DataError("no training images to cache features of")
+        self.fit_info.update({"cache_images": len(cache), "cache_shape": list(cache.shape[1:]),
+                              "cache_mib": cache.nbytes / 2**20, "cache_seconds": time.perf_counter() - started})
+        if self.normalize_features:
+            spread = cache.per_dimension_std()
+            self.feature_gain.assign(1.0 / max(spread, 1e-12))
+            self.fit_info["feature_std"] = spread
         return cache
 
     def release_feature_cache(self):
@@ -268,7 +289,8 @@ class SimpleNet(Detector):
         config = super().get_config()
         config.update(backbone=self.backbone_name, layers=list(self.layer_names), weights=None,
                       patch_size=self.patch_size, pretrain_dim=self.pretrain_dim, embed_dim=self.embed_dim,
-                      hidden=self.hidden, noise_std=self.noise_std, margin=self.margin,
+                      hidden=self.hidden, noise_std=self.noise_std, normalize_features=self.normalize_features,
+                      margin=self.margin,
                       smoothing_sigma=self.smoothing_sigma, epochs=self.epochs, batch_size=self.batch_size)
         return config
 
@@ -322,6 +344,17 @@ class FeatureCache:
         offsets = np.cumsum([0] + [len(chunk) for chunk in self.chunks])
         which = np.searchsorted(offsets, indices, side="right") - 1
         return np.stack([self.chunks[c][i - offsets[c]] for c, i in zip(which, indices)])
+
+    def per_dimension_std(self):
+        """sqrt(mean over dimensions of each dimension's variance over all cached locations), in float64."""
+        count, total, squares = 0, 0.0, 0.0
+        for chunk in self.chunks:
+            values = np.asarray(chunk, np.float64).reshape(-1, chunk.shape[-1])
+            count += len(values)
+            total = total + values.sum(axis=0)
+            squares = squares + (values ** 2).sum(axis=0)
+        mean = total / count
+        return float(np.sqrt(np.mean(np.maximum(squares / count - mean ** 2, 0.0))))
 
     def remove(self):
         self.chunks = []

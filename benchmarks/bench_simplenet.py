@@ -1,0 +1,99 @@
+"""SimpleNet presets on the shared data: accuracy over seeds, fit cost, cache size, scoring speed and latency.
+
+Usage: python benchmarks/bench_simplenet.py [--data SPEC ...] [--presets fast offline] [--seeds 0 1 2]
+       [--n-train N] [--out runs/bench_simplenet]
+
+Each (dataset, preset, seed) goes through the one runner exactly as `adtf-fit --method simplenet`
+would run it (calibration on 20 % held-out normal images, the last epoch kept, nothing chosen on
+test data). Prints a markdown table of mean ± std over seeds, the command and the machine.
+`--n-train 2` is the few-shot protocol of paper 004's Fig. 10 (2 normal training images; with
+fewer than 5 the calibration images are the training images, since none can be spared).
+"""
+import argparse
+import os
+import shlex
+import statistics
+import sys
+import time
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from adtf import data, machine  # noqa: E402
+from adtf.run import fit_evaluate_export, slug  # noqa: E402
+
+DEFAULT_DATA = ["mvtec:mvtec_bottle", "mtd:mtd", "synthetic:brick"]
+
+
+def latency(detector, image_size, batch, repeats=5):
+    """ms per image of the whole detector (frozen-graph path) at a batch size, after one warm-up call."""
+    images = np.random.default_rng(0).random((batch, *image_size, 3)).astype("float32")
+    detector.infer(images)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        detector.infer(images)
+    return 1000 * (time.perf_counter() - start) / (repeats * batch)
+
+
+def few_shot(dataset, n, seed):
+    """The dataset with only ``n`` normal training images (seeded choice)."""
+    from adtf.data import split_off
+
+    _, kept = split_off(dataset.train, count=n, seed=seed)
+    return data.AnomalyDataset(f"{dataset.name} ({n}-shot)", kept, dataset.test, dataset.has_masks, dataset.arrays)
+
+
+def fmt(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", nargs="+", default=DEFAULT_DATA)
+    parser.add_argument("--presets", nargs="+", default=["fast", "offline"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--n-train", type=int, default=None, help="few-shot: this many normal training images")
+    parser.add_argument("--out", default="runs/bench_simplenet")
+    args = parser.parse_args(argv)
+    from adtf.detectors import load
+
+    rows = []
+    for spec in args.data:
+        dataset = data.load(spec)
+        for preset in args.presets:
+            runs = []
+            for seed in args.seeds:
+                ds = few_shot(dataset, args.n_train, seed) if args.n_train else dataset
+                fraction = 0.0 if args.n_train and args.n_train < 5 else None
+                r = fit_evaluate_export("simplenet", ds, preset, f"{args.out}/{slug(spec)}-{preset}-{seed}", seed=seed,
+                                        calibration_fraction=fraction, export=False, verbose=False)
+                detector = load(f"{args.out}/{slug(spec)}-{preset}-{seed}/model.keras")
+                r["latency_b1"] = latency(detector, tuple(r["image_size"]), 1)
+                r["latency_b16"] = latency(detector, tuple(r["image_size"]), 16)
+                runs.append(r)
+                print(f"{ds.name} {preset} seed {seed}: image AUROC {r['image_auroc']}, pixel {r['pixel_auroc']}, "
+                      f"AUPRO {r['aupro']}, fit {r['fit_seconds']:.0f} s", flush=True)
+            rows.append((ds.name, preset, runs))
+    print("\n| data | preset | seeds | image AUROC | pixel AUROC | AUPRO | FPR at 100 % recall | factory threshold | "
+          "fit s (cache s) | s/epoch | cache MiB | img/s | ms/img b1 / b16 | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, preset, runs in rows:
+        get = lambda key: [r.get(key) for r in runs]  # noqa: E731
+        info = runs[0]["fit_info"]
+        epoch_s = statistics.mean(statistics.mean(r["history"]["epoch_seconds"]) for r in runs)
+        print(f"| {name} | {preset} | {len(runs)} | {fmt(get('image_auroc'))} | {fmt(get('pixel_auroc'))} | "
+              f"{fmt(get('aupro'))} | {fmt(get('fpr_at_full_recall'))} | {fmt(get('factory_threshold'))} | "
+              f"{statistics.mean(get('fit_seconds')):.0f} ({info.get('cache_seconds', 0):.0f}) | {epoch_s:.1f} | "
+              f"{info.get('cache_mib', 0):.0f} | {statistics.mean(get('images_per_second')):.1f} | "
+              f"{statistics.mean(get('latency_b1')):.1f} / {statistics.mean(get('latency_b16')):.1f} | "
+              f"{max(get('peak_rss_mb')):.0f} |")
+    print(f"\n`python {shlex.join(['benchmarks/bench_simplenet.py', *(sys.argv[1:] if argv is None else argv)])}` "
+          f"on {machine.description()}, {machine.today()}")
+
+
+if __name__ == "__main__":
+    main()
