@@ -113,7 +113,7 @@ def test_complete_folder_is_reused_incomplete_or_overwrite_regenerates(tmp_path)
 
 
 @pytest.mark.parametrize("kwargs, words", [
-    (dict(name="marble"), "brick, grass, gravel"),
+    (dict(name="marble"), "weave, stone, brick, grass, gravel"),
     (dict(size=8), "size"),
     (dict(seed=-1), "seed"),
     (dict(n_train=-2), "n_train"),
@@ -121,3 +121,49 @@ def test_complete_folder_is_reused_incomplete_or_overwrite_regenerates(tmp_path)
 def test_bad_options_raise_clear_errors(tmp_path, kwargs, words):
     with pytest.raises(DataError, match=words):
         materialize(**{"root": tmp_path, **kwargs})
+
+
+def _descriptors(images):
+    """Per image: mean, sd, mean |vertical gradient| and the log share of spectral power in six bands."""
+    rows = []
+    for image in images:
+        x = image.astype(np.float64)
+        power = np.abs(np.fft.fft2(x - x.mean())) ** 2
+        fy, fx = np.meshgrid(np.fft.fftfreq(x.shape[0]), np.fft.fftfreq(x.shape[1]), indexing="ij")
+        radius = np.hypot(fy, fx)
+        edges = [0, 0.04, 0.08, 0.16, 0.25, 0.35, 0.75]
+        bands = [power[(radius >= lo) & (radius < hi)].sum() / power.sum() for lo, hi in zip(edges, edges[1:])]
+        rows.append(np.r_[x.mean(), x.std(), np.abs(np.diff(x, axis=0)).mean(), np.log(bands)])
+    return np.asarray(rows)
+
+
+def _tnr_of_max_normal_threshold(name, n_reference=50, n_calibration=100, n_fresh=1000):
+    """Score = largest |z| of the descriptors (z from reference images); threshold = max over N calibration
+    normals (training split); return the fraction of fresh test-split normals at or below it."""
+    train = [s.image for s in generate(name, seed=0, size=64, n_train=n_reference + n_calibration, n_test_good=0,
+                                       n_test_defect=0)]
+    fresh = [s.image for s in generate(name, seed=0, size=64, n_train=0, n_test_good=n_fresh, n_test_defect=0)]
+    reference = _descriptors(train[:n_reference])
+    mean, sd = reference.mean(axis=0), reference.std(axis=0) + 1e-12
+
+    def score(images):
+        return np.abs((_descriptors(images) - mean) / sd).max(axis=1)
+
+    return float((score(fresh) <= score(train[n_reference:]).max()).mean())
+
+
+def test_the_default_textures_normals_share_one_distribution():
+    """Exchangeable normals keep N/(N+1) of fresh normals under a max-of-N threshold, whatever the score."""
+    n = 100
+    expected = n / (n + 1)
+    # The kept fraction is Beta(N, 1) given the calibration set (sd 1/(N+1) * sqrt(N/(N+2))) plus the
+    # binomial noise of 1,000 fresh images; four standard deviations of both.
+    sd = np.hypot(np.sqrt(n / (n + 2)) / (n + 1), np.sqrt(expected * (1 - expected) / 1000))
+    assert abs(_tnr_of_max_normal_threshold("weave", n_calibration=n) - expected) <= 4 * sd
+
+
+def test_the_photographs_test_normals_are_shifted_so_the_check_can_fail():
+    """The negative control: brick's test crops come from other rows of the photograph (perspective)."""
+    n = 100
+    sd = np.hypot(np.sqrt(n / (n + 2)) / (n + 1), np.sqrt((n / (n + 1)) * (1 / (n + 1)) / 1000))
+    assert _tnr_of_max_normal_threshold("brick", n_calibration=n) < n / (n + 1) - 4 * sd

@@ -227,9 +227,9 @@ def _read_idx(path, ndim):
 
 
 def _read_synthetic(path, *, seed=0, **options):
-    from adtf.data.synthetic import materialize
+    from adtf.data.synthetic import DEFAULT, materialize
 
-    name = path or "brick"
+    name = path or DEFAULT
     try:
         folder = materialize(name=name, seed=seed, **options)
     except TypeError as e:  # an option materialize does not take

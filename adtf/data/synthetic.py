@@ -1,25 +1,38 @@
-"""The embedded default dataset: real textures with drawn defects and exact masks.
+"""The embedded default dataset: textures with drawn defects and exact masks.
 
-``synthetic:<texture>`` needs nothing downloaded. It cuts the 512x512 gray textures
-that ship inside scikit-image (``skimage.data.brick()``, ``grass()``, ``gravel()``)
-into many normal samples and draws one defect with an exact pixel mask into each
-defective sample, in the spirit of DAGM 2007 (itself synthetic: a statistically
-textured surface with one small defect per defective image).
+``synthetic:<texture>`` needs nothing downloaded. Two kinds of texture:
+
+- **Procedural** (``weave``, the default, and ``stone``): every sample, normal or
+  defective, train or test, is cut from its own fresh 512x512 realisation of one
+  stochastic process (filtered Gaussian noise with the texture's spectrum, as DAGM 2007
+  was made), so all normal samples come from **one** distribution and no test pixel
+  was ever in a training image. A threshold set on N normal images keeps about
+  N/(N+1) of new normal images (tested on 1,000 fresh ones).
+- **Photographs** (``brick``, ``grass``, ``gravel``): the 512x512 gray textures that
+  ship inside scikit-image, cut into crops; train crops come from rows 0-319 and test
+  crops from rows 320-511 of the one photograph, so their normals differ in
+  distribution (the brick photo's perspective): a harder, shifted benchmark, kept as
+  named variants.
+
+One defect with an exact pixel mask is drawn into each defective sample, in the spirit
+of DAGM 2007 (itself synthetic: a statistically textured surface with one small defect
+per defective image).
 
 - **Normal samples** are square crops whose side is 30-37.5 % of the texture side,
   resized to ``size`` (anti-aliased), turned by a random multiple of 90 degrees,
   maybe mirrored, with a mild brightness/contrast jitter (gain 0.9-1.1, offset
-  +-8 gray levels). Train crops come from texture rows 0-319 and test crops
-  (good and defective) from rows 320-511, so no test pixel was seen in training.
-  The split is by rows because the brick photo has a left-to-right perspective:
-  both halves then hold the same brick widths.
+  +-8 gray levels). For photographs, train crops come from texture rows 0-319 and
+  test crops (good and defective) from rows 320-511, so no test pixel was seen in
+  training (the split is by rows because the brick photo has a left-to-right
+  perspective: both halves then hold the same brick widths); a procedural sample's
+  crop comes from anywhere in its own realisation.
 - **Defects** (one per image; size scales with ``size``; a mask covers 0.1-20 % of
   the image, 0.4-4.4 % for 80 % of them at the defaults; contrast in units of the
   crop's own standard deviation, so a busy texture gets stronger defects):
   ``scratch`` (thin bright or dark curve, 1.5-3 sd), ``spot`` (soft-edged irregular
   blob, 1-2.2 sd brighter or darker), ``crack`` (dark branching random walk,
   1.8-3.5 sd), ``smudge`` (blurred, low-contrast smear), ``patch`` (CutPaste-like:
-  a blob of the same texture, from any row, at 0.45-0.7x or 1.5-2.2x the scale and
+  a blob of the same texture, from anywhere in it, at 0.45-0.7x or 1.5-2.2x the scale and
   turned 20-70 degrees).
 - **Masks** are exact: a mask pixel is 255 where the drawn defect changed the
   gray level by at least 8 (with the holes of that region filled), 0 elsewhere,
@@ -29,7 +42,7 @@ The folder is in MVTec AD layout (``train/good``, ``test/good``, ``test/<defect>
 ``ground_truth/<defect>/NNN_mask.png``, 8-bit gray PNG) plus a ``MANIFEST.json``
 with the parameters and a sha256 per file. Same parameters give byte-identical files.
 
-Licence: the three textures are CC0 (public domain). skimage's docstrings say
+Licence: the procedural textures are generated here (CC0). The three photographs are CC0 (public domain). skimage's docstrings say
 brick comes from CC0Textures "Bricks25", gravel from CC0Textures "Gravel04"
 and grass from DeviantArt "Grass-01" by linolafett, each "licensed under the
 Creative Commons CC0 License"; the generated data is CC0 as well.
@@ -48,10 +61,14 @@ from adtf.atomic import atomic_path
 from adtf.errors import DataError
 from adtf.paths import adtf_home
 
-TEXTURES = ("brick", "grass", "gravel")
+PROCEDURAL = ("weave", "stone")
+PHOTOGRAPHS = ("brick", "grass", "gravel")
+TEXTURES = PROCEDURAL + PHOTOGRAPHS
+DEFAULT = "weave"
 DEFECT_TYPES = ("scratch", "spot", "crack", "smudge", "patch")
 
-_VERSION = 1  # bump when the drawing changes, so cached folders are not reused
+_VERSION = 2  # bump when the drawing changes, so cached folders are not reused
+_PHOTO_SIDE = 512  # the photographs' side, and a procedural field's
 _TEST_ROWS_FROM = 320  # texture rows [0, 320) feed train crops, [320, 512) test crops
 _CROP_SIDE = (0.30, 0.375)  # crop side / texture side: the test band (192 rows) holds the largest crop
 _MIN_CHANGE = 8  # gray levels; a smaller difference is not a visible defect pixel
@@ -72,7 +89,7 @@ class SyntheticSample:
     crop: tuple
 
 
-def generate(name="brick", *, seed=0, size=128, n_train=200, n_test_good=50, n_test_defect=10):
+def generate(name=DEFAULT, *, seed=0, size=128, n_train=200, n_test_good=50, n_test_defect=10):
     """Yield the samples of ``synthetic:<name>`` in file order, without touching disk.
 
     Each sample has its own random stream (seed, texture, split, label, index), so a
@@ -91,16 +108,23 @@ def generate(name="brick", *, seed=0, size=128, n_train=200, n_test_good=50, n_t
         >>> (s.split, s.label, s.image.shape, s.mask)
         ('train', 'good', (64, 64), None)
     """
-    texture = _texture(name).astype(np.float32)
+    photo = _texture(name)
     _check_params(seed, size, n_train, n_test_good, n_test_defect)
     jobs = [("train", "good", n_train), ("test", "good", n_test_good)]
     jobs += [("test", d, n_test_defect) for d in DEFECT_TYPES]
     for split, label, count in jobs:
-        rows = (0, _TEST_ROWS_FROM) if split == "train" else (_TEST_ROWS_FROM, texture.shape[0])
         for i in range(count):
             key = [seed, TEXTURES.index(name), int(split == "test"), (("good",) + DEFECT_TYPES).index(label), i]
             rng = np.random.default_rng(key)
-            normal, crop = _normal_crop(texture, rows, size, rng)
+            if photo is None:  # a fresh realisation per sample: one distribution, nothing shared
+                # As large as a crop of a 512 px field needs; a pasted patch needs a whole field.
+                field = _PHOTO_SIDE if label == "patch" else int(np.ceil(_CROP_SIDE[1] * _PHOTO_SIDE))
+                texture = _procedural(name, field, rng)
+                rows = (0, field)
+            else:
+                texture = photo
+                rows = (0, _TEST_ROWS_FROM) if split == "train" else (_TEST_ROWS_FROM, texture.shape[0])
+            normal, crop = _normal_crop(texture, rows, size, rng, reference=_PHOTO_SIDE)
             if label == "good":
                 yield SyntheticSample(split, label, i, normal, None, normal, crop)
             else:
@@ -108,7 +132,7 @@ def generate(name="brick", *, seed=0, size=128, n_train=200, n_test_good=50, n_t
                 yield SyntheticSample(split, label, i, image, mask, normal, crop)
 
 
-def materialize(name="brick", *, seed=0, root=None, size=128, n_train=200, n_test_good=50,
+def materialize(name=DEFAULT, *, seed=0, root=None, size=128, n_train=200, n_test_good=50,
                 n_test_defect=10, overwrite=False) -> Path:
     """Write ``synthetic:<name>`` as an MVTec AD folder once and return its path.
 
@@ -145,16 +169,50 @@ def materialize(name="brick", *, seed=0, root=None, size=128, n_train=200, n_tes
                 files.append(_write_png(tmp, f"ground_truth/{s.label}/{stem}_mask.png", s.mask))
         manifest = dict(name=f"synthetic:{name}", layout="MVTec AD: train/good, test/<defect>, "
                         "ground_truth/<defect>/NNN_mask.png (0/255)",
-                        license="CC0 (textures from scikit-image's data: brick, grass, gravel)",
+                        license="CC0 (procedural textures generated here; photographs from scikit-image's data: "
+                                "brick, grass, gravel)",
                         origin="adtf.data.synthetic", params=params, files=files)
         (tmp / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return out
 
 
 def _texture(name):
+    """The photograph of ``name`` as float32, or None for a procedural texture."""
     if name not in TEXTURES:
         raise DataError(f"synthetic dataset {name!r} is unknown; choose one of {', '.join(TEXTURES)}")
-    return getattr(skimage.data, name)()
+    return None if name in PROCEDURAL else getattr(skimage.data, name)().astype(np.float32)
+
+
+def _procedural(name, n, rng):
+    """One ``n x n`` realisation of a procedural texture: Gaussian noise shaped by the texture's spectrum.
+
+    - ``weave``: a woven look: two orthogonal threads (narrow spectral peaks at a period of
+      about 11 px, their orientation and period jittered per sample by a few percent) over a
+      band-limited grain;
+    - ``stone``: isotropic 1/f^1.6 noise between periods of 3 and 200 px (a granular surface).
+
+    Each call draws new noise, phases and jitter from ``rng``; gray levels have mean 128, sd 28.
+    """
+    fy, fx = np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(n), indexing="ij")
+    radius = np.hypot(fy, fx)
+    noise = np.fft.fft2(rng.standard_normal((n, n)))
+    if name == "weave":
+        angle = rng.normal(0.0, 0.03)
+        period = 11.0 * rng.uniform(0.97, 1.03)
+        spectrum = np.zeros((n, n))
+        for turn in (0.0, np.pi / 2):
+            cy, cx = np.sin(angle + turn) / period, np.cos(angle + turn) / period
+            for sign in (1, -1):
+                spectrum += np.exp(-((fy - sign * cy) ** 2 + (fx - sign * cx) ** 2) / (2 * 0.004 ** 2))
+        grain = np.exp(-(radius / 0.18) ** 2) * (radius > 1 / 256)
+        image = np.real(np.fft.ifft2(noise * spectrum)) / 0.05 + 0.35 * np.real(np.fft.ifft2(noise * grain)) / 0.1
+    elif name == "stone":
+        band = (radius > 1 / 200) & (radius < 1 / 3)
+        image = np.real(np.fft.ifft2(noise * band / np.maximum(radius, 1e-6) ** 0.8))
+    else:  # pragma: no cover - _texture validated the name
+        raise DataError(f"no procedural texture {name!r}")
+    image = (image - image.mean()) / (image.std() + 1e-12)
+    return (128.0 + 28.0 * image).astype(np.float32)
 
 
 def _check_params(seed, size, *counts):
@@ -187,8 +245,9 @@ def _resize(array, size):
         (size, size), Image.LANCZOS))
 
 
-def _normal_crop(texture, rows, size, rng):
-    side = int(round(rng.uniform(*_CROP_SIDE) * texture.shape[1]))
+def _normal_crop(texture, rows, size, rng, reference=None):
+    """A crop whose side is a fraction ``_CROP_SIDE`` of ``reference`` (default the texture's width)."""
+    side = int(round(rng.uniform(*_CROP_SIDE) * (reference or texture.shape[1])))
     r = int(rng.integers(rows[0], rows[1] - side + 1))
     c = int(rng.integers(0, texture.shape[1] - side + 1))
     image = np.rot90(_resize(texture[r:r + side, c:c + side], size), int(rng.integers(4)))
@@ -290,7 +349,7 @@ def _smudge(x, texture, rng):
 
 def _patch(x, texture, rng):
     """CutPaste-like: a blob of the same texture at another scale and a non-right-angle rotation."""
-    n, big = x.shape[0], texture.shape[0]
+    n, big = x.shape[0], texture.shape[0]  # a photograph, or the sample's own 512 px procedural field
     scale = rng.uniform(0.45, 0.7) if rng.random() < 0.5 else rng.uniform(1.5, 2.2)
     side = int(min(big, round(scale * np.mean(_CROP_SIDE) * big)))
     r, c = rng.integers(0, big - side + 1, 2)
