@@ -76,6 +76,10 @@ def test_outputs_keep_the_contract(fitted, images):
     assert np.isfinite(out["score"]).all() and not out["invalid"].any()
     for name in detector.score_names:
         assert out[name].shape == (n,)
+    # The fast scoring path (frozen graphs) gives the Keras path's numbers.
+    fast = detector.infer(images["test"])
+    for key in ("score", "anomaly_map", "anomalous"):
+        np.testing.assert_allclose(fast[key].astype(float), out[key].astype(float), rtol=1e-4, atol=1e-4, err_msg=key)
     # Another input size is resized to the detector's once, and the map comes back at the input's size.
     bigger = np.repeat(np.repeat(images["test"], 2, axis=1), 2, axis=2)
     assert outputs_of(detector, bigger)["anomaly_map"].shape == (n, 2 * SIZE, 2 * SIZE)

@@ -284,16 +284,16 @@ def test_mnist_both_splits_and_bad_files(tmp_path):
 def test_synthetic_delegates_to_materialize(tmp_path, monkeypatch):
     calls = []
 
-    def fake_materialize(name="brick", *, seed=0, size=128):
+    def fake_materialize(name="weave", *, seed=0, size=128):
         calls.append((name, seed, size))
         return write_mvtec(tmp_path / name, defects=("scratch", "spot"))
 
     monkeypatch.setattr(adtf.data.synthetic, "materialize", fake_materialize)
     ds = load("synthetic", seed=4)
-    assert ds.name == "synthetic:brick" and ds.has_masks
+    assert ds.name == "synthetic:weave" and ds.has_masks  # the procedural default
     assert ds.counts() == {"train": 3, "test_good": 2, "test_scratch": 2, "test_spot": 2}
     assert load("synthetic:gravel,size=64").name == "synthetic:gravel"
-    assert calls == [("brick", 4, 128), ("gravel", 0, 64)]
+    assert calls == [("weave", 4, 128), ("gravel", 0, 64)]
     with pytest.raises(DataError, match="synthetic:brick: .*colour"):
         load("synthetic:brick", colour="red")
 
