@@ -48,8 +48,9 @@ def results_table(results):
         value = results.get(key)
         rows.append((label, "n/a (no masks)" if value is None and key in ("pixel_auroc", "aupro") else
                      "n/a" if value is None else f"{value:.3f}"))
-    for name, score in results["image_auroc_by_score"].items():
-        rows.append((f"image AUROC ({name})", f"{score:.3f}"))
+    if len(results["image_auroc_by_score"]) > 1:
+        for name, score in results["image_auroc_by_score"].items():
+            rows.append((f"image AUROC ({name})", f"{score:.3f}"))
     if results["working_points"]:
         active = results["active_working_point"]
         wp = results["working_points"].get(active)

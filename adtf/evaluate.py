@@ -163,7 +163,8 @@ def report_markdown(results):
                 if results.get("n_invalid") else ""), "",
              "| metric | value |", "|---|---|"]
     rows = [("image AUROC (score)", results["image_auroc"])]
-    rows += [(f"image AUROC ({k})", v) for k, v in results["image_auroc_by_score"].items()]
+    if len(results["image_auroc_by_score"]) > 1:  # a detector with one score has said it already
+        rows += [(f"image AUROC ({k})", v) for k, v in results["image_auroc_by_score"].items()]
     rows += [("best TPR (max TPR+TNR)", results.get("best_tpr")), ("best TNR", results.get("best_tnr")),
              ("F1-max", results.get("f1_max")), ("FPR at 100% recall", results.get("fpr_at_full_recall")),
              ("factory threshold (catches every defect; a test-set figure, not a working point)",
