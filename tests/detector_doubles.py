@@ -88,10 +88,8 @@ class SimpleNetShaped(Detector):
         self.discriminator_optimizer = keras.optimizers.Adam(discriminator_learning_rate)
         super().compile(optimizer=self.discriminator_optimizer, **kwargs)
 
-    def build_optimizers(self):
-        for optimizer, part in ((self.adaptor_optimizer, self.adaptor), (self.discriminator_optimizer, self.discriminator)):
-            if not optimizer.built:
-                optimizer.build(part.trainable_variables)
+    def optimizer_parts(self):
+        return [(self.adaptor_optimizer, self.adaptor), (self.discriminator_optimizer, self.discriminator)]
 
     @property
     def metrics(self):

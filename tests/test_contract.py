@@ -192,3 +192,13 @@ def test_savedmodel_matches_keras_in_a_fresh_process(fitted, images, tmp_path):
 def test_the_custom_slot_is_not_a_calibrated_working_point(fitted):
     _, detector, _ = fitted
     assert CUSTOM not in detector.working_points
+
+
+def test_calibration_on_an_invalid_image_names_it(images):
+    from adtf.errors import DataError
+
+    detector = build(DOUBLES["toy_autoencoder"])
+    bad = images["calibrate"].copy()
+    bad[2, 0, 0, 0] = np.nan
+    with pytest.raises(DataError, match=r"1 calibration images give non-finite scores.*image 2"):
+        detector.calibrate(bad, verbose=False)

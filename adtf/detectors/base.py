@@ -269,10 +269,15 @@ class Detector(keras.Model):
                 self.compile()
             self.build_optimizers()
 
+    def optimizer_parts(self):
+        """``[(optimizer, layer it updates)]``; a method with several optimizers lists each with its part."""
+        return [(self.optimizer, self)]
+
     def build_optimizers(self):
-        """Create every optimizer's variables (override when a method has more than one optimizer)."""
-        if self.optimizer is not None and not self.optimizer.built:
-            self.optimizer.build(self.trainable_variables)
+        """Create every optimizer's variables for the part it trains."""
+        for optimizer, part in self.optimizer_parts():
+            if optimizer is not None and not optimizer.built:
+                optimizer.build(part.trainable_variables)
 
     # -- working points -------------------------------------------------------------------
     def calibrate(self, normal_ds, verbose=True):
@@ -284,9 +289,11 @@ class Detector(keras.Model):
         """
         outputs = self.score_dataset(normal_ds, verbose=verbose, keep_maps=False, desc="calibrating")
         if outputs["invalid"].any():
-            paths = outputs.get("path", np.array([], dtype=object))[outputs["invalid"]][:5]
+            where = np.flatnonzero(outputs["invalid"])[:5]
+            named = ([p.decode() if isinstance(p, bytes) else str(p) for p in outputs["path"][where]]
+                     if "path" in outputs else [f"image {i}" for i in where])
             raise DataError(f"{int(outputs['invalid'].sum())} calibration images give non-finite scores "
-                            f"(NaN/inf pixels?), e.g. {[p.decode() if isinstance(p, bytes) else p for p in paths]}")
+                            f"(NaN/inf pixels?), e.g. {named}")
         points = self.working_points_from(outputs)
         if set(points) != set(self.working_point_names):
             raise AdtfError(f"{type(self).__name__}.working_points_from returned {sorted(points)}, "

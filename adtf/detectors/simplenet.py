@@ -199,10 +199,8 @@ class SimpleNet(Detector):
                                                              name="discriminator_adam")
         super().compile(optimizer=self.discriminator_optimizer, **kwargs)
 
-    def build_optimizers(self):
-        for optimizer, part in ((self.adaptor_optimizer, self.adaptor), (self.discriminator_optimizer, self.discriminator)):
-            if not optimizer.built:
-                optimizer.build(part.trainable_variables)
+    def optimizer_parts(self):
+        return [(self.adaptor_optimizer, self.adaptor), (self.discriminator_optimizer, self.discriminator)]
 
     @property
     def metrics(self):
