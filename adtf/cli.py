@@ -101,9 +101,10 @@ def fit_parser(method=None, preset=None, prog="adtf-fit", bench=False):
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     from adtf.detectors import REGISTRY
-    from adtf.run import DEFAULT_DATA, DEFAULT_METHOD, resolve_preset
+    from adtf.run import DEFAULT_DATA, DEFAULT_METHOD, MAIN_JOB_PRESET, resolve_preset
 
-    method = method or DEFAULT_METHOD
+    if method is None:  # the main job
+        method, preset = DEFAULT_METHOD, preset or MAIN_JOB_PRESET
     if method not in REGISTRY:
         raise AdtfError(f"unknown method {method!r}; available: {sorted(REGISTRY)}")
     cls = REGISTRY[method]
@@ -119,8 +120,8 @@ def fit_parser(method=None, preset=None, prog="adtf-fit", bench=False):
     )
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file of these options")
     parser.add_argument("--method", type=str, default=method, help=f"detector: {', '.join(sorted(REGISTRY))}")
-    data_help = ("dataset spec: synthetic[:brick|grass|gravel], mvtec:PATH, dagm:PATH/ClassN, mtd:PATH, mnist:PATH, "
-                 "folder:PATH (default: synthetic, the embedded textures)")
+    data_help = ("dataset spec: synthetic[:weave|stone|brick|grass|gravel][,size=N], mvtec:PATH, dagm:PATH/ClassN, "
+                 f"mtd:PATH, mnist:PATH, folder:PATH (default: {DEFAULT_DATA}, the embedded procedural texture)")
     if bench:
         parser.add_argument("--data", type=list[str], required=True, help="dataset specs, e.g. [mtd:mtd, synthetic]")
     else:
@@ -179,7 +180,7 @@ def _runner_options(args):
 
 @_friendly_errors("adtf-fit")
 def fit_main(argv=None):
-    """``adtf-fit``: the main job. With no arguments: MoN (offline preset) on the embedded synthetic data."""
+    """``adtf-fit``: the main job. With no arguments: SimpleNet (fast preset) on the embedded synthetic data."""
     args = _parse("adtf-fit", argv)
     from adtf.run import configure_logging, fit_evaluate_export
 

@@ -76,7 +76,8 @@ def main(argv=None):
                 r["latency_b16"] = latency(detector, tuple(r["image_size"]), 16)
                 runs.append(r)
                 print(f"{ds.name} {preset} seed {seed}: image AUROC {r['image_auroc']}, pixel {r['pixel_auroc']}, "
-                      f"AUPRO {r['aupro']}, fit {r['fit_seconds']:.0f} s", flush=True)
+                      f"AUPRO {r['aupro']}, active working point TNR "
+                      f"{r['working_points'][r['active_working_point']]['tnr']}, fit {r['fit_seconds']:.0f} s", flush=True)
             rows.append((ds.name, preset, runs))
     print("\n| data | preset | seeds | image AUROC | pixel AUROC | AUPRO | FPR at 100 % recall | factory threshold | "
           "fit s (cache s) | s/epoch | cache MiB | img/s | ms/img b1 / b16 | peak RSS MiB |")

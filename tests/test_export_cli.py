@@ -18,7 +18,7 @@ REQUIRED = ("method", "dataset", "image_auroc", "pixel_auroc", "aupro", "best_tp
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     config = out / "config.yaml"
-    config.write_text(f"batch-size: 8\ndetector:\n  layer: block4c_add\n  image_size: [{SIZE}, {SIZE}]\n")
+    config.write_text(f"method: mon\nbatch-size: 8\ndetector:\n  layer: block4c_add\n  image_size: [{SIZE}, {SIZE}]\n")
     code = fit_main(["--data", "synthetic:grass", "--config", str(config), "--out", str(out), "--quiet"])
     assert code == 0
     return out
@@ -98,8 +98,8 @@ def test_eval_reuses_a_saved_run(run_dir, tmp_path):
 
 def test_calibration_on_held_out_normal_images(tmp_path):
     out = tmp_path / "held"
-    assert fit_main(["--data", "synthetic:grass", f"--detector.image_size=[{SIZE},{SIZE}]", "--detector.layer",
-                     "block3b_add", "--calibration-fraction", "0.25", "--no-export", "--out", str(out), "--quiet"]) == 0
+    assert fit_main(["--method", "mon", "--data", "synthetic:grass", f"--detector.image_size=[{SIZE},{SIZE}]",
+                     "--detector.layer", "block3b_add", "--calibration-fraction", "0.25", "--no-export", "--out", str(out), "--quiet"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert (metrics["n_train"], metrics["n_calibration"]) == (150, 50)
     assert fit_main(["--calibration-fraction", "1.5", "--quiet"]) == 2
@@ -108,7 +108,7 @@ def test_calibration_on_held_out_normal_images(tmp_path):
 def test_normal_images_only_still_fit_calibrate_and_export(tmp_path, datasets_dir, capsys):
     out = tmp_path / "normal-only"
     good = datasets_dir / "mvtec_bottle" / "train" / "good"
-    assert fit_main(["--data", f"folder:{good}", f"--detector.image_size=[{SIZE},{SIZE}]",
+    assert fit_main(["--method", "mon", "--data", f"folder:{good}", f"--detector.image_size=[{SIZE},{SIZE}]",
                      "--detector.layer", "block3b_add", "--out", str(out), "--quiet"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_test"] == 0 and metrics["image_auroc"] is None and metrics["n_train"] == 209

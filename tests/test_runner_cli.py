@@ -50,16 +50,23 @@ def test_help_lists_the_methods_own_options_with_preset_defaults(toy_registered,
     text = capsys.readouterr().out
     assert "--detector.width" in text and "--compile.learning_rate" in text and "--fit.epochs" in text
     with pytest.raises(SystemExit):
-        fit_main(["--help"])
+        fit_main(["--method", "mon", "--help"])
     text = capsys.readouterr().out  # MoN: its offline preset's layer is the default shown
     assert "--detector.layer" in text and "block6d_add" in text and "--compile." not in text
+    with pytest.raises(SystemExit):
+        fit_main(["--help"])
+    text = capsys.readouterr().out  # the main job: SimpleNet at its fast preset, on the embedded default
+    text = " ".join(text.split())
+    assert "preset of simplenet: paper, offline, fast (type: Optional[str], default: fast)" in text
+    assert "default: synthetic:weave,size=256" in text
 
 
 @pytest.mark.parametrize("argv, words", [
     (["--detector.no_such_option", "1"], "no_such_option"),
     (["--batch-size", "many"], "batch_size"),
     (["--method", "nope"], "unknown method"),
-    (["--preset", "fastest"], "unknown MoN preset"),
+    (["--method", "mon", "--preset", "fastest"], "unknown MoN preset"),
+    (["--preset", "fastest"], "unknown SimpleNet preset"),
 ])
 def test_bad_options_stop_with_one_line(argv, words, capsys):
     assert fit_main(argv) == 2

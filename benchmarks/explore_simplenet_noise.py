@@ -1,0 +1,86 @@
+"""How SimpleNet's noise scale sigma decides what its discriminator learns, on a non-WRN50 backbone.
+
+Usage: python benchmarks/explore_simplenet_noise.py --data mtd:mtd --sigmas 0.05 0.2 0.5 1.0 --epochs 6 [--every 2]
+
+The design experiment behind the ``offline``/``fast`` presets' sigma (README, SimpleNet table, "feature
+scale"). It caches the ``offline`` preset's aggregated Lite0 features of the fit split (the runner's 80/20
+calibration split, seed 0) and of the test split once, then trains SimpleNet's head (adaptor + discriminator,
+the module's layers, optimizers and loss, noise from ``tf.random``) for each sigma on the cache, and prints the
+test image AUROC every ``--every`` epochs. It reads test labels: an exploration on the shared data (as
+issue 9 asks: choose on the shared sets, never on the data a method is finally judged on), not a result to
+report as a method's accuracy; the presets' results come from ``bench_simplenet.py``.
+"""
+import argparse
+import os
+import time
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import tensorflow as tf  # noqa: E402
+
+from adtf import data, machine  # noqa: E402
+from adtf.data.pipeline import pipeline, unpack_batch  # noqa: E402
+from adtf.detectors.simplenet import SimpleNet  # noqa: E402
+from adtf.metrics import image_auroc  # noqa: E402
+from adtf.run import calibration_split, data_image_size  # noqa: E402
+
+
+def cached_features(detector, samples, arrays, size):
+    features, labels = [], []
+    for batch in pipeline(samples, arrays=arrays, image_size=size, batch_size=16):
+        batch = unpack_batch(batch)
+        features.append(np.asarray(detector.fast_local_features(batch.image), np.float16))
+        labels.append(np.asarray(batch.label))
+    return np.concatenate(features), np.concatenate(labels)
+
+
+def sweep(train, test, labels, sigma, epochs, every, seed=0, batch=8):
+    """Train a fresh head with noise ``sigma`` (in units of the features' per-dimension std); yield test AUROCs."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    head = SimpleNet(layers=("block2b_add",), image_size=(32, 32), weights=None, pretrain_dim=train.shape[-1],
+                     embed_dim=train.shape[-1], hidden=384, noise_std=sigma, seed=seed)
+    dim = train.shape[-1]
+    gain = 1.0 / np.sqrt(np.mean(train.reshape(-1, dim).astype(np.float64).var(0)))
+    head.feature_gain.assign(gain)
+    head.prepare_training()
+    rng, started = np.random.default_rng(seed), time.perf_counter()
+    step = tf.function(head.train_step)
+    for epoch in range(1, epochs + 1):
+        order = rng.permutation(len(train))
+        for i in range(0, len(train), batch):
+            logs = step(tf.constant(train[order[i:i + batch]], tf.float32))
+        if epoch % every == 0 or epoch == epochs:
+            scores = np.concatenate([np.asarray(head.head(tf.constant(test[i:i + 32], tf.float32))["score"])
+                                     for i in range(0, len(test), 32)])
+            yield epoch, float(logs["loss"]), image_auroc(labels, scores), time.perf_counter() - started
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="mtd:mtd")
+    parser.add_argument("--sigmas", nargs="+", type=float, default=[0.05, 0.2, 0.5, 1.0])
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--every", type=int, default=2)
+    args = parser.parse_args(argv)
+    dataset = data.load(args.data, seed=0)
+    size, rule = data_image_size(dataset, SimpleNet.image_size_range)
+    fit, _ = calibration_split(dataset.train, 0.2, 0)
+    detector = SimpleNet.from_preset("offline", image_size=size)
+    train, _ = cached_features(detector, fit, dataset.arrays, size)
+    test, labels = cached_features(detector, dataset.test, dataset.arrays, size)
+    print(f"{args.data}: {rule}; cache {train.shape}, test {test.shape}")
+    for sigma in args.sigmas:
+        for epoch, loss, auroc, seconds in sweep(train, test, labels, sigma, args.epochs, args.every):
+            print(f"sigma {sigma:g} epoch {epoch}: loss {loss:.3f}, test image AUROC {auroc:.3f} ({seconds:.0f} s)",
+                  flush=True)
+    print(f"\n`python benchmarks/explore_simplenet_noise.py --data {args.data} --sigmas "
+          f"{' '.join(map(str, args.sigmas))} --epochs {args.epochs} --every {args.every}` on {machine.description()}, "
+          f"{machine.today()}")
+
+
+if __name__ == "__main__":
+    main()
