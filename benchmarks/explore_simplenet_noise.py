@@ -59,12 +59,34 @@ def sweep(train, test, labels, sigma, epochs, every, seed=0, batch=8):
             yield epoch, float(logs["loss"]), image_auroc(labels, scores), time.perf_counter() - started
 
 
+def baselines(train, test, labels, bank_size=30000, seed=0):
+    """Position-blind references on the same features: nearest neighbour in a random memory bank of
+    normal locations, and the Mahalanobis distance to one Gaussian over all normal locations (image score: max)."""
+    rng = np.random.default_rng(seed)
+    dim = train.shape[-1]
+    flat = train.reshape(-1, dim)
+    bank = tf.constant(flat[rng.choice(len(flat), min(bank_size, len(flat)), replace=False)], tf.float32)
+    sample = flat[rng.choice(len(flat), min(200000, len(flat)), replace=False)].astype(np.float64)
+    mean = sample.mean(0)
+    precision = tf.constant(np.linalg.inv(np.cov(sample.T) + 0.01 * np.eye(dim)), tf.float32)
+    bank_norms = tf.reduce_sum(bank ** 2, 1)
+    knn, gauss = [], []
+    for image in test:
+        x = tf.constant(image.reshape(-1, dim), tf.float32)
+        distances = tf.reduce_sum(x ** 2, 1)[:, None] - 2 * x @ tf.transpose(bank) + bank_norms[None]
+        knn.append(float(tf.reduce_max(tf.reduce_min(distances, 1))))
+        centred = x - tf.constant(mean, tf.float32)
+        gauss.append(float(tf.reduce_max(tf.reduce_sum((centred @ precision) * centred, 1))))
+    return image_auroc(labels, np.array(knn)), image_auroc(labels, np.array(gauss))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="mtd:mtd")
     parser.add_argument("--sigmas", nargs="+", type=float, default=[0.05, 0.2, 0.5, 1.0])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--every", type=int, default=2)
+    parser.add_argument("--baselines", action="store_true", help="also a k-NN memory bank and one global Gaussian")
     args = parser.parse_args(argv)
     dataset = data.load(args.data, seed=0)
     size, rule = data_image_size(dataset, SimpleNet.image_size_range)
@@ -73,12 +95,16 @@ def main(argv=None):
     train, _ = cached_features(detector, fit, dataset.arrays, size)
     test, labels = cached_features(detector, dataset.test, dataset.arrays, size)
     print(f"{args.data}: {rule}; cache {train.shape}, test {test.shape}")
+    if args.baselines:
+        knn, gauss = baselines(train, test, labels)
+        print(f"nearest neighbour in 30,000 normal locations: {knn:.3f}; one global Gaussian: {gauss:.3f}", flush=True)
     for sigma in args.sigmas:
         for epoch, loss, auroc, seconds in sweep(train, test, labels, sigma, args.epochs, args.every):
             print(f"sigma {sigma:g} epoch {epoch}: loss {loss:.3f}, test image AUROC {auroc:.3f} ({seconds:.0f} s)",
                   flush=True)
     print(f"\n`python benchmarks/explore_simplenet_noise.py --data {args.data} --sigmas "
-          f"{' '.join(map(str, args.sigmas))} --epochs {args.epochs} --every {args.every}` on {machine.description()}, "
+          f"{' '.join(map(str, args.sigmas))} --epochs {args.epochs} --every {args.every}"
+          f"{' --baselines' if args.baselines else ''}` on {machine.description()}, "
           f"{machine.today()}")
 
 
