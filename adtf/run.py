@@ -23,7 +23,7 @@ log = logging.getLogger("adtf")
 DEFAULT_METHOD = "simplenet"
 MAIN_JOB_PRESET = "fast"
 # The embedded default: a procedural texture at 256 px (at 128 px its small defects cover too few
-# stride-8 feature cells: SimpleNet 0.83 there, 0.92 at 256).
+# stride-8 feature cells: SimpleNet 0.81 there, 0.92 at 256; README, "SimpleNet results").
 DEFAULT_DATA = "synthetic:weave,size=256"
 DEFAULT_PRESET = "offline"  # the preset that runs offline on a CPU, where a method has one
 

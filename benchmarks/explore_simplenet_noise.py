@@ -27,7 +27,8 @@ from adtf.metrics import image_auroc  # noqa: E402
 from adtf.run import calibration_split, data_image_size  # noqa: E402
 
 
-def cached_features(detector, samples, arrays, size):
+def test_features(detector, samples, arrays, size):
+    """Aggregated features and labels of the test images (the training cache is the module's own)."""
     features, labels = [], []
     for batch in pipeline(samples, arrays=arrays, image_size=size, batch_size=16):
         batch = unpack_batch(batch)
@@ -36,15 +37,14 @@ def cached_features(detector, samples, arrays, size):
     return np.concatenate(features), np.concatenate(labels)
 
 
-def sweep(train, test, labels, sigma, epochs, every, seed=0, batch=8):
-    """Train a fresh head with noise ``sigma`` (in units of the features' per-dimension std); yield test AUROCs."""
+def sweep(train, gain, test, labels, sigma, epochs, every, seed=0, batch=8):
+    """Train a fresh head with noise ``sigma`` (in units of the features' per-dimension std, ``1 / gain``);
+    yield test AUROCs."""
     import keras
 
     keras.utils.set_random_seed(seed)
     head = SimpleNet(layers=("block2b_add",), image_size=(32, 32), weights=None, pretrain_dim=train.shape[-1],
                      embed_dim=train.shape[-1], hidden=384, noise_std=sigma, seed=seed)
-    dim = train.shape[-1]
-    gain = 1.0 / np.sqrt(np.mean(train.reshape(-1, dim).astype(np.float64).var(0)))
     head.feature_gain.assign(gain)
     head.prepare_training()
     rng, started = np.random.default_rng(seed), time.perf_counter()
@@ -92,14 +92,16 @@ def main(argv=None):
     size, rule = data_image_size(dataset, SimpleNet.image_size_range)
     fit, _ = calibration_split(dataset.train, 0.2, 0)
     detector = SimpleNet.from_preset("offline", image_size=size)
-    train, _ = cached_features(detector, fit, dataset.arrays, size)
-    test, labels = cached_features(detector, dataset.test, dataset.arrays, size)
+    cache = detector.feature_cache(pipeline(fit, arrays=dataset.arrays, image_size=size, batch_size=16), verbose=False)
+    train, gain = cache[np.arange(len(cache))], float(detector.feature_gain)  # the preset normalises: gain is set
+    detector.release_feature_cache()
+    test, labels = test_features(detector, dataset.test, dataset.arrays, size)
     print(f"{args.data}: {rule}; cache {train.shape}, test {test.shape}")
     if args.baselines:
         knn, gauss = baselines(train, test, labels)
         print(f"nearest neighbour in 30,000 normal locations: {knn:.3f}; one global Gaussian: {gauss:.3f}", flush=True)
     for sigma in args.sigmas:
-        for epoch, loss, auroc, seconds in sweep(train, test, labels, sigma, args.epochs, args.every):
+        for epoch, loss, auroc, seconds in sweep(train, gain, test, labels, sigma, args.epochs, args.every):
             print(f"sigma {sigma:g} epoch {epoch}: loss {loss:.3f}, test image AUROC {auroc:.3f} ({seconds:.0f} s)",
                   flush=True)
     print(f"\n`python benchmarks/explore_simplenet_noise.py --data {args.data} --sigmas "
