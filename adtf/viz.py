@@ -101,3 +101,72 @@ def training_curves(history, path, title=""):
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def _images_of(samples, arrays, image_size):
+    from adtf import data
+
+    return np.concatenate([np.asarray(b[0]) for b in data.pipeline(samples, arrays=arrays, image_size=image_size,
+                                                                   batch_size=16)])
+
+
+def cutpaste_examples(dataset, image_size, path, seed=0, crop=None, n=4):
+    """Training images (or the crops CutPaste trains on) above their CutPaste versions, patch outlined."""
+    import tensorflow as tf
+
+    from adtf.data.cutpaste import cut_paste, random_crops
+
+    images = tf.constant(_images_of(dataset.train[:n], dataset.arrays, image_size))
+    if crop is not None:
+        images = random_crops(images, crop, (seed, 0))
+    pasted, masks = cut_paste(images, (seed, 1))
+    fig, axes = plt.subplots(2, len(images), figsize=(2.4 * len(images), 5), squeeze=False)
+    for i in range(len(images)):
+        axes[0, i].imshow(np.asarray(images[i]))
+        axes[1, i].imshow(np.asarray(pasted[i]))
+        axes[1, i].contour(np.asarray(masks[i]), levels=[0.5], colors="red", linewidths=0.8)
+        for ax in axes[:, i]:
+            ax.axis("off")
+    axes[0, 0].set_title("normal" + (f" ({crop} px crops)" if crop else ""), fontsize=8, loc="left")
+    axes[1, 0].set_title("CutPaste (patch outlined)", fontsize=8, loc="left")
+    return _save(fig, path)
+
+
+def top_regions(dataset, outputs, image_size, path, n=4):
+    """The most anomalous test images with the detector's top-k regions (red) and the true defect (white)."""
+    picked = np.argsort(outputs["score"])[::-1][:n]
+    images = _images_of([dataset.test[i] for i in picked], dataset.arrays, image_size)
+    fig, axes = plt.subplots(1, len(picked), figsize=(2.6 * len(picked), 2.9), squeeze=False)
+    for ax, image, i in zip(axes[0], images, picked):
+        ax.imshow(np.clip(image, 0, 1))
+        region = np.asarray(outputs["top_regions"][i], float)
+        if region.shape != image.shape[:2]:
+            region = np.asarray(tf_resize(region, image.shape[:2]))
+        ax.contour(region, levels=[0.5], colors="red", linewidths=1.0)
+        mask = outputs["mask"][i] if "mask" in outputs else None
+        if mask is not None and np.any(mask > 0.5):
+            ax.contour(mask > 0.5, levels=[0.5], colors="white", linewidths=0.8)
+        ax.set_title(f"{'ANOMALOUS' if outputs['label'][i] else 'normal'} score {outputs['score'][i]:.3g}", fontsize=7)
+        ax.axis("off")
+    return _save(fig, path)
+
+
+def tf_resize(values, size):
+    import tensorflow as tf
+
+    return tf.image.resize(np.asarray(values, np.float32)[..., None], size, method="nearest")[..., 0]
+
+
+def score_line(labels, scores, threshold, path, title=""):
+    """Paper 001, Fig. 7: each test image's score, normal and anomalous apart, with the active threshold."""
+    labels, scores = np.asarray(labels).astype(int), np.asarray(scores, float)
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    index = np.arange(len(scores))
+    ax.plot(index, scores, color="0.8", linewidth=0.8, zorder=1)
+    ax.scatter(index[labels == 0], scores[labels == 0], s=10, c="tab:red", label="normal", zorder=2)
+    ax.scatter(index[labels == 1], scores[labels == 1], s=10, c="tab:blue", label="anomalous", zorder=2)
+    if np.isfinite(threshold):
+        ax.axhline(threshold, color="k", linestyle="--", linewidth=0.8, label="active threshold")
+    ax.set(xlabel="test image", ylabel="anomaly score", title=title or "scores per image (paper 001, Fig. 7)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -3,10 +3,12 @@
 A new method is one module plus one line in ``REGISTRY``.
 """
 from adtf.detectors.base import Detector, load
+from adtf.detectors.flow_dictionary import FlowDictionary
 from adtf.detectors.mon import ModelOfNormality
 from adtf.detectors.simplenet import SimpleNet
 
 REGISTRY = {
+    "flow_dictionary": FlowDictionary,
     "mon": ModelOfNormality,
     "simplenet": SimpleNet,
 }
@@ -24,4 +26,4 @@ def create(method, preset=None, **options):
     return cls(**options)
 
 
-__all__ = ["Detector", "ModelOfNormality", "REGISTRY", "SimpleNet", "create", "load"]
+__all__ = ["Detector", "FlowDictionary", "ModelOfNormality", "REGISTRY", "SimpleNet", "create", "load"]
