@@ -121,3 +121,70 @@ def test_gaussian_blur_matches_scipy(shape, sigma):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     else:  # a map smaller than the kernel radius: the kernel is truncated there, the result stays close
         assert got.shape == shape and np.abs(got - expected).max() < 0.05
+
+
+def test_sparse_coding_agrees_with_scikit_learn_sparse_encode():
+    from sklearn.decomposition import sparse_encode
+
+    from adtf.layers import SparseCoding
+
+    rng = np.random.default_rng(0)
+    dictionary = rng.standard_normal((48, 12))
+    dictionary /= np.linalg.norm(dictionary, axis=1, keepdims=True)  # unit-norm atoms, as eq. 8 asks
+    y = rng.standard_normal((40, 12))
+    expected = sparse_encode(y, dictionary, algorithm="lasso_cd", alpha=0.3, max_iter=10_000)
+    layer = SparseCoding(atoms=48, dim=12, alpha=0.3, steps=2000)
+    layer.set_dictionary(dictionary)
+    codes = np.asarray(layer(y.astype("float32").reshape(5, 8, 12))).reshape(40, 48)
+    # The lasso's solution is unique here: FISTA reaches scikit-learn's codes, zeros included.
+    np.testing.assert_allclose(codes, expected, atol=2e-3)
+    assert 0.05 < np.mean(expected != 0) < 0.6
+    errors = np.asarray(layer.reconstruction_error(y.astype("float32")))
+    np.testing.assert_allclose(errors, ((y - expected @ dictionary) ** 2).sum(axis=1), rtol=1e-2, atol=1e-3)
+    # The objective after the production number of steps (100) is within 1e-3 of the optimum.
+    fast = SparseCoding(atoms=48, dim=12, alpha=0.3, steps=100)
+    fast.set_dictionary(dictionary)
+    objective = lambda x: 0.5 * ((y - x @ dictionary) ** 2).sum(axis=1) + 0.3 * np.abs(x).sum(axis=1)  # noqa: E731
+    assert np.max(objective(np.asarray(fast(y.astype("float32")), np.float64)) - objective(expected)) < 1e-3
+    clone = roundtrip(layer)
+    assert (clone.atoms, clone.dim, clone.alpha, clone.steps) == (48, 12, 0.3, 2000)
+
+
+def test_realnvp_flow_is_invertible_and_its_log_det_is_the_jacobians():
+    import tensorflow as tf
+
+    from adtf.layers import RealNVPFlow
+    from adtf.layers.flow import flow_nll
+
+    flow = RealNVPFlow(couplings=8, hidden=16, seed=3)
+    x = np.random.default_rng(1).standard_normal((4, 6)).astype("float32")
+    flow(x)
+    for network in flow.networks:  # move the flow off the identity it starts at
+        last = network.layers[-1]
+        last.kernel.assign(np.random.default_rng(2).normal(0, 0.3, last.kernel.shape))
+    latent, log_det = (np.asarray(v) for v in flow(x))
+    np.testing.assert_allclose(np.asarray(flow.bijector().inverse(latent)), x, atol=1e-4)
+    for i in range(len(x)):
+        with tf.GradientTape() as tape:
+            xi = tf.constant(x[i: i + 1])
+            tape.watch(xi)
+            ti, _ = flow(xi)
+        jacobian = np.asarray(tape.batch_jacobian(ti, xi))[0]
+        np.testing.assert_allclose(log_det[i], np.log(abs(np.linalg.det(jacobian))), atol=1e-3)
+    expected = (0.5 * (latent ** 2).sum(axis=1) - log_det) / 6
+    np.testing.assert_allclose(np.asarray(flow_nll(latent, log_det)), expected, rtol=1e-5)
+    assert roundtrip(flow).get_config()["couplings"] == 8
+
+
+def test_top_regions_keep_the_k_highest_tiles():
+    from adtf.layers import TopRegions
+
+    maps = np.zeros((1, 20, 30), "float32")
+    peaks = {(2, 3): 5.0, (12, 25): 4.0, (19, 29): 3.0, (7, 14): 2.0, (0, 20): 1.5, (15, 5): 1.0}  # one per tile
+    for (r, c), value in peaks.items():
+        maps[0, r, c] = value
+    mask = np.asarray(TopRegions(k=5, region_size=8)(maps))[0]
+    assert mask.shape == (20, 30) and mask.dtype == bool
+    for (r, c), value in peaks.items():
+        assert mask[r, c] == (value > 1.0), (r, c)
+    assert mask.sum() == 3 * 64 + 8 * 6 + 4 * 6  # three whole 8x8 tiles, two cut by the border (width 30, height 20)

@@ -33,6 +33,7 @@ dictionary), ``"dictionary"`` is the paper's method.
 """
 import enum
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -376,10 +377,14 @@ class FlowDictionary(Detector):
     def fit_dictionary(self, x, verbose=True):
         """Learn the dictionary (eq. 8) with ``MiniBatchDictionaryLearning.partial_fit``; load it into the graph."""
         from sklearn.decomposition import MiniBatchDictionaryLearning
+        from sklearn.exceptions import ConvergenceWarning
 
         started = time.perf_counter()
+        # Coordinate descent codes the mini-batches ~100x faster than the default LARS here (1 s against
+        # 27-107 s per 4,096 patches of 152 dims, 256 atoms); its few iterations per batch are enough for
+        # a dictionary that keeps improving over batches, so its convergence warnings are silenced.
         learner = MiniBatchDictionaryLearning(n_components=self.atoms, alpha=self.sparsity, batch_size=256,
-                                              random_state=self.seed)
+                                              fit_algorithm="cd", random_state=self.seed)
         features = self.graph_fn("dictionary_features", lambda images: self.dictionary_features(
             self.patch_features(self.features(self.resized(images), training=False))))
         rng = np.random.default_rng(self.seed)
@@ -391,7 +396,9 @@ class FlowDictionary(Detector):
                 take = min(self.patches_per_image, per_image.shape[1])
                 chosen = np.stack([rng.choice(per_image.shape[1], take, replace=False) for _ in per_image])
                 sample = np.take_along_axis(per_image, chosen[..., None], axis=1).reshape(-1, self.patch_dim)
-                learner.partial_fit(sample)
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", category=ConvergenceWarning)
+                    learner.partial_fit(sample)
                 patches_seen += len(sample)
         if not patches_seen:
             raise DataError("no normal images to learn the dictionary from")

@@ -1,5 +1,6 @@
 """TopRegions: paper 001's localisation, the union of the k highest-scoring regions of a map."""
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -29,7 +30,9 @@ class TopRegions(keras.layers.Layer):
         maps = ops.convert_to_tensor(maps, "float32")
         height, width = maps.shape[1], maps.shape[2]
         size = self.region_size
-        tiles = ops.max_pool(maps[..., None], pool_size=size, strides=size, padding="same")[..., 0]  # [B, h, w]
+        # Tiles start at the top-left corner: pad the bottom and right (pooling's "same" would pad both sides).
+        padded = ops.pad(maps, [[0, 0], [0, -height % size], [0, -width % size]], constant_values=-np.inf)
+        tiles = ops.max_pool(padded[..., None], pool_size=size, strides=size, padding="valid")[..., 0]  # [B, h, w]
         rows, cols = tiles.shape[1], tiles.shape[2]
         flat = ops.reshape(tiles, (-1, rows * cols))
         _, indices = ops.top_k(flat, k=min(self.k, rows * cols))
