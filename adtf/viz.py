@@ -170,3 +170,26 @@ def score_line(labels, scores, threshold, path, title=""):
     ax.set(xlabel="test image", ylabel="anomaly score", title=title or "scores per image (paper 001, Fig. 7)")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def tsne_panels(points, kinds, path, seed=0, title=""):
+    """Paper 001's Fig. 6: t-SNE of normal, CutPaste and real-defect features, one panel per feature space.
+
+    ``points``: ordered name -> ``[N, D]``; ``kinds``: ``[N]`` labels ("normal", "CutPaste", "real defect").
+    """
+    from sklearn.manifold import TSNE
+
+    kinds = np.asarray(kinds)
+    colours = {"normal": "tab:green", "CutPaste": "tab:orange", "real defect": "tab:red"}
+    fig, axes = plt.subplots(1, len(points), figsize=(4.4 * len(points), 4.2), squeeze=False)
+    for ax, (name, values) in zip(axes[0], points.items()):
+        embedded = TSNE(n_components=2, perplexity=min(30.0, max(2.0, (len(values) - 1) / 3)), init="pca",
+                        random_state=seed).fit_transform(np.asarray(values, np.float64))
+        for kind, colour in colours.items():
+            where = kinds == kind
+            if where.any():
+                ax.scatter(embedded[where, 0], embedded[where, 1], s=8, c=colour, label=kind)
+        ax.set(title=name, xticks=[], yticks=[])
+        ax.legend(fontsize=8)
+    fig.suptitle(title or "t-SNE of the most anomalous patch per image (paper 001, Fig. 6)")
+    return _save(fig, path)

@@ -8,7 +8,7 @@ calibration split, seed 0) and of the test split once, then trains SimpleNet's h
 the module's layers, optimizers and loss, noise from ``tf.random``) for each sigma on the cache, and prints the
 test image AUROC every ``--every`` epochs. It reads test labels: an exploration on the shared data (as
 issue 9 asks: choose on the shared sets, never on the data a method is finally judged on), not a result to
-report as a method's accuracy; the presets' results come from ``bench_simplenet.py``.
+report as a method's accuracy; the presets' results come from ``bench_presets.py --method simplenet``.
 """
 import argparse
 import os

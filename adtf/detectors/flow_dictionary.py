@@ -34,6 +34,7 @@ dictionary), ``"dictionary"`` is the paper's method.
 import enum
 import time
 import warnings
+from typing import Literal
 
 import keras
 import numpy as np
@@ -130,7 +131,8 @@ class FlowDictionary(Detector):
                   train_crop=128)
     presets = {
         Preset.PAPER: dict(backbone="alexnet", layers=("features_4", "features_11"), image_size=(128, 128),
-                           train_crop=None, epochs=270, steps_per_epoch=None, batch_size=32, region_size=16),
+                           train_crop=None, atoms=512, epochs=270, steps_per_epoch=None, batch_size=32,
+                           learning_rate=0.03, region_size=16),
         Preset.OFFLINE: dict(**_lite0, epochs=30, steps_per_epoch=20, batch_size=16),
         Preset.FAST: dict(**_lite0, epochs=10, steps_per_epoch=20, batch_size=16),
     }
@@ -143,9 +145,10 @@ class FlowDictionary(Detector):
                  image_size: tuple[int, int] | None = (256, 256), weights: str | None = "imagenet",
                  train_crop: int | None = 128, head_units: tuple[int, ...] = (512, 128), patch_pool: int = 3,
                  flow: bool = True, flow_couplings: int = 8, flow_hidden: int = 256, flow_weight: float = 1.0,
-                 flow_to_backbone: bool = False, scoring: str = "dictionary", dictionary_input: str = "latent",
+                 flow_to_backbone: bool = False, scoring: Literal["dictionary", "flow", "gde"] = "dictionary",
+                 dictionary_input: Literal["latent", "features"] = "latent",
                  atoms: int = 256, sparsity: float = 1.0, coding_steps: int = 100, patches_per_image: int = 256,
-                 dictionary_epochs: int = 1, image_score: str = "max", top_k: int = 5, region_size: int = 32,
+                 dictionary_epochs: int = 1, image_score: Literal["max", "top5_mean", "mean"] = "max", top_k: int = 5, region_size: int = 32,
                  smoothing_sigma: float = 4.0, epochs: int = 30, steps_per_epoch: int | None = 20,
                  batch_size: int = 16, learning_rate: float = 0.01, flow_learning_rate: float = 1e-3, **kwargs):
         super().__init__(image_size=image_size or (256, 256), **kwargs)
@@ -346,12 +349,12 @@ class FlowDictionary(Detector):
         started = time.perf_counter()
         x = as_dataset(x, self.batch_size)
         features = self.graph_fn("statistics_features", self._statistics_features)
-        patch_sums, image_sums = _Moments(self.patch_dim), _Moments(int(self.image_mean.shape[0]))
+        patch_sums, embeddings = _Moments(self.patch_dim), []
         for batch in batches(x, "normal statistics", verbose):
             patches, embedding = (np.asarray(v, np.float64) for v in features(unpack_batch(batch).image))
             patch_sums.add(patches.reshape(-1, self.patch_dim))
-            image_sums.add(embedding)
-        if not image_sums.count:
+            embeddings.append(embedding)  # one vector per image: small, unlike the patches
+        if not embeddings:
             raise DataError("no normal images for the statistics stage")
         mean, covariance = patch_sums.mean_and_covariance()
         scale = 1.0 / np.sqrt(np.maximum(np.diag(covariance), 1e-12))
@@ -359,10 +362,18 @@ class FlowDictionary(Detector):
         self.input_scale.assign(scale.astype("float32"))
         standardised = covariance * scale[:, None] * scale[None, :]
         self.patch_precision.assign(_regularised_inverse(standardised).astype("float32"))
-        image_mean, image_covariance = image_sums.mean_and_covariance()
-        self.image_mean.assign(image_mean.astype("float32"))
-        self.image_precision.assign(_regularised_inverse(image_covariance).astype("float32"))
-        self.fit_info.update({"statistics_images": int(image_sums.count),
+        # Li et al.'s GDE: one Gaussian of the normal images' embeddings, Ledoit-Wolf shrunk.
+        from sklearn.covariance import LedoitWolf
+
+        embeddings = np.concatenate(embeddings)
+        if len(embeddings) > 1:
+            gaussian = LedoitWolf().fit(embeddings)
+            self.image_mean.assign(gaussian.location_.astype("float32"))
+            self.image_precision.assign(gaussian.precision_.astype("float32"))
+        else:  # one image has no spread: the GDE score is then the Euclidean distance to it
+            self.image_mean.assign(embeddings[0].astype("float32"))
+            self.image_precision.assign(np.eye(len(embeddings[0]), dtype="float32"))
+        self.fit_info.update({"statistics_images": len(embeddings),
                               "statistics_seconds": time.perf_counter() - started})
         if self.scoring == "dictionary":
             self.fit_dictionary(x, verbose)
@@ -416,7 +427,48 @@ class FlowDictionary(Detector):
         if "label" in outputs:
             plots["scores"] = viz.score_line(outputs["label"], outputs["score"], self.threshold,
                                              out_dir / "scores.png").name
+        if self.use_flow:
+            points, kinds = self.tsne_points(dataset, batch_size)
+            plots["tsne"] = viz.tsne_panels(points, kinds, out_dir / "tsne.png", seed=self.seed).name
         return plots, []
+
+    def tsne_points(self, dataset, batch_size=16, limit=200):
+        """Paper 001's Fig. 6: one patch per test image (normal, real defect) and per CutPaste version of a
+        test normal, before and after the flow.
+
+        The patch is the image's most anomalous one by the flow's likelihood; "before" is its standardised
+        feature, "after" its latent. Returns ``({"without flow": [N, D], "with flow": [N, D]}, kinds [N])``.
+        """
+        from adtf import data as adtf_data
+        from adtf.data.cutpaste import cut_paste
+
+        def patch_pair(images):
+            patches = self.flow_norm(self.patch_features(self.features(self.resized(images), training=False)),
+                                     training=False)
+            latent, log_det = self.flow(patches)
+            nll = ops.reshape(flow_nll(latent, log_det), (ops.shape(images)[0], -1))
+            worst = ops.argmax(nll, axis=1)
+            pick = lambda v: ops.take_along_axis(ops.reshape(v, (ops.shape(images)[0], -1, self.patch_dim)),  # noqa: E731
+                                                 worst[:, None, None], axis=1)[:, 0]
+            return pick(patches), pick(latent)
+
+        pairs = self.graph_fn("tsne_patches", patch_pair)
+        before, after, kinds = [], [], []
+        samples = dataset.test[:limit]
+        for index, batch in enumerate(adtf_data.pipeline(samples, arrays=dataset.arrays, image_size=self.image_size,
+                                                         batch_size=batch_size)):
+            batch = unpack_batch(batch)
+            labels = np.asarray(batch.label).astype(int)
+            groups = [(batch.image, ["real defect" if label else "normal" for label in labels])]
+            normal = np.asarray(batch.image)[labels == 0]
+            if len(normal):
+                groups.append((cut_paste(normal, (self.seed, index))[0], ["CutPaste"] * len(normal)))
+            for images, names in groups:
+                b, a = pairs(images)
+                before.append(np.asarray(b))
+                after.append(np.asarray(a))
+                kinds += names
+        return {"without flow": np.concatenate(before), "with flow": np.concatenate(after)}, np.array(kinds)
 
     def get_config(self):
         config = super().get_config()

@@ -1,13 +1,14 @@
-"""SimpleNet presets on the shared data: accuracy over seeds, fit cost, cache size, scoring speed and latency.
+"""A trained method's presets on the shared data: accuracy over seeds, fit cost, scoring speed and latency.
 
-Usage: python benchmarks/bench_simplenet.py [--data SPEC ...] [--presets fast offline] [--seeds 0 1 2]
-       [--n-train N] [--out runs/bench_simplenet]
+Usage: python benchmarks/bench_presets.py [--method simplenet] [--data SPEC ...] [--presets fast offline]
+       [--seeds 0 1 2] [--n-train N] [--option KEY=VALUE ...] [--out runs/bench_METHOD]
 
-Each (dataset, preset, seed) goes through the one runner exactly as `adtf-fit --method simplenet`
+Each (dataset, preset, seed) goes through the one runner exactly as `adtf-fit --method METHOD`
 would run it (calibration on 20 % held-out normal images, the last epoch kept, nothing chosen on
 test data). Prints a markdown table of mean ± std over seeds, the command and the machine.
 `--n-train 2` is the few-shot protocol of paper 004's Fig. 10 (2 normal training images; with
 fewer than 5 the calibration images are the training images, since none can be spared).
+`--option scoring=gde` overrides a detector option (a baseline or an ablation; values read as YAML).
 """
 import argparse
 import os
@@ -44,6 +45,12 @@ def few_shot(dataset, n, seed):
     return data.AnomalyDataset(f"{dataset.name} ({n}-shot)", kept, dataset.test, dataset.has_masks, dataset.arrays)
 
 
+def stages(info):
+    """What a fit measured about its stages (``fit_info``: cache, statistics, dictionary), compactly."""
+    return ", ".join(f"{key} {value:.0f}" if isinstance(value, float) else f"{key} {value}"
+                     for key, value in info.items() if not isinstance(value, (list, dict))) or "—"
+
+
 def fmt(values):
     values = [v for v in values if v is not None]
     if not values:
@@ -53,12 +60,18 @@ def fmt(values):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", default="simplenet")
     parser.add_argument("--data", nargs="+", default=DEFAULT_DATA)
     parser.add_argument("--presets", nargs="+", default=["fast", "offline"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--n-train", type=int, default=None, help="few-shot: this many normal training images")
-    parser.add_argument("--out", default="runs/bench_simplenet")
+    parser.add_argument("--option", nargs="*", default=[], metavar="KEY=VALUE", help="detector option overrides")
+    parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    import yaml
+
+    options = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.option)}
+    out = args.out or f"runs/bench_{args.method}" + "".join(f"-{k}-{v}" for k, v in options.items())
     from adtf.detectors import load
 
     rows = []
@@ -69,18 +82,20 @@ def main(argv=None):
             for seed in args.seeds:
                 ds = few_shot(dataset, args.n_train, seed) if args.n_train else dataset
                 fraction = 0.0 if args.n_train and args.n_train < 5 else None
-                r = fit_evaluate_export("simplenet", ds, preset, f"{args.out}/{slug(spec)}-{preset}-{seed}", seed=seed,
+                folder = f"{out}/{slug(spec)}-{preset}-{seed}"
+                r = fit_evaluate_export(args.method, ds, preset, folder, detector=options, seed=seed,
                                         calibration_fraction=fraction, export=False, verbose=False)
-                detector = load(f"{args.out}/{slug(spec)}-{preset}-{seed}/model.keras")
+                detector = load(f"{folder}/model.keras")
                 r["latency_b1"] = latency(detector, tuple(r["image_size"]), 1)
                 r["latency_b16"] = latency(detector, tuple(r["image_size"]), 16)
                 runs.append(r)
-                print(f"{ds.name} {preset} seed {seed}: image AUROC {r['image_auroc']}, pixel {r['pixel_auroc']}, "
+                print(f"{args.method} {options or ''} {ds.name} {preset} seed {seed}: image AUROC {r['image_auroc']}, pixel {r['pixel_auroc']}, "
                       f"AUPRO {r['aupro']}, active working point TNR "
                       f"{r['working_points'][r['active_working_point']]['tnr']}, fit {r['fit_seconds']:.0f} s", flush=True)
             rows.append((ds.name, preset, runs))
+    print(f"\n{args.method} {options or ''}")
     print("\n| data | preset | seeds | image AUROC | pixel AUROC | AUPRO | FPR at 100 % recall | factory threshold | "
-          "fit s (cache s) | s/epoch | cache MiB | img/s | ms/img b1 / b16 | peak RSS MiB |")
+          "fit s | s/epoch | fit stages (fit_info) | img/s | ms/img b1 / b16 | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, preset, runs in rows:
         get = lambda key: [r.get(key) for r in runs]  # noqa: E731
@@ -88,11 +103,11 @@ def main(argv=None):
         epoch_s = statistics.mean(statistics.mean(r["history"]["epoch_seconds"]) for r in runs)
         print(f"| {name} | {preset} | {len(runs)} | {fmt(get('image_auroc'))} | {fmt(get('pixel_auroc'))} | "
               f"{fmt(get('aupro'))} | {fmt(get('fpr_at_full_recall'))} | {fmt(get('factory_threshold'))} | "
-              f"{statistics.mean(get('fit_seconds')):.0f} ({info.get('cache_seconds', 0):.0f}) | {epoch_s:.1f} | "
-              f"{info.get('cache_mib', 0):.0f} | {statistics.mean(get('images_per_second')):.1f} | "
+              f"{statistics.mean(get('fit_seconds')):.0f} | {epoch_s:.1f} | {stages(info)} | "
+              f"{statistics.mean(get('images_per_second')):.1f} | "
               f"{statistics.mean(get('latency_b1')):.1f} / {statistics.mean(get('latency_b16')):.1f} | "
               f"{max(get('peak_rss_mb')):.0f} |")
-    print(f"\n`python {shlex.join(['benchmarks/bench_simplenet.py', *(sys.argv[1:] if argv is None else argv)])}` "
+    print(f"\n`python {shlex.join(['benchmarks/bench_presets.py', *(sys.argv[1:] if argv is None else argv)])}` "
           f"on {machine.description()}, {machine.today()}")
 
 

@@ -1,0 +1,56 @@
+"""Paper 001's detector beyond the contract: its stages, its baselines, its errors."""
+import numpy as np
+import pytest
+
+from adtf import data
+from adtf.detectors import FlowDictionary
+from adtf.errors import AdtfError
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def images():
+    dataset = data.load("synthetic:brick", size=SIZE, n_train=12, n_test_good=2, n_test_defect=2)
+    train, test = [np.concatenate([np.asarray(b[0]) for b in data.pipeline(part, image_size=SIZE, batch_size=32)])
+                   for part in (dataset.train, dataset.test)]
+    return train, test
+
+
+def fitted(images, **options):
+    detector = FlowDictionary(**{**FlowDictionary.smoke_test_options, **options})
+    history = detector.fit(images[0], verbose=0)
+    return detector, history
+
+
+def test_the_dictionary_has_unit_atoms_and_codes_normal_patches_better_than_noise(images):
+    detector, history = fitted(images)
+    assert {"loss", "cutpaste_accuracy", "flow_nll"} <= set(history.history)
+    atoms = np.asarray(detector.coding.dictionary)
+    np.testing.assert_allclose(np.linalg.norm(atoms, axis=1), 1.0, atol=1e-4)  # eq. 8's constraint
+    taps = detector.features(images[0], training=False)
+    normal = np.asarray(detector.dictionary_features(detector.patch_features(taps)))
+    normal_error = np.asarray(detector.coding.reconstruction_error(normal)).mean()
+    noise = np.random.default_rng(0).standard_normal(normal.shape).astype("float32")
+    assert normal_error < 0.5 * np.asarray(detector.coding.reconstruction_error(noise)).mean()
+    assert detector.fit_info["dictionary_patches"] == 12 * 8
+
+
+@pytest.mark.parametrize("options", [dict(scoring="gde", flow=False), dict(scoring="flow"),
+                                     dict(dictionary_input="features"), dict(image_score="top5_mean")])
+def test_the_baselines_and_ablations_score(images, options):
+    detector, history = fitted(images, epochs=1, **options)
+    assert ("flow_nll" in history.history) == detector.use_flow
+    detector.calibrate(images[0][-4:], verbose=False)
+    out = detector.infer(images[1])
+    n = len(images[1])
+    assert np.all(np.isfinite(out["score"])) and out["anomaly_map"].shape == (n, SIZE, SIZE)
+    assert out["top_regions"].shape == (n, SIZE, SIZE)
+    assert np.all(out["top_regions"].sum(axis=(1, 2)) == 5 * 8 * 8)  # five 8-px tiles of a 32-px image
+
+
+def test_a_configuration_that_needs_the_flow_says_so():
+    with pytest.raises(AdtfError, match="needs the flow"):
+        FlowDictionary(**{**FlowDictionary.smoke_test_options, "flow": False})
+    with pytest.raises(AdtfError, match="train_crop"):
+        FlowDictionary(**{**FlowDictionary.smoke_test_options, "train_crop": 64})
