@@ -16,7 +16,7 @@ def test_notebook_runs(notebook, tmp_path):
     source = "\n\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
     script = tmp_path / "notebook.py"
     script.write_text("import matplotlib\nmatplotlib.use('Agg')\n" + source)
-    env = dict(os.environ, MPLBACKEND="Agg")
+    env = dict(os.environ, MPLBACKEND="Agg", ADTF_NOTEBOOK_SMOKE="1")  # a notebook may shorten its schedule
     result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "runs" / "notebook-mon" / "metrics.json").exists()
+    assert list((tmp_path / "runs").glob("notebook-*/metrics.json")), "the notebook wrote no report"
