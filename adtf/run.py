@@ -10,6 +10,7 @@ handler that prints on the chief worker only, so a multi-worker run prints once.
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -185,7 +186,10 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         _check_backup(out / "backup", {"method": method, "data": dataset.name, "options": _jsonable(options),
                                        "epochs": epochs, "fit": _jsonable(fit_options), "compile": compile or {},
                                        "calibration_fraction": fraction, "seed": seed})
-        fit_callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup")), Timing(), *fit_callbacks]
+        # Kept after the gradient epochs end (delete_checkpoint=False) and removed below once the statistics
+        # stage is done too: a fit killed there resumes at its last epoch, with no epoch trained again.
+        fit_callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False), Timing(),
+                         *fit_callbacks]
         if monitor_every and dataset.test and len({s.label for s in dataset.test}) == 2:
             fit_callbacks.append(ValidationAUROC(pipeline(dataset.test), every=monitor_every, pixel=False))
         if compile:
@@ -196,6 +200,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     history = model.fit(pipeline(fit_samples), epochs=epochs, callbacks=fit_callbacks,
                         verbose=keras_verbose if epochs else verbose, **fit_options)
     fit_seconds = time.perf_counter() - fit_started
+    shutil.rmtree(out / "backup", ignore_errors=True)
     if calibration_samples:
         calibration = (f"{len(calibration_samples)} normal training images held out of the fit "
                        f"(fraction {fraction:g}, seed {seed}; listed in calibration_images.txt)")

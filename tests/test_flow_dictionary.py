@@ -54,3 +54,27 @@ def test_a_configuration_that_needs_the_flow_says_so():
         FlowDictionary(**{**FlowDictionary.smoke_test_options, "flow": False})
     with pytest.raises(AdtfError, match="train_crop"):
         FlowDictionary(**{**FlowDictionary.smoke_test_options, "train_crop": 64})
+
+
+def test_a_fit_killed_in_the_dictionary_stage_resumes_without_training_again(tmp_path, monkeypatch):
+    from adtf.run import fit_evaluate_export
+
+    options = {**FlowDictionary.smoke_test_options, "epochs": 2}
+    run = dict(method="flow_dictionary", data="synthetic:brick,size=32", out=tmp_path / "run", detector=options,
+               export=False, verbose=False)
+    learn = FlowDictionary.fit_dictionary
+
+    def killed(self, *args, **kwargs):
+        raise KeyboardInterrupt("killed in the dictionary stage")
+
+    monkeypatch.setattr(FlowDictionary, "fit_dictionary", killed)
+    with pytest.raises(KeyboardInterrupt):
+        fit_evaluate_export(**run)
+    assert (tmp_path / "run" / "backup").is_dir()  # the two trained epochs are kept
+    monkeypatch.setattr(FlowDictionary, "fit_dictionary", learn)
+    resumed = fit_evaluate_export(**run)
+    assert resumed["history"].get("loss", []) == []  # no epoch trained again
+    assert not (tmp_path / "run" / "backup").exists()
+    uninterrupted = fit_evaluate_export(**{**run, "out": tmp_path / "again"})
+    assert len(uninterrupted["history"]["loss"]) == 2
+    assert resumed["image_auroc"] == pytest.approx(uninterrupted["image_auroc"], abs=1e-6)
