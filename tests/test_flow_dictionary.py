@@ -37,7 +37,8 @@ def test_the_dictionary_has_unit_atoms_and_codes_normal_patches_better_than_nois
 
 
 @pytest.mark.parametrize("options", [dict(scoring="gde", flow=False), dict(scoring="flow"),
-                                     dict(dictionary_input="features"), dict(image_score="top5_mean")])
+                                     dict(dictionary_input="features"), dict(image_score="top5_mean"),
+                                     dict(flow_coupling="additive")])
 def test_the_baselines_and_ablations_score(images, options):
     detector, history = fitted(images, epochs=1, **options)
     assert ("flow_nll" in history.history) == detector.use_flow

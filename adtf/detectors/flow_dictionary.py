@@ -98,6 +98,7 @@ class FlowDictionary(Detector):
         patch_pool: side of the neighbourhood averaged into each patch feature (1: none).
         flow: train a RealNVP flow on the patch features (False: the CutPaste-only baseline).
         flow_couplings, flow_hidden: the flow's coupling layers and hidden units.
+        flow_coupling: ``"affine"`` (RealNVP, the paper) or ``"additive"`` (NICE, shift only): the ablation.
         flow_weight: weight of the flow's loss beside the CutPaste cross-entropy.
         flow_to_backbone: let the flow's gradients reach the backbone.
         scoring: ``"dictionary"`` (the paper), ``"flow"`` or ``"gde"`` (baselines; see the module).
@@ -144,7 +145,8 @@ class FlowDictionary(Detector):
     def __init__(self, backbone: str = "efficientnet_lite0", layers: tuple[str, ...] = ("block3b_add", "block5c_add"),
                  image_size: tuple[int, int] | None = (256, 256), weights: str | None = "imagenet",
                  train_crop: int | None = 128, head_units: tuple[int, ...] = (512, 128), patch_pool: int = 3,
-                 flow: bool = True, flow_couplings: int = 8, flow_hidden: int = 256, flow_weight: float = 1.0,
+                 flow: bool = True, flow_couplings: int = 8, flow_hidden: int = 256,
+                 flow_coupling: Literal["affine", "additive"] = "affine", flow_weight: float = 1.0,
                  flow_to_backbone: bool = False, scoring: Literal["dictionary", "flow", "gde"] = "dictionary",
                  dictionary_input: Literal["latent", "features"] = "latent",
                  atoms: int = 256, sparsity: float = 1.0, coding_steps: int = 100, patches_per_image: int = 256,
@@ -158,6 +160,9 @@ class FlowDictionary(Detector):
             raise AdtfError(f"train_crop {self.train_crop} is larger than the image size {self.image_size}")
         self.head_units, self.patch_pool = tuple(int(u) for u in head_units), int(patch_pool)
         self.use_flow, self.flow_couplings, self.flow_hidden = bool(flow), int(flow_couplings), int(flow_hidden)
+        if flow_coupling not in ("affine", "additive"):
+            raise AdtfError(f"flow_coupling must be 'affine' or 'additive', got {flow_coupling!r}")
+        self.flow_coupling = flow_coupling
         self.flow_weight, self.flow_to_backbone = float(flow_weight), bool(flow_to_backbone)
         try:
             self.scoring, self.dictionary_input = Scoring(scoring).value, str(dictionary_input)
@@ -192,7 +197,8 @@ class FlowDictionary(Detector):
         # moving statistics follow the fine-tuned backbone.
         self.flow_norm = keras_layers.BatchNormalization(center=False, scale=False, momentum=0.99, name="flow_norm")
         self.flow_norm.build((None, None, None, self.patch_dim))
-        self.flow = RealNVPFlow(self.flow_couplings, self.flow_hidden, seed=self.seed, name="flow")
+        self.flow = RealNVPFlow(self.flow_couplings, self.flow_hidden, seed=self.seed,
+                                affine=self.flow_coupling == "affine", name="flow")
         self.flow.build((None, self.patch_dim))
         # Statistics of the normal images (fit_statistics): standardisation of the dictionary's input,
         # the dictionary, and the Gaussians of the GDE baseline.
@@ -475,6 +481,7 @@ class FlowDictionary(Detector):
         config.update(backbone=self.backbone_name, layers=list(self.layer_names), weights=None,
                       train_crop=self.train_crop, head_units=list(self.head_units), patch_pool=self.patch_pool,
                       flow=self.use_flow, flow_couplings=self.flow_couplings, flow_hidden=self.flow_hidden,
+                      flow_coupling=self.flow_coupling,
                       flow_weight=self.flow_weight, flow_to_backbone=self.flow_to_backbone, scoring=self.scoring,
                       dictionary_input=self.dictionary_input, atoms=self.atoms, sparsity=self.sparsity,
                       coding_steps=self.coding_steps, patches_per_image=self.patches_per_image,

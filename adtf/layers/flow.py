@@ -29,15 +29,17 @@ class RealNVPFlow(keras.layers.Layer):
         hidden: units of each coupling network's two hidden layers.
         log_scale_clamp: bound of the log-scale (0: no clamp).
         seed: seed of the permutations.
+        affine: affine couplings (RealNVP, the paper); False for additive ones (NICE: shift only, log-det 0),
+            the coupling ablation.
 
     Example:
     >>> flow = RealNVPFlow(couplings=8, hidden=64)
     >>> t, log_det = flow(np.zeros((5, 16), "float32"))   # [5, 16], [5]
     """
 
-    def __init__(self, couplings=8, hidden=256, log_scale_clamp=3.0, seed=0, **kwargs):
+    def __init__(self, couplings=8, hidden=256, log_scale_clamp=3.0, seed=0, affine=True, **kwargs):
         super().__init__(**kwargs)
-        self.couplings, self.hidden = int(couplings), int(hidden)
+        self.couplings, self.hidden, self.affine = int(couplings), int(hidden), bool(affine)
         self.log_scale_clamp, self.seed = float(log_scale_clamp), int(seed)
 
     def build(self, input_shape):
@@ -62,6 +64,8 @@ class RealNVPFlow(keras.layers.Layer):
 
         def fn(x, output_units, **_):
             shift, log_scale = tf.split(network(x), 2, axis=-1)
+            if not self.affine:  # additive coupling (NICE): a shift only, volume-preserving
+                return shift, None
             if self.log_scale_clamp > 0:
                 log_scale = self.log_scale_clamp * tf.tanh(log_scale / self.log_scale_clamp)
             return shift, log_scale
@@ -87,7 +91,8 @@ class RealNVPFlow(keras.layers.Layer):
         flat = tf.reshape(x, (-1, self.dim))
         flow = self.bijector()
         latent = flow.forward(flat)
-        log_det = flow.forward_log_det_jacobian(flat, event_ndims=1)
+        # A volume-preserving (additive) flow reports a scalar log-det: broadcast it to every vector.
+        log_det = tf.broadcast_to(flow.forward_log_det_jacobian(flat, event_ndims=1), tf.shape(flat)[:1])
         return tf.reshape(latent, shape), tf.reshape(log_det, shape[:-1])
 
     def compute_output_shape(self, input_shape):
@@ -95,7 +100,7 @@ class RealNVPFlow(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "couplings": self.couplings, "hidden": self.hidden,
-                "log_scale_clamp": self.log_scale_clamp, "seed": self.seed}
+                "log_scale_clamp": self.log_scale_clamp, "seed": self.seed, "affine": self.affine}
 
 
 def flow_nll(latent, log_det):
