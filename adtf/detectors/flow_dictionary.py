@@ -460,7 +460,7 @@ class FlowDictionary(Detector):
 
         pairs = self.graph_fn("tsne_patches", patch_pair)
         before, after, kinds = [], [], []
-        samples = dataset.test[:limit]
+        samples = dataset.test[:: max(1, -(-len(dataset.test) // limit))]  # spread over normal and defect types
         for index, batch in enumerate(adtf_data.pipeline(samples, arrays=dataset.arrays, image_size=self.image_size,
                                                          batch_size=batch_size)):
             batch = unpack_batch(batch)
