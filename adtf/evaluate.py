@@ -137,8 +137,7 @@ def _plots(detector, dataset, outputs, labels, image_scores, out_dir, batch_size
     vmax = max(vmax, vmin + 1e-12)
     for kind, picked in (("most_anomalous", order[::-1][:n_examples]), ("least_anomalous", order[:n_examples])):
         samples = [dataset.test[i] for i in picked]
-        images = np.concatenate([np.asarray(b[0]) for b in data.pipeline(
-            samples, arrays=dataset.arrays, image_size=detector.image_size, batch_size=batch_size)])
+        images = viz.images_of(samples, dataset.arrays, detector.image_size, batch_size)
         titles = [f"{'ANOMALOUS' if labels[i] else 'normal'} {dataset.test[i].defect}\n"
                   f"{Path(dataset.test[i].path).name} score {outputs['score'][i]:.3g}" for i in picked]
         masks = outputs["mask"][picked] if dataset.has_masks else None

@@ -103,11 +103,12 @@ def training_curves(history, path, title=""):
     return _save(fig, path)
 
 
-def _images_of(samples, arrays, image_size):
+def images_of(samples, arrays, image_size, batch_size=16):
+    """The images of ``samples`` as one array ``[N, H, W, 3]``, through adtf's pipeline."""
     from adtf import data
 
     return np.concatenate([np.asarray(b[0]) for b in data.pipeline(samples, arrays=arrays, image_size=image_size,
-                                                                   batch_size=16)])
+                                                                   batch_size=batch_size)])
 
 
 def cutpaste_examples(dataset, image_size, path, seed=0, crop=None, n=4):
@@ -116,7 +117,7 @@ def cutpaste_examples(dataset, image_size, path, seed=0, crop=None, n=4):
 
     from adtf.data.cutpaste import cut_paste, random_crops
 
-    images = tf.constant(_images_of(dataset.train[:n], dataset.arrays, image_size))
+    images = tf.constant(images_of(dataset.train[:n], dataset.arrays, image_size))
     if crop is not None:
         images = random_crops(images, crop, (seed, 0))
     pasted, masks = cut_paste(images, (seed, 1))
@@ -135,26 +136,17 @@ def cutpaste_examples(dataset, image_size, path, seed=0, crop=None, n=4):
 def top_regions(dataset, outputs, image_size, path, n=4):
     """The most anomalous test images with the detector's top-k regions (red) and the true defect (white)."""
     picked = np.argsort(outputs["score"])[::-1][:n]
-    images = _images_of([dataset.test[i] for i in picked], dataset.arrays, image_size)
+    images = images_of([dataset.test[i] for i in picked], dataset.arrays, image_size)
     fig, axes = plt.subplots(1, len(picked), figsize=(2.6 * len(picked), 2.9), squeeze=False)
     for ax, image, i in zip(axes[0], images, picked):
         ax.imshow(np.clip(image, 0, 1))
-        region = np.asarray(outputs["top_regions"][i], float)
-        if region.shape != image.shape[:2]:
-            region = np.asarray(tf_resize(region, image.shape[:2]))
-        ax.contour(region, levels=[0.5], colors="red", linewidths=1.0)
+        ax.contour(np.asarray(outputs["top_regions"][i], float), levels=[0.5], colors="red", linewidths=1.0)
         mask = outputs["mask"][i] if "mask" in outputs else None
         if mask is not None and np.any(mask > 0.5):
             ax.contour(mask > 0.5, levels=[0.5], colors="white", linewidths=0.8)
         ax.set_title(f"{'ANOMALOUS' if outputs['label'][i] else 'normal'} score {outputs['score'][i]:.3g}", fontsize=7)
         ax.axis("off")
     return _save(fig, path)
-
-
-def tf_resize(values, size):
-    import tensorflow as tf
-
-    return tf.image.resize(np.asarray(values, np.float32)[..., None], size, method="nearest")[..., 0]
 
 
 def score_line(labels, scores, threshold, path, title=""):

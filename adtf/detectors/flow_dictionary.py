@@ -243,15 +243,12 @@ class FlowDictionary(Detector):
     def detect(self, images, training=False):
         taps = self.features(images, training=False)
         patches = self.patch_features(taps)
-        if self.scoring == "gde":
+        if self.scoring == "gde":  # image: Li et al.'s one Gaussian of normal embeddings; map: one per patch
             grid = _mahalanobis((patches - self.input_mean) * self.input_scale, self.patch_precision)
-        elif self.scoring == "flow":
-            grid = flow_nll(*self.flow(self.flow_norm(patches, training=False)))
-        else:
-            grid = self.coding.reconstruction_error(self.dictionary_features(patches))
-        if self.scoring == "gde":  # Li et al.: the image's embedding under one Gaussian of normal embeddings
             score = _mahalanobis(self.embedding(taps) - self.image_mean, self.image_precision)
         else:
+            grid = (flow_nll(*self.flow(self.flow_norm(patches, training=False))) if self.scoring == "flow"
+                    else self.coding.reconstruction_error(self.dictionary_features(patches)))
             score = self.pool(grid)
         anomaly_map = ops.image.resize(grid[..., None], self.image_size, interpolation="bilinear")[..., 0]
         return {"score": score, "anomaly_map": self.smoothing(anomaly_map)}
