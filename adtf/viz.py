@@ -185,3 +185,30 @@ def tsne_panels(points, kinds, path, seed=0, title=""):
         ax.legend(fontsize=8)
     fig.suptitle(title or "t-SNE of the most anomalous patch per image (paper 001, Fig. 6)")
     return _save(fig, path)
+
+
+def examples_of(dataset, outputs, image_size, n=4):
+    """``(images, titles)``: the ``n`` lowest-scored normal and ``n`` highest-scored anomalous test images."""
+    labels = np.asarray(outputs.get("label", np.zeros(len(outputs["score"]))), int)
+    order = np.argsort(outputs["score"])
+    picked = [i for i in order if labels[i] == 0][:n] + [i for i in order[::-1] if labels[i] == 1][:n]
+    if not picked:
+        return np.zeros((0, *image_size, 3), "float32"), []
+    titles = [f"{'ANOMALOUS' if labels[i] else 'normal'} {outputs['score'][i]:.3g}" for i in picked]
+    return images_of([dataset.test[i] for i in picked], dataset.arrays, image_size), titles
+
+
+def reconstructions(images, reconstructed, titles, path):
+    """Inputs above their reconstructions and the absolute difference (papers 002/003, Fig. 4 / Fig. 1)."""
+    fig, axes = plt.subplots(3, len(images), figsize=(2.0 * len(images), 6.2), squeeze=False)
+    for i in range(len(images)):
+        axes[0, i].imshow(np.clip(images[i], 0, 1))
+        axes[0, i].set_title(titles[i], fontsize=7)
+        axes[1, i].imshow(np.clip(reconstructed[i], 0, 1))
+        axes[2, i].imshow(np.abs(images[i] - reconstructed[i]).mean(axis=-1), cmap="inferno", vmin=0, vmax=0.5)
+        for ax in axes[:, i]:
+            ax.axis("off")
+    for row, name in enumerate(("input", "reconstruction", "|difference|")):
+        axes[row, 0].text(-0.08, 0.5, name, rotation=90, fontsize=8, va="center", ha="right",
+                          transform=axes[row, 0].transAxes)
+    return _save(fig, path)

@@ -119,7 +119,8 @@ def available():
     return [backbone.value for backbone in Backbone]
 
 
-def build(name, *, weights=IMAGENET, input_shape=(224, 224, 3), layers=None, trainable=False):
+def build(name, *, weights=IMAGENET, input_shape=(224, 224, 3), layers=None, trainable=False, se_after=(),
+          se_reduction=4):
     """A functional model from float32 RGB images in [0, 1] to ``{tap name: feature map}``.
 
     The backbone's own input normalisation is applied inside, so every backbone takes the
@@ -139,6 +140,10 @@ def build(name, *, weights=IMAGENET, input_shape=(224, 224, 3), layers=None, tra
             efficientnet_lite0: ``block3b_add``, ``block4c_add``, ``block5c_add``, ``block6d_add``).
         trainable: whether the backbone's weights train (BatchNorm stays in inference mode
             while frozen).
+        se_after: layers to follow with a new ``SqueezeExcite`` block (named ``<layer>_se``,
+            randomly initialised): paper 002's SE-ResNet18 puts one after the stem and after
+            each of ``layer1``..``layer4``. A tap on such a layer reads the block's output.
+        se_reduction: the blocks' channel reduction r (paper 002: 4; its code: 16).
 
     Raises:
         AdtfError: unknown name or layer (the message lists the choices).
@@ -161,13 +166,38 @@ def build(name, *, weights=IMAGENET, input_shape=(224, 224, 3), layers=None, tra
                         f"{list(spec.default_taps)}; all layers: {', '.join(known)}")
     load_weights(network, backbone.value, source, from_torch=spec.from_torch,
                  cache=converted_path(backbone.value, spec.imagenet_name) if weights == IMAGENET else None)
-    features = keras.Model(network.inputs, {tap: network.get_layer(tap).output for tap in taps},
-                           name=f"{backbone.value}_network")
+    unknown = [layer for layer in se_after if layer not in known]
+    if unknown:
+        raise AdtfError(f"{backbone.value} has no layer {unknown!r} to follow with squeeze-excitation")
+    inputs, outputs = (_with_squeeze_excite(network, se_after, se_reduction) if se_after else
+                       (network.inputs, {layer.name: layer.output for layer in network.layers if layer.name in taps}))
+    features = keras.Model(inputs, {tap: outputs[tap] for tap in taps}, name=f"{backbone.value}_network")
     images = keras.Input(shape=tuple(input_shape), name="images")
     model = keras.Model(images, features(ChannelAffine(**spec.preprocessing, name="preprocessing")(images)),
                         name=f"{backbone.value}_features")
     model.trainable = trainable
     return model
+
+
+def _with_squeeze_excite(network, after, reduction):
+    """``(inputs, {layer name: output})`` of ``network`` rewired with an SE block after each layer in ``after``.
+
+    The pretrained layers are reused as they are (their weights stay loaded); a layer in
+    ``after`` maps to its SE block's output, so taps and later layers read the re-weighted map.
+    """
+    from adtf.layers.squeeze_excite import SqueezeExcite
+
+    outputs = {}
+
+    def call(layer, *args, **kwargs):
+        output = layer(*args, **kwargs)
+        if layer.name in after:
+            output = SqueezeExcite(reduction, name=f"{layer.name}_se")(output)
+        outputs[layer.name] = output
+        return output
+
+    rewired = keras.models.clone_model(network, clone_function=lambda layer: layer, call_function=call)
+    return rewired.inputs, outputs
 
 
 def _backbone(name):

@@ -5,11 +5,15 @@ A new method is one module plus one line in ``REGISTRY``.
 from adtf.detectors.base import Detector, load
 from adtf.detectors.flow_dictionary import FlowDictionary
 from adtf.detectors.mon import ModelOfNormality
+from adtf.detectors.piade import PIADE
+from adtf.detectors.pyramid_ae import PyramidAE
 from adtf.detectors.simplenet import SimpleNet
 
 REGISTRY = {
     "flow_dictionary": FlowDictionary,
     "mon": ModelOfNormality,
+    "piade": PIADE,
+    "pyramid_ae": PyramidAE,
     "simplenet": SimpleNet,
 }
 
@@ -26,4 +30,4 @@ def create(method, preset=None, **options):
     return cls(**options)
 
 
-__all__ = ["Detector", "FlowDictionary", "ModelOfNormality", "REGISTRY", "SimpleNet", "create", "load"]
+__all__ = ["Detector", "FlowDictionary", "ModelOfNormality", "PIADE", "PyramidAE", "REGISTRY", "SimpleNet", "create", "load"]
