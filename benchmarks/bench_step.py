@@ -1,7 +1,7 @@
 """Cost of one training step of a trained method, per preset, on random inputs and random weights.
 
-Usage: python benchmarks/bench_step.py [--method simplenet|flow_dictionary] [--presets paper offline fast]
-       [--steps 5] [--image-size 256] [--n-train 280]
+Usage: python benchmarks/bench_step.py [--method simplenet|flow_dictionary|piade|pyramid_ae]
+       [--presets paper offline fast] [--steps 5] [--image-size 256] [--n-train 280]
 
 Speed does not depend on weight values, so backbones are built with random weights (``weights=None``):
 this measures the `paper` presets (SimpleNet: WRN50 at 288x288; flow_dictionary: AlexNet at 128x128)
@@ -12,6 +12,9 @@ where their ImageNet weights cannot be had. One warm-up call each, then the mean
 - flow_dictionary: a step takes ``batch_size`` normal images (crops of ``train_crop``, or whole images),
   makes their CutPaste versions and trains backbone, classifier and flow; also the schedule's length on
   ``--n-train`` training images where a preset's epochs are passes over the data.
+- piade, pyramid_ae: a step is forward + backward of encoder, bottleneck and decoder plus the frozen
+  perceptual network, on ``batch_size`` images at the preset's size (``--image-size`` overrides it:
+  32 for CIFAR-sized inputs); the schedule is ``epochs`` passes over ``--n-train`` images.
 """
 import argparse
 import os
@@ -59,7 +62,20 @@ def flow_dictionary_row(detector, args):
             f"| {total * step_seconds / 60:.0f} min")
 
 
+def reconstruction_row(detector, args):
+    images = tf.constant(np.random.default_rng(0).random((detector.batch_size, *detector.image_size, 3)), tf.float32)
+    step_seconds, _ = seconds_per_call(tf.function(detector.train_step), images, args.steps)
+    steps = -(-args.n_train // detector.batch_size) * detector.epochs
+    return (f"{detector.image_size[0]}x{detector.image_size[1]} | {detector.batch_size} | {step_seconds:.2f} | "
+            f"{detector.batch_size / step_seconds:.1f} | {detector.epochs} x {args.n_train} | "
+            f"{steps * step_seconds / 60:.0f} min")
+
+
+RECONSTRUCTION = ("input | batch | s / training step | images/s | schedule (epochs x images) | schedule here",
+                  reconstruction_row)
 METHODS = {
+    "piade": RECONSTRUCTION,
+    "pyramid_ae": RECONSTRUCTION,
     "simplenet": ("input | feature grid x dim | batch | s / training step | feature pass img/s", simplenet_row),
     "flow_dictionary": ("trains on | images per step | s / training step | steps in the schedule | schedule here",
                         flow_dictionary_row),
@@ -71,7 +87,9 @@ def main(argv=None):
     parser.add_argument("--method", choices=sorted(METHODS), default="simplenet")
     parser.add_argument("--presets", nargs="+", default=["paper", "offline", "fast"])
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--image-size", type=int, default=256, help="size for the presets that follow the data")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="size for the presets that follow the data (default 256); piade/pyramid_ae: instead of 120")
+    parser.add_argument("--batch-size", type=int, default=None, help="instead of the preset's")
     parser.add_argument("--n-train", type=int, default=280, help="training images, for a schedule of passes")
     args = parser.parse_args(argv)
     header, row = METHODS[args.method]
@@ -80,8 +98,12 @@ def main(argv=None):
     cls = REGISTRY[args.method]
     for preset in args.presets:
         options = cls.preset_options(preset)
-        options["image_size"] = options["image_size"] or (args.image_size, args.image_size)
-        detector = cls(**{**options, "weights": None})
+        if args.image_size or ("image_size" in options and not options["image_size"]):
+            options["image_size"] = (args.image_size or 256,) * 2
+        if args.batch_size:
+            options["batch_size"] = args.batch_size
+        random = {"weights": None, **({"perceptual_weights": None} if "perceptual_layer" in options else {})}
+        detector = cls(**{**options, **random})
         detector.prepare_training()
         print(f"| {preset} | {row(detector, args)} |", flush=True)
     print(f"\n`python benchmarks/bench_step.py {' '.join(sys.argv[1:] if argv is None else argv)}` "

@@ -70,9 +70,9 @@ class PIADE(ReconstructionDetector):
     presets = {
         Preset.PAPER: dict(backbone="resnet18", encoder_layer="layer4", se_after=RESNET18_SE_AFTER,
                            perceptual_backbone="vgg11", perceptual_layer="features_3", epochs=400, batch_size=120),
-        Preset.OFFLINE: dict(**ReconstructionDetector.LITE0_ENCODER, se_after=LITE0_SE_AFTER, epochs=60,
-                             batch_size=32),
-        Preset.FAST: dict(**ReconstructionDetector.LITE0_ENCODER, se_after=LITE0_SE_AFTER, epochs=25,
+        Preset.OFFLINE: dict(**ReconstructionDetector.LITE0_ENCODER, se_after=LITE0_SE_AFTER, epochs=400,
+                             batch_size=120),
+        Preset.FAST: dict(**ReconstructionDetector.LITE0_ENCODER, se_after=LITE0_SE_AFTER, epochs=100,
                           batch_size=32),
     }
     smoke_test_options = dict(backbone="efficientnet_lite0", encoder_layer="block3b_add", se_after=("block2b_add",),

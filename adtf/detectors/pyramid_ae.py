@@ -47,8 +47,8 @@ class PyramidAE(ReconstructionDetector):
     presets = {
         Preset.PAPER: dict(backbone="resnet18", encoder_layer="layer4", perceptual_backbone="vgg11",
                            perceptual_layer="features_3", epochs=600, batch_size=120),
-        Preset.OFFLINE: dict(**ReconstructionDetector.LITE0_ENCODER, epochs=60, batch_size=32),
-        Preset.FAST: dict(**ReconstructionDetector.LITE0_ENCODER, epochs=25, batch_size=32),
+        Preset.OFFLINE: dict(**ReconstructionDetector.LITE0_ENCODER, epochs=600, batch_size=120),
+        Preset.FAST: dict(**ReconstructionDetector.LITE0_ENCODER, epochs=100, batch_size=32),
     }
     smoke_test_options = dict(backbone="efficientnet_lite0", encoder_layer="block3b_add",
                               perceptual_backbone="efficientnet_lite0", perceptual_layer="block1a_project_bn",
