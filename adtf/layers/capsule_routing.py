@@ -49,7 +49,8 @@ class CapsuleRouting(keras.layers.Layer):
         held = ops.stop_gradient(u_hat)
         logits = ops.zeros(ops.shape(u_hat)[:3], dtype=u_hat.dtype)  # b: [B, n, n_in]
         for round_ in range(self.iterations):
-            coupling = ops.softmax(logits, axis=1)  # over the output vectors
+            # c_i = softmax over the output vectors (with one vector, every c is 1)
+            coupling = ops.softmax(logits, axis=1) if self.num_vectors > 1 else ops.ones_like(logits)
             last = round_ == self.iterations - 1
             v = squash(ops.sum(coupling[..., None] * (u_hat if last else held), axis=2), self.squash_constant)
             if not last:

@@ -1,0 +1,171 @@
+"""Papers 002 and 003: pyramid pooling, capsule routing, the per-sample losses, and the two autoencoders'
+wiring, against small NumPy references."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from adtf import backbones, losses
+from adtf.detectors import PIADE, PyramidAE
+from adtf.detectors.reconstruction import DECODERS, decoder_output_size, flatten_channels_first, transposed_decoder
+from adtf.errors import AdtfError
+from adtf.layers import CapsuleRouting, PyramidPooling, squash
+from adtf.layers.pyramid_pooling import adaptive_pool_matrix
+
+
+def roundtrip(layer):
+    return keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer), safe_mode=True)
+
+
+def torch_adaptive_avg_pool(x, out):
+    """NumPy ``torch.nn.AdaptiveAvgPool2d(out)`` on ``[H, W, C]``: bins floor(i n / m) .. ceil((i + 1) n / m)."""
+    h, w = x.shape[:2]
+    result = np.zeros((out, out, x.shape[2]))
+    for i in range(out):
+        for j in range(out):
+            rows = slice(i * h // out, -(-(i + 1) * h // out))
+            cols = slice(j * w // out, -(-(j + 1) * w // out))
+            result[i, j] = x[rows, cols].mean(axis=(0, 1))
+    return result
+
+
+def test_adaptive_pooling_uses_torch_bins_even_when_the_grid_is_larger_than_the_map():
+    x = np.random.default_rng(0).standard_normal((7, 5, 3))
+    for out in (1, 2, 3, 8):
+        rows, cols = adaptive_pool_matrix(7, out), adaptive_pool_matrix(5, out)
+        np.testing.assert_allclose(np.einsum("ih,hwc,jw->ijc", rows, x, cols), torch_adaptive_avg_pool(x, out),
+                                   atol=1e-6)
+    # 4x4 -> 8x8 (PIADE's first level at 120 px) repeats each cell over a 2x2 block
+    small = np.arange(16.0).reshape(4, 4, 1)
+    np.testing.assert_allclose(torch_adaptive_avg_pool(small, 8)[::2, ::2], small)
+
+
+def test_pyramid_pooling_is_pool_then_1x1_conv_then_batch_norm():
+    x = np.random.default_rng(1).standard_normal((2, 4, 4, 6)).astype("float32")
+    layer = PyramidPooling((8, 2, 1), (5, 4, 3), relu=True)
+    levels = [np.asarray(level) for level in layer(x, training=False)]
+    assert [level.shape for level in levels] == [(2, 8, 8, 5), (2, 2, 2, 4), (2, 1, 1, 3)]
+    for level, conv, norm, b in zip(levels, layer.convs, layer.norms, (8, 2, 1)):
+        pooled = np.stack([torch_adaptive_avg_pool(image, b) for image in x])
+        gamma, beta, mean, var = (w.numpy() for w in norm.weights)
+        expected = np.maximum((pooled @ conv.kernel.numpy()[0, 0] - mean) / np.sqrt(var + 1e-5) * gamma + beta, 0)
+        np.testing.assert_allclose(level, expected, rtol=1e-4, atol=1e-5)
+    clone = roundtrip(layer)
+    assert (clone.bins, clone.filters, clone.relu) == ([8, 2, 1], [5, 4, 3], True)
+
+
+def test_squash_is_eq_3_of_paper_002():
+    s = np.random.default_rng(2).standard_normal((5, 64)).astype("float32") * np.array([[0.01], [0.3], [1], [3], [30]])
+    got = np.asarray(squash(s, constant=1.0))
+    norm = np.linalg.norm(s, axis=-1, keepdims=True)
+    np.testing.assert_allclose(got, norm ** 2 / (1 + norm ** 2) * s / norm, rtol=1e-4, atol=1e-7)
+    assert np.all(np.linalg.norm(got, axis=-1) < 1)
+
+
+def routing_reference(u, W, iterations, a=1.0):
+    """Algorithm 1 of paper 002 in NumPy: u [B, n_in, d_in], W [n, n_in, dim, d_in] -> v [B, n, dim]."""
+    u_hat = np.einsum("jide,bie->bjid", W, u)
+    b = np.zeros(u_hat.shape[:3])
+    for _ in range(iterations):
+        c = np.exp(b - b.max(axis=1, keepdims=True))
+        c /= c.sum(axis=1, keepdims=True)
+        s = (c[..., None] * u_hat).sum(axis=2)
+        norm2 = (s ** 2).sum(-1, keepdims=True)
+        v = norm2 / (a + norm2) * s / np.sqrt(norm2)
+        b = b + (u_hat * v[:, :, None, :]).sum(-1)
+    return v
+
+
+def test_capsule_routing_is_algorithm_1_and_trains_its_prediction_matrices():
+    rng = np.random.default_rng(3)
+    u = rng.standard_normal((3, 10, 8)).astype("float32")
+    layer = CapsuleRouting(num_vectors=2, dim=6, iterations=3)
+    layer.build(u.shape)
+    layer.W.assign(rng.standard_normal((2, 10, 6, 8)).astype("float32") * 0.3)
+    v = np.asarray(layer(u))
+    np.testing.assert_allclose(v, routing_reference(u, layer.W.numpy(), 3), rtol=1e-4, atol=1e-5)
+    one = CapsuleRouting(num_vectors=1, dim=6)  # a single vector: every coupling is 1, no routing
+    one.build(u.shape)
+    one.W.assign(layer.W.numpy()[:1])
+    s = np.einsum("ide,bie->bd", one.W.numpy()[0], u)
+    np.testing.assert_allclose(np.asarray(one(u))[:, 0], routing_reference(u[:, :, :], one.W.numpy(), 1)[:, 0],
+                               rtol=1e-4, atol=1e-5)
+    assert np.allclose(np.asarray(one(u))[:, 0] / np.linalg.norm(np.asarray(one(u))[:, 0], axis=-1, keepdims=True),
+                       s / np.linalg.norm(s, axis=-1, keepdims=True), atol=1e-4)
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(layer(u))
+    assert float(tf.reduce_sum(tf.abs(tape.gradient(total, layer.W)))) > 0
+    assert roundtrip(layer).get_config()["num_vectors"] == 2
+
+
+def test_losses_are_per_sample_and_ssim_follows_tf_image_ssim():
+    rng = np.random.default_rng(4)
+    x = rng.random((3, 24, 24, 3)).astype("float32")
+    y = x.copy()
+    y[1] = np.clip(y[1] + rng.normal(0, 0.2, y[1].shape), 0, 1)
+    y[2] = 1 - y[2]
+    np.testing.assert_allclose(np.asarray(losses.mse(x, y)), ((x - y) ** 2).mean(axis=(1, 2, 3)), rtol=1e-5)
+    ssim = np.asarray(losses.ssim(x, y))
+    assert ssim.shape == (3,) and abs(ssim[0] - 1) < 1e-5 and ssim[1] < 0.95 and ssim[2] < ssim[1]
+    # the local map equals tf.image.ssim where its 11x11 window fits inside the image
+    local = np.asarray(losses.ssim_map(x, y))
+    assert local.shape == (3, 24, 24)
+    np.testing.assert_allclose(local[:, 5:-5, 5:-5].mean(axis=(1, 2)), ssim, atol=1e-4)
+    fx, fy = rng.random((3, 6, 6, 4)).astype("float32"), rng.random((3, 6, 6, 4)).astype("float32")
+    terms = {k: np.asarray(v) for k, v in losses.reconstruction_loss(x, y, fx, fy).items()}
+    np.testing.assert_allclose(terms["total"], terms["mse"] + terms["perceptual"] + 1 - terms["ssim"], rtol=1e-5)
+    assert np.argsort(terms["total"]).tolist() == [0, 1, 2] or terms["total"][0] < terms["total"][1:].min()
+    only_mse = losses.reconstruction_loss(x, y, perceptual_weight=0, ssim_weight=0)
+    assert set(only_mse) == {"mse", "total"}
+    anomaly_map = np.asarray(losses.reconstruction_map(x, y, fx, fy))
+    assert anomaly_map.shape == (3, 24, 24) and anomaly_map[0].max() < anomaly_map[2].min()
+
+
+def test_the_decoders_close_and_flattening_follows_pytorchs_memory_order():
+    assert decoder_output_size("mvtec") == 120 and decoder_output_size("mnist") == 28
+    for name in DECODERS:
+        out = transposed_decoder(name)(np.zeros((2, 8, 8, 16), "float32"))
+        assert out.shape == (2, decoder_output_size(name), decoder_output_size(name), 3)
+        assert np.all(np.abs(np.asarray(out)) <= 1)
+    x = np.random.default_rng(5).standard_normal((2, 3, 4, 5)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(flatten_channels_first(x)), x.transpose(0, 3, 1, 2).reshape(2, -1))
+
+
+def test_squeeze_excite_blocks_go_into_a_pretrained_backbone_without_touching_its_weights():
+    plain = backbones.build("efficientnet_lite0", weights=None, input_shape=(64, 64, 3), layers=["block3b_add"])
+    with_se = backbones.build("efficientnet_lite0", weights=None, input_shape=(64, 64, 3), layers=["block3b_add"],
+                              se_after=("block2b_add", "block3b_add"), se_reduction=4, trainable=True)
+    names = [layer.name for layer in with_se.get_layer("efficientnet_lite0_network").layers]
+    assert "block2b_add_se" in names and "block3b_add_se" in names
+    assert len(with_se.weights) == len(plain.weights) + 4  # two SE blocks of two bias-free matrices
+    x = np.random.default_rng(6).random((1, 64, 64, 3)).astype("float32")
+    assert with_se(x)["block3b_add"].shape == plain(x)["block3b_add"].shape
+    with pytest.raises(AdtfError, match="no layer"):
+        backbones.build("efficientnet_lite0", weights=None, input_shape=(64, 64, 3), se_after=("nonexistent",))
+
+
+def test_piade_decodes_the_longest_vector_at_test_time_and_reports_the_norms():
+    detector = PIADE(**PIADE.smoke_test_options, perceptual_weights=None, weights=None)
+    x = np.random.default_rng(7).random((3, 32, 32, 3)).astype("float32")
+    out = detector.infer(x)
+    assert out["vector_norms"].shape == (3, 2) and np.all(out["vector_norms"] < 1)
+    terms = ("mse", "perceptual", "ssim")
+    np.testing.assert_allclose(out["score"], out["mse"] + out["perceptual"] + 1 - out["ssim"], rtol=1e-4)
+    features = detector.encoder(x)[detector.encoder_layer]
+    codes, extras = detector.bottleneck(features, training=False)
+    levels = detector.pyramid(features)
+    capsules = tf.reshape(tf.concat([flatten_channels_first(level) for level in levels], -1), (3, -1, 8))
+    vectors = np.asarray(detector.routing(capsules))
+    longest = vectors[np.arange(3), np.linalg.norm(vectors, axis=-1).argmax(axis=1)]
+    np.testing.assert_allclose(np.asarray(codes[0]), np.asarray(detector.upsample(longest)), rtol=1e-4, atol=1e-5)
+    assert all(name in out for name in terms)
+
+
+def test_bad_autoencoder_settings_fail_with_a_message():
+    with pytest.raises(AdtfError, match="encoders must be one of"):
+        PyramidAE(**{**PyramidAE.smoke_test_options, "encoders": 3}, weights=None, perceptual_weights=None)
+    with pytest.raises(AdtfError, match="train_decode"):
+        PIADE(**PIADE.smoke_test_options, train_decode="random", weights=None, perceptual_weights=None)
+    with pytest.raises(AdtfError, match="multiple of 64"):
+        PyramidAE(**{**PyramidAE.smoke_test_options, "image_size": (40, 40)}, weights=None,
+                  perceptual_weights=None)
