@@ -143,3 +143,37 @@ class ShuffleByEpoch(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch.assign(epoch)
+
+
+class ReconstructionImages(keras.callbacks.Callback):
+    """TensorBoard images of an autoencoder's reconstructions, input beside output, after each epoch.
+
+    Args:
+        images: ``{tag: [N, H, W, 3] images in [0, 1]}``, e.g. a few normal and anomalous test images
+            (shown, never used to train or to choose anything).
+        log_dir: the TensorBoard folder (``reconstructions`` is written under it).
+        every: every this many epochs.
+
+    Example:
+    >>> model.fit(ds, epochs=10, callbacks=[ReconstructionImages({"normal": normal[:4]}, "runs/x/tensorboard")])
+    """
+
+    def __init__(self, images, log_dir, every=1):
+        super().__init__()
+        self.images, self.log_dir, self.every = images, str(log_dir), int(every)
+        self._writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf
+
+        if (epoch + 1) % self.every:
+            return
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(f"{self.log_dir}/reconstructions")
+        with self._writer.as_default():
+            for tag, images in self.images.items():
+                inputs = self.model.resized(images)
+                output, _ = self.model.reconstruct(inputs, training=False)
+                tf.summary.image(f"{tag} (input | reconstruction)", tf.concat([inputs, output], axis=2), step=epoch,
+                                 max_outputs=len(images))
+        self._writer.flush()

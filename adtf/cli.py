@@ -141,6 +141,9 @@ def fit_parser(method=None, preset=None, prog="adtf-fit", bench=False):
                                 else ")"))
     parser.add_argument("--monitor-every", type=int, default=0,
                         help="log the test AUROC every N epochs (monitoring only; never selects an epoch)")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="write TensorBoard logs to <out>/tensorboard (losses; reconstructions of a few normal and "
+                             "anomalous test images for the autoencoders)")
     parser.add_argument("--skip-bad", action="store_true", help="leave unreadable images out with a warning")
     parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -175,7 +178,7 @@ def _runner_options(args):
                 compile=args.compile.as_dict() if "compile" in args else None,
                 calibration_fraction=args.calibration_fraction, batch_size=args.batch_size, seed=args.seed,
                 n_train=args.n_train, skip_bad=args.skip_bad, export=not args.no_export,
-                monitor_every=args.monitor_every, verbose=not args.quiet)
+                monitor_every=args.monitor_every, tensorboard=args.tensorboard, verbose=not args.quiet)
 
 
 @_friendly_errors("adtf-fit")

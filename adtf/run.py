@@ -108,7 +108,8 @@ def calibration_split(samples, fraction, seed):
 
 def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, out=None, *, detector=None,
                         fit=None, compile=None, calibration_fraction=None, batch_size=16, seed=0, n_train=None,
-                        skip_bad=False, export=True, monitor_every=0, verbose=True, callbacks=(), command=None):
+                        skip_bad=False, export=True, monitor_every=0, tensorboard=False, verbose=True, callbacks=(),
+                        command=None):
     """Fit a detector on a dataset's normal images, calibrate, evaluate, save and export it.
 
     Args:
@@ -129,6 +130,9 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         export: write the SavedModel.
         monitor_every: every this many epochs, log the test AUROC (monitoring only: never used to
             select an epoch; the last epoch is what is saved and reported). 0: off.
+        tensorboard: write TensorBoard logs to ``<out>/tensorboard``: the training losses and, for a
+            detector with ``reconstruct`` (the autoencoders), its reconstructions of up to four normal
+            and four anomalous test images after every epoch.
         verbose: progress bars.
         callbacks: more Keras callbacks for the gradient fit.
         command: the command line to record in the run folder.
@@ -144,7 +148,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
 
     from adtf import data as adtf_data
     from adtf.atomic import atomic_path, write_json, write_text
-    from adtf.callbacks import Timing, ValidationAUROC
+    from adtf.callbacks import ReconstructionImages, Timing, ValidationAUROC
     from adtf.detectors import REGISTRY
     from adtf.evaluate import evaluate, thresholds_only
 
@@ -192,6 +196,10 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
                          *fit_callbacks]
         if monitor_every and dataset.test and len({s.label for s in dataset.test}) == 2:
             fit_callbacks.append(ValidationAUROC(pipeline(dataset.test), every=monitor_every, pixel=False))
+        if tensorboard:
+            fit_callbacks.append(keras.callbacks.TensorBoard(str(out / "tensorboard")))
+            if hasattr(model, "reconstruct") and dataset.test:
+                fit_callbacks.append(ReconstructionImages(_examples(dataset, size), out / "tensorboard"))
         if compile:
             model.compile(**compile)
     fit_started = time.perf_counter()
@@ -233,6 +241,14 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
                                   "seconds": time.perf_counter() - started})
     results.update(seconds=time.perf_counter() - started, run_dir=str(out))
     return results
+
+
+def _examples(dataset, size, n=4):
+    """``{"normal": [n, H, W, 3], "anomalous": ...}``: the first test images of each kind, for TensorBoard."""
+    from adtf.viz import images_of
+
+    kinds = {"normal": [s for s in dataset.test if not s.label][:n], "anomalous": [s for s in dataset.test if s.label][:n]}
+    return {kind: images_of(samples, dataset.arrays, size) for kind, samples in kinds.items() if samples}
 
 
 def _check_backup(folder, config):

@@ -169,3 +169,16 @@ def test_bad_autoencoder_settings_fail_with_a_message():
     with pytest.raises(AdtfError, match="multiple of 64"):
         PyramidAE(**{**PyramidAE.smoke_test_options, "image_size": (40, 40)}, weights=None,
                   perceptual_weights=None)
+
+
+def test_the_runner_reports_reconstructions_and_logs_them_to_tensorboard(tmp_path):
+    from adtf.run import fit_evaluate_export
+
+    results = fit_evaluate_export("pyramid_ae", "synthetic:brick,size=32", out=tmp_path / "run", export=False,
+                                  detector=PyramidAE.smoke_test_options, tensorboard=True, verbose=False)
+    assert 0.0 <= results["image_auroc"] <= 1.0 and results["best_tpr"] is not None
+    assert (tmp_path / "run" / "reconstructions.png").is_file()
+    events = list((tmp_path / "run" / "tensorboard" / "reconstructions").glob("events.out.tfevents.*"))
+    assert events
+    tags = {value.tag for event in tf.compat.v1.train.summary_iterator(str(events[0])) for value in event.summary.value}
+    assert tags == {"normal (input | reconstruction)", "anomalous (input | reconstruction)"}
