@@ -90,6 +90,7 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
         plots, lines = detector.report_extras(dataset, outputs, out_dir, batch_size)
         results["plots"].update(plots)
         results["report_lines"] = lines
+        results.update(detector.extra_metrics(outputs))
         write_json(out_dir / "metrics.json", results)
         write_text(out_dir / "report.md", report_markdown(results))
     return results

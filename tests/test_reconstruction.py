@@ -178,6 +178,7 @@ def test_the_runner_reports_reconstructions_and_logs_them_to_tensorboard(tmp_pat
                                   detector=PyramidAE.smoke_test_options, tensorboard=True, verbose=False)
     assert 0.0 <= results["image_auroc"] <= 1.0 and results["best_tpr"] is not None
     assert (tmp_path / "run" / "reconstructions.png").is_file()
+    assert 0 < results["mean_ssim_normal"] <= 1 and 0 <= results["image_auroc_mse"] <= 1
     events = list((tmp_path / "run" / "tensorboard" / "reconstructions").glob("events.out.tfevents.*"))
     assert events
     tags = {value.tag for event in tf.compat.v1.train.summary_iterator(str(events[0])) for value in event.summary.value}

@@ -360,6 +360,10 @@ class Detector(keras.Model):
         """A method's own plots and report lines: ``({plot name: file name}, [markdown lines])``."""
         return {}, []
 
+    def extra_metrics(self, outputs):
+        """A method's own numbers for ``metrics.json``, from the test outputs: ``{name: float}``."""
+        return {}
+
     # -- saving -----------------------------------------------------------------------------
     def get_config(self):
         config = super().get_config()

@@ -179,6 +179,8 @@ class ReconstructionDetector(Detector):
                                            ssim_weight=self.ssim_weight)
         anomaly_map = losses.reconstruction_map(images, reconstructions, *features,
                                                 perceptual_weight=self.perceptual_weight, ssim_weight=self.ssim_weight)
+        if "ssim" not in terms:  # reported even where it is not in the loss (paper 003's reconstruction metric)
+            terms["ssim"] = losses.ssim(images, reconstructions)
         outputs = {"score": terms.pop("total"), "anomaly_map": anomaly_map, **terms}
         outputs.update(extras)
         return outputs
@@ -215,6 +217,20 @@ class ReconstructionDetector(Detector):
                 if name == "loss" or name in terms}
 
     # -- report ----------------------------------------------------------------------------------
+    def extra_metrics(self, outputs):
+        """Mean loss terms of the normal and the anomalous test images (paper 003 Fig. 3 reads the SSIM), and
+        the image AUROC of each term alone."""
+        from adtf.metrics import image_auroc
+
+        labels = np.asarray(outputs.get("label", np.zeros(len(outputs["score"]))), int)
+        terms = [term for term in ("mse", "perceptual", "ssim") if term in outputs]
+        results = {f"mean_{term}_{kind}": float(np.mean(outputs[term][labels == value]))
+                   for term in terms for kind, value in (("normal", 0), ("anomalous", 1)) if np.any(labels == value)}
+        if labels.min() == 0 and labels.max() == 1:  # each term alone as the score (1 - SSIM for SSIM)
+            results.update({f"image_auroc_{term}": image_auroc(labels, 1 - outputs[term] if term == "ssim"
+                                                               else outputs[term]) for term in terms})
+        return results
+
     def report_extras(self, dataset, outputs, out_dir, batch_size=16):
         from adtf import viz
 
@@ -223,7 +239,11 @@ class ReconstructionDetector(Detector):
             return {}, []
         reconstructions = np.asarray(self.graph_fn("reconstruct", lambda x: self.reconstruct(x)[0])(images))
         path = viz.reconstructions(images, reconstructions, titles, out_dir / "reconstructions.png")
-        return {"reconstructions": path.name}, []
+        means = self.extra_metrics(outputs)
+        lines = [f"- mean {term} of the reconstructions: normal {means[f'mean_{term}_normal']:.4g}, anomalous "
+                 f"{means[f'mean_{term}_anomalous']:.4g}" for term in ("mse", "perceptual", "ssim")
+                 if f"mean_{term}_anomalous" in means and f"mean_{term}_normal" in means]
+        return {"reconstructions": path.name}, lines
 
     def get_config(self):
         config = super().get_config()
