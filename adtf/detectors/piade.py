@@ -40,6 +40,8 @@ class PIADE(ReconstructionDetector):
         backbone, encoder_layer, weights: the encoder (``adtf.backbones.build``) and the layer
             whose output is the feature map (paper: ResNet18 ``layer4``).
         train_backbone: fine-tune the encoder (the paper never freezes it).
+        freeze_batch_norm: keep the encoder's pretrained BatchNorm layers in inference mode while it
+            fine-tunes (the paper is silent; the authors' code trains them: ``False``).
         squeeze_excite: add the five SE blocks (``se_after``; the ablation of 002 Fig. 6 turns them off).
         se_after, se_reduction: where they go and their reduction (paper: C/4; code: 16).
         pyramid_bins, pyramid_filters, pyramid_relu: the pyramid (paper: 8, 4, 2, 1 with 64 channels

@@ -58,6 +58,13 @@ def transposed_decoder(decoder, name="decoder"):
     return keras.Sequential(stack, name=name)
 
 
+def _sublayers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _sublayers(layer)
+
+
 def flatten_channels_first(x):
     """``[B, h, w, c] -> [B, c*h*w]`` in PyTorch's NCHW memory order (the authors' ``view``)."""
     return ops.reshape(ops.transpose(x, (0, 3, 1, 2)), (ops.shape(x)[0], -1))
@@ -88,7 +95,8 @@ class ReconstructionDetector(Detector):
                          perceptual_backbone="efficientnet_lite0", perceptual_layer="block1a_project_bn")
 
     def __init__(self, backbone: str = "resnet18", encoder_layer: str = "layer4", weights: str | None = "imagenet",
-                 train_backbone: bool = True, se_after: tuple[str, ...] = (), se_reduction: int = 4,
+                 train_backbone: bool = True, freeze_batch_norm: bool = True, se_after: tuple[str, ...] = (),
+                 se_reduction: int = 4,
                  perceptual_backbone: str = "vgg11", perceptual_layer: str = "features_3",
                  perceptual_weights: str | None = "imagenet", perceptual_weight: float = 1.0,
                  ssim_weight: float = 1.0, decoder: Literal["mvtec", "mnist"] = "mvtec",
@@ -98,7 +106,8 @@ class ReconstructionDetector(Detector):
         if decoder not in DECODERS:
             raise AdtfError(f"{type(self).__name__}: decoder must be one of {sorted(DECODERS)}, got {decoder!r}")
         self.backbone_name, self.encoder_layer, self.weights_source = backbone, encoder_layer, weights
-        self.train_backbone, self.se_after, self.se_reduction = bool(train_backbone), tuple(se_after), int(se_reduction)
+        self.train_backbone, self.freeze_batch_norm = bool(train_backbone), bool(freeze_batch_norm)
+        self.se_after, self.se_reduction = tuple(se_after), int(se_reduction)
         self.perceptual_backbone, self.perceptual_layer = perceptual_backbone, perceptual_layer
         self.perceptual_weights_source = perceptual_weights
         self.perceptual_weight, self.ssim_weight = float(perceptual_weight), float(ssim_weight)
@@ -111,6 +120,13 @@ class ReconstructionDetector(Detector):
         self.encoder = backbones.build(backbone, weights=weights, input_shape=shape, layers=[encoder_layer],
                                        trainable=self.train_backbone, se_after=self.se_after,
                                        se_reduction=self.se_reduction)
+        if self.freeze_batch_norm:
+            # The pretrained BatchNorms keep their ImageNet statistics and run in inference mode while the
+            # rest fine-tunes, so training sees what scoring sees (README: train-mode BatchNorm made PIADE
+            # reconstruct 3 of its own 209 bottle training images as garbage at inference).
+            for layer in _sublayers(self.encoder):
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = False
         self.feature_shape = tuple(int(d) for d in self.encoder.output[encoder_layer].shape[1:])
         self.perceptual_net = None
         if self.perceptual_weight:
@@ -249,7 +265,7 @@ class ReconstructionDetector(Detector):
         config = super().get_config()
         # weights=None: a saved model holds its trained weights; rebuilding never needs ImageNet's.
         config.update(backbone=self.backbone_name, encoder_layer=self.encoder_layer, weights=None,
-                      train_backbone=self.train_backbone, se_after=list(self.se_after), se_reduction=self.se_reduction,
+                      train_backbone=self.train_backbone, freeze_batch_norm=self.freeze_batch_norm, se_after=list(self.se_after), se_reduction=self.se_reduction,
                       perceptual_backbone=self.perceptual_backbone, perceptual_layer=self.perceptual_layer,
                       perceptual_weights=None, perceptual_weight=self.perceptual_weight,
                       ssim_weight=self.ssim_weight, decoder=self.decoder_name, resize_crop=self.resize_crop,
