@@ -183,3 +183,18 @@ def test_the_runner_reports_reconstructions_and_logs_them_to_tensorboard(tmp_pat
     assert events
     tags = {value.tag for event in tf.compat.v1.train.summary_iterator(str(events[0])) for value in event.summary.value}
     assert tags == {"normal (input | reconstruction)", "anomalous (input | reconstruction)"}
+
+
+def test_precise_batch_norm_sets_moving_statistics_to_the_mean_over_training_batches():
+    detector = PyramidAE(**PyramidAE.smoke_test_options, weights=None, perceptual_weights=None)
+    x = np.random.default_rng(8).random((8, 32, 32, 3)).astype("float32")
+    detector.ensure_built()
+    norm, conv = detector.pyramid.norms[0], detector.pyramid.convs[0]
+    norm.moving_mean.assign(np.full(norm.moving_mean.shape, 99.0, "float32"))  # a stale estimate
+    detector.fit_statistics(x, verbose=False)  # two batches of batch_size 4
+    batch_means = []
+    for images in (x[:4], x[4:]):
+        features = detector.encoder(images, training=False)[detector.encoder_layer]
+        batch_means.append(np.asarray(conv(np.asarray(features).mean(axis=(1, 2), keepdims=True))).mean(axis=(0, 1, 2)))
+    np.testing.assert_allclose(norm.moving_mean.numpy(), np.mean(batch_means, axis=0), rtol=1e-4, atol=1e-5)
+    assert norm.momentum == 0.9 and detector.fit_info["batch_norm_batches"] == 2
