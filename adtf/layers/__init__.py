@@ -10,5 +10,5 @@ from adtf.layers.squeeze_excite import SqueezeExcite
 from adtf.layers.top_regions import TopRegions
 from adtf.layers.working_points import WorkingPoints
 
-__all__ = ["CapsuleRouting", "DistanceToMean", "GaussianBlur", "LocalAggregation", "PyramidPooling", "RealNVPFlow", "SparseCoding", "SqueezeExcite",
-           "TopRegions", "WorkingPoints", "squash"]
+__all__ = ["CapsuleRouting", "DistanceToMean", "GaussianBlur", "LocalAggregation", "PyramidPooling", "RealNVPFlow",
+           "SparseCoding", "SqueezeExcite", "TopRegions", "WorkingPoints", "squash"]
