@@ -13,7 +13,6 @@ these methods the loss is also the anomaly score, so it must stay one number per
   would reward a *worse* reconstruction (the authors' code subtracts SSIM, which differs from
   ``1 - SSIM`` by a constant, so it trains and ranks the same).
 """
-import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -36,27 +35,22 @@ def ssim(x, y):
                          filter_size=SSIM_WINDOW, filter_sigma=SSIM_SIGMA, k1=SSIM_K1, k2=SSIM_K2)
 
 
-def _gaussian_window():
-    taps = np.exp(-0.5 * ((np.arange(SSIM_WINDOW) - SSIM_WINDOW // 2) / SSIM_SIGMA) ** 2)
-    return (taps / taps.sum()).astype("float32")
-
-
 def ssim_map(x, y):
     """``[B, H, W]``: local SSIM at every pixel, averaged over the channels.
 
-    The same windows as ``ssim``, with the images mirrored by 5 pixels at the borders so every
-    pixel has a value; where a window fits inside the image the values are ``ssim``'s.
+    The same windows as ``ssim`` (``adtf.layers.GaussianBlur``: sigma 1.5, radius 5 = an 11x11 window),
+    with the images mirrored at the borders so every pixel has a value; where a window fits inside
+    the image the values are ``ssim``'s.
     """
-    x, y = tf.convert_to_tensor(x, tf.float32), tf.convert_to_tensor(y, tf.float32)
-    channels, r = x.shape[-1], SSIM_WINDOW // 2
-    taps = tf.constant(_gaussian_window())
-    rows = tf.tile(tf.reshape(taps, (-1, 1, 1, 1)), (1, 1, channels, 1))
-    cols = tf.tile(tf.reshape(taps, (1, -1, 1, 1)), (1, 1, channels, 1))
+    from adtf.layers.gaussian_blur import GaussianBlur
 
-    def blur(v):
-        v = tf.pad(v, [[0, 0], [r, r], [r, r], [0, 0]], mode="SYMMETRIC")
-        v = tf.nn.depthwise_conv2d(v, rows, (1, 1, 1, 1), "VALID")
-        return tf.nn.depthwise_conv2d(v, cols, (1, 1, 1, 1), "VALID")
+    x, y = tf.convert_to_tensor(x, tf.float32), tf.convert_to_tensor(y, tf.float32)
+    window = GaussianBlur(SSIM_SIGMA, truncate=(SSIM_WINDOW // 2) / SSIM_SIGMA)
+    batch, height, width, channels = (tf.shape(x)[i] for i in range(4))
+
+    def blur(v):  # each channel as its own [H, W] map
+        maps = tf.reshape(tf.transpose(v, (0, 3, 1, 2)), (-1, height, width))
+        return tf.transpose(tf.reshape(window(maps), (batch, channels, height, width)), (0, 2, 3, 1))
 
     c1, c2 = SSIM_K1 ** 2, SSIM_K2 ** 2
     mean_x, mean_y = blur(x), blur(y)

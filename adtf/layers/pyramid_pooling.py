@@ -8,7 +8,8 @@ def adaptive_pool_matrix(size_in, size_out):
     """``[size_out, size_in]`` averaging weights with torch's ``AdaptiveAvgPool`` bins.
 
     Bin ``i`` covers ``floor(i * n / m)`` to ``ceil((i + 1) * n / m)``; a grid larger than the
-    input (8x8 from a 4x4 map) repeats input cells, as torch does.
+    input (8x8 from a 4x4 map) repeats input cells, as torch does. A fixed matrix rather than Keras'
+    ``AdaptiveAveragePooling2D``, which fails on a length-1 axis (the 1x1 ResNet18 map of a 32-px image).
     """
     weights = np.zeros((size_out, size_in), "float32")
     for i in range(size_out):
