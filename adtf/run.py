@@ -168,7 +168,8 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     options.setdefault("seed", seed)
     size_rule = "set by the preset or the user"
     if "image_size" in options and options["image_size"] is None and cls.image_size_range:
-        options["image_size"], size_rule = data_image_size(dataset, cls.image_size_range)
+        options["image_size"], size_rule = data_image_size(dataset, cls.image_size_range,
+                                                               cls.image_size_multiple)
         log.info(f"      input size {options['image_size'][0]}x{options['image_size'][1]}: {size_rule}")
     model = cls(**options)
     size = model.image_size

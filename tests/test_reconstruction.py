@@ -198,3 +198,15 @@ def test_precise_batch_norm_sets_moving_statistics_to_the_mean_over_training_bat
         batch_means.append(np.asarray(conv(np.asarray(features).mean(axis=(1, 2), keepdims=True))).mean(axis=(0, 1, 2)))
     np.testing.assert_allclose(norm.moving_mean.numpy(), np.mean(batch_means, axis=0), rtol=1e-4, atol=1e-5)
     assert norm.momentum == 0.9 and detector.fit_info["batch_norm_batches"] == 2
+
+
+@pytest.mark.parametrize("side, expected", [(28, 32), (32, 32), (256, 120), (900, 120)])
+def test_the_autoencoder_presets_run_small_images_at_their_own_size_and_large_ones_at_120(side, expected):
+    from adtf.data import AnomalyDataset
+    from adtf.run import data_image_size
+
+    dataset = AnomalyDataset("demo", [], [], has_masks=False, arrays=np.zeros((2, side, side), "uint8"))
+    for cls in (PIADE, PyramidAE):
+        assert all(cls.preset_options(p)["image_size"] is None for p in ("paper", "offline", "fast"))
+        size, _ = data_image_size(dataset, cls.image_size_range, cls.image_size_multiple)
+        assert size == (expected, expected)

@@ -100,6 +100,7 @@ class Detector(keras.Model):
     short_name = None
     # (min, max) longer side when a preset leaves image_size to the data (None): see adtf.run.data_image_size.
     image_size_range = None
+    image_size_multiple = 16  # each side of a data-chosen size is rounded to this
     Preset = None
     presets = {}
     smoke_test_options = {}

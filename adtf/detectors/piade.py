@@ -57,7 +57,8 @@ class PIADE(ReconstructionDetector):
         perceptual_weight, ssim_weight: l1 and l2 of eq. 5 (0 turns a term off).
         decoder: ``"mvtec"``: the authors' 8 -> 120 transposed convs; the output is resized to
             ``image_size`` when that differs (32-px CIFAR images: the encoder works at 32 px).
-        image_size: the size everything works at (120 in the paper).
+        image_size: the size everything works at (120 in the paper). The presets leave it to the data
+            (``adtf-fit``): the images' own size up to 120, so CIFAR runs at 32 px, MVTec at 120.
         resize_crop: resize to this size and keep the centre ``image_size`` (the code: 156 -> 120).
         epochs, batch_size, learning_rate, weight_decay: the schedule (Table 1: 400, 120, 1e-3, 1e-4).
 
@@ -71,11 +72,12 @@ class PIADE(ReconstructionDetector):
     short_name = "PIADE"
     presets = {
         Preset.PAPER: dict(backbone="resnet18", encoder_layer="layer4", se_after=RESNET18_SE_AFTER,
-                           perceptual_backbone="vgg11", perceptual_layer="features_3", epochs=400, batch_size=120),
-        Preset.OFFLINE: dict(**ReconstructionDetector.LITE0_ENCODER, se_after=LITE0_SE_AFTER, epochs=400,
-                             batch_size=120),
-        Preset.FAST: dict(**ReconstructionDetector.LITE0_ENCODER, se_after=LITE0_SE_AFTER, epochs=100,
-                          batch_size=32),
+                           perceptual_backbone="vgg11", perceptual_layer="features_3", image_size=None, epochs=400,
+                           batch_size=120),
+        Preset.OFFLINE: dict(**ReconstructionDetector.LITE0_ENCODER, se_after=LITE0_SE_AFTER, image_size=None,
+                             epochs=400, batch_size=120),
+        Preset.FAST: dict(**ReconstructionDetector.LITE0_ENCODER, se_after=LITE0_SE_AFTER, image_size=None,
+                          epochs=100, batch_size=32),
     }
     smoke_test_options = dict(backbone="efficientnet_lite0", encoder_layer="block3b_add", se_after=("block2b_add",),
                               perceptual_backbone="efficientnet_lite0", perceptual_layer="block1a_project_bn",

@@ -46,11 +46,13 @@ class PyramidAE(ReconstructionDetector):
     default_epochs = 600
     presets = {
         Preset.PAPER: dict(backbone="resnet18", encoder_layer="layer4", perceptual_backbone="vgg11",
-                           perceptual_layer="features_3", epochs=600, batch_size=120),
-        Preset.OFFLINE: dict(**ReconstructionDetector.LITE0_ENCODER, epochs=600, batch_size=120),
+                           perceptual_layer="features_3", image_size=None, epochs=600,
+                           batch_size=120),
+        Preset.OFFLINE: dict(**ReconstructionDetector.LITE0_ENCODER, image_size=None, epochs=600, batch_size=120),
         # 100 epochs at batch 32 are half the paper's steps: at its lr 1e-4 the bottle's training MSE ended
         # at 0.114 (reconstructions with SSIM 0.15); at PIADE's 1e-3 it reaches 0.012 (README, "Presets").
-        Preset.FAST: dict(**ReconstructionDetector.LITE0_ENCODER, epochs=100, batch_size=32, learning_rate=1e-3),
+        Preset.FAST: dict(**ReconstructionDetector.LITE0_ENCODER, image_size=None, epochs=100, batch_size=32,
+                          learning_rate=1e-3),
     }
     smoke_test_options = dict(backbone="efficientnet_lite0", encoder_layer="block3b_add",
                               perceptual_backbone="efficientnet_lite0", perceptual_layer="block1a_project_bn",

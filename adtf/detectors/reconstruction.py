@@ -86,6 +86,11 @@ class ReconstructionDetector(Detector):
     # first block (stride 2, the linear output of the second convolution, as VGG11's features[:4] is).
     LITE0_ENCODER = dict(backbone="efficientnet_lite0", encoder_layer="block6d_add",
                          perceptual_backbone="efficientnet_lite0", perceptual_layer="block1a_project_bn")
+    # The presets leave image_size to the data: the papers feed MVTec at 120 px and CIFAR-10 at its 32 px,
+    # so images run at their own size up to 120 (multiples of 8, so 120 stays 120) rather than being
+    # upsampled to 120, which would cost 14x the encoder work at 32 px for no new pixels.
+    image_size_range = (32, 120)
+    image_size_multiple = 8
 
     def __init__(self, backbone: str = "resnet18", encoder_layer: str = "layer4", weights: str | None = "imagenet",
                  train_backbone: bool = True, freeze_batch_norm: bool = True, recompute_batch_norm: bool = True,
@@ -94,9 +99,9 @@ class ReconstructionDetector(Detector):
                  perceptual_backbone: str = "vgg11", perceptual_layer: str = "features_3",
                  perceptual_weights: str | None = "imagenet", perceptual_weight: float = 1.0,
                  ssim_weight: float = 1.0, decoder: Literal["mvtec", "mnist"] = "mvtec",
-                 image_size: tuple[int, int] = (120, 120), resize_crop: int | None = None, epochs: int = 400,
+                 image_size: tuple[int, int] | None = (120, 120), resize_crop: int | None = None, epochs: int = 400,
                  batch_size: int = 120, learning_rate: float = 1e-3, weight_decay: float = 1e-4, **kwargs):
-        super().__init__(image_size=image_size, **kwargs)
+        super().__init__(image_size=image_size or (120, 120), **kwargs)
         if decoder not in DECODERS:
             raise AdtfError(f"{type(self).__name__}: decoder must be one of {sorted(DECODERS)}, got {decoder!r}")
         self.backbone_name, self.encoder_layer, self.weights_source = backbone, encoder_layer, weights

@@ -1,7 +1,6 @@
 """GaussianBlur: scipy.ndimage.gaussian_filter on 2-D maps, inside the graph."""
 import keras
 import numpy as np
-from keras import ops
 
 
 @keras.saving.register_keras_serializable("adtf")
