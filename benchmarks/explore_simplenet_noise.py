@@ -1,6 +1,10 @@
 """How SimpleNet's noise scale sigma decides what its discriminator learns, on a non-WRN50 backbone.
 
 Usage: python benchmarks/explore_simplenet_noise.py --data mtd:mtd --sigmas 0.05 0.2 0.5 1.0 --epochs 6 [--every 2]
+       [--baselines] [--backbone efficientnet_lite2 --layers block3c_add block5d_add] [--seed 1]
+
+``--backbone``/``--layers`` compare taps and backbones the same way; ``--seed`` draws another synthetic set
+(and other splits): a validation draw whose test labels are not those of the main job's seed-0 set.
 
 The design experiment behind the ``offline``/``fast`` presets' sigma (README, SimpleNet table, "feature
 scale"). It caches the ``offline`` preset's aggregated Lite0 features of the fit split (the runner's 80/20
@@ -12,6 +16,7 @@ report as a method's accuracy; the presets' results come from ``bench_presets.py
 """
 import argparse
 import os
+import sys
 import time
 
 import numpy as np
@@ -89,10 +94,12 @@ def main(argv=None):
     parser.add_argument("--baselines", action="store_true", help="also a k-NN memory bank and one global Gaussian")
     parser.add_argument("--layers", nargs="+", default=None, help="backbone taps (default: the preset's)")
     parser.add_argument("--backbone", default=None, help="an adtf.backbones name (default: the preset's)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the data's splits (and of a synthetic set's draw) and of the head")
     args = parser.parse_args(argv)
-    dataset = data.load(args.data, seed=0)
+    dataset = data.load(args.data, seed=args.seed)
     size, rule = data_image_size(dataset, SimpleNet.image_size_range)
-    fit, _ = calibration_split(dataset.train, 0.2, 0)
+    fit, _ = calibration_split(dataset.train, 0.2, args.seed)
     detector = SimpleNet.from_preset("offline", image_size=size,
                                      **({"layers": tuple(args.layers)} if args.layers else {}),
                                      **({"backbone": args.backbone} if args.backbone else {}))
@@ -105,13 +112,12 @@ def main(argv=None):
         knn, gauss = baselines(train, test, labels)
         print(f"nearest neighbour in 30,000 normal locations: {knn:.3f}; one global Gaussian: {gauss:.3f}", flush=True)
     for sigma in args.sigmas:
-        for epoch, loss, auroc, seconds in sweep(train, gain, test, labels, sigma, args.epochs, args.every):
+        for epoch, loss, auroc, seconds in sweep(train, gain, test, labels, sigma, args.epochs, args.every,
+                                                   seed=args.seed):
             print(f"sigma {sigma:g} epoch {epoch}: loss {loss:.3f}, test image AUROC {auroc:.3f} ({seconds:.0f} s)",
                   flush=True)
-    print(f"\n`python benchmarks/explore_simplenet_noise.py --data {args.data} --sigmas "
-          f"{' '.join(map(str, args.sigmas))} --epochs {args.epochs} --every {args.every}"
-          f"{' --baselines' if args.baselines else ''}` on {machine.description()}, "
-          f"{machine.today()}")
+    print(f"\n`python benchmarks/explore_simplenet_noise.py {' '.join(sys.argv[1:] if argv is None else argv)}` on "
+          f"{machine.description()}, {machine.today()}")
 
 
 if __name__ == "__main__":
