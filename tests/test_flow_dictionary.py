@@ -36,9 +36,11 @@ def test_the_dictionary_has_unit_atoms_and_codes_normal_patches_better_than_nois
     assert detector.fit_info["dictionary_patches"] == 12 * 8
 
 
-@pytest.mark.parametrize("options", [dict(scoring="gde", flow=False), dict(scoring="flow"),
-                                     dict(dictionary_input="features"), dict(image_score="top5_mean"),
-                                     dict(flow_coupling="additive")])
+# The GDE baseline stays in the default suite; the other ablation paths are a fit each (15-30 s): marked slow.
+@pytest.mark.parametrize("options", [dict(scoring="gde", flow=False)] + [
+    pytest.param(options, marks=pytest.mark.slow) for options in (
+        dict(scoring="flow"), dict(dictionary_input="features"), dict(image_score="top5_mean"),
+        dict(flow_coupling="additive"))])
 def test_the_baselines_and_ablations_score(images, options):
     detector, history = fitted(images, epochs=1, **options)
     assert ("flow_nll" in history.history) == detector.use_flow
@@ -61,8 +63,8 @@ def test_a_fit_killed_in_the_dictionary_stage_resumes_without_training_again(tmp
     from adtf.run import fit_evaluate_export
 
     options = {**FlowDictionary.smoke_test_options, "epochs": 2}
-    run = dict(method="flow_dictionary", data="synthetic:brick,size=32", out=tmp_path / "run", detector=options,
-               export=False, verbose=False)
+    run = dict(method="flow_dictionary", data="synthetic:brick,size=32,n_train=40,n_test_good=10", out=tmp_path / "run",
+               detector=options, export=False, verbose=False)
     learn = FlowDictionary.fit_dictionary
 
     def killed(self, *args, **kwargs):
