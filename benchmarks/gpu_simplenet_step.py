@@ -122,7 +122,7 @@ def main(argv=None):
         seconds = timed(lambda: features(images), args.repeats, device)
     feature_rate = args.batch_size / seconds
     report(f"feature pass (backbone + aggregation), batch {args.batch_size}",
-           f"{seconds * 1e3:.1f} ms = {args.batch_size / seconds:.0f} images/s; grid {grid[0]}x{grid[1]}x1536")
+           f"{seconds * 1e3:.1f} ms = {feature_rate:.0f} images/s; grid {grid[0]}x{grid[1]}x1536")
     cache = torch.randn(args.n_train, *grid, 1536, device=device)
     report("feature cache (float32, on the GPU)", f"{cache.numel() * 4 / 2 ** 30:.2f} GiB for {args.n_train} images")
 
@@ -176,7 +176,7 @@ def main(argv=None):
         maps = (-head.discriminator(flat)).reshape(len(x), 1, *local.shape[1:3])
         image_scores = maps.amax(dim=(1, 2, 3))
         full = F.interpolate(maps, size=(side, side), mode="bilinear", align_corners=False)
-        pad = len(kernel) // 2
+        pad = len(kernel) // 2  # torch's "reflect" skips the edge pixel that scipy's repeats: same cost
         full = F.conv2d(F.pad(full, (pad, pad, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
         full = F.conv2d(F.pad(full, (0, 0, pad, pad), mode="reflect"), kernel.view(1, 1, -1, 1))
         return image_scores, full

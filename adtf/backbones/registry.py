@@ -100,8 +100,8 @@ _SPECS = {
         efficientnet.LITE_CHECKPOINTS[variant], functools.partial(efficientnet.lite0_checkpoint, variant),
         torch_conversion.load_lite0_state_dict)
        for variant, taps in [("efficientnet_lite0", efficientnet.LITE0_DEFAULT_TAPS),
-                             ("efficientnet_lite1", ("block3c_add", "block4d_add", "block5d_add", "block6e_add")),
-                             ("efficientnet_lite2", ("block3c_add", "block4d_add", "block5d_add", "block6e_add"))]},
+                             ("efficientnet_lite1", efficientnet.LITE12_DEFAULT_TAPS),
+                             ("efficientnet_lite2", efficientnet.LITE12_DEFAULT_TAPS)]},
     Backbone.RESNET50: _Spec(
         lambda input_shape: keras.applications.ResNet50(include_top=False, weights=None, input_shape=input_shape),
         ("conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"), _CAFFE_INPUT,

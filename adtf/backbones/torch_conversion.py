@@ -10,7 +10,6 @@ gamma/beta/moving_mean/moving_variance.
 import numpy as np
 from keras import layers
 
-from adtf.backbones.efficientnet import _lite0_blocks
 from adtf.backbones.torchvision_nets import ARCHITECTURES
 from adtf.errors import AdtfError, WeightsError
 from adtf.layers.squeeze_excite import SqueezeExcite
@@ -167,7 +166,7 @@ def load_lite0_state_dict(model, state_dict):
     ``[out, in]`` to ``[in, out]``. The classifier is skipped when ``model`` has none.
 
     Args:
-        model: a model from ``efficientnet_lite0`` (its name says which variant).
+        model: a model from ``efficientnet_lite0``, any variant: its blocks are read off its own layers.
         state_dict: ``{name: array}``, e.g. from ``load_torch_state_dict``.
 
     Raises:
@@ -198,9 +197,11 @@ def load_lite0_state_dict(model, state_dict):
 
     conv("stem_conv", "_conv_stem.weight")
     batch_norm("stem_bn", "_bn0")
-    for index, (block, (_, _, expand, _)) in enumerate(_lite0_blocks(model.name)):
+    names = [layer.name for layer in model.layers]  # functional models list layers in network order
+    blocks = [name[:-len("project_conv")] for name in names if name.endswith("_project_conv")]
+    for index, block in enumerate(blocks):
         prefix = f"_blocks.{index}."
-        if expand != 1:
+        if f"{block}expand_conv" in names:
             conv(f"{block}expand_conv", prefix + "_expand_conv.weight")
             batch_norm(f"{block}expand_bn", prefix + "_bn0")
         conv(f"{block}dwconv", prefix + "_depthwise_conv.weight", depthwise=True)
@@ -209,7 +210,7 @@ def load_lite0_state_dict(model, state_dict):
         batch_norm(f"{block}project_bn", prefix + "_bn2")
     conv("top_conv", "_conv_head.weight")
     batch_norm("top_bn", "_bn1")
-    if any(layer.name == "predictions" for layer in model.layers):
+    if "predictions" in names:
         assign("predictions", take("_fc.weight").T, take("_fc.bias"), key="_fc")
     else:
         pending.pop("_fc.weight", None), pending.pop("_fc.bias", None)
