@@ -202,3 +202,16 @@ def test_calibration_on_an_invalid_image_names_it(images):
     bad[2, 0, 0, 0] = np.nan
     with pytest.raises(DataError, match=r"1 calibration images give non-finite scores.*image 2"):
         detector.calibrate(bad, verbose=False)
+
+
+@pytest.mark.parametrize("name", ["mon", "flow_dictionary", "simplenet"])
+def test_a_detector_built_directly_is_its_offline_preset(name):
+    """``SimpleNet()`` in a notebook must be the configuration that works with the weights at hand, not a mix of
+    the paper's values (tuned to WRN50's features) and the CPU's (the image size aside: the runner takes it from
+    the data, a direct build from its argument)."""
+    import inspect
+
+    cls = REGISTRY[name]
+    defaults = {key: p.default for key, p in inspect.signature(cls.__init__).parameters.items()}
+    offline = {key: value for key, value in cls.preset_options("offline").items() if key != "image_size"}
+    assert {key: defaults.get(key) for key in offline} == offline

