@@ -111,6 +111,14 @@ def test_local_aggregation_matches_the_authors_order_in_numpy(channels, pretrain
     assert roundtrip(layer).get_config() == layer.get_config()
 
 
+def test_local_aggregation_refuses_an_even_neighbourhood_in_one_line():
+    from adtf.errors import AdtfError
+    from adtf.layers import LocalAggregation
+
+    with pytest.raises(AdtfError, match="patch_size must be odd.*got 2"):
+        LocalAggregation(2, 8, 8)
+
+
 @pytest.mark.parametrize("shape, sigma", [((2, 40, 36), 4.0), ((1, 64, 64), 2.5), ((1, 12, 20), 4.0), ((3, 5, 3), 4.0)])
 def test_gaussian_blur_matches_scipy(shape, sigma):
     from scipy.ndimage import gaussian_filter

@@ -5,6 +5,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from adtf.errors import AdtfError
+
 
 def adaptive_avg_pool_bins(n, m):
     """``(start, end)`` index arrays of ``torch.nn.functional.adaptive_avg_pool1d`` from length n to m.
@@ -16,11 +18,11 @@ def adaptive_avg_pool_bins(n, m):
     return (i * n) // m, -((-(i + 1) * n) // m)
 
 
-def adaptive_avg_pool_last(x, m):
-    """NumPy: adaptive average pooling of the last axis of ``x`` to length ``m`` (cumulative sums)."""
-    start, end = adaptive_avg_pool_bins(x.shape[-1], m)
-    sums = np.concatenate([np.zeros_like(x[..., :1]), np.cumsum(x, axis=-1)], axis=-1)
-    return (sums[..., end] - sums[..., start]) / (end - start)
+def pooling_matrix(n, m):
+    """``[n, m]``: ``x @ P`` is ``adaptive_avg_pool1d`` of ``x`` from length n to m."""
+    start, end = adaptive_avg_pool_bins(n, m)
+    rows = np.arange(n)[:, None]
+    return (((rows >= start) & (rows < end)) / (end - start)).astype("float32")
 
 
 @functools.lru_cache(maxsize=8)
@@ -28,16 +30,15 @@ def folded_kernels(channels, patch_size, pretrain_dim, target_dim):
     """One ``[p, p, C_l, target_dim]`` convolution kernel per level: unfold + both poolings as one linear map.
 
     Row ``c p p + i p + j`` of level l's map is what the unfolded value ``(c, i, j)`` (torch Unfold's
-    order) contributes to each output after the per-level pooling and the pooling of the stacked
-    levels; the kernel is that map with its rows laid out as ``(kh, kw, C)``.
+    order) contributes to each output: the per-level pooling, then level l's rows of the pooling of
+    the stacked levels. The kernel is that map with its rows laid out as ``(kh, kw, C)``.
     """
+    stacked = pooling_matrix(len(channels) * pretrain_dim, target_dim)
     kernels = []
     for index, c in enumerate(channels):
-        per_level = adaptive_avg_pool_last(np.eye(c * patch_size ** 2), pretrain_dim)
-        stacked = np.zeros((len(per_level), len(channels) * pretrain_dim))
-        stacked[:, index * pretrain_dim:(index + 1) * pretrain_dim] = per_level
-        linear = adaptive_avg_pool_last(stacked, target_dim)  # [C p p, target_dim]
-        kernels.append(linear.reshape(c, patch_size, patch_size, target_dim).transpose(1, 2, 0, 3).astype("float32"))
+        level_rows = stacked[index * pretrain_dim:(index + 1) * pretrain_dim]
+        linear = pooling_matrix(c * patch_size ** 2, pretrain_dim) @ level_rows  # [C p p, target_dim]
+        kernels.append(linear.reshape(c, patch_size, patch_size, target_dim).transpose(1, 2, 0, 3))
     return tuple(kernels)
 
 
@@ -80,7 +81,7 @@ class LocalAggregation(keras.layers.Layer):
         super().__init__(**kwargs)
         self.patch_size, self.pretrain_dim, self.target_dim = int(patch_size), int(pretrain_dim), int(target_dim)
         if self.patch_size % 2 != 1:
-            raise ValueError(f"patch_size must be odd (a centred neighbourhood), got {self.patch_size}")
+            raise AdtfError(f"patch_size must be odd (a neighbourhood centred on its location), got {self.patch_size}")
 
     def call(self, features):
         features = [ops.convert_to_tensor(f, "float32") for f in features]
