@@ -204,14 +204,19 @@ def test_calibration_on_an_invalid_image_names_it(images):
         detector.calibrate(bad, verbose=False)
 
 
-@pytest.mark.parametrize("name", ["mon", "flow_dictionary", "simplenet"])
+@pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_a_detector_built_directly_is_its_offline_preset(name):
-    """``SimpleNet()`` in a notebook must be the configuration that works with the weights at hand, not a mix of
-    the paper's values (tuned to WRN50's features) and the CPU's (the image size aside: the runner takes it from
-    the data, a direct build from its argument)."""
+    """``SimpleNet()`` or ``PIADE()`` in a notebook must be the configuration that works with the weights at hand,
+    not the paper's backbone (whose weights cannot be downloaded offline) nor a mix of the paper's values (tuned to
+    its features) and the CPU's (the image size aside: the runner takes it from the data, a direct build from its
+    argument). Checked for every registered method."""
     import inspect
 
     cls = REGISTRY[name]
-    defaults = {key: p.default for key, p in inspect.signature(cls.__init__).parameters.items()}
+    defaults = {}  # a subclass's default wins over the one of the base it passes **kwargs to
+    for base in reversed(cls.__mro__):
+        if "__init__" in vars(base):
+            defaults.update({key: p.default for key, p in inspect.signature(base.__init__).parameters.items()
+                             if p.default is not inspect.Parameter.empty})
     offline = {key: value for key, value in cls.preset_options("offline").items() if key != "image_size"}
     assert {key: defaults.get(key) for key in offline} == offline

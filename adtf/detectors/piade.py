@@ -38,12 +38,14 @@ class PIADE(ReconstructionDetector):
 
     Args:
         backbone, encoder_layer, weights: the encoder (``adtf.backbones.build``) and the layer
-            whose output is the feature map (paper: ResNet18 ``layer4``).
+            whose output is the feature map (default: the offline preset's EfficientNet-Lite0
+            ``block6d_add``; paper: ResNet18 ``layer4``).
         train_backbone: fine-tune the encoder (the paper never freezes it).
         freeze_batch_norm: keep the encoder's pretrained BatchNorm layers in inference mode while it
             fine-tunes (the paper is silent; the authors' code trains them: ``False``).
         squeeze_excite: add the five SE blocks (``se_after``; the ablation of 002 Fig. 6 turns them off).
-        se_after, se_reduction: where they go and their reduction (paper: C/4; code: 16).
+        se_after, se_reduction: where they go (default ``LITE0_SE_AFTER``; paper: ``RESNET18_SE_AFTER``)
+            and their reduction (paper: C/4; code: 16).
         pyramid_bins, pyramid_filters, pyramid_relu: the pyramid (paper: 8, 4, 2, 1 with 64 channels
             each and no ReLU; the authors' code: ``pyramid_bins=(1, 1, 1, 1)`` with C/1, C/2, C/4,
             C/8 channels (``pyramid_filters=(-1, -2, -4, -8)``: a negative value divides C) and ReLU).
@@ -53,7 +55,8 @@ class PIADE(ReconstructionDetector):
         train_decode: the vector decoded in training: ``"first"`` (paper) or ``"longest"`` (code).
             At test time the longest one is always decoded.
         perceptual_backbone, perceptual_layer, perceptual_weights: the frozen perceptual network
-            (paper: VGG11 ``features[:4]`` = ``features_3``, the second conv before its ReLU).
+            (default: Lite0's ``block1a_project_bn``; paper: VGG11 ``features[:4]`` = ``features_3``, the
+            second conv before its ReLU).
         perceptual_weight, ssim_weight: l1 and l2 of eq. 5 (0 turns a term off).
         decoder: ``"mvtec"``: the authors' 8 -> 120 transposed convs; the output is resized to
             ``image_size`` when that differs (32-px CIFAR images: the encoder works at 32 px).
@@ -84,8 +87,9 @@ class PIADE(ReconstructionDetector):
                               image_size=(32, 32), pyramid_bins=(2, 1), pyramid_filters=(8, 8), vector_dim=8,
                               epochs=2, batch_size=4)
 
-    def __init__(self, backbone: str = "resnet18", encoder_layer: str = "layer4", squeeze_excite: bool = True,
-                 se_after: tuple[str, ...] = RESNET18_SE_AFTER, pyramid_bins: tuple[int, ...] = (8, 4, 2, 1),
+    def __init__(self, backbone: str = "efficientnet_lite0", encoder_layer: str = "block6d_add",
+                 squeeze_excite: bool = True,
+                 se_after: tuple[str, ...] = LITE0_SE_AFTER, pyramid_bins: tuple[int, ...] = (8, 4, 2, 1),
                  pyramid_filters: tuple[int, ...] = (64, 64, 64, 64), pyramid_relu: bool = False,
                  capsule_dim: int = 8, num_vectors: int = 2, vector_dim: int = 64, routing_iterations: int = 3,
                  squash_constant: float = 1.0, train_decode: Literal["first", "longest"] = "first",

@@ -92,11 +92,14 @@ class ReconstructionDetector(Detector):
     image_size_range = (32, 120)
     image_size_multiple = 8
 
-    def __init__(self, backbone: str = "resnet18", encoder_layer: str = "layer4", weights: str | None = "imagenet",
+    # The defaults are the offline preset's encoder and perceptual network (as every detector's are: one built
+    # directly works with the weights at hand); the paper's ResNet18 + VGG11 is ``from_preset("paper")``.
+    def __init__(self, backbone: str = "efficientnet_lite0", encoder_layer: str = "block6d_add",
+                 weights: str | None = "imagenet",
                  train_backbone: bool = True, freeze_batch_norm: bool = True, recompute_batch_norm: bool = True,
                  se_after: tuple[str, ...] = (),
                  se_reduction: int = 4,
-                 perceptual_backbone: str = "vgg11", perceptual_layer: str = "features_3",
+                 perceptual_backbone: str = "efficientnet_lite0", perceptual_layer: str = "block1a_project_bn",
                  perceptual_weights: str | None = "imagenet", perceptual_weight: float = 1.0,
                  ssim_weight: float = 1.0, decoder: Literal["mvtec", "mnist"] = "mvtec",
                  image_size: tuple[int, int] | None = (120, 120), resize_crop: int | None = None, epochs: int = 400,
