@@ -85,13 +85,28 @@ def baselines(train, test, labels, bank_size=30000, seed=0):
     return image_auroc(labels, np.array(knn)), image_auroc(labels, np.array(gauss))
 
 
+def size_baseline(fit, test, labels, k=5):
+    """Image AUROC of each image's own size alone (mean distance to its k nearest fit images in log width,
+    log height): what a score gets from the files' geometry without looking at a pixel. None where the images
+    have no files or all share one size."""
+    from PIL import Image
+
+    if any(sample.index is not None for sample in (*fit, *test)):  # in-memory images: no files
+        return None
+    sizes = [np.log(np.array([Image.open(sample.path).size for sample in samples], float)) for samples in (fit, test)]
+    if len(np.unique(np.concatenate(sizes), axis=0)) < 2:
+        return None
+    distances = np.linalg.norm(sizes[1][:, None] - sizes[0][None], axis=-1)
+    return image_auroc(labels, np.sort(distances, 1)[:, :k].mean(1))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="mtd:mtd")
     parser.add_argument("--sigmas", nargs="+", type=float, default=[0.05, 0.2, 0.5, 1.0])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--every", type=int, default=2)
-    parser.add_argument("--baselines", action="store_true", help="also a k-NN memory bank and one global Gaussian")
+    parser.add_argument("--baselines", action="store_true", help="also a k-NN memory bank, one global Gaussian and the image size alone")
     parser.add_argument("--layers", nargs="+", default=None, help="backbone taps (default: the preset's)")
     parser.add_argument("--backbone", default=None, help="an adtf.backbones name (default: the preset's)")
     parser.add_argument("--seed", type=int, default=0,
@@ -111,6 +126,9 @@ def main(argv=None):
     if args.baselines:
         knn, gauss = baselines(train, test, labels)
         print(f"nearest neighbour in 30,000 normal locations: {knn:.3f}; one global Gaussian: {gauss:.3f}", flush=True)
+        size_only = size_baseline(fit, dataset.test, labels)
+        if size_only is not None:
+            print(f"the image's own size alone (5 nearest fit images in log width, log height): {size_only:.3f}")
     for sigma in args.sigmas:
         for epoch, loss, auroc, seconds in sweep(train, gain, test, labels, sigma, args.epochs, args.every,
                                                    seed=args.seed):
