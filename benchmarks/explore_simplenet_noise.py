@@ -106,7 +106,8 @@ def main(argv=None):
     parser.add_argument("--sigmas", nargs="+", type=float, default=[0.05, 0.2, 0.5, 1.0])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--every", type=int, default=2)
-    parser.add_argument("--baselines", action="store_true", help="also a k-NN memory bank, one global Gaussian and the image size alone")
+    parser.add_argument("--baselines", action="store_true",
+                        help="also a k-NN memory bank, one global Gaussian and the image size alone")
     parser.add_argument("--layers", nargs="+", default=None, help="backbone taps (default: the preset's)")
     parser.add_argument("--backbone", default=None, help="an adtf.backbones name (default: the preset's)")
     parser.add_argument("--seed", type=int, default=0,
