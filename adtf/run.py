@@ -195,7 +195,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     out = Path(out or Path("runs") / f"{method}-{slug(dataset.name)}")
     out.mkdir(parents=True, exist_ok=True)
     fit_options = {k: v for k, v in (fit or {}).items() if v is not None}
-    epochs = int(fit_options.pop("epochs", model.default_epochs))
+    epochs = int(fit_options.pop("epochs", model.epochs_for(len(fit_samples), fit_options.get("batch_size"))))
     log.info(f"[2/5] fitting {method} ({preset or 'default'} preset) at {size[0]}x{size[1]} on {len(fit_samples)} "
              f"normal images" + (f", {epochs} epochs" if epochs else ""))
     fit_callbacks = list(callbacks)

@@ -220,3 +220,16 @@ def test_a_detector_built_directly_is_its_offline_preset(name):
                              if p.default is not inspect.Parameter.empty})
     offline = {key: value for key, value in cls.preset_options("offline").items() if key != "image_size"}
     assert {key: defaults.get(key) for key in offline} == offline
+
+
+def test_simplenet_trains_at_least_min_steps_however_few_the_images(images):
+    """Ten images at batch 8 give 2 steps an epoch: the fast preset's 16 epochs would be 32 steps, which leave the
+    discriminator untrained (README, "Few training images"); with no epochs given the fit reaches ``min_steps``,
+    while a set large enough trains exactly its epochs, and epochs given explicitly are obeyed."""
+    cls = REGISTRY["simplenet"]
+    detector = cls(**{**cls.smoke_test_options, "min_steps": 9})  # batch 4, 2 epochs
+    assert detector.epochs_for(12) == 3 and detector.epochs_for(4) == 9 and detector.epochs_for(400) == 2
+    history = detector.fit(images["fit"], verbose=0)
+    assert len(history.history["loss"]) == 3  # 12 images = 3 steps an epoch: 3 epochs reach 9 steps
+    assert len(detector.fit(images["fit"], epochs=1, verbose=0).history["loss"]) == 1
+    assert cls.preset_options("paper")["min_steps"] == 0  # the paper counts epochs

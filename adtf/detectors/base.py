@@ -198,6 +198,11 @@ class Detector(keras.Model):
         return {key: np.concatenate(parts) for key, parts in collected.items()}
 
     # -- training -------------------------------------------------------------------------
+    def epochs_for(self, n_images, batch_size=None):
+        """The epochs a fit on ``n_images`` training images trains when none are given (``default_epochs``;
+        a method whose schedule depends on the data's size overrides it)."""
+        return self.default_epochs
+
     def fit(self, x=None, *, epochs=None, batch_size=None, callbacks=None, verbose="auto", **kwargs):
         """Train on normal images: Keras' ``fit`` for gradient methods, then ``fit_statistics``.
 

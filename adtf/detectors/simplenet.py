@@ -96,6 +96,11 @@ class SimpleNet(Detector):
         smoothing_sigma: sigma in pixels of the Gaussian smoothing of the anomaly map (4).
         epochs: training epochs, the code's meta-epochs x discriminator epochs (40 x 4 = 160).
         batch_size: training images per step; each step sees every location of its images (8).
+        min_steps: the fewest optimizer steps a fit takes when its epochs are not given: with few training
+            images, ``epochs`` is raised to reach it. The paper counts epochs (0: the ``paper`` preset); 16
+            epochs of one step each leave the discriminator untrained (README, "Few training images"). The
+            ``offline``/``fast`` values are what their epochs give 160 images (the embedded default's fit
+            split), so sets of 160 images or more train exactly their epochs (800 / 320).
 
     Example:
     >>> detector = SimpleNet.from_preset("offline")
@@ -112,22 +117,23 @@ class SimpleNet(Detector):
     presets = {
         Preset.PAPER: dict(backbone="wide_resnet50_2", layers=("layer2", "layer3"), image_size=(288, 288),
                            pretrain_dim=1536, embed_dim=1536, hidden=1024, epochs=160, batch_size=8,
-                           normalize_features=False, noise_std=0.015),
+                           normalize_features=False, noise_std=0.015, min_steps=0),
         Preset.OFFLINE: dict(backbone="efficientnet_lite2", layers=LITE2_TAPS,
                              image_size=None, pretrain_dim=768, embed_dim=384, hidden=384, epochs=40,
-                             batch_size=8, normalize_features=True, noise_std=0.5),
+                             batch_size=8, normalize_features=True, noise_std=0.5, min_steps=800),
         Preset.FAST: dict(backbone="efficientnet_lite2", layers=LITE2_TAPS,
                           image_size=None, pretrain_dim=768, embed_dim=384, hidden=384, epochs=16,
-                          batch_size=8, normalize_features=True, noise_std=0.5),
+                          batch_size=8, normalize_features=True, noise_std=0.5, min_steps=320),
     }
     smoke_test_options = dict(backbone="efficientnet_lite0", layers=("block2b_add", "block3b_add"), image_size=(32, 32),
-                              pretrain_dim=32, embed_dim=16, hidden=16, epochs=2, batch_size=4, smoothing_sigma=1.0)
+                              pretrain_dim=32, embed_dim=16, hidden=16, epochs=2, batch_size=4, smoothing_sigma=1.0,
+                              min_steps=0)
 
     def __init__(self, backbone: str = "efficientnet_lite2", layers: tuple[str, ...] = LITE2_TAPS,
                  image_size: tuple[int, int] | None = (256, 256), weights: str | None = "imagenet", patch_size: int = 3,
                  pretrain_dim: int = 768, embed_dim: int = 384, hidden: int = 384, noise_std: float = 0.5,
                  normalize_features: bool = True, margin: float = 0.5, smoothing_sigma: float = 4.0, epochs: int = 40,
-                 batch_size: int = 8, **kwargs):
+                 batch_size: int = 8, min_steps: int = 800, **kwargs):
         super().__init__(image_size=image_size or (256, 256), **kwargs)
         self.backbone_name, self.layer_names, self.weights_source = backbone, tuple(layers), weights
         if len(self.layer_names) < 1:
@@ -138,7 +144,7 @@ class SimpleNet(Detector):
         self.normalize_features = bool(normalize_features)
         # 1 / (features' per-dimension std over the training images), set by the feature cache; 1 when off.
         self.feature_gain = self.add_weight(name="feature_gain", shape=(), initializer="ones", trainable=False)
-        self.epochs, self.batch_size = int(epochs), int(batch_size)
+        self.epochs, self.batch_size, self.min_steps = int(epochs), int(batch_size), int(min_steps)
         self.default_epochs, self.default_batch_size = self.epochs, self.batch_size
         self.features = backbones.build(backbone, weights=weights, input_shape=(*self.image_size, 3),
                                         layers=list(self.layer_names))
@@ -239,10 +245,18 @@ class SimpleNet(Detector):
         self.p_fake_tracker.update_state(ops.mean(ops.cast(fake_scores < -self.margin, "float32")))
         return {m.name: m.result() for m in self.metrics}
 
-    def fit(self, x=None, **kwargs):
+    def epochs_for(self, n_images, batch_size=None):
+        """The epochs a fit on ``n_images`` images trains when none are given: ``epochs``, raised so
+        that the fit takes at least ``min_steps`` steps."""
+        steps = -(-int(n_images) // int(batch_size or self.batch_size))
+        return max(self.epochs, -(-self.min_steps // max(steps, 1)))
+
+    def fit(self, x=None, *, epochs=None, batch_size=None, **kwargs):
         self.__dict__["_progress"] = kwargs.get("verbose", "auto") not in (0, False)
         try:
-            return super().fit(x, **kwargs)
+            if epochs is None:  # the schedule depends on how many images there are: cache them first
+                epochs = self.epochs_for(len(self.feature_cache(x, self.__dict__["_progress"])), batch_size)
+            return super().fit(x, epochs=epochs, batch_size=batch_size, **kwargs)
         finally:
             self.release_feature_cache()
 
@@ -302,7 +316,8 @@ class SimpleNet(Detector):
                       patch_size=self.patch_size, pretrain_dim=self.pretrain_dim, embed_dim=self.embed_dim,
                       hidden=self.hidden, noise_std=self.noise_std, normalize_features=self.normalize_features,
                       margin=self.margin,
-                      smoothing_sigma=self.smoothing_sigma, epochs=self.epochs, batch_size=self.batch_size)
+                      smoothing_sigma=self.smoothing_sigma, epochs=self.epochs, batch_size=self.batch_size,
+                      min_steps=self.min_steps)
         return config
 
 
