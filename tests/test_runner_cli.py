@@ -118,3 +118,16 @@ def test_trains_under_mirrored_strategy_on_two_logical_cpus():
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line for line in result.stdout.splitlines() if line.startswith("toy_")]
     assert [line.split()[:2] for line in lines] == [["toy_autoencoder", "2"], ["toy_simplenet", "2"]]
+
+
+def test_a_trained_method_calibrated_on_its_own_fit_images_says_the_working_points_are_too_low(toy_registered,
+                                                                                                  tmp_path):
+    """With no image held out a trained detector is calibrated on the images it was fitted on, which training
+    scores lower than new normal images (2-shot SimpleNet: TNR 0.00 on every seed): the report must say so."""
+    from adtf.run import fit_evaluate_export
+
+    results = fit_evaluate_export(toy_registered, "synthetic:grass", "fast", tmp_path / "run",
+                                  detector={"width": 4, "image_size": [32, 32]}, fit={"epochs": 1},
+                                  calibration_fraction=0.0, export=False, verbose=False)
+    assert results["n_train"] == 200 and not results["n_calibration"]
+    assert "working points are too low" in (tmp_path / "run" / "report.md").read_text()
