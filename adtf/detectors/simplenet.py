@@ -53,6 +53,8 @@ class Preset(str, enum.Enum):
       minutes on a CPU. Not the paper configuration: the README lists each difference.
     - ``fast``: ``offline`` on a shorter schedule, 16 epochs instead of 40 (the discriminator's loss
       has settled by then on the shared data and the embedded default).
+    ``offline`` and ``fast`` also train at least 800 / 320 steps (``min_steps``): with few training
+    images, more epochs than these.
     """
 
     PAPER = "paper"
