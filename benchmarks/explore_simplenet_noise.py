@@ -5,9 +5,13 @@ Usage: python benchmarks/explore_simplenet_noise.py --data mtd:mtd --sigmas 0.05
 
 ``--backbone``/``--layers`` compare taps and backbones the same way; ``--seed`` draws another synthetic set
 (and other splits): a validation draw whose test labels are not those of the main job's seed-0 set.
+``--baselines`` scores the same cached features with references that are blind to position (nearest
+neighbour, one Gaussian) and that model each grid cell (its mean, a diagonal and a full Gaussian: PaDiM's
+recipe), and the image size alone (``--sigmas`` with no value: those alone); each AUROC is followed by the
+per-defect-type ones (README, MTD diagnosis).
 
 The design experiment behind the ``offline``/``fast`` presets' sigma (README, SimpleNet table, "feature
-scale"). It caches the ``offline`` preset's aggregated Lite0 features of the fit split (the runner's 80/20
+scale"). It caches the ``offline`` preset's aggregated features of the fit split (the runner's 80/20
 calibration split, seed 0) and of the test split once, then trains SimpleNet's head (adaptor + discriminator,
 the module's layers, optimizers and loss, noise from ``tf.random``) for each sigma on the cache, and prints the
 test image AUROC every ``--every`` epochs. It reads test labels: an exploration on the shared data (as
@@ -42,7 +46,7 @@ def test_features(detector, samples, arrays, size):
     return np.concatenate(features), np.concatenate(labels)
 
 
-def sweep(train, gain, test, labels, sigma, epochs, every, seed=0, batch=8):
+def sweep(train, gain, test, labels, defects, sigma, epochs, every, seed=0, batch=8):
     """Train a fresh head with noise ``sigma`` (in units of the features' per-dimension std, ``1 / gain``);
     yield test AUROCs."""
     import keras
@@ -61,28 +65,59 @@ def sweep(train, gain, test, labels, sigma, epochs, every, seed=0, batch=8):
         if epoch % every == 0 or epoch == epochs:
             scores = np.concatenate([np.asarray(head.head(tf.constant(test[i:i + 32], tf.float32))["score"])
                                      for i in range(0, len(test), 32)])
-            yield epoch, float(logs["loss"]), image_auroc(labels, scores), time.perf_counter() - started
+            yield epoch, float(logs["loss"]), auroc_line(labels, defects, scores), time.perf_counter() - started
 
 
-def baselines(train, test, labels, bank_size=30000, seed=0):
-    """Position-blind references on the same features: nearest neighbour in a random memory bank of
-    normal locations, and the Mahalanobis distance to one Gaussian over all normal locations (image score: max)."""
+def baselines(train, test, bank_size=30000, dims=100, seed=0):
+    """References on the same features, each an image score (max over the grid) per test image.
+
+    Position-blind: nearest neighbour in a random memory bank of normal locations, and the Mahalanobis
+    distance to one Gaussian over all normal locations. Per position (the features' grid cell, as PaDiM
+    models it): the Euclidean distance to the cell's normal mean (paper 000's Model of Normality on these
+    features), the distance under a diagonal Gaussian per cell, and the Mahalanobis distance under a
+    full-covariance Gaussian per cell on ``dims`` random dimensions (PaDiM's recipe, regulariser 0.01 I).
+    """
     rng = np.random.default_rng(seed)
-    dim = train.shape[-1]
+    n, height, width, dim = train.shape
     flat = train.reshape(-1, dim)
     bank = tf.constant(flat[rng.choice(len(flat), min(bank_size, len(flat)), replace=False)], tf.float32)
     sample = flat[rng.choice(len(flat), min(200000, len(flat)), replace=False)].astype(np.float64)
     mean = sample.mean(0)
     precision = tf.constant(np.linalg.inv(np.cov(sample.T) + 0.01 * np.eye(dim)), tf.float32)
     bank_norms = tf.reduce_sum(bank ** 2, 1)
-    knn, gauss = [], []
+    scores = {"nearest neighbour in 30,000 normal locations": [], "one global Gaussian": []}
     for image in test:
         x = tf.constant(image.reshape(-1, dim), tf.float32)
         distances = tf.reduce_sum(x ** 2, 1)[:, None] - 2 * x @ tf.transpose(bank) + bank_norms[None]
-        knn.append(float(tf.reduce_max(tf.reduce_min(distances, 1))))
+        scores["nearest neighbour in 30,000 normal locations"].append(float(tf.reduce_max(tf.reduce_min(distances, 1))))
         centred = x - tf.constant(mean, tf.float32)
-        gauss.append(float(tf.reduce_max(tf.reduce_sum((centred @ precision) * centred, 1))))
-    return image_auroc(labels, np.array(knn)), image_auroc(labels, np.array(gauss))
+        scores["one global Gaussian"].append(float(tf.reduce_max(tf.reduce_sum((centred @ precision) * centred, 1))))
+    cell_mean = np.mean(train, axis=0, dtype=np.float64)
+    regulariser = 0.01 * np.var(flat[::7], dtype=np.float64)
+    cell_var = sum((image.astype(np.float64) - cell_mean) ** 2 for image in train) / (n - 1) + regulariser
+    scores["per-position mean, Euclidean (Model of Normality)"] = [
+        np.sqrt(((image.astype(np.float64) - cell_mean) ** 2).sum(-1)).max() for image in test]
+    scores["per-position diagonal Gaussian"] = [
+        np.sqrt(((image.astype(np.float64) - cell_mean) ** 2 / cell_var).sum(-1)).max() for image in test]
+    keep = rng.choice(dim, min(dims, dim), replace=False)
+    centred = train[..., keep].astype(np.float64) - cell_mean[..., keep]
+    covariance = np.einsum("nhwi,nhwj->hwij", centred, centred) / (n - 1) + 0.01 * np.eye(len(keep))
+    cell_precision = np.linalg.inv(covariance)
+    scores[f"per-position full Gaussian, {len(keep)} random dims (PaDiM's recipe)"] = [
+        np.sqrt(np.einsum("hwi,hwij,hwj->hw", t, cell_precision, t)).max()
+        for t in (image[..., keep].astype(np.float64) - cell_mean[..., keep] for image in test)]
+    return {name: np.asarray(values, float) for name, values in scores.items()}
+
+
+def auroc_line(labels, defects, scores):
+    """Image AUROC over all test images, then per defect type against all normal test images."""
+    text = f"{image_auroc(labels, scores):.3f}"
+    kinds = sorted({d for d, label in zip(defects, labels) if label})
+    if len(kinds) > 1:
+        chosen = {kind: (defects == kind) | (labels == 0) for kind in kinds}
+        per = [f"{kind} {image_auroc(labels[rows], scores[rows]):.3f}" for kind, rows in chosen.items()]
+        text += f" ({', '.join(per)})"
+    return text
 
 
 def size_baseline(fit, test, labels, k=5):
@@ -103,7 +138,7 @@ def size_baseline(fit, test, labels, k=5):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="mtd:mtd")
-    parser.add_argument("--sigmas", nargs="+", type=float, default=[0.05, 0.2, 0.5, 1.0])
+    parser.add_argument("--sigmas", nargs="*", type=float, default=[0.05, 0.2, 0.5, 1.0])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--every", type=int, default=2)
     parser.add_argument("--baselines", action="store_true",
@@ -124,16 +159,17 @@ def main(argv=None):
     detector.release_feature_cache()
     test, labels = test_features(detector, dataset.test, dataset.arrays, size)
     print(f"{args.data}: {rule}; cache {train.shape}, test {test.shape}")
+    defects = np.array([sample.defect for sample in dataset.test])
     if args.baselines:
-        knn, gauss = baselines(train, test, labels)
-        print(f"nearest neighbour in 30,000 normal locations: {knn:.3f}; one global Gaussian: {gauss:.3f}", flush=True)
+        for name, scores in baselines(train, test).items():
+            print(f"{name}: image AUROC {auroc_line(labels, defects, scores)}", flush=True)
         size_only = size_baseline(fit, dataset.test, labels)
         if size_only is not None:
             print(f"the image's own size alone (5 nearest fit images in log width, log height): {size_only:.3f}")
     for sigma in args.sigmas:
-        for epoch, loss, auroc, seconds in sweep(train, gain, test, labels, sigma, args.epochs, args.every,
+        for epoch, loss, auroc, seconds in sweep(train, gain, test, labels, defects, sigma, args.epochs, args.every,
                                                    seed=args.seed):
-            print(f"sigma {sigma:g} epoch {epoch}: loss {loss:.3f}, test image AUROC {auroc:.3f} ({seconds:.0f} s)",
+            print(f"sigma {sigma:g} epoch {epoch}: loss {loss:.3f}, test image AUROC {auroc} ({seconds:.0f} s)",
                   flush=True)
     print(f"\n`python benchmarks/explore_simplenet_noise.py {' '.join(sys.argv[1:] if argv is None else argv)}` on "
           f"{machine.description()}, {machine.today()}")
