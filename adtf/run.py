@@ -233,7 +233,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         calibration = (f"the {len(fit_samples)} normal images the detector was fitted on, since none was held out. "
                        "**These working points are too low**: training pushes the fitted images' scores below those "
                        "of new normal images, so they flag most good parts. Hold normal images out "
-                       "(`--calibration-fraction`, at least 5 training images) or set a threshold with `adtf-export`")
+                       "(`--calibration-fraction`) or set a threshold with `adtf-export`")
         log.warning(f"      no normal image held out: calibrating on the {len(fit_samples)} fitted images, whose "
                     "scores training pushed down; the working points will flag most good parts")
         model.calibrate(pipeline(fit_samples), verbose=verbose)
