@@ -67,12 +67,8 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
     results["working_points"] = (thresholds.evaluate_working_points(detector.working_points, labels, outputs)
                                  if detector.working_points and has_both else {})
     results["active_working_point"] = detector.working_point
-    results["per_defect_image_auroc"] = {}
-    if has_both:
-        defect_of = np.array([s.defect for s in dataset.test])
-        for defect in sorted(set(defect_of[labels == 1])):
-            keep = (labels == 0) | (defect_of == defect)
-            results["per_defect_image_auroc"][defect] = metrics.image_auroc(labels[keep], outputs["score"][keep])
+    results["per_defect_image_auroc"] = (metrics.per_defect_image_auroc(
+        labels, outputs["score"], [s.defect for s in dataset.test]) if has_both else {})
     results.update(
         n_train=len(dataset.train) - n_calibration, n_calibration=n_calibration or None,
         n_test=len(dataset.test), n_test_anomalous=int(labels.sum()),

@@ -102,6 +102,19 @@ def image_auroc(labels, scores):
     return float(roc_auc_score(labels, scores))
 
 
+def per_defect_image_auroc(labels, scores, defects):
+    """Image AUROC of each defect type against all normal images: ``{defect: auroc}``, sorted by name.
+
+    Example:
+    >>> per_defect_image_auroc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], ["good", "good", "crack", "hole"])
+    {'crack': 0.5, 'hole': 1.0}
+    """
+    labels, scores, defects = np.asarray(labels), np.asarray(scores), np.asarray(defects)
+    return {str(defect): image_auroc(labels[(labels == 0) | (defects == defect)],
+                                     scores[(labels == 0) | (defects == defect)])
+            for defect in sorted(set(defects[labels == 1]))}
+
+
 def pixel_auroc(masks, maps, chunk_pixels=1 << 22):
     """Pixel-level AUROC, exact, without sorting all pixels at once.
 

@@ -229,17 +229,17 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         log.info(f"[3/5] calibrating working points on {len(calibration_samples)} held-out normal images")
         model.calibrate(pipeline(calibration_samples), verbose=verbose)
         write_text(out / "calibration_images.txt", "".join(f"{s.path}\n" for s in calibration_samples))
-    elif cls.calibration_fraction > 0:  # a trained method, with no image held out (too few, or fraction 0)
-        calibration = (f"the {len(fit_samples)} normal images the detector was fitted on, since none was held out. "
-                       "**These working points are too low**: training pushes the fitted images' scores below those "
-                       "of new normal images, so they flag most good parts. Hold normal images out "
-                       "(`--calibration-fraction`) or set a threshold with `adtf-export`")
-        log.warning(f"      no normal image held out: calibrating on the {len(fit_samples)} fitted images, whose "
-                    "scores training pushed down; the working points will flag most good parts")
-        model.calibrate(pipeline(fit_samples), verbose=verbose)
     else:
-        calibration = f"the {len(fit_samples)} normal images the detector was fitted on (paper 000's protocol)"
-        log.info("[3/5] calibrating working points on the normal training images (paper 000's protocol)")
+        calibration = f"the {len(fit_samples)} normal images the detector was fitted on"
+        log.info("[3/5] calibrating working points on the normal images the detector was fitted on")
+        if cls.calibration_fraction > 0:  # the method's own protocol holds images out: fitted images score too low
+            calibration += (", since none was held out. **These working points are too low**: training pushes the "
+                            "fitted images' scores below those of new normal images, so they flag most good parts. "
+                            "Hold normal images out (`--calibration-fraction`) or set a threshold with `adtf-export`")
+            log.warning("      none was held out: training pushed these images' scores down, so the working points "
+                        "will flag most good parts (hold images out with --calibration-fraction)")
+        else:
+            calibration += " (paper 000's protocol)"
         model.calibrate(pipeline(fit_samples), verbose=verbose)
     extra = {"preset": preset, "options": _jsonable(options), "image_size_rule": size_rule, "epochs": epochs,
              "fit_seconds": fit_seconds,

@@ -32,7 +32,7 @@ import tensorflow as tf  # noqa: E402
 from adtf import data, machine  # noqa: E402
 from adtf.data.pipeline import pipeline, unpack_batch  # noqa: E402
 from adtf.detectors.simplenet import SimpleNet  # noqa: E402
-from adtf.metrics import image_auroc  # noqa: E402
+from adtf.metrics import image_auroc, per_defect_image_auroc  # noqa: E402
 from adtf.run import calibration_split, data_image_size  # noqa: E402
 
 
@@ -112,11 +112,9 @@ def baselines(train, test, bank_size=30000, dims=100, seed=0):
 def auroc_line(labels, defects, scores):
     """Image AUROC over all test images, then per defect type against all normal test images."""
     text = f"{image_auroc(labels, scores):.3f}"
-    kinds = sorted({d for d, label in zip(defects, labels) if label})
-    if len(kinds) > 1:
-        chosen = {kind: (defects == kind) | (labels == 0) for kind in kinds}
-        per = [f"{kind} {image_auroc(labels[rows], scores[rows]):.3f}" for kind, rows in chosen.items()]
-        text += f" ({', '.join(per)})"
+    per = per_defect_image_auroc(labels, scores, defects)
+    if len(per) > 1:
+        text += f" ({', '.join(f'{defect} {auroc:.3f}' for defect, auroc in per.items())})"
     return text
 
 

@@ -233,3 +233,13 @@ def test_aupro_stays_in_unit_interval_on_adversarial_maps():
         assert 0.0 <= metrics.aupro(masks, maps) <= 1.0 + 1e-12
     with pytest.raises(DataError, match="fpr_limit"):
         metrics.aupro(masks, masks * 1.0, fpr_limit=0.0)
+
+
+def test_per_defect_image_auroc_scores_each_defect_against_all_normal_images():
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    scores = np.array([0.1, 0.5, 0.3, 0.9, 0.2, 0.4])
+    defects = ["good", "good", "good", "hole", "crack", "crack"]
+    per = metrics.per_defect_image_auroc(labels, scores, defects)
+    assert list(per) == ["crack", "hole"]  # sorted, normal images never a defect
+    assert per["hole"] == 1.0
+    assert per["crack"] == pytest.approx(roc_auc_score([0, 0, 0, 1, 1], [0.1, 0.5, 0.3, 0.2, 0.4]))
