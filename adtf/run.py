@@ -233,11 +233,12 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         calibration = f"the {len(fit_samples)} normal images the detector was fitted on"
         log.info("[3/5] calibrating working points on the normal images the detector was fitted on")
         if cls.calibration_fraction > 0:  # the method's own protocol holds images out: fitted images score too low
-            calibration += (", since none was held out. **These working points are too low**: training pushes the "
-                            "fitted images' scores below those of new normal images, so they flag most good parts. "
+            calibration += (", since none was held out. **These working points are too low after a full "
+                            "fit**: training pushes the fitted images' scores below those of new normal images, so "
+                            "they flag most good parts. "
                             "Hold normal images out (`--calibration-fraction`) or set a threshold with `adtf-export`")
-            log.warning("      none was held out: training pushed these images' scores down, so the working points "
-                        "will flag most good parts (hold images out with --calibration-fraction)")
+            log.warning("      none was held out: training pushes these images' scores down, so after a full fit the "
+                        "working points flag most good parts (hold images out with --calibration-fraction)")
         else:
             calibration += " (paper 000's protocol)"
         model.calibrate(pipeline(fit_samples), verbose=verbose)
