@@ -2,8 +2,10 @@
 
 Usage: python benchmarks/explore_simplenet_noise.py --data mtd:mtd --sigmas 0.05 0.2 0.5 1.0 --epochs 6 [--every 2]
        [--baselines] [--backbone efficientnet_lite2 --layers block3c_add block5d_add] [--seed 1]
+       [--image-size 448 384] [--dims 768 768]
 
-``--backbone``/``--layers`` compare taps and backbones the same way; ``--seed`` draws another synthetic set
+``--backbone``/``--layers`` compare taps and backbones the same way, ``--image-size`` another input size than the
+presets' rule gives, ``--dims`` the aggregation's per-level and final sizes (the head's adaptor follows the latter); ``--seed`` draws another synthetic set
 (and other splits): a validation draw whose test labels are not those of the main job's seed-0 set.
 ``--baselines`` scores the same cached features with references that are blind to position (nearest
 neighbour, one Gaussian) and that model each grid cell (its mean, a diagonal and a full Gaussian: PaDiM's
@@ -143,15 +145,22 @@ def main(argv=None):
                         help="also a k-NN memory bank, one global Gaussian and the image size alone")
     parser.add_argument("--layers", nargs="+", default=None, help="backbone taps (default: the preset's)")
     parser.add_argument("--backbone", default=None, help="an adtf.backbones name (default: the preset's)")
+    parser.add_argument("--image-size", nargs=2, type=int, default=None, metavar=("H", "W"),
+                        help="input size (default: the presets' rule, the data's median size)")
+    parser.add_argument("--dims", nargs=2, type=int, default=None, metavar=("PRETRAIN", "EMBED"),
+                        help="the aggregation's per-level and final dimensions (default: the preset's)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the data's splits (and of a synthetic set's draw) and of the head")
     args = parser.parse_args(argv)
     dataset = data.load(args.data, seed=args.seed)
     size, rule = data_image_size(dataset, SimpleNet.image_size_range)
+    if args.image_size:
+        size, rule = tuple(args.image_size), f"{args.image_size[0]}x{args.image_size[1]} as asked (the rule: {rule})"
     fit, _ = calibration_split(dataset.train, 0.2, args.seed)
     detector = SimpleNet.from_preset("offline", image_size=size,
                                      **({"layers": tuple(args.layers)} if args.layers else {}),
-                                     **({"backbone": args.backbone} if args.backbone else {}))
+                                     **({"backbone": args.backbone} if args.backbone else {}),
+                                     **(dict(zip(("pretrain_dim", "embed_dim"), args.dims)) if args.dims else {}))
     cache = detector.feature_cache(pipeline(fit, arrays=dataset.arrays, image_size=size, batch_size=16), verbose=False)
     train, gain = cache[np.arange(len(cache))], float(detector.feature_gain)  # the preset normalises: gain is set
     detector.release_feature_cache()
