@@ -224,9 +224,16 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     fit_seconds = time.perf_counter() - fit_started
     shutil.rmtree(out / "backup", ignore_errors=True)
     if calibration_samples:
-        calibration = (f"{len(calibration_samples)} normal training images held out of the fit "
+        held_out = len(calibration_samples)
+        calibration = (f"{held_out} normal training images held out of the fit "
                        f"(fraction {fraction:g}, seed {seed}; listed in calibration_images.txt)")
-        log.info(f"[3/5] calibrating working points on {len(calibration_samples)} held-out normal images")
+        log.info(f"[3/5] calibrating working points on {held_out} held-out normal images")
+        if held_out < 19:  # the largest of N normal scores passes about N/(N+1) of new normals: under 95 %
+            few = (f"the largest of {held_out} normal scores passes about {held_out / (held_out + 1):.0%} of new "
+                   "normal images")
+            calibration += (f". **Few images to calibrate on**: {few}; hold more out (`--calibration-fraction`) "
+                            "or move the threshold later (`adtf-export --threshold`)")
+            log.warning(f"      few images to calibrate on: {few} (hold more out with --calibration-fraction)")
         model.calibrate(pipeline(calibration_samples), verbose=verbose)
         write_text(out / "calibration_images.txt", "".join(f"{s.path}\n" for s in calibration_samples))
     else:

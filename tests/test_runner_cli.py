@@ -120,6 +120,19 @@ def test_trains_under_mirrored_strategy_on_two_logical_cpus():
     assert [line.split()[:2] for line in lines] == [["toy_autoencoder", "2"], ["toy_simplenet", "2"]]
 
 
+def test_working_points_from_few_held_out_images_say_how_many_good_parts_they_pass(toy_registered, tmp_path):
+    """The largest of N held-out normal scores passes about N/(N+1) of new normal images (weave, 10 images:
+    2 held out kept 48-76 %): with few held out, the report must say what to expect and what to do."""
+    from adtf.run import fit_evaluate_export
+
+    results = fit_evaluate_export(toy_registered, "synthetic:grass", "fast", tmp_path / "run", n_train=10,
+                                  detector={"width": 4, "image_size": [32, 32]}, fit={"epochs": 1},
+                                  export=False, verbose=False)
+    assert results["n_calibration"] == 2
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "Few images to calibrate on" in report and "about 67% of new normal images" in report
+
+
 def test_a_trained_method_calibrated_on_its_own_fit_images_says_the_working_points_are_too_low(toy_registered,
                                                                                                   tmp_path):
     """With no image held out a trained detector is calibrated on the images it was fitted on, which training
