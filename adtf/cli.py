@@ -139,6 +139,9 @@ def fit_parser(method=None, preset=None, prog="adtf-fit", bench=False):
                              f"on (default for {method}: {cls.calibration_fraction:g}"
                              + (", paper 000's protocol: calibrate on the fitted images)" if cls.calibration_fraction == 0
                                 else ")"))
+    parser.add_argument("--calibration-folds", type=int, default=0,
+                        help="K >= 2: calibrate on all normal training images by K-fold cross-fitting (K more fits; "
+                             "each image scored by a detector fitted without it) instead of a hold-out; for small sets")
     parser.add_argument("--monitor-every", type=int, default=0,
                         help="log the test AUROC every N epochs (monitoring only; never selects an epoch)")
     parser.add_argument("--tensorboard", action="store_true",
@@ -176,7 +179,8 @@ def _runner_options(args):
     return dict(method=args.method, preset=args.preset, detector=args.detector.as_dict(),
                 fit={k: v for k, v in args.fit.as_dict().items() if v is not None},
                 compile=args.compile.as_dict() if "compile" in args else None,
-                calibration_fraction=args.calibration_fraction, batch_size=args.batch_size, seed=args.seed,
+                calibration_fraction=args.calibration_fraction, calibration_folds=args.calibration_folds,
+                batch_size=args.batch_size, seed=args.seed,
                 n_train=args.n_train, skip_bad=args.skip_bad, export=not args.no_export,
                 monitor_every=args.monitor_every, tensorboard=args.tensorboard, verbose=not args.quiet)
 

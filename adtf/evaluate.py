@@ -18,7 +18,7 @@ def ms_per_image(timings):
 
 
 def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_examples=4,
-             verbose=True, n_calibration=0, calibration=None, extra=None):
+             verbose=True, n_calibration=0, n_fit=None, calibration=None, extra=None):
     """Score ``dataset.test`` with ``detector``; return the metrics dict (and write a report).
 
     Args:
@@ -29,8 +29,10 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
         batch_size: images per batch.
         n_examples: how many top- and bottom-scored test images get a heat-map overlay.
         verbose: progress bars.
-        n_calibration: normal training images held out of the fit for calibration (recorded:
+        n_calibration: normal training images the working points were calibrated on (recorded:
             ``n_train`` then counts only the images the detector was fitted on).
+        n_fit: the images the detector was fitted on, where not ``len(dataset.train) - n_calibration``
+            (cross-fitted calibration scores every fitted image).
         calibration: which images calibrated the working points, in words (for the report).
         extra: more entries for ``metrics.json`` (the runner's fit time, preset, options).
 
@@ -70,7 +72,7 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
     results["per_defect_image_auroc"] = (metrics.per_defect_image_auroc(
         labels, outputs["score"], [s.defect for s in dataset.test]) if has_both else {})
     results.update(
-        n_train=len(dataset.train) - n_calibration, n_calibration=n_calibration or None,
+        n_train=len(dataset.train) - n_calibration if n_fit is None else n_fit, n_calibration=n_calibration or None,
         n_test=len(dataset.test), n_test_anomalous=int(labels.sum()),
         image_size=list(detector.image_size), ms_per_image=ms, images_per_second=1000.0 / ms,
         n_invalid=int(outputs["invalid"].sum()), calibration=calibration,
@@ -92,7 +94,8 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
     return results
 
 
-def thresholds_only(detector, dataset, out_dir, *, method=None, n_calibration=0, calibration=None, extra=None):
+def thresholds_only(detector, dataset, out_dir, *, method=None, n_calibration=0, n_fit=None, calibration=None,
+                    extra=None):
     """The record of a fit with no test images (normal images only): the calibrated working points.
 
     Writes ``metrics.json`` (every metric null) and a short ``report.md``; returns the dict.
@@ -104,7 +107,8 @@ def thresholds_only(detector, dataset, out_dir, *, method=None, n_calibration=0,
         "working_points": {name: {"threshold": p["value"], "score": p["score"], "rule": p["rule"],
                                   "tpr": None, "tnr": None, "auc": None} for name, p in detector.working_points.items()},
         "active_working_point": detector.working_point, "per_defect_image_auroc": {},
-        "n_train": len(dataset.train) - n_calibration, "n_calibration": n_calibration or None,
+        "n_train": len(dataset.train) - n_calibration if n_fit is None else n_fit,
+        "n_calibration": n_calibration or None,
         "n_test": 0, "n_test_anomalous": 0, "image_size": list(detector.image_size),
         "ms_per_image": None, "images_per_second": None, "calibration": calibration,
         "peak_rss_mb": machine.peak_rss_mb(), "machine": machine.description(), "date": machine.today(), **(extra or {}),

@@ -120,7 +120,8 @@ def calibration_split(samples, fraction, seed):
 
 
 def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, out=None, *, detector=None,
-                        fit=None, compile=None, calibration_fraction=None, batch_size=16, seed=0, n_train=None,
+                        fit=None, compile=None, calibration_fraction=None, calibration_folds=0, batch_size=16,
+                        seed=0, n_train=None,
                         skip_bad=False, export=True, monitor_every=0, tensorboard=False, verbose=True, callbacks=(),
                         command=None):
     """Fit a detector on a dataset's normal images, calibrate, evaluate, save and export it.
@@ -136,6 +137,11 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         calibration_fraction: normal training images held out of the fit to calibrate the working
             points on (default: the method's ``calibration_fraction``: 0.2 for trained methods,
             0 for MoN, whose paper calibrates on the fitted images). At least one image.
+        calibration_folds: K >= 2 for cross-fitted calibration instead of a hold-out: K more detectors,
+            each fitted without one K-th of the normal training images, score that K-th, and the working
+            points come from all N out-of-fold scores; the detector itself is fitted on all N. For small
+            sets, where a hold-out leaves few scores (the largest of N passes about N/(N+1) of new normals),
+            at the price of K more fits. 0: off.
         batch_size: batch size of the data pipelines (training may rebatch: ``fit.batch_size``).
         seed: seed of the data splits, of Keras' initialisers and of the detector.
         n_train: normal images to fit on where the dataset's protocol takes it (DAGM: 500).
@@ -187,6 +193,13 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     model = cls(**options)
     size = model.image_size
     fraction = cls.calibration_fraction if calibration_fraction is None else calibration_fraction
+    if calibration_folds:
+        if calibration_fraction:
+            raise AdtfError("give either --calibration-fraction (a hold-out) or --calibration-folds (cross-fitting)")
+        if not 2 <= calibration_folds <= len(dataset.train):
+            raise DataError(f"--calibration-folds must be between 2 and the {len(dataset.train)} normal training "
+                            f"images, got {calibration_folds}")
+        fraction = 0.0
     fit_samples, calibration_samples = calibration_split(dataset.train, fraction, seed)
 
     def pipeline(samples, **kwargs):
@@ -203,7 +216,8 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         # A killed fit resumes from here when the same command runs again; removed once the fit ends.
         _check_backup(out / "backup", {"method": method, "data": dataset.name, "options": _jsonable(options),
                                        "epochs": epochs, "fit": _jsonable(fit_options), "compile": compile or {},
-                                       "calibration_fraction": fraction, "seed": seed})
+                                       "calibration_fraction": fraction, "calibration_folds": calibration_folds,
+                                       "seed": seed})
         # Kept after the gradient epochs end (delete_checkpoint=False) and removed below once the statistics
         # stage is done too: a fit killed there resumes at its last epoch, with no epoch trained again.
         fit_callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False), Timing(),
@@ -223,7 +237,19 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
                         verbose=keras_verbose if epochs else verbose, **fit_options)
     fit_seconds = time.perf_counter() - fit_started
     shutil.rmtree(out / "backup", ignore_errors=True)
-    if calibration_samples:
+    if calibration_folds:
+        calibration = (f"all {len(fit_samples)} normal training images, each scored by one of {calibration_folds} "
+                       f"detectors fitted without its fold (cross-fitting, seed {seed}; folds in "
+                       "calibration_images.txt); the reported detector is fitted on all of them")
+        log.info(f"[3/5] calibrating working points by {calibration_folds}-fold cross-fitting "
+                 f"({calibration_folds} more fits)")
+        outputs, folds = _cross_fitted_outputs(cls, options, compile, fit_samples, calibration_folds, seed,
+                                               pipeline, out / "calibration_folds", fit_options, verbose)
+        model.calibrate_on_outputs(outputs)
+        write_text(out / "calibration_images.txt",
+                   "".join(f"{fold}\t{fit_samples[i].path}\n" for fold, index in enumerate(folds) for i in index))
+        shutil.rmtree(out / "calibration_folds", ignore_errors=True)
+    elif calibration_samples:
         held_out = len(calibration_samples)
         calibration = (f"{held_out} normal training images held out of the fit "
                        f"(fraction {fraction:g}, seed {seed}; listed in calibration_images.txt)")
@@ -254,7 +280,8 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
              "fit_info": dict(model.fit_info),
              "history": {k: [float(v) for v in values] for k, values in history.history.items()}}
     log.info(f"[4/5] evaluating on {len(dataset.test)} test images -> {out}")
-    common = dict(method=method, n_calibration=len(calibration_samples), calibration=calibration, extra=extra)
+    common = dict(method=method, n_calibration=len(fit_samples) if calibration_folds else len(calibration_samples),
+                  n_fit=len(fit_samples), calibration=calibration, extra=extra)
     if dataset.test:
         results = evaluate(model, dataset, out, batch_size=batch_size, verbose=verbose, **common)
     else:
@@ -271,6 +298,43 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
                                   "seconds": time.perf_counter() - started})
     results.update(seconds=time.perf_counter() - started, run_dir=str(out))
     return results
+
+
+def _cross_fitted_outputs(cls, options, compile, samples, k, seed, pipeline, folder, fit_options, verbose):
+    """Out-of-fold outputs of every sample (in fold order) and the folds' sample indices: fold j is scored by
+    a detector fitted on the other folds. Each fold's outputs are saved to ``folder`` as they finish, so a
+    killed run that is started again with the same settings fits only the folds still missing."""
+    import numpy as np
+
+    from adtf.atomic import atomic_path, write_text
+
+    folds = np.array_split(np.random.default_rng(seed).permutation(len(samples)), k)
+    settings = json.dumps({"options": _jsonable(options), "compile": compile or {}, "fit": fit_options, "folds": k,
+                           "seed": seed, "samples": [str(sample.path or sample.index) for sample in samples]}, sort_keys=True,
+                          default=str)
+    if (folder / "settings.json").is_file() and (folder / "settings.json").read_text() != settings:
+        shutil.rmtree(folder)  # folds of a run with other settings: never mixed with these
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text(folder / "settings.json", settings)
+    parts = []
+    for j, index in enumerate(folds):
+        path = folder / f"fold{j}_of_{k}_seed{seed}.npz"
+        if not path.is_file():
+            rest = [samples[i] for i in np.setdiff1d(np.arange(len(samples)), index)]
+            log.info(f"      fold {j + 1}/{k}: fitting on {len(rest)} images, scoring {len(index)}")
+            fold_model = cls(**options)
+            if compile:
+                fold_model.compile(**compile)
+            epochs = int(fit_options.get("epochs", fold_model.epochs_for(len(rest), fit_options.get("batch_size"))))
+            fold_model.fit(pipeline(rest), epochs=epochs, verbose=0,
+                           **{k_: v for k_, v in fit_options.items() if k_ != "epochs"})
+            outputs = fold_model.score_dataset(pipeline([samples[i] for i in index]), verbose=verbose,
+                                               keep_maps=False, desc=f"scoring fold {j + 1}")
+            with atomic_path(path) as tmp:
+                np.savez(tmp, **{key: value for key, value in outputs.items() if value.dtype != object})
+        with np.load(path, allow_pickle=False) as saved:
+            parts.append(dict(saved))
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}, folds
 
 
 def _examples(dataset, size, n=4):

@@ -65,6 +65,8 @@ def main(argv=None):
     parser.add_argument("--presets", nargs="+", default=["fast", "offline"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--n-train", type=int, default=None, help="few-shot: this many normal training images")
+    parser.add_argument("--calibration-folds", type=int, default=0,
+                        help="K-fold cross-fitted calibration instead of the hold-out (adtf-fit --calibration-folds)")
     parser.add_argument("--option", nargs="*", default=[], metavar="KEY=VALUE", help="detector option overrides")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -84,14 +86,17 @@ def main(argv=None):
                 fraction = 0.0 if args.n_train and args.n_train < 5 else None
                 folder = f"{out}/{slug(spec)}-{preset}-{seed}"
                 r = fit_evaluate_export(args.method, ds, preset, folder, detector=options, seed=seed,
-                                        calibration_fraction=fraction, export=False, verbose=False)
+                                        calibration_fraction=fraction, calibration_folds=args.calibration_folds,
+                                        export=False, verbose=False)
                 detector = load(f"{folder}/model.keras")
                 r["latency_b1"] = latency(detector, tuple(r["image_size"]), 1)
                 r["latency_b16"] = latency(detector, tuple(r["image_size"]), 16)
                 runs.append(r)
                 print(f"{args.method} {options or ''} {ds.name} {preset} seed {seed}: image AUROC {r['image_auroc']}, pixel {r['pixel_auroc']}, "
                       f"AUPRO {r['aupro']}, active working point TNR "
-                      f"{r['working_points'][r['active_working_point']]['tnr']}, fit {r['fit_seconds']:.0f} s", flush=True)
+                      f"{r['working_points'][r['active_working_point']]['tnr']} / TPR "
+                      f"{r['working_points'][r['active_working_point']]['tpr']}, fit {r['fit_seconds']:.0f} s, "
+                      f"all {r['seconds']:.0f} s", flush=True)
             rows.append((ds.name, preset, runs))
     print(f"\n{args.method} {options or ''}")
     print("\n| data | preset | seeds | image AUROC | pixel AUROC | AUPRO | FPR at 100 % recall | factory threshold | "

@@ -133,6 +133,56 @@ def test_working_points_from_few_held_out_images_say_how_many_good_parts_they_pa
     assert "Few images to calibrate on" in report and "about 67% of new normal images" in report
 
 
+def test_cross_fitted_calibration_scores_every_normal_image_out_of_fold_and_fits_on_all(toy_registered, tmp_path):
+    """K-fold cross-fitting: the working points come from all N normal images, each scored by a detector fitted
+    without it; the detector itself is fitted on all N; a rerun reuses the saved folds, other settings do not."""
+    import numpy as np
+
+    from adtf.run import fit_evaluate_export
+
+    kwargs = dict(n_train=10, detector={"width": 4, "image_size": [32, 32]}, fit={"epochs": 1}, export=False,
+                  verbose=False)
+    results = fit_evaluate_export(toy_registered, "synthetic:grass", "fast", tmp_path / "run", calibration_folds=3,
+                                  **kwargs)
+    assert results["n_train"] == 10 and results["n_calibration"] == 10
+    assert "cross-fitting" in (tmp_path / "run" / "report.md").read_text()
+    folds = [line.split("\t")[0] for line in (tmp_path / "run" / "calibration_images.txt").read_text().splitlines()]
+    assert sorted(folds) == ["0"] * 4 + ["1"] * 3 + ["2"] * 3
+    assert not (tmp_path / "run" / "calibration_folds").exists()
+
+    from adtf.run import _cross_fitted_outputs  # the out-of-fold scores: one per image, the max is the threshold
+    from adtf.detectors import REGISTRY
+    from adtf import data
+    dataset = data.load("synthetic:grass", n_train=10)
+    cls = REGISTRY[toy_registered]
+    options = {**cls.preset_options("fast"), **kwargs["detector"], "seed": 0}
+    pipe = lambda samples: data.pipeline(samples, arrays=dataset.arrays, image_size=(32, 32), batch_size=16)
+    outputs, _ = _cross_fitted_outputs(cls, options, None, dataset.train, 3, 0, pipe, tmp_path / "folds",
+                                       {"epochs": 1}, False)
+    assert outputs["score"].shape == (10,) and np.isfinite(outputs["score"]).all()
+    saved = sorted(p.name for p in (tmp_path / "folds").glob("*.npz"))
+    assert saved == [f"fold{j}_of_3_seed0.npz" for j in range(3)]
+    again, _ = _cross_fitted_outputs(cls, options, None, dataset.train, 3, 0, pipe, tmp_path / "folds",
+                                     {"epochs": 1}, False)
+    np.testing.assert_array_equal(again["score"], outputs["score"])  # read back, not refitted
+    other, _ = _cross_fitted_outputs(cls, {**options, "seed": 1}, None, dataset.train, 3, 0, pipe,
+                                     tmp_path / "folds", {"epochs": 1}, False)
+    assert not np.array_equal(other["score"], outputs["score"])  # other settings: folds fitted afresh
+
+
+def test_cross_fitted_calibration_refuses_a_hold_out_too_and_more_folds_than_images(toy_registered, tmp_path):
+    from adtf.errors import AdtfError
+    from adtf.run import fit_evaluate_export
+
+    kwargs = dict(n_train=10, detector={"width": 4, "image_size": [32, 32]}, fit={"epochs": 1}, export=False,
+                  verbose=False)
+    with pytest.raises(AdtfError, match="either --calibration-fraction"):
+        fit_evaluate_export(toy_registered, "synthetic:grass", "fast", tmp_path / "a", calibration_folds=3,
+                            calibration_fraction=0.2, **kwargs)
+    with pytest.raises(AdtfError, match="between 2 and the 10"):
+        fit_evaluate_export(toy_registered, "synthetic:grass", "fast", tmp_path / "b", calibration_folds=11, **kwargs)
+
+
 def test_a_trained_method_calibrated_on_its_own_fit_images_says_the_working_points_are_too_low(toy_registered,
                                                                                                   tmp_path):
     """With no image held out a trained detector is calibrated on the images it was fitted on, which training

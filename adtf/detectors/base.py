@@ -293,7 +293,12 @@ class Detector(keras.Model):
         image flagged) and the score that flags 1% of them; a method with its own rules
         (MoN's six) overrides ``working_points_from``.
         """
-        outputs = self.score_dataset(normal_ds, verbose=verbose, keep_maps=False, desc="calibrating")
+        return self.calibrate_on_outputs(self.score_dataset(normal_ds, verbose=verbose, keep_maps=False,
+                                                            desc="calibrating"))
+
+    def calibrate_on_outputs(self, outputs):
+        """``calibrate`` from normal images' outputs already scored (``score_dataset(..., keep_maps=False)``),
+        by this detector or, in cross-fitted calibration, by detectors fitted without those images."""
         if outputs["invalid"].any():
             where = np.flatnonzero(outputs["invalid"])[:5]
             named = ([p.decode() if isinstance(p, bytes) else str(p) for p in outputs["path"][where]]
