@@ -236,7 +236,6 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     history = model.fit(pipeline(fit_samples), epochs=epochs, callbacks=fit_callbacks,
                         verbose=keras_verbose if epochs else verbose, **fit_options)
     fit_seconds = time.perf_counter() - fit_started
-    shutil.rmtree(out / "backup", ignore_errors=True)
     if calibration_folds:
         calibration = (f"all {len(fit_samples)} normal training images, each scored by one of {calibration_folds} "
                        f"detectors fitted without its fold (cross-fitting, seed {seed}; folds in "
@@ -257,9 +256,11 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         if held_out < 19:  # the largest of N normal scores passes about N/(N+1) of new normals: under 95 %
             few = (f"the largest of {held_out} normal scores passes about {held_out / (held_out + 1):.0%} of new "
                    "normal images")
-            calibration += (f". **Few images to calibrate on**: {few}; hold more out (`--calibration-fraction`) "
-                            "or move the threshold later (`adtf-export --threshold`)")
-            log.warning(f"      few images to calibrate on: {few} (hold more out with --calibration-fraction)")
+            calibration += (f". **Few images to calibrate on**: {few}; calibrate on all of them by cross-fitting "
+                            "(`--calibration-folds 5`), hold more out (`--calibration-fraction`) or move the "
+                            "threshold later (`adtf-export --threshold`)")
+            log.warning(f"      few images to calibrate on: {few} (cross-fit with --calibration-folds 5, or hold more "
+                        "out with --calibration-fraction)")
         model.calibrate(pipeline(calibration_samples), verbose=verbose)
         write_text(out / "calibration_images.txt", "".join(f"{s.path}\n" for s in calibration_samples))
     else:
@@ -269,12 +270,15 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
             calibration += (", since none was held out. **These working points are too low after a full "
                             "fit**: training pushes the fitted images' scores below those of new normal images, so "
                             "they flag most good parts. "
-                            "Hold normal images out (`--calibration-fraction`) or set a threshold with `adtf-export`")
+                            "Cross-fit (`--calibration-folds 5`), hold normal images out (`--calibration-fraction`) "
+                            "or set a threshold with `adtf-export`")
             log.warning("      none was held out: training pushes these images' scores down, so after a full fit the "
-                        "working points flag most good parts (hold images out with --calibration-fraction)")
+                        "working points flag most good parts (cross-fit with --calibration-folds 5, or hold images "
+                        "out with --calibration-fraction)")
         else:
             calibration += " (paper 000's protocol)"
         model.calibrate(pipeline(fit_samples), verbose=verbose)
+    shutil.rmtree(out / "backup", ignore_errors=True)  # kept until now: a run killed while calibrating resumes
     extra = {"preset": preset, "options": _jsonable(options), "image_size_rule": size_rule, "epochs": epochs,
              "fit_seconds": fit_seconds,
              "fit_info": dict(model.fit_info),
@@ -300,7 +304,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     return results
 
 
-def _cross_fitted_outputs(cls, options, compile, samples, k, seed, pipeline, folder, fit_options, verbose):
+def _cross_fitted_outputs(cls, options, compile, samples, n_folds, seed, pipeline, folder, fit_options, verbose):
     """Out-of-fold outputs of every sample (in fold order) and the folds' sample indices: fold j is scored by
     a detector fitted on the other folds. Each fold's outputs are saved to ``folder`` as they finish, so a
     killed run that is started again with the same settings fits only the folds still missing."""
@@ -308,26 +312,26 @@ def _cross_fitted_outputs(cls, options, compile, samples, k, seed, pipeline, fol
 
     from adtf.atomic import atomic_path, write_text
 
-    folds = np.array_split(np.random.default_rng(seed).permutation(len(samples)), k)
-    settings = json.dumps({"options": _jsonable(options), "compile": compile or {}, "fit": fit_options, "folds": k,
-                           "seed": seed, "samples": [str(sample.path or sample.index) for sample in samples]}, sort_keys=True,
-                          default=str)
+    folds = np.array_split(np.random.default_rng(seed).permutation(len(samples)), n_folds)
+    settings = json.dumps({"options": _jsonable(options), "compile": compile or {}, "fit": fit_options, "folds": n_folds,
+                           "seed": seed, "samples": [str(sample.path or sample.index) for sample in samples]},
+                          sort_keys=True, default=str)
     if (folder / "settings.json").is_file() and (folder / "settings.json").read_text() != settings:
         shutil.rmtree(folder)  # folds of a run with other settings: never mixed with these
     folder.mkdir(parents=True, exist_ok=True)
     write_text(folder / "settings.json", settings)
     parts = []
     for j, index in enumerate(folds):
-        path = folder / f"fold{j}_of_{k}_seed{seed}.npz"
+        path = folder / f"fold{j}_of_{n_folds}_seed{seed}.npz"
         if not path.is_file():
             rest = [samples[i] for i in np.setdiff1d(np.arange(len(samples)), index)]
-            log.info(f"      fold {j + 1}/{k}: fitting on {len(rest)} images, scoring {len(index)}")
+            log.info(f"      fold {j + 1}/{n_folds}: fitting on {len(rest)} images, scoring {len(index)}")
             fold_model = cls(**options)
             if compile:
                 fold_model.compile(**compile)
             epochs = int(fit_options.get("epochs", fold_model.epochs_for(len(rest), fit_options.get("batch_size"))))
             fold_model.fit(pipeline(rest), epochs=epochs, verbose=0,
-                           **{k_: v for k_, v in fit_options.items() if k_ != "epochs"})
+                           **{key: value for key, value in fit_options.items() if key != "epochs"})
             outputs = fold_model.score_dataset(pipeline([samples[i] for i in index]), verbose=verbose,
                                                keep_maps=False, desc=f"scoring fold {j + 1}")
             with atomic_path(path) as tmp:
