@@ -207,7 +207,8 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
 
     out = Path(out or Path("runs") / f"{method}-{slug(dataset.name)}")
     out.mkdir(parents=True, exist_ok=True)
-    fit_options = {k: v for k, v in (fit or {}).items() if v is not None}
+    fit_given = {k: v for k, v in (fit or {}).items() if v is not None}
+    fit_options = dict(fit_given)  # less the epochs, below; the cross-fitted folds get the epochs given, if any
     epochs = int(fit_options.pop("epochs", model.epochs_for(len(fit_samples), fit_options.get("batch_size"))))
     log.info(f"[2/5] fitting {method} ({preset or 'default'} preset) at {size[0]}x{size[1]} on {len(fit_samples)} "
              f"normal images" + (f", {epochs} epochs" if epochs else ""))
@@ -243,7 +244,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         log.info(f"[3/5] calibrating working points by {calibration_folds}-fold cross-fitting "
                  f"({calibration_folds} more fits)")
         outputs, folds = _cross_fitted_outputs(cls, options, compile, fit_samples, calibration_folds, seed,
-                                               pipeline, out / "calibration_folds", fit_options, verbose)
+                                               pipeline, out / "calibration_folds", fit_given, verbose)
         model.calibrate_on_outputs(outputs)
         write_text(out / "calibration_images.txt",
                    "".join(f"{fold}\t{fit_samples[i].path}\n" for fold, index in enumerate(folds) for i in index))
@@ -313,8 +314,9 @@ def _cross_fitted_outputs(cls, options, compile, samples, n_folds, seed, pipelin
     from adtf.atomic import atomic_path, write_text
 
     folds = np.array_split(np.random.default_rng(seed).permutation(len(samples)), n_folds)
-    settings = json.dumps({"options": _jsonable(options), "compile": compile or {}, "fit": fit_options, "folds": n_folds,
-                           "seed": seed, "samples": [str(sample.path or sample.index) for sample in samples]},
+    settings = json.dumps({"options": _jsonable(options), "compile": compile or {}, "fit": fit_options,
+                           "folds": n_folds, "seed": seed,
+                           "samples": [str(sample.path or sample.index) for sample in samples]},
                           sort_keys=True, default=str)
     if (folder / "settings.json").is_file() and (folder / "settings.json").read_text() != settings:
         shutil.rmtree(folder)  # folds of a run with other settings: never mixed with these

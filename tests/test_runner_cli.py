@@ -133,12 +133,21 @@ def test_working_points_from_few_held_out_images_say_how_many_good_parts_they_pa
     assert "Few images to calibrate on" in report and "about 67% of new normal images" in report
 
 
-def test_cross_fitted_calibration_scores_every_normal_image_out_of_fold_and_fits_on_all(toy_registered, tmp_path):
+def test_cross_fitted_calibration_scores_every_normal_image_out_of_fold_and_fits_on_all(toy_registered, tmp_path,
+                                                                                          monkeypatch):
     """K-fold cross-fitting: the working points come from all N normal images, each scored by a detector fitted
     without it; the detector itself is fitted on all N; a rerun reuses the saved folds, other settings do not."""
     import numpy as np
 
     from adtf.run import fit_evaluate_export
+
+    fitted_epochs, fit = [], ConvAutoencoder.fit
+
+    def recording_fit(self, *args, epochs=None, **kwargs):
+        fitted_epochs.append(epochs)
+        return fit(self, *args, epochs=epochs, **kwargs)
+
+    monkeypatch.setattr(ConvAutoencoder, "fit", recording_fit)
 
     kwargs = dict(n_train=10, detector={"width": 4, "image_size": [32, 32]}, fit={"epochs": 1}, export=False,
                   verbose=False)
@@ -149,6 +158,7 @@ def test_cross_fitted_calibration_scores_every_normal_image_out_of_fold_and_fits
     folds = [line.split("\t")[0] for line in (tmp_path / "run" / "calibration_images.txt").read_text().splitlines()]
     assert sorted(folds) == ["0"] * 4 + ["1"] * 3 + ["2"] * 3
     assert not (tmp_path / "run" / "calibration_folds").exists()
+    assert fitted_epochs == [1, 1, 1, 1]  # the main fit and the 3 folds, each with the epochs given (default: 2)
 
     from adtf.run import _cross_fitted_outputs  # the out-of-fold scores: one per image, the max is the threshold
     from adtf.detectors import REGISTRY
