@@ -207,9 +207,8 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
 
     out = Path(out or Path("runs") / f"{method}-{slug(dataset.name)}")
     out.mkdir(parents=True, exist_ok=True)
-    fit_given = {k: v for k, v in (fit or {}).items() if v is not None}
-    fit_options = dict(fit_given)  # less the epochs, below; the cross-fitted folds get the epochs given, if any
-    epochs = int(fit_options.pop("epochs", model.epochs_for(len(fit_samples), fit_options.get("batch_size"))))
+    fit_given = {k: v for k, v in (fit or {}).items() if v is not None}  # the cross-fitted folds get these too
+    epochs, fit_options = _epochs_and_options(model, len(fit_samples), fit_given)
     log.info(f"[2/5] fitting {method} ({preset or 'default'} preset) at {size[0]}x{size[1]} on {len(fit_samples)} "
              f"normal images" + (f", {epochs} epochs" if epochs else ""))
     fit_callbacks = list(callbacks)
@@ -305,6 +304,13 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     return results
 
 
+def _epochs_and_options(model, n_images, fit_given):
+    """The epochs a fit of ``model`` on ``n_images`` trains (the user's, else the method's schedule for that many
+    images) and the other ``fit`` options."""
+    options = dict(fit_given)
+    return int(options.pop("epochs", model.epochs_for(n_images, options.get("batch_size")))), options
+
+
 def _cross_fitted_outputs(cls, options, compile, samples, n_folds, seed, pipeline, folder, fit_options, verbose):
     """Out-of-fold outputs of every sample (in fold order) and the folds' sample indices: fold j is scored by
     a detector fitted on the other folds. Each fold's outputs are saved to ``folder`` as they finish, so a
@@ -331,9 +337,8 @@ def _cross_fitted_outputs(cls, options, compile, samples, n_folds, seed, pipelin
             fold_model = cls(**options)
             if compile:
                 fold_model.compile(**compile)
-            epochs = int(fit_options.get("epochs", fold_model.epochs_for(len(rest), fit_options.get("batch_size"))))
-            fold_model.fit(pipeline(rest), epochs=epochs, verbose=0,
-                           **{key: value for key, value in fit_options.items() if key != "epochs"})
+            epochs, options_less_epochs = _epochs_and_options(fold_model, len(rest), fit_options)
+            fold_model.fit(pipeline(rest), epochs=epochs, verbose=0, **options_less_epochs)
             outputs = fold_model.score_dataset(pipeline([samples[i] for i in index]), verbose=verbose,
                                                keep_maps=False, desc=f"scoring fold {j + 1}")
             with atomic_path(path) as tmp:
