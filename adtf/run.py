@@ -243,7 +243,8 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         log.info(f"[3/5] calibrating working points by {calibration_folds}-fold cross-fitting "
                  f"({calibration_folds} more fits)")
         outputs, folds = _cross_fitted_outputs(cls, options, compile, fit_samples, calibration_folds, seed,
-                                               pipeline, out / "calibration_folds", fit_given, verbose)
+                                               pipeline, out / "calibration_folds", fit_given, verbose,
+                                               keras_verbose if epochs else verbose)
         model.calibrate_on_outputs(outputs)
         write_text(out / "calibration_images.txt",
                    "".join(f"{fold}\t{fit_samples[i].path}\n" for fold, index in enumerate(folds) for i in index))
@@ -311,10 +312,12 @@ def _epochs_and_options(model, n_images, fit_given):
     return int(options.pop("epochs", model.epochs_for(n_images, options.get("batch_size")))), options
 
 
-def _cross_fitted_outputs(cls, options, compile, samples, n_folds, seed, pipeline, folder, fit_options, verbose):
+def _cross_fitted_outputs(cls, options, compile, samples, n_folds, seed, pipeline, folder, fit_options, verbose,
+                          fit_verbose=0):
     """Out-of-fold outputs of every sample (in fold order) and the folds' sample indices: fold j is scored by
     a detector fitted on the other folds. Each fold's outputs are saved to ``folder`` as they finish, so a
-    killed run that is started again with the same settings fits only the folds still missing."""
+    killed run that is started again with the same settings fits only the folds still missing. ``fit_verbose``:
+    Keras' progress for each fold's fit (the main fit's: a bar on a terminal, a line per epoch in a log)."""
     import numpy as np
 
     from adtf.atomic import atomic_path, write_text
@@ -338,7 +341,7 @@ def _cross_fitted_outputs(cls, options, compile, samples, n_folds, seed, pipelin
             if compile:
                 fold_model.compile(**compile)
             epochs, options_less_epochs = _epochs_and_options(fold_model, len(rest), fit_options)
-            fold_model.fit(pipeline(rest), epochs=epochs, verbose=0, **options_less_epochs)
+            fold_model.fit(pipeline(rest), epochs=epochs, verbose=fit_verbose, **options_less_epochs)  # as the main fit
             outputs = fold_model.score_dataset(pipeline([samples[i] for i in index]), verbose=verbose,
                                                keep_maps=False, desc=f"scoring fold {j + 1}")
             with atomic_path(path) as tmp:
