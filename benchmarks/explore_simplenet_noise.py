@@ -1,7 +1,7 @@
 """How SimpleNet's noise scale sigma decides what its discriminator learns, on a non-WRN50 backbone.
 
 Usage: python benchmarks/explore_simplenet_noise.py --data mtd:mtd --sigmas 0.05 0.2 0.5 1.0 --epochs 6 [--every 2]
-       [--baselines] [--backbone efficientnet_lite2 --layers block3c_add block5d_add] [--seed 1]
+       [--baselines] [--backbone efficientnet_lite2 --layers block3c_add block5d_add block6e_add] [--seed 1]
        [--image-size 448 384] [--dims 768 768]
 
 ``--backbone``/``--layers`` compare taps and backbones the same way, ``--image-size`` another input size than the
