@@ -111,6 +111,24 @@ def test_local_aggregation_matches_the_authors_order_in_numpy(channels, pretrain
     assert roundtrip(layer).get_config() == layer.get_config()
 
 
+def test_local_aggregation_takes_images_of_any_size():
+    """In a graph whose spatial sizes are unknown (a SavedModel signature, tiles of several sizes) the
+    coarser level is still brought to the finer grid: a static size check alone would skip it."""
+    import tensorflow as tf
+
+    from adtf.layers import LocalAggregation
+
+    rng = np.random.default_rng(1)
+    layer = LocalAggregation(3, 24, 17)
+    any_size = tf.function(lambda fine, coarse: layer([fine, coarse]),
+                           input_signature=[tf.TensorSpec((None, None, None, 4)), tf.TensorSpec((None, None, None, 8))])
+    for (h, w) in [(8, 6), (10, 14)]:
+        levels = [rng.standard_normal((1, h, w, 4)).astype("float32"),
+                  rng.standard_normal((1, h // 2, w // 2, 8)).astype("float32")]
+        np.testing.assert_allclose(np.asarray(any_size(*levels)), _simplenet_reference(levels, 3, 24, 17),
+                                   rtol=1e-4, atol=1e-5)
+
+
 def test_local_aggregation_refuses_an_even_neighbourhood_in_one_line():
     from adtf.errors import AdtfError
     from adtf.layers import LocalAggregation

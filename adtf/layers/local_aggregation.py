@@ -3,6 +3,7 @@ import functools
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from adtf.errors import AdtfError
@@ -87,12 +88,13 @@ class LocalAggregation(keras.layers.Layer):
         features = [ops.convert_to_tensor(f, "float32") for f in features]
         kernels = folded_kernels(tuple(int(f.shape[-1]) for f in features), self.patch_size, self.pretrain_dim,
                                  self.target_dim)
-        size = tuple(ops.shape(features[0])[1:3])
+        size = tf.shape(features[0])[1:3]  # a tensor: images of any size
         total = None
         for index, (level, kernel) in enumerate(zip(features, kernels)):
             local = ops.conv(level, ops.convert_to_tensor(kernel), strides=1, padding="same")
-            if index and tuple(level.shape[1:3]) != tuple(features[0].shape[1:3]):
-                local = ops.image.resize(local, size, interpolation="bilinear", antialias=False)
+            same = tuple(level.shape[1:3]) == tuple(features[0].shape[1:3]) and None not in level.shape[1:3]
+            if index and not same:  # unknown sizes (inputs of any size) are resized too
+                local = tf.image.resize(local, size, method="bilinear", antialias=False)
             total = local if total is None else total + local
         return total
 
