@@ -88,13 +88,16 @@ class LocalAggregation(keras.layers.Layer):
         features = [ops.convert_to_tensor(f, "float32") for f in features]
         kernels = folded_kernels(tuple(int(f.shape[-1]) for f in features), self.patch_size, self.pretrain_dim,
                                  self.target_dim)
-        size = tf.shape(features[0])[1:3]  # a tensor: images of any size
+        size = tuple(features[0].shape[1:3])
+        if None in size:  # spatial sizes unknown until run time (a graph for images of any size)
+            size = tf.shape(features[0])[1:3]
         total = None
         for index, (level, kernel) in enumerate(zip(features, kernels)):
             local = ops.conv(level, ops.convert_to_tensor(kernel), strides=1, padding="same")
-            same = tuple(level.shape[1:3]) == tuple(features[0].shape[1:3]) and None not in level.shape[1:3]
-            if index and not same:  # unknown sizes (inputs of any size) are resized too
+            if index and not isinstance(size, tuple):
                 local = tf.image.resize(local, size, method="bilinear", antialias=False)
+            elif index and tuple(level.shape[1:3]) != size:
+                local = ops.image.resize(local, size, interpolation="bilinear", antialias=False)
             total = local if total is None else total + local
         return total
 
