@@ -91,6 +91,19 @@ def test_masks_resize_nearest_and_stay_binary(tmp_path):
     np.testing.assert_array_equal(out, reference)
 
 
+@pytest.mark.parametrize("defect_value", [1, 3])
+def test_label_map_masks_mark_every_nonzero_pixel(tmp_path, defect_value):
+    # 0/1 masks (and class-index maps) are common; scaled by 255 their defects fell under the threshold.
+    mask = np.zeros((12, 16), np.uint8)
+    mask[3:6, 4:9] = defect_value
+    image = _save(tmp_path / "i.png", _smooth(12, 16))
+    samples = [Sample(image, 1, "x", _save(tmp_path / "m.png", mask)),
+               Sample(image, 0, "good", _save(tmp_path / "empty.png", np.zeros_like(mask)))]
+    out = _one(samples, image_size=(12, 16))[2].numpy()
+    np.testing.assert_array_equal(out[0], mask > 0)
+    assert not out[1].any()
+
+
 def _order(data):
     return [p.decode() for _, _, _, paths in data for p in paths.numpy()]
 

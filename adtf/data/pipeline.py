@@ -11,6 +11,10 @@ from adtf.errors import DataError
 # A mask pixel is defective when its value, scaled to [0, 1], is above this (MTD masks
 # carry faint compression noise along the defect borders; MVTec/DAGM masks are 0/255).
 MASK_THRESHOLD = 0.5
+# A mask file whose largest value is below this is a label map (0/1, or class indices): any
+# non-zero value is a defect there. Scaled by 255, its 1s would fall under MASK_THRESHOLD and
+# the defect would vanish without a word.
+LABEL_MAP_MAX = 128
 
 
 def pipeline(samples, *, arrays=None, image_size=(224, 224), batch_size=16, shuffle=False, seed=0,
@@ -23,7 +27,9 @@ def pipeline(samples, *, arrays=None, image_size=(224, 224), batch_size=16, shuf
       like PIL's resize, so downscaling does not alias).
     - ``label``: int32 ``[B]``, 0 normal / 1 anomalous.
     - ``mask``: float32 ``[B, H, W]`` in {0, 1}, resized nearest and thresholded at
-      ``MASK_THRESHOLD``; zeros where a sample has no mask.
+      ``MASK_THRESHOLD`` (0/255 masks); a mask file whose values stay below ``LABEL_MAP_MAX``
+      is a label map (0/1 or class indices) where every non-zero value is a defect; zeros
+      where a sample has no mask.
     - ``path``: string ``[B]``, the sample's path (or in-memory id).
 
     Args:
@@ -121,11 +127,17 @@ def prepare_image(image, size):
     return tf.clip_by_value(image, 0.0, 1.0)  # the anti-aliasing kernel overshoots by ~1e-7
 
 
+def read_mask(contents):
+    """Encoded mask bytes -> float32 ``[H, W]``: 0/255 masks scaled to [0, 1], label maps to {0, 1}."""
+    mask = tf.cast(tf.io.decode_image(contents, expand_animations=False)[..., 0], tf.float32)
+    return tf.cond(tf.reduce_max(mask) < LABEL_MAP_MAX,
+                   lambda: tf.cast(mask > 0, tf.float32), lambda: mask / 255.0)
+
+
 def _read(path, mask_path):
     image = decode_image(tf.io.read_file(path))
     mask = tf.cond(tf.strings.length(mask_path) > 0,
-                   lambda: tf.cast(tf.io.decode_image(tf.io.read_file(mask_path), expand_animations=False)[..., 0],
-                                   tf.float32) / 255.0,
+                   lambda: read_mask(tf.io.read_file(mask_path)),
                    lambda: tf.zeros(tf.shape(image)[:2]))
     return image, mask
 

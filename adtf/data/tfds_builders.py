@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from adtf.data.pipeline import MASK_THRESHOLD
+from adtf.data.pipeline import MASK_THRESHOLD, read_mask
 from adtf.data.sources import load
 
 MVTEC_CATEGORIES = ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill",
@@ -73,8 +73,8 @@ class _AnomalyBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 def _mask_png(sample):
     """The sample's mask as a 0/255 gray PNG (zeros of the image's size without a mask)."""
     if sample.mask_path:
-        with Image.open(sample.mask_path) as mask:
-            mask = np.asarray(mask.convert("L")) > MASK_THRESHOLD * 255
+        with open(sample.mask_path, "rb") as file:  # the pipeline's rule: 0/255 masks and label maps alike
+            mask = read_mask(file.read()).numpy() > MASK_THRESHOLD
     else:
         with Image.open(sample.path) as image:
             mask = np.zeros(image.size[::-1], bool)
