@@ -301,7 +301,7 @@ def test_synthetic_delegates_to_materialize(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- validation
 
 
-@pytest.mark.parametrize("breakage", ["garbage", "truncated_png", "truncated_jpeg", "empty", "tiff"])
+@pytest.mark.parametrize("breakage", ["garbage", "truncated_png", "truncated_jpeg", "empty", "tiff", "tif_file"])
 def test_unusable_image_raises_naming_it_and_skip_bad_leaves_it_out(tmp_path, breakage):
     root = write_mvtec(tmp_path / "m", masks=False, size=(64, 48))
     bad = root / "train" / "good" / "001.png"
@@ -315,11 +315,15 @@ def test_unusable_image_raises_naming_it_and_skip_bad_leaves_it_out(tmp_path, br
         bad.write_bytes(bad.read_bytes()[: len(bad.read_bytes()) // 2])
     elif breakage == "empty":
         bad.write_bytes(b"")
+    elif breakage == "tif_file":  # a camera's .tif: once left out without a word, now named
+        Image.open(bad).save(bad.with_suffix(".tif"), format="TIFF")
+        bad.unlink()
+        bad = bad.with_suffix(".tif")
     else:
         Image.open(bad).save(bad, format="TIFF")  # a TIFF named .png: PIL reads it, TensorFlow cannot
     with pytest.raises(DataError, match=str(bad)) as error:
         load(f"mvtec:{root}")
-    assert "skip_bad=True" in str(error.value)
+    assert "--skip-bad" in str(error.value)
     with pytest.warns(UserWarning, match=str(bad)):
         ds = load(f"mvtec:{root}", skip_bad=True)
     assert str(bad) not in {s.path for s in ds.train} and len(ds.train) == 2

@@ -173,8 +173,8 @@ def _validate(dataset, skip_bad):
     if problems and not skip_bad:
         listed = "\n  ".join(p for _, p in problems[:_MAX_LISTED_PROBLEMS])
         more = f"\n  ... and {len(problems) - _MAX_LISTED_PROBLEMS} more" if len(problems) > _MAX_LISTED_PROBLEMS else ""
-        raise DataError(f"{dataset.name}: {len(problems)} unusable file(s) (pass skip_bad=True to leave them out "
-                        f"with a warning):\n  {listed}{more}")
+        raise DataError(f"{dataset.name}: {len(problems)} unusable file(s) (--skip-bad, or skip_bad=True in "
+                        f"Python, leaves them out with a warning):\n  {listed}{more}")
     for _, problem in problems:
         warnings.warn(f"skipping {problem}", stacklevel=3)
     bad = {s for s, _ in problems}
