@@ -46,7 +46,13 @@ def export_saved_model(detector, path):
     detector.ensure_built()
 
     def serve_images(images):
-        return detector(images, training=False)
+        # Checked before the detector runs: a wrong size would otherwise fail deep inside its graph.
+        check = tf.debugging.assert_equal(
+            tf.shape(images)[1:], tf.constant([height, width, 3]),
+            message=f"serving_default takes float32 images [B, {height}, {width}, 3] in [0, 1]; resize them, "
+                    "or send the encoded files to serve_image_bytes, which resizes")
+        with tf.control_dependencies([check]):
+            return detector(tf.identity(images), training=False)
 
     def serve_image_bytes(image_bytes):
         def decode(contents):

@@ -78,6 +78,21 @@ def test_savedmodel_matches_keras_in_a_fresh_process(run_dir, tmp_path):
     np.testing.assert_allclose(np.array(served["bytes"]["d_max"]), expected["d_max"], rtol=1e-4)
 
 
+def test_served_images_of_the_wrong_size_are_refused_with_the_expected_shape(run_dir):
+    script = textwrap.dedent("""
+        import sys, tensorflow as tf
+        served = tf.saved_model.load(sys.argv[1])
+        try:
+            served.signatures["serving_default"](images=tf.zeros([1, 40, 48, 3]))
+        except tf.errors.InvalidArgumentError as error:
+            print(error.message)
+        """)
+    result = subprocess.run([sys.executable, "-c", script, str(run_dir / "saved_model")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"serving_default takes float32 images [B, {SIZE}, {SIZE}, 3]" in result.stdout
+
+
 def test_export_moves_the_working_point_without_refitting(run_dir, tmp_path):
     out = tmp_path / "exported"
     assert export_main([str(run_dir), "--threshold", "-1", "--score", "d_mean", "--out", str(out)]) == 0
