@@ -4,6 +4,7 @@ Every command prints one clear line and exits with status 2 on bad input
 (an ``AdtfError``), never a TensorFlow traceback.
 """
 import argparse
+import json
 import functools
 import os
 import shlex
@@ -211,6 +212,7 @@ def eval_main(argv=None):
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--skip-bad", action="store_true", help="leave unreadable images out with a warning")
     args = parser.parse_args(argv)
     from adtf import data
     from adtf.detectors import load
@@ -219,14 +221,27 @@ def eval_main(argv=None):
 
     model_path = _model_path(args.model)
     detector = load(model_path)
-    dataset = data.load(args.data, seed=args.seed)
+    dataset = data.load(args.data, seed=args.seed, skip_bad=args.skip_bad)
+    if data.parse_spec(args.data)[0] is data.SourceKind.FOLDER and dataset.train:
+        # adtf-eval fits nothing: a folder's normal images are test images here, not left out unseen
+        print(f"adtf-eval: the {len(dataset.train)} images of the normal folder are test normals here")
+        dataset.test = dataset.train + dataset.test
     if not dataset.test:
         raise AdtfError(f"{args.data} has no test images to evaluate on")
     out = Path(args.out or model_path.parent / f"eval-{slug(dataset.name)}")
-    results = evaluate(detector, dataset, out, batch_size=args.batch_size, verbose=not args.quiet)
+    results = evaluate(detector, dataset, out, batch_size=args.batch_size, verbose=not args.quiet,
+                       n_fit=_fitted_images(model_path))
     print(results_table(results))
     print(f"\n  report: {out / 'report.md'}")
     return 0
+
+
+def _fitted_images(model_path):
+    """How many images the saved detector was fitted on, from its run's ``metrics.json`` (None if unknown)."""
+    try:
+        return int(json.loads((model_path.parent / "metrics.json").read_text())["n_train"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _model_path(path):

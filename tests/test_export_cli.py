@@ -111,6 +111,25 @@ def test_eval_reuses_a_saved_run(run_dir, tmp_path):
     assert again["image_auroc"] == pytest.approx(first["image_auroc"], abs=1e-6)
 
 
+def test_eval_on_a_folder_counts_its_normal_images_as_test_normals(run_dir, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for folder, n in (("good", 4), ("bad", 3)):
+        (tmp_path / folder).mkdir()
+        for i in range(n):
+            image = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+            if folder == "bad":
+                image[8:24, 8:24] = 255
+            Image.fromarray(image).save(tmp_path / folder / f"{i}.png")
+    out = tmp_path / "ev"
+    spec = f"folder:{tmp_path / 'good'},anomalous={tmp_path / 'bad'}"
+    assert eval_main([str(run_dir), "--data", spec, "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_test"] == 7 and metrics["image_auroc"] is not None  # the good folder was once left out
+    assert metrics["n_train"] == json.loads((run_dir / "metrics.json").read_text())["n_train"]
+
+
 def test_calibration_on_held_out_normal_images(tmp_path):
     out = tmp_path / "held"
     assert fit_main(["--method", "mon", "--data", "synthetic:grass", f"--detector.image_size=[{SIZE},{SIZE}]",
