@@ -67,6 +67,14 @@ def configure_logging(verbose=True):
     log.setLevel(logging.INFO if verbose else logging.WARNING)
 
 
+def _few_to_calibrate_on(n):
+    """Why N calibration scores are too few, or None: the largest of N normal scores passes about N/(N+1) of
+    new normal images, under 95 % below 19."""
+    if n < 19:
+        return f"the largest of {n} normal scores passes about {n / (n + 1):.0%} of new normal images"
+    return None
+
+
 def slug(text):
     """A folder-safe name for a dataset spec."""
     keep = "".join(c if c.isalnum() or c in "-_." else "-" for c in text.split("/")[-1] or text)
@@ -246,6 +254,11 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
                                                pipeline, out / "calibration_folds", fit_given, verbose,
                                                keras_verbose if epochs else verbose)
         model.calibrate_on_outputs(outputs)
+        few = _few_to_calibrate_on(len(fit_samples))
+        if few:
+            calibration += (f". **Few images to calibrate on**: {few}; add normal images, or move the threshold "
+                            "later (`adtf-export --threshold`)")
+            log.warning(f"      few images to calibrate on: {few}")
         write_text(out / "calibration_images.txt",
                    "".join(f"{fold}\t{fit_samples[i].path}\n" for fold, index in enumerate(folds) for i in index))
         shutil.rmtree(out / "calibration_folds", ignore_errors=True)
@@ -254,9 +267,8 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         calibration = (f"{held_out} normal training images held out of the fit "
                        f"(fraction {fraction:g}, seed {seed}; listed in calibration_images.txt)")
         log.info(f"[3/5] calibrating working points on {held_out} held-out normal images")
-        if held_out < 19:  # the largest of N normal scores passes about N/(N+1) of new normals: under 95 %
-            few = (f"the largest of {held_out} normal scores passes about {held_out / (held_out + 1):.0%} of new "
-                   "normal images")
+        few = _few_to_calibrate_on(held_out)
+        if few:
             calibration += (f". **Few images to calibrate on**: {few}; calibrate on all of them by cross-fitting "
                             "(`--calibration-folds 5`), hold more out (`--calibration-fraction`) or move the "
                             "threshold later (`adtf-export --threshold`)")
