@@ -9,6 +9,7 @@ import functools
 import os
 import shlex
 import sys
+import warnings
 from pathlib import Path
 
 import adtf  # noqa: E402
@@ -24,7 +25,9 @@ def _friendly_errors(prog):
         @functools.wraps(main)
         def run(argv=None):
             try:
-                return main(argv)
+                with warnings.catch_warnings():  # one line each, not Python's "file:line: UserWarning" and source
+                    warnings.showwarning = lambda message, *_: print(f"{prog}: warning: {message}", file=sys.stderr)
+                    return main(argv)
             except AdtfError as err:
                 print(f"{prog}: error: {err}", file=sys.stderr)
                 return 2

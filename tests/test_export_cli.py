@@ -111,7 +111,7 @@ def test_eval_reuses_a_saved_run(run_dir, tmp_path):
     assert again["image_auroc"] == pytest.approx(first["image_auroc"], abs=1e-6)
 
 
-def test_eval_on_a_folder_counts_its_normal_images_as_test_normals(run_dir, tmp_path):
+def test_eval_on_a_folder_counts_its_normal_images_as_test_normals(run_dir, tmp_path, capsys):
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -128,6 +128,12 @@ def test_eval_on_a_folder_counts_its_normal_images_as_test_normals(run_dir, tmp_
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_test"] == 7 and metrics["image_auroc"] is not None  # the good folder was once left out
     assert metrics["n_train"] == json.loads((run_dir / "metrics.json").read_text())["n_train"]
+    broken = tmp_path / "good" / "broken.png"
+    broken.write_bytes(b"not an image")
+    capsys.readouterr()
+    assert eval_main([str(run_dir), "--data", spec, "--out", str(out), "--quiet", "--skip-bad"]) == 0
+    err = capsys.readouterr().err
+    assert f"adtf-eval: warning: skipping {broken}: cannot decode image" in err and "UserWarning" not in err
 
 
 def test_calibration_on_held_out_normal_images(tmp_path):
