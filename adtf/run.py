@@ -264,9 +264,10 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         shutil.rmtree(out / "calibration_folds", ignore_errors=True)
     elif calibration_samples:
         held_out = len(calibration_samples)
-        calibration = (f"{held_out} normal training images held out of the fit "
+        images = "image" if held_out == 1 else "images"
+        calibration = (f"{held_out} normal training {images} held out of the fit "
                        f"(fraction {fraction:g}, seed {seed}; listed in calibration_images.txt)")
-        log.info(f"[3/5] calibrating working points on {held_out} held-out normal images")
+        log.info(f"[3/5] calibrating working points on {held_out} held-out normal {images}")
         few = _few_to_calibrate_on(held_out)
         if few:
             calibration += (f". **Few images to calibrate on**: {few}; calibrate on all of them by cross-fitting "
