@@ -62,10 +62,13 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
         # Paper 004's factory threshold (Fig. 12): the lowest FPR that still flags every defect, and the
         # threshold that gives it. A figure of this test set, never a working point.
         results["fpr_at_full_recall"], results["factory_threshold"] = metrics.fpr_at_full_recall(labels, outputs["score"])
-    masks = outputs["mask"]
-    if dataset.has_masks and masks[labels == 1].any():
-        results["pixel_auroc"] = metrics.pixel_auroc(masks, outputs["anomaly_map"])
-        results["aupro"] = metrics.aupro(masks, outputs["anomaly_map"])
+    # Pixel ground truth: normal images (all zeros) and anomalous images with a mask; an anomalous image
+    # without one (a user's folder may lack a few) would count its defect as normal pixels.
+    pixel_truth = np.array([s.label == 0 or s.mask_path is not None or s.index is not None for s in dataset.test])
+    masks, maps = outputs["mask"][pixel_truth], outputs["anomaly_map"][pixel_truth]
+    if dataset.has_masks and masks[labels[pixel_truth] == 1].any():
+        results["pixel_auroc"] = metrics.pixel_auroc(masks, maps)
+        results["aupro"] = metrics.aupro(masks, maps)
     results["working_points"] = (thresholds.evaluate_working_points(detector.working_points, labels, outputs)
                                  if detector.working_points and has_both else {})
     results["active_working_point"] = detector.working_point

@@ -234,6 +234,17 @@ def test_folder_with_anomalous_masks_and_test_normal(tmp_path):
                      "scratch": str(tmp_path / "masks" / "scratch" / "s1.png")}
 
 
+def test_folder_anomalous_image_without_a_mask_is_kept_for_the_image_metrics(tmp_path):
+    write_image(tmp_path / "ok" / "0.png")
+    write_image(tmp_path / "ng" / "masked.png")
+    write_image(tmp_path / "ng" / "unmasked.png")
+    write_image(tmp_path / "masks" / "masked.png", mode="L", value=255)
+    with pytest.warns(UserWarning, match=r"no mask for 1 of the anomalous images \(e.g. .*unmasked.png"):
+        ds = load(f"folder:{tmp_path / 'ok'},anomalous={tmp_path / 'ng'},masks={tmp_path / 'masks'}")
+    assert ds.has_masks and {s.path.split("/")[-1]: s.mask_path for s in ds.test} == {
+        "masked.png": str(tmp_path / "masks" / "masked.png"), "unmasked.png": None}
+
+
 def test_empty_folder_names_the_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images here")

@@ -136,6 +136,34 @@ def test_eval_on_a_folder_counts_its_normal_images_as_test_normals(run_dir, tmp_
     assert f"adtf-eval: warning: skipping {broken}: cannot decode image" in err and "UserWarning" not in err
 
 
+def test_pixel_metrics_leave_out_anomalous_images_without_a_mask(run_dir, tmp_path, capsys):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for folder, names in (("good", ["g0", "g1", "g2"]), ("bad", ["b0", "b1", "nomask"])):
+        (tmp_path / folder).mkdir()
+        for name in names:
+            image = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+            if folder == "bad":
+                image[8:24, 8:24] = 255
+                if name != "nomask":
+                    (tmp_path / "masks").mkdir(exist_ok=True)
+                    mask = np.zeros((SIZE, SIZE), np.uint8)
+                    mask[8:24, 8:24] = 255
+                    Image.fromarray(mask).save(tmp_path / "masks" / f"{name}.png")
+            Image.fromarray(image).save(tmp_path / folder / f"{name}.png")
+    spec = f"folder:{tmp_path / 'good'},anomalous={tmp_path / 'bad'},masks={tmp_path / 'masks'}"
+    assert eval_main([str(run_dir), "--data", spec, "--out", str(tmp_path / "all"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "adtf-eval: warning: " in err and "no mask for 1 of the anomalous images" in err
+    (tmp_path / "bad" / "nomask.png").unlink()
+    assert eval_main([str(run_dir), "--data", spec, "--out", str(tmp_path / "masked"), "--quiet"]) == 0
+    with_it, without = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("all", "masked"))
+    assert with_it["n_test"] == 6 and without["n_test"] == 5
+    assert with_it["pixel_auroc"] == pytest.approx(without["pixel_auroc"])  # its defect never counted as normal
+    assert with_it["aupro"] == pytest.approx(without["aupro"])
+
+
 def test_calibration_on_held_out_normal_images(tmp_path):
     out = tmp_path / "held"
     assert fit_main(["--method", "mon", "--data", "synthetic:grass", f"--detector.image_size=[{SIZE},{SIZE}]",

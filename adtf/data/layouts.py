@@ -7,6 +7,7 @@ parses the spec, picks the reader and validates every image before anything trai
 from __future__ import annotations
 
 import gzip
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -135,7 +136,8 @@ def _read_folder(path, *, seed=0, anomalous=None, masks=None, test_normal=None, 
     - ``anomalous=DIR``: anomalous test images; each subfolder is a defect type, images
       directly in DIR get the defect ``"anomalous"``.
     - ``masks=DIR``: the mask of ``<stem>.<ext>`` is ``<stem>.png`` or ``<stem>_mask.png``,
-      in ``DIR/<defect>/`` or ``DIR/``; with ``masks`` every anomalous image needs one.
+      in ``DIR/<defect>/`` or ``DIR/``. An anomalous image without one counts for the image
+      metrics and not the pixel metrics (with a warning): a few missing masks should not stop a run.
     """
     normal_dir = resolve_dir(path, "normal images")
     normals = _list_images(normal_dir, required=True)
@@ -153,15 +155,21 @@ def _read_folder(path, *, seed=0, anomalous=None, masks=None, test_normal=None, 
             raise DataError(f"{anomalous_dir}: no images (looked for {', '.join(IMAGE_SUFFIXES)}, and in subfolders)")
         for defect, images in groups:
             test += [Sample(str(p), 1, defect, _find_mask(mask_dir, defect, p.stem)) for p in images]
-    return AnomalyDataset(f"folder:{normal_dir.name}", train, test, has_masks=bool(anomalous and masks))
+    unmasked = [s.path for s in test if s.label == 1 and s.mask_path is None] if mask_dir else []
+    if unmasked:
+        warnings.warn(f"{mask_dir}: no mask for {len(unmasked)} of the anomalous images (e.g. {unmasked[0]}: looked "
+                      "for <stem>.png and <stem>_mask.png, in <defect>/ and directly); they count for the image "
+                      "metrics, not the pixel metrics", stacklevel=3)
+    has_masks = bool(anomalous and masks) and any(s.mask_path for s in test)
+    return AnomalyDataset(f"folder:{normal_dir.name}", train, test, has_masks=has_masks)
 
 
 def _find_mask(mask_dir, defect, stem):
+    """The mask file of an anomalous image, or None where there is none."""
     if mask_dir is None:
         return None
     candidates = [d / name for d in (mask_dir / defect, mask_dir) for name in (f"{stem}.png", f"{stem}_mask.png")]
-    # A missing mask is reported (with its expected path) by the validation pass.
-    return str(next((c for c in candidates if c.is_file()), mask_dir / f"{stem}.png"))
+    return next((str(c) for c in candidates if c.is_file()), None)
 
 
 def _read_mnist(path, *, seed=0, normal_class=0, train_fraction=0.8):
