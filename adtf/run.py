@@ -7,6 +7,7 @@ needs comes from its class (presets, default epochs, calibration fraction, repor
 Progress goes through ``logging`` (logger ``"adtf"``); ``configure_logging`` gives it a
 handler that prints on the chief worker only, so a multi-worker run prints once.
 """
+import hashlib
 import json
 import logging
 import os
@@ -222,7 +223,11 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     fit_callbacks = list(callbacks)
     if epochs:
         # A killed fit resumes from here when the same command runs again; removed once the fit ends.
-        _check_backup(out / "backup", {"method": method, "data": dataset.name, "options": _jsonable(options),
+        # The fit's images by their paths, not the dataset's name alone: two folders both called "train"
+        # share a name (and a default run folder), and one must never resume the other's fit.
+        fit_images = hashlib.sha256("\n".join(s.path for s in fit_samples).encode()).hexdigest()[:16]
+        _check_backup(out / "backup", {"method": method, "data": dataset.name, "fit_images": fit_images,
+                                       "options": _jsonable(options),
                                        "epochs": epochs, "fit": _jsonable(fit_options), "compile": compile or {},
                                        "calibration_fraction": fraction, "calibration_folds": calibration_folds,
                                        "seed": seed})

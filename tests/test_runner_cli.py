@@ -120,6 +120,36 @@ def test_trains_under_mirrored_strategy_on_two_logical_cpus():
     assert [line.split()[:2] for line in lines] == [["toy_autoencoder", "2"], ["toy_simplenet", "2"]]
 
 
+def test_a_killed_fit_never_resumes_in_another_folder_of_the_same_name(toy_registered, tmp_path):
+    """Two folders called "train" share the dataset name and the default run folder: the second must not
+    resume the first one's interrupted fit."""
+    import keras
+    import numpy as np
+    from PIL import Image
+
+    from adtf.run import fit_evaluate_export
+
+    class KillAfterOneEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt
+
+    rng = np.random.default_rng(0)
+    for part in ("glass", "tiles"):
+        (tmp_path / part / "train").mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / part / "train" / f"{i}.png")
+    kwargs = dict(detector={"width": 4, "image_size": [32, 32]}, fit={"epochs": 3}, export=False, verbose=False)
+    with pytest.raises(KeyboardInterrupt):
+        fit_evaluate_export(toy_registered, f"folder:{tmp_path / 'glass' / 'train'}", "fast", tmp_path / "run",
+                            callbacks=[KillAfterOneEpoch()], **kwargs)
+    with pytest.raises(AdtfError, match="fit_images"):
+        fit_evaluate_export(toy_registered, f"folder:{tmp_path / 'tiles' / 'train'}", "fast", tmp_path / "run",
+                            **kwargs)
+    results = fit_evaluate_export(toy_registered, f"folder:{tmp_path / 'glass' / 'train'}", "fast", tmp_path / "run",
+                                  **kwargs)  # the same command resumes
+    assert results["epochs"] == 3
+
+
 def test_working_points_from_few_held_out_images_say_how_many_good_parts_they_pass(toy_registered, tmp_path):
     """The largest of N held-out normal scores passes about N/(N+1) of new normal images (weave, 10 images:
     2 held out kept 48-76 %): with few held out, the report must say what to expect and what to do."""
