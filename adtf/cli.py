@@ -4,8 +4,8 @@ Every command prints one clear line and exits with status 2 on bad input
 (an ``AdtfError``), never a TensorFlow traceback.
 """
 import argparse
-import json
 import functools
+import json
 import os
 import shlex
 import sys

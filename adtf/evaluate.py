@@ -64,7 +64,7 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
         results["fpr_at_full_recall"], results["factory_threshold"] = metrics.fpr_at_full_recall(labels, outputs["score"])
     # Pixel ground truth: normal images (all zeros) and anomalous images with a mask; an anomalous image
     # without one (a user's folder may lack a few) would count its defect as normal pixels.
-    pixel_truth = np.array([s.label == 0 or s.mask_path is not None or s.index is not None for s in dataset.test])
+    pixel_truth = np.array([s.label == 0 or s.mask_path is not None for s in dataset.test])
     masks, maps = outputs["mask"][pixel_truth], outputs["anomaly_map"][pixel_truth]
     if dataset.has_masks and masks[labels[pixel_truth] == 1].any():
         results["pixel_auroc"] = metrics.pixel_auroc(masks, maps)

@@ -17,12 +17,14 @@ from adtf.errors import DataError
 from adtf.paths import datasets_root
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-# Image files TensorFlow cannot decode (cameras often write TIFF): listed all the same, so that the
-# up-front check names each one ("TIFF images are not supported") instead of leaving it out unseen.
-UNREADABLE_IMAGE_SUFFIXES = (".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm", ".jp2", ".j2k", ".heic", ".heif",
-                             ".avif", ".jxl", ".exr", ".hdr", ".dib")
 # What tf.io.decode_image reads: a file PIL can open but TF cannot would fail mid-training.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+# A folder's files are listed with these too (cameras often write TIFF), so that the up-front check
+# names each one ("TIFF images are not supported") instead of leaving it out unseen.
+LISTED_SUFFIXES = IMAGE_SUFFIXES + (".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm", ".jp2", ".j2k", ".heic",
+                                    ".heif", ".avif", ".jxl", ".exr", ".hdr", ".dib")
+
+
 def _read_mvtec(path, *, seed=0, category=None):
     """MVTec AD category: ``train/good/*``, ``test/<defect>/*``, ``ground_truth/<defect>/<stem>_mask.png``."""
     root = resolve_dir(path, "MVTec AD")
@@ -285,10 +287,9 @@ def _subfolders(folder, pattern="*"):
     return sorted(p for p in folder.glob(pattern) if p.is_dir()) if folder.is_dir() else []
 
 
-def _list_images(folder, *, required=False, suffixes=IMAGE_SUFFIXES):
-    listed = suffixes + UNREADABLE_IMAGE_SUFFIXES if suffixes == IMAGE_SUFFIXES else suffixes
+def _list_images(folder, *, required=False, suffixes=LISTED_SUFFIXES):
     images = sorted(p for p in folder.iterdir()
-                    if p.suffix.lower() in listed and not p.name.startswith(".") and p.is_file())
+                    if p.suffix.lower() in suffixes and not p.name.startswith(".") and p.is_file())
     if required and not images:
         raise DataError(f"{folder}: no images (looked for {', '.join(suffixes)})")
     return images
