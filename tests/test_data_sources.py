@@ -218,6 +218,17 @@ def test_folder_of_normal_images_only(tmp_path):
     assert held.counts() == {"train": 2, "test_good": 2}
 
 
+def test_folders_of_the_same_name_get_different_default_run_folders(tmp_path):
+    """Normal folders are often all called "train": named by their own name alone, two sets shared
+    `runs/<method>-folder-train` and the second run overwrote the first one's."""
+    from adtf.run import slug
+
+    for part in ("glass", "tiles"):
+        write_image(tmp_path / part / "train" / "0.png")
+    names = [load(f"folder:{tmp_path / part / 'train'}").name for part in ("glass", "tiles")]
+    assert names == ["folder:glass-train", "folder:tiles-train"] and slug(names[0]) != slug(names[1])
+
+
 def test_folder_with_anomalous_masks_and_test_normal(tmp_path):
     for i in range(3):
         write_image(tmp_path / "ok" / f"{i}.png", seed=i)

@@ -121,8 +121,8 @@ def test_trains_under_mirrored_strategy_on_two_logical_cpus():
 
 
 def test_a_killed_fit_never_resumes_in_another_folder_of_the_same_name(toy_registered, tmp_path):
-    """Two folders called "train" share the dataset name and the default run folder: the second must not
-    resume the first one's interrupted fit."""
+    """Two folders called "train" given the same run folder: the second must not resume the first one's
+    interrupted fit."""
     import keras
     import numpy as np
     from PIL import Image

@@ -163,7 +163,10 @@ def _read_folder(path, *, seed=0, anomalous=None, masks=None, test_normal=None, 
                       "for <stem>.png and <stem>_mask.png, in <defect>/ and directly); they count for the image "
                       "metrics, not the pixel metrics", stacklevel=3)
     has_masks = bool(anomalous and masks) and any(s.mask_path for s in test)
-    return AnomalyDataset(f"folder:{normal_dir.name}", train, test, has_masks=has_masks)
+    # Named by the parent too: normal folders are often called "train", "good" or "ok", and two sets of the same
+    # name would share a default run folder, the second overwriting the first one's finished run.
+    name = "-".join(part for part in (normal_dir.parent.name, normal_dir.name) if part)
+    return AnomalyDataset(f"folder:{name}", train, test, has_masks=has_masks)
 
 
 def _find_mask(mask_dir, defect, stem):
