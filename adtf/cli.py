@@ -293,8 +293,12 @@ def bench_main(argv=None):
     configure_logging(not args.quiet)
     options = _runner_options(args)
     options["export"] = False
-    rows = [fit_evaluate_export(data=spec, out=Path(args.out or "runs/bench") / slug(spec), **options)
-            for spec in args.data]
+    names = [slug(spec) for spec in args.data]
+    # Two specs can end in the same folder name (.../glass/train, .../tiles/train): number them, so that the
+    # second run does not overwrite the first one's folder.
+    names = [name if names.count(name) == 1 else f"{i + 1}-{name}" for i, name in enumerate(names)]
+    rows = [fit_evaluate_export(data=spec, out=Path(args.out or "runs/bench") / name, **options)
+            for spec, name in zip(args.data, names)]
     print("\n" + bench_table(rows, argv))
     return 0
 
@@ -307,11 +311,13 @@ def bench_table(rows, argv=None):
     for r in rows:
         by = r.get("image_auroc_by_score", {})
         split = " / ".join(f"{k} {v:.3f}" for k, v in by.items()) if len(by) > 1 else "-"
-        wp = max((w["auc"] for w in r["working_points"].values()), default=None)
+        # Without anomalous test images there is no AUC to rank the working points by.
+        wp = max((w["auc"] for w in r["working_points"].values() if w["auc"] is not None), default=None)
         fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+        speed = lambda v: "n/a" if v is None else f"{v:.1f}"  # noqa: E731  (no test images: nothing scored)
         lines.append(f"| {r['method']} | {r['dataset']} | {fmt(r['image_auroc'])} | {split} | "
                      f"{fmt(r.get('best_tpr'))} / {fmt(r.get('best_tnr'))} | {fmt(wp)} | {fmt(r['pixel_auroc'])} | "
-                     f"{fmt(r['aupro'])} | {r['images_per_second']:.1f} |")
+                     f"{fmt(r['aupro'])} | {speed(r['images_per_second'])} |")
     machine = rows[0]["machine"] if rows else ""
     return "\n".join(lines) + f"\n\n`{command}` on {machine}, {rows[0]['date'] if rows else ''}"
 

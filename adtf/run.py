@@ -72,7 +72,8 @@ def _few_to_calibrate_on(n):
     """Why N calibration scores are too few, or None: the largest of N normal scores passes about N/(N+1) of
     new normal images, under 95 % below 19."""
     if n < 19:
-        return f"the largest of {n} normal scores passes about {n / (n + 1):.0%} of new normal images"
+        scores = "the only normal score" if n == 1 else f"the largest of {n} normal scores"
+        return f"{scores} passes about {n / (n + 1):.0%} of new normal images"
     return None
 
 

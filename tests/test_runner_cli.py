@@ -150,6 +150,26 @@ def test_a_killed_fit_never_resumes_in_another_folder_of_the_same_name(toy_regis
     assert results["epochs"] == 3
 
 
+def test_bench_gives_two_specs_of_the_same_folder_name_two_run_folders(toy_registered, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from adtf.cli import bench_main
+
+    rng = np.random.default_rng(0)
+    for part in ("glass", "tiles"):
+        (tmp_path / part / "train").mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / part / "train" / f"{i}.png")
+    specs = f"[{tmp_path / 'glass' / 'train'}, {tmp_path / 'tiles' / 'train'}]".replace(str(tmp_path), "folder:" + str(tmp_path))
+    assert bench_main(["--method", toy_registered, "--data", specs, "--detector.width", "4", "--detector.image_size=[32,32]",
+                       "--fit.epochs", "1", "--out", str(tmp_path / "bench"), "--quiet"]) == 0
+    assert sorted(p.name for p in (tmp_path / "bench").iterdir()) == ["1-train", "2-train"]
+    assert all((tmp_path / "bench" / name / "metrics.json").exists() for name in ("1-train", "2-train"))
+    table = capsys.readouterr().out  # normal images only: no AUROC, no speed, and the table still prints
+    assert "| toy_autoencoder | folder:glass-train | n/a |" in table and "folder:tiles-train" in table
+
+
 def test_working_points_from_few_held_out_images_say_how_many_good_parts_they_pass(toy_registered, tmp_path):
     """The largest of N held-out normal scores passes about N/(N+1) of new normal images (weave, 10 images:
     2 held out kept 48-76 %): with few held out, the report must say what to expect and what to do."""
