@@ -22,6 +22,15 @@ from sklearn.metrics import roc_auc_score
 from adtf.errors import DataError
 
 
+def _most_anomalous_for_inf(values):
+    """+inf is how a detector scores an invalid image or pixel (NaN/inf input): the most anomalous rank, one
+    above the largest finite value, so that rankings and curves stay finite."""
+    if not np.isposinf(values).any():
+        return values
+    finite = values[np.isfinite(values)]
+    return np.where(np.isposinf(values), (finite.max() + 1.0) if finite.size else 1.0, values)
+
+
 def _labelled_scores(labels, scores):
     """Validated 1-D (bool labels, float64 scores) with both classes present."""
     labels, scores = np.asarray(labels).reshape(-1), np.asarray(scores, dtype=np.float64).reshape(-1)
@@ -31,10 +40,7 @@ def _labelled_scores(labels, scores):
         raise DataError(f"labels must be 0 (normal) or 1 (anomalous), got values {np.unique(labels)[:5]}")
     if np.isnan(scores).any() or np.isneginf(scores).any():
         raise DataError(f"{np.count_nonzero(np.isnan(scores) | np.isneginf(scores))} scores are NaN or -inf")
-    if np.isposinf(scores).any():
-        # +inf is how a detector scores an invalid image (NaN/inf pixels): the most anomalous rank.
-        finite = scores[np.isfinite(scores)]
-        scores = np.where(np.isposinf(scores), (finite.max() + 1.0) if finite.size else 1.0, scores)
+    scores = _most_anomalous_for_inf(scores)
     labels = labels.astype(bool)
     if labels.all() or not labels.any():
         raise DataError(
@@ -52,8 +58,9 @@ def _pixel_arrays(masks, maps):
         masks, maps = masks[None], maps[None]
     if masks.shape != maps.shape or maps.ndim != 3:
         raise DataError(f"masks {masks.shape} and anomaly maps {maps.shape} must both be [N, H, W]")
-    if not np.isfinite(maps).all():
-        raise DataError(f"{np.count_nonzero(~np.isfinite(maps))} anomaly-map pixels are NaN or infinite")
+    if np.isnan(maps).any() or np.isneginf(maps).any():
+        raise DataError(f"{np.count_nonzero(np.isnan(maps) | np.isneginf(maps))} anomaly-map pixels are NaN or -inf")
+    maps = _most_anomalous_for_inf(maps)
     masks = masks > 0.5
     if masks.all() or not masks.any():
         raise DataError(

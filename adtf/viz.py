@@ -6,7 +6,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
 
 from adtf import metrics  # noqa: E402
 from adtf.atomic import atomic_path  # noqa: E402
@@ -23,7 +22,8 @@ def roc_curves(labels, scores, path, title=""):
     """ROC curve of each named image score (``scores``: name -> [N] array)."""
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     for name, values in scores.items():
-        fpr, tpr, _ = roc_curve(labels, values)
+        _, tp, fp = metrics.operating_points(labels, values)  # an invalid image's +inf score ranks first
+        fpr, tpr = fp / fp[-1], tp / tp[-1]
         ax.plot(fpr, tpr, label=f"{name} (AUROC {metrics.image_auroc(labels, values):.3f})")
     ax.plot([0, 1], [0, 1], ":", color="gray")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title or "ROC", xlim=(0, 1), ylim=(0, 1.01))

@@ -169,6 +169,22 @@ def test_pixel_metric_errors_are_clear(fn):
         fn(masks, np.where(masks, np.nan, maps))
 
 
+@pytest.mark.parametrize("fn", [metrics.pixel_auroc, metrics.aupro])
+def test_an_invalid_images_inf_map_ranks_most_anomalous_not_an_error(fn):
+    """Detectors map NaN input pixels to +inf (never "normal"): the metrics rank them first, as the image
+    scores do, instead of stopping the whole evaluation."""
+    masks, maps = random_maps(3)
+    finite_max = maps.max()
+    assert fn(masks, np.where(masks, np.inf, maps)) == fn(masks, np.where(masks, finite_max + 1.0, maps))
+
+
+def test_the_roc_plot_takes_an_invalid_images_inf_score(tmp_path):
+    from adtf import viz
+
+    path = viz.roc_curves(np.array([0, 0, 1, 1]), {"score": np.array([0.1, 0.4, 0.3, np.inf])}, tmp_path / "roc.png")
+    assert path.exists()
+
+
 def aupro_reference(masks, maps, fpr_limit):
     """Brute force: every distinct threshold, overlaps recounted region by region (skimage labels)."""
     regions = [(i, labelled == k) for i, mask in enumerate(masks)
