@@ -323,7 +323,8 @@ def test_synthetic_delegates_to_materialize(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- validation
 
 
-@pytest.mark.parametrize("breakage", ["garbage", "truncated_png", "truncated_jpeg", "empty", "tiff", "tif_file"])
+@pytest.mark.parametrize("breakage", ["garbage", "truncated_png", "truncated_jpeg", "empty", "tiff", "tif_file",
+                                      "bmp_1bit", "bmp_palette"])
 def test_unusable_image_raises_naming_it_and_skip_bad_leaves_it_out(tmp_path, breakage):
     root = write_mvtec(tmp_path / "m", masks=False, size=(64, 48))
     bad = root / "train" / "good" / "001.png"
@@ -341,6 +342,10 @@ def test_unusable_image_raises_naming_it_and_skip_bad_leaves_it_out(tmp_path, br
         Image.open(bad).save(bad.with_suffix(".tif"), format="TIFF")
         bad.unlink()
         bad = bad.with_suffix(".tif")
+    elif breakage.startswith("bmp"):  # TensorFlow refuses 1-bit BMPs and reads palette indices as gray levels
+        Image.open(bad).convert("1" if breakage == "bmp_1bit" else "P").save(bad.with_suffix(".bmp"))
+        bad.unlink()
+        bad = bad.with_suffix(".bmp")
     else:
         Image.open(bad).save(bad, format="TIFF")  # a TIFF named .png: PIL reads it, TensorFlow cannot
     with pytest.raises(DataError, match=str(bad)) as error:
@@ -349,6 +354,19 @@ def test_unusable_image_raises_naming_it_and_skip_bad_leaves_it_out(tmp_path, br
     with pytest.warns(UserWarning, match=str(bad)):
         ds = load(f"mvtec:{root}", skip_bad=True)
     assert str(bad) not in {s.path for s in ds.train} and len(ds.train) == 2
+
+
+def test_gray_and_24_bit_bmps_decode_as_pil_reads_them(tmp_path):
+    from adtf.data.pipeline import decode_image
+
+    rng = np.random.default_rng(0)
+    for mode in ("L", "RGB", "RGBA"):
+        path = tmp_path / f"{mode}.bmp"
+        Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).convert(mode).save(path)
+        ds = load(f"folder:{tmp_path}")  # passes the up-front check
+        assert str(path) in {s.path for s in ds.train}
+        np.testing.assert_array_equal(np.asarray(decode_image(path.read_bytes()))[..., :3],
+                                      np.asarray(Image.open(path).convert("RGB")))
 
 
 def test_mask_size_mismatch_raises_and_skip_bad_drops_the_image(tmp_path):

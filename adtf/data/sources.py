@@ -144,12 +144,31 @@ def _image_size(path, what):
         with Image.open(path) as image:
             if image.format not in _TF_DECODABLE:
                 return None, f"{path}: {image.format} {what}s are not supported (use PNG, JPEG, BMP, GIF or WebP)"
+            if image.format == "BMP":
+                problem = _bmp_problem(path, image.mode, what)
+                if problem:
+                    return None, problem
             image.load()  # decodes every pixel: PIL finds a truncated file only here
             return image.size, None
     except FileNotFoundError:
         return None, f"{path}: {what} file not found"
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ... for broken files
         return None, f"{path}: cannot decode {what} ({type(e).__name__}: {e})"
+
+
+def _bmp_problem(path, mode, what):
+    """TensorFlow decodes uncompressed 24- and 32-bit BMPs, and 8-bit ones as gray levels: it refuses 1-, 4- and
+    16-bit BMPs deep in the pipeline, and reads an 8-bit BMP's colour palette indices as gray without a word."""
+    with open(path, "rb") as file:
+        header = file.read(34)
+    info_size = int.from_bytes(header[14:18], "little")
+    bits = int.from_bytes(header[24:26] if info_size == 12 else header[28:30], "little")
+    compression = 0 if info_size == 12 else int.from_bytes(header[30:34], "little")
+    if compression in (0, 3) and (bits in (24, 32) or (bits == 8 and mode == "L")):
+        return None
+    kind = "colour-palette " if mode == "P" else "compressed " if compression not in (0, 3) else ""
+    return (f"{path}: a {bits}-bit {kind}BMP {what}, which TensorFlow does not decode right "
+            "(save it as PNG, or as a 24-bit or 8-bit gray BMP)")
 
 
 def _problem(sample):
