@@ -89,3 +89,9 @@ def test_unreadable_copy_and_wrong_manifest(tmp_path):
         verify(f"mvtec:{tmp_path}", "mtd")
     with pytest.raises(DataError, match="manifest 'nope' not found"):
         read_manifest("nope")
+
+
+def test_the_embedded_default_verifies_by_its_bare_spec(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADTF_HOME", str(tmp_path))  # generated afresh, as on a new machine
+    report = verify("synthetic")
+    assert report.ok and report.config == "weave" and report.checked["images"] == 300

@@ -114,6 +114,8 @@ def verify(spec_or_path: str, manifest_name: str | None = None, *, config: str |
                             f"{manifest['name']} manifest (a {manifest['kind']} dataset)")
         kind = SourceKind(manifest["kind"])  # a bare folder whose layout guess was wrong
     config = _pick_config(manifest, config or options.get("category"), path)
+    if kind is SourceKind.SYNTHETIC:
+        path = path or config  # `synthetic` alone is the default texture, generated here, not a folder
     expected = manifest["configs"][config]
     differences = []
     dataset = None
