@@ -81,3 +81,16 @@ def test_a_fit_killed_in_the_dictionary_stage_resumes_without_training_again(tmp
     uninterrupted = fit_evaluate_export(**{**run, "out": tmp_path / "again"})
     assert len(uninterrupted["history"]["loss"]) == 2
     assert resumed["image_auroc"] == pytest.approx(uninterrupted["image_auroc"], abs=1e-6)
+
+
+def test_the_report_of_a_test_set_of_one_or_two_images_has_no_tsne_and_no_crash(images, tmp_path):
+    """t-SNE needs three points or more: a folder set with one anomalous image (no test normals) raised from
+    inside scikit-learn after the fit."""
+    detector, _ = fitted(images, epochs=1)
+    detector.calibrate(images[0][-4:], verbose=False)
+    drawn = data.load("synthetic:brick", size=SIZE, n_train=1, n_test_good=0, n_test_defect=1)
+    one_defect = data.AnomalyDataset(drawn.name, drawn.train, drawn.test[:1], has_masks=True, arrays=drawn.arrays)
+    outputs = detector.infer(images[1][-1:])
+    outputs["label"] = np.ones(1, int)
+    plots = detector.report_extras(one_defect, outputs, tmp_path)
+    assert "tsne" not in plots and (tmp_path / "top_regions.png").exists()

@@ -432,7 +432,8 @@ class FlowDictionary(Detector):
                                              out_dir / "scores.png").name
         if self.use_flow:
             points, kinds = self.tsne_points(dataset, batch_size)
-            plots["tsne"] = viz.tsne_panels(points, kinds, out_dir / "tsne.png", seed=self.seed).name
+            if len(kinds) >= 3:  # t-SNE needs more points than its smallest perplexity (2)
+                plots["tsne"] = viz.tsne_panels(points, kinds, out_dir / "tsne.png", seed=self.seed).name
         return plots, []
 
     def tsne_points(self, dataset, batch_size=16, limit=200):
