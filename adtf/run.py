@@ -244,6 +244,9 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
                 fit_callbacks.append(ReconstructionImages(_examples(dataset, size), out / "tensorboard"))
         if compile:
             model.compile(**compile)
+    elif monitor_every or tensorboard:
+        log.warning(f"      {method} trains no epochs (one pass of statistics): --monitor-every and --tensorboard "
+                    "have nothing to log")
     fit_started = time.perf_counter()
     # Keras' live bar on a terminal; one line per epoch in a log file.
     keras_verbose = (1 if sys.stdout.isatty() else 2) if verbose else 0
@@ -298,7 +301,14 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         else:
             calibration += " (paper 000's protocol)"
         model.calibrate(pipeline(fit_samples), verbose=verbose)
-    shutil.rmtree(out / "backup", ignore_errors=True)  # kept until now: a run killed while calibrating resumes
+    # The fitted, calibrated model is saved before the evaluation, and only then is the backup removed: a run
+    # that fails or is killed while evaluating keeps its fit.
+    log.info("      saving the Keras model")
+    with atomic_path(out / "model.keras", suffix=".keras") as tmp:
+        model.save(tmp)
+    shutil.rmtree(out / "backup", ignore_errors=True)
+    if not calibration_samples and not calibration_folds:
+        (out / "calibration_images.txt").unlink(missing_ok=True)  # an earlier run's list, not this one's
     extra = {"preset": preset, "options": _jsonable(options), "image_size_rule": size_rule, "epochs": epochs,
              "fit_seconds": fit_seconds,
              "fit_info": dict(model.fit_info),
@@ -311,13 +321,17 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     else:
         log.info("      no test images: evaluation skipped (only the working points are written)")
         results = thresholds_only(model, dataset, out, **common)
-    log.info("[5/5] saving the Keras model" + (" and the SavedModel" if export else ""))
-    with atomic_path(out / "model.keras", suffix=".keras") as tmp:
-        model.save(tmp)
     if export:
+        log.info("[5/5] exporting the SavedModel")
         model.export(out / "saved_model")
+    elif (out / "saved_model").exists():
+        # An earlier run's SavedModel beside this run's model would be deployed with the wrong weights.
+        log.warning(f"      removing {out / 'saved_model'}: an earlier run's, not this one's (export it with adtf-export)")
+        shutil.rmtree(out / "saved_model")
     if command:
         write_text(out / "command.txt", command + "\n")
+    else:
+        (out / "command.txt").unlink(missing_ok=True)
     write_json(out / "run.json", {"method": method, "data": dataset.name, "preset": preset, "options": extra["options"],
                                   "seconds": time.perf_counter() - started})
     results.update(seconds=time.perf_counter() - started, run_dir=str(out))

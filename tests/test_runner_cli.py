@@ -164,10 +164,35 @@ def test_bench_gives_two_specs_of_the_same_folder_name_two_run_folders(toy_regis
     specs = f"[{tmp_path / 'glass' / 'train'}, {tmp_path / 'tiles' / 'train'}]".replace(str(tmp_path), "folder:" + str(tmp_path))
     assert bench_main(["--method", toy_registered, "--data", specs, "--detector.width", "4", "--detector.image_size=[32,32]",
                        "--fit.epochs", "1", "--out", str(tmp_path / "bench"), "--quiet"]) == 0
-    assert sorted(p.name for p in (tmp_path / "bench").iterdir()) == ["1-train", "2-train"]
-    assert all((tmp_path / "bench" / name / "metrics.json").exists() for name in ("1-train", "2-train"))
+    names = ["1-toy_autoencoder-train", "2-toy_autoencoder-train"]  # another method's bench gets other folders
+    assert sorted(p.name for p in (tmp_path / "bench").iterdir()) == names
+    assert all((tmp_path / "bench" / name / "metrics.json").exists() for name in names)
     table = capsys.readouterr().out  # normal images only: no AUROC, no speed, and the table still prints
     assert "| toy_autoencoder | folder:glass-train | n/a |" in table and "folder:tiles-train" in table
+
+
+def test_a_failed_evaluation_keeps_the_fit_and_a_rerun_without_export_leaves_no_stale_saved_model(
+        toy_registered, tmp_path, monkeypatch):
+    """The fitted model is saved before the evaluation (which can fail: a plot, a disk); and a SavedModel left by
+    an earlier run must not sit beside a new model, where it would be deployed with the old weights."""
+    import adtf.evaluate
+    from adtf.run import fit_evaluate_export
+
+    kwargs = dict(detector={"width": 4, "image_size": [32, 32]}, fit={"epochs": 1}, verbose=False, n_train=20)
+    out = tmp_path / "run"
+    fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, command="adtf-fit ...", **kwargs)
+    assert (out / "saved_model").is_dir() and (out / "command.txt").exists()
+    first = (out / "model.keras").stat().st_mtime_ns
+
+    def failing_evaluate(*args, **kw):
+        raise OSError("disk full")
+
+    with monkeypatch.context() as patch, pytest.raises(OSError):
+        patch.setattr(adtf.evaluate, "evaluate", failing_evaluate)
+        fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, export=False, seed=1, **kwargs)
+    assert (out / "model.keras").stat().st_mtime_ns != first and not (out / "backup").exists()
+    fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, export=False, seed=1, **kwargs)
+    assert not (out / "saved_model").exists() and not (out / "command.txt").exists()
 
 
 def test_working_points_from_few_held_out_images_say_how_many_good_parts_they_pass(toy_registered, tmp_path):
