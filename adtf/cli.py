@@ -233,18 +233,21 @@ def eval_main(argv=None):
         raise AdtfError(f"{args.data} has no test images to evaluate on")
     out = Path(args.out or model_path.parent / f"eval-{slug(dataset.name)}")
     results = evaluate(detector, dataset, out, batch_size=args.batch_size, verbose=not args.quiet,
-                       n_fit=_fitted_images(model_path))
+                       **_fit_record(model_path))
     print(results_table(results))
     print(f"\n  report: {out / 'report.md'}")
     return 0
 
 
-def _fitted_images(model_path):
-    """How many images the saved detector was fitted on, from its run's ``metrics.json`` (None if unknown)."""
+def _fit_record(model_path):
+    """How the saved detector was fitted and calibrated, from its run's ``metrics.json`` (empty if unknown), so that
+    an evaluation's report says the same as the run's."""
     try:
-        return int(json.loads((model_path.parent / "metrics.json").read_text())["n_train"])
+        record = json.loads((model_path.parent / "metrics.json").read_text())
+        return dict(n_fit=int(record["n_train"]), n_calibration=int(record.get("n_calibration") or 0),
+                    calibration=record.get("calibration"))
     except (OSError, ValueError, KeyError, TypeError):
-        return None
+        return {}
 
 
 def _model_path(path):
@@ -272,6 +275,9 @@ def export_main(argv=None):
     from adtf.detectors import load
 
     model_path = _model_path(args.model)
+    if args.score and args.threshold is None:
+        parser.error("--score names the score an explicit --threshold applies to: give --threshold too "
+                     "(a working point has its own score)")
     detector = load(model_path)
     if args.working_point or args.threshold is not None:
         detector.set_working_point(args.working_point, value=args.threshold, score=args.score)
@@ -293,9 +299,9 @@ def bench_main(argv=None):
     configure_logging(not args.quiet)
     options = _runner_options(args)
     options["export"] = False
-    names = [slug(spec) for spec in args.data]
-    # Two specs can end in the same folder name (.../glass/train, .../tiles/train): number them, so that the
-    # second run does not overwrite the first one's folder.
+    # Named after the method, as adtf-fit's run folders are (a bench of another method must not overwrite this
+    # one's), and numbered where two specs end in the same name (.../glass/train, .../tiles/train).
+    names = [f"{args.method}-{slug(spec)}" for spec in args.data]
     names = [name if names.count(name) == 1 else f"{i + 1}-{name}" for i, name in enumerate(names)]
     rows = [fit_evaluate_export(data=spec, out=Path(args.out or "runs/bench") / name, **options)
             for spec, name in zip(args.data, names)]

@@ -102,6 +102,10 @@ def test_export_moves_the_working_point_without_refitting(run_dir, tmp_path):
     served = _served(out, images, [], tmp_path)
     assert all(served["images"]["anomalous"])
     assert export_main([str(run_dir), "--working-point", "nope", "--out", str(out)]) == 2
+    # --score alone moved nothing and reported success
+    with pytest.raises(SystemExit) as exit_info:
+        export_main([str(run_dir), "--score", "d_mean", "--out", str(tmp_path / "not_written")])
+    assert exit_info.value.code == 2 and not (tmp_path / "not_written").exists()
 
 
 def test_eval_reuses_a_saved_run(run_dir, tmp_path):
@@ -109,6 +113,9 @@ def test_eval_reuses_a_saved_run(run_dir, tmp_path):
     first = json.loads((run_dir / "metrics.json").read_text())
     again = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert again["image_auroc"] == pytest.approx(first["image_auroc"], abs=1e-6)
+    # the report says how the run calibrated, not a default
+    assert first["calibration"] and [again[k] for k in ("calibration", "n_calibration", "n_train")] == \
+        [first[k] for k in ("calibration", "n_calibration", "n_train")]
 
 
 def test_eval_on_a_folder_counts_its_normal_images_as_test_normals(run_dir, tmp_path, capsys):
