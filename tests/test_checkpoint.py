@@ -219,6 +219,17 @@ def test_refuses_subprocess_and_foreign_persistent_ids(fake_torch, tmp_path):
         load_torch_state_dict(save_zip_bytes(tmp_path / "pid.pth", buffer.getvalue()))
 
 
+def test_a_pickle_cannot_change_the_shared_stand_ins_for_later_loads(fake_torch, tmp_path):
+    """BUILD on torch.FloatStorage once set its element type for every later checkpoint in the process (a float32
+    file then read as [0, 1.875, 0, 2] instead of [1, 2, 3, 4])."""
+    build = b"\x80\x02ctorch\nFloatStorage\nN}X\x05\x00\x00\x00dtypectorch\nfloat16\ns\x86b."
+    with pytest.raises(WeightsError, match="sets state"):
+        load_torch_state_dict(save_zip_bytes(tmp_path / "build.pth", build))
+    weight = np.array([1, 2, 3, 4], np.float32)
+    got = load_torch_state_dict(save_zip(collections.OrderedDict(w=tensor(weight)), tmp_path / "ok.pth"))
+    np.testing.assert_array_equal(got["w"], weight)
+
+
 def save_zip_bytes(path, data_pkl):
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("archive/data.pkl", data_pkl)

@@ -35,11 +35,32 @@ _TORCH_DTYPES = {
 }
 
 
-class _StorageType:
+class _Immutable:
+    """The stand-ins below are shared by every load: a pickle's BUILD opcode must not change them (it set a
+    storage type's dtype, and every later checkpoint in the process was read as another type)."""
+
+    __slots__ = ()
+
+    def __setstate__(self, state):
+        raise ValueError(f"the pickle sets state on {type(self).__name__}, which a plain state dict never does")
+
+
+class _StorageType(_Immutable):
     """Stand-in for ``torch.FloatStorage`` and friends: only carries the element type."""
+
+    __slots__ = ("name", "dtype")
 
     def __init__(self, name, dtype):
         self.name, self.dtype = name, np.dtype(dtype)
+
+
+class _TorchDType(_Immutable):
+    """Stand-in for ``torch.float32`` and friends, which a pickle may name; never numpy's own shared dtypes."""
+
+    __slots__ = ("dtype",)
+
+    def __init__(self, dtype):
+        self.dtype = np.dtype(dtype)
 
 
 class _Storage:
@@ -56,10 +77,10 @@ class _Storage:
         return np.frombuffer(self.data, self.dtype.newbyteorder("<" if byteorder == "little" else ">"))
 
 
-class _Tensor:
+class _Tensor(_Immutable):
     """What ``torch._utils._rebuild_tensor_v2`` would build: a strided view of a storage."""
 
-    __slots__ = ("storage", "offset", "size", "stride")  # no __dict__: a pickle cannot BUILD onto it
+    __slots__ = ("storage", "offset", "size", "stride")
 
     def __init__(self, storage, offset, size, stride, *unused):
         self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
@@ -101,7 +122,7 @@ _SAFE_GLOBALS = {
     ("_codecs", "encode"): _latin1_bytes,
     **{("torch", name): _StorageType(name, dtype) for name, dtype in _STORAGE_DTYPES.items()},
     **{("torch.storage", name): _StorageType(name, "u1") for name in ("UntypedStorage", "_UntypedStorage")},
-    **{("torch", name): np.dtype(dtype) for name, dtype in _TORCH_DTYPES.items()},
+    **{("torch", name): _TorchDType(dtype) for name, dtype in _TORCH_DTYPES.items()},
 }
 
 
