@@ -90,11 +90,13 @@ def test_local_pytorch_checkpoint_is_converted(stub_nets, fake_torch, tmp_path):
     assert stub_nets == ["vgg11"]
 
 
-def test_imagenet_checkpoint_is_converted_once_then_read_from_the_cache(stub_nets, fake_torch, homes):  # noqa: F811
+def test_imagenet_checkpoint_is_converted_once_then_read_from_the_cache(stub_nets, fake_torch, homes,  # noqa: F811
+                                                                         monkeypatch):
     state = conv_state(3)
     downloaded = weights_module.keras_cache_dir() / "tiny-0123abcd.pth"  # as if downloaded earlier
     downloaded.parent.mkdir(parents=True)
     save_zip({k: tensor(v) for k, v in state.items()}, downloaded)
+    monkeypatch.setattr(weights_module, "_intact", lambda *args: True)  # the name's hash prefix is made up
     images = np.random.default_rng(4).random((1, 4, 4, 3), dtype=np.float32)
     first = build("alexnet", input_shape=(4, 4, 3), layers=["conv"])(images)["conv"].numpy()
     cache = homes / "adtf" / "weights" / "alexnet--tiny-0123abcd.weights.h5"
@@ -150,6 +152,11 @@ def test_downloads_are_checked_against_the_hash_in_their_name(homes, monkeypatch
     with pytest.raises(WeightsError, match="corrupt"):
         weights_module.fetch("https://example.com/net-00000000.pth", "net")
     assert not (weights_module.keras_cache_dir() / "net-00000000.pth").exists()
+    # A download killed outright leaves a partial file under the final name: named, never used
+    partial = weights_module.keras_cache_dir() / good.rsplit("/", 1)[-1]
+    partial.write_bytes(payload[:5])
+    with pytest.raises(WeightsError, match=f"{partial} is incomplete"):
+        weights_module.fetch(good, "net")
 
 
 def test_bad_local_weight_files_are_weights_errors(tmp_path, stub_nets):

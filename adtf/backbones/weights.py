@@ -78,6 +78,10 @@ def fetch(url, backbone, file_hash=None):
     name = url.rsplit("/", 1)[-1]
     target = keras_cache_dir() / name
     if target.is_file():
+        if not _intact(target, file_hash):  # a download killed outright (Keras cleans up after any error) or a
+            # wrong file put there by hand; not deleted here: it may be the user's
+            raise WeightsError(f"{backbone}: {target} is incomplete or not the file at {url} (its hash differs from "
+                               "the expected one): delete it to download it again, or replace it with that file")
         return target
     advice = (f"download {url} and put it at {target}, or pass weights=PATH to that file "
               f"(weights=None for random initialisation). {OFFLINE_NOTE}")
@@ -89,11 +93,22 @@ def fetch(url, backbone, file_hash=None):
                                          file_hash=file_hash))
     except Exception as error:
         raise WeightsError(f"{backbone}: downloading {url} failed ({error}); {advice}") from None
-    prefix = re.search(r"-([0-9a-f]{8,})\.", name)  # torchvision's convention: sha256 prefix in the name
-    if prefix and not _sha256(path).startswith(prefix.group(1)):
+    if not _intact(path, file_hash):
         path.unlink()
-        raise WeightsError(f"{backbone}: {url} downloaded corrupt (sha256 does not start with {prefix.group(1)}); retry")
+        raise WeightsError(f"{backbone}: {url} downloaded corrupt (its hash differs from the expected one); retry")
     return path
+
+
+def _intact(path, file_hash=None):
+    """Whether a downloaded file matches its hash: torchvision's sha256 prefix in the name
+    (``resnet18-f37072fd.pth``), else ``file_hash`` (sha256 or md5), else whether it is not empty."""
+    prefix = re.search(r"-([0-9a-f]{8,})\.", path.name)
+    if prefix:
+        return _sha256(path).startswith(prefix.group(1))
+    if file_hash:
+        digest = _sha256(path) if len(file_hash) == 64 else hashlib.md5(path.read_bytes()).hexdigest()
+        return digest == file_hash
+    return path.stat().st_size > 0
 
 
 def converted_path(backbone, source):
