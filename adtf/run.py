@@ -232,10 +232,12 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
                                        "epochs": epochs, "fit": _jsonable(fit_options), "compile": compile or {},
                                        "calibration_fraction": fraction, "calibration_folds": calibration_folds,
                                        "seed": seed})
-        # Kept after the gradient epochs end (delete_checkpoint=False) and removed below once the statistics
-        # stage is done too: a fit killed there resumes at its last epoch, with no epoch trained again.
-        fit_callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False), Timing(),
-                         *fit_callbacks]
+        # Kept after the fit (delete_checkpoint=False) and removed below once the model is calibrated and saved:
+        # a run killed before that resumes at its last epoch, with no epoch trained again. The previous
+        # checkpoint is kept while the next is written (double_checkpoint): a kill mid-write left a torn file
+        # that Keras could not load, and every epoch was lost.
+        fit_callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False,
+                                                          double_checkpoint=True), Timing(), *fit_callbacks]
         if monitor_every and dataset.test and len({s.label for s in dataset.test}) == 2:
             fit_callbacks.append(ValidationAUROC(pipeline(dataset.test), every=monitor_every, pixel=False))
         if tensorboard:
@@ -307,8 +309,13 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     with atomic_path(out / "model.keras", suffix=".keras") as tmp:
         model.save(tmp)
     shutil.rmtree(out / "backup", ignore_errors=True)
+    # What an earlier run in this folder wrote no longer describes this model; a SavedModel left beside it would
+    # be deployed with the old weights. Removed now, rewritten below.
+    shutil.rmtree(out / "saved_model", ignore_errors=True)
+    for stale in ("metrics.json", "report.md", "command.txt", "run.json"):
+        (out / stale).unlink(missing_ok=True)
     if not calibration_samples and not calibration_folds:
-        (out / "calibration_images.txt").unlink(missing_ok=True)  # an earlier run's list, not this one's
+        (out / "calibration_images.txt").unlink(missing_ok=True)
     extra = {"preset": preset, "options": _jsonable(options), "image_size_rule": size_rule, "epochs": epochs,
              "fit_seconds": fit_seconds,
              "fit_info": dict(model.fit_info),
@@ -324,14 +331,8 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     if export:
         log.info("[5/5] exporting the SavedModel")
         model.export(out / "saved_model")
-    elif (out / "saved_model").exists():
-        # An earlier run's SavedModel beside this run's model would be deployed with the wrong weights.
-        log.warning(f"      removing {out / 'saved_model'}: an earlier run's, not this one's (export it with adtf-export)")
-        shutil.rmtree(out / "saved_model")
     if command:
         write_text(out / "command.txt", command + "\n")
-    else:
-        (out / "command.txt").unlink(missing_ok=True)
     write_json(out / "run.json", {"method": method, "data": dataset.name, "preset": preset, "options": extra["options"],
                                   "seconds": time.perf_counter() - started})
     results.update(seconds=time.perf_counter() - started, run_dir=str(out))

@@ -191,8 +191,12 @@ def test_a_failed_evaluation_keeps_the_fit_and_a_rerun_without_export_leaves_no_
         patch.setattr(adtf.evaluate, "evaluate", failing_evaluate)
         fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, export=False, seed=1, **kwargs)
     assert (out / "model.keras").stat().st_mtime_ns != first and not (out / "backup").exists()
+    # the first run's SavedModel and metrics no longer describe the model beside them
+    assert not any((out / name).exists() for name in ("saved_model", "metrics.json", "report.md", "command.txt"))
+    fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, command="adtf-fit ...", **kwargs)
     fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, export=False, seed=1, **kwargs)
     assert not (out / "saved_model").exists() and not (out / "command.txt").exists()
+    assert (out / "metrics.json").exists()
 
 
 def test_working_points_from_few_held_out_images_say_how_many_good_parts_they_pass(toy_registered, tmp_path):
