@@ -56,6 +56,29 @@ def assert_same_outputs(actual, expected, rtol=1e-5, atol=1e-5):
                                    err_msg=key)
 
 
+def test_the_python_api_takes_images_as_the_pipeline_makes_them(fitted, images):
+    """uint8 arrays are scaled to [0, 1], gray is repeated to RGB, a larger image is resized as the pipeline and
+    serve_image_bytes resize (anti-aliased): each used to be scored as something else than what was calibrated."""
+    import tensorflow as tf
+
+    from adtf.data.pipeline import prepare_image
+    from adtf.errors import DataError
+
+    _, detector, _ = fitted
+    x = images["test"][:2]
+    expected = outputs_of(detector, x)
+    assert_same_outputs(outputs_of(detector, np.round(x * 255).astype(np.uint8)), expected)
+    assert_same_outputs(detector.infer(np.round(x * 255).astype(np.uint8)), detector.infer(x))
+    gray = x[..., :1]
+    assert_same_outputs(outputs_of(detector, gray), outputs_of(detector, np.repeat(gray, 3, axis=-1)))
+    large = np.asarray(tf.image.resize(x, (3 * SIZE, 3 * SIZE)))
+    prepared = np.stack([np.asarray(prepare_image(image, (SIZE, SIZE))) for image in large])
+    np.testing.assert_allclose(outputs_of(detector, large)["score"], outputs_of(detector, prepared)["score"],
+                               rtol=1e-4, atol=1e-4)
+    with pytest.raises(DataError, match="1, 3 or 4 channels"):
+        detector(np.zeros((1, SIZE, SIZE, 5), np.float32))
+
+
 def test_fit_step_returns_the_history(fitted):
     _, detector, history = fitted
     assert isinstance(history, keras.callbacks.History)
@@ -160,6 +183,20 @@ def test_a_killed_fit_resumes_to_the_uninterrupted_state(name, images, tmp_path)
         np.testing.assert_allclose(np.asarray(after), np.asarray(before), rtol=1e-6, atol=1e-7, err_msg=before.path)
     for before, after in zip(uninterrupted.optimizer.variables, resumed.optimizer.variables):
         np.testing.assert_allclose(np.asarray(after), np.asarray(before), rtol=1e-6, atol=1e-7, err_msg=before.path)
+
+
+def test_a_fit_killed_in_its_statistics_stage_resumes_after_its_last_epoch(images, tmp_path, monkeypatch):
+    """Keras' BackupAndRestore deletes its checkpoint when the gradient epochs end, before the statistics stage
+    (paper 001's dictionary): a kill there lost every epoch. Detector.fit keeps it until both stages are done."""
+    cls = DOUBLES["toy_autoencoder"]
+    with monkeypatch.context() as patch, pytest.raises(Killed):
+        patch.setattr(cls, "fit_statistics", lambda self, x, verbose=True: (_ for _ in ()).throw(Killed()))
+        build(cls).fit(images["fit"], epochs=2, verbose=0,
+                       callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))])
+    assert (tmp_path / "backup").is_dir()
+    history = build(cls).fit(images["fit"], epochs=2, verbose=0,
+                             callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))])
+    assert history.history.get("loss", []) == [] and not (tmp_path / "backup").exists()  # no epoch trained again
 
 
 SERVE = textwrap.dedent("""

@@ -102,6 +102,7 @@ def test_export_moves_the_working_point_without_refitting(run_dir, tmp_path):
     served = _served(out, images, [], tmp_path)
     assert all(served["images"]["anomalous"])
     assert export_main([str(run_dir), "--working-point", "nope", "--out", str(out)]) == 2
+    assert export_main([str(run_dir), "--threshold", "nan", "--out", str(out)]) == 2  # would flag no image
     # --score alone moved nothing and reported success
     with pytest.raises(SystemExit) as exit_info:
         export_main([str(run_dir), "--score", "d_mean", "--out", str(tmp_path / "not_written")])

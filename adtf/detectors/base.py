@@ -25,6 +25,7 @@ A method writes three things (see the README's "Adding a method"):
   configuration the contract test in ``tests/test_contract.py`` trains and exports).
 """
 import json
+import shutil
 import time
 import zipfile
 
@@ -54,6 +55,24 @@ def batches(dataset, desc, verbose=True):
     return tqdm(dataset, desc=desc, total=total, unit="batch", disable=not verbose, leave=False)
 
 
+def as_images(images):
+    """Images as float32 ``[B, H, W, 3]`` in [0, 1], as the data pipeline and ``serve_image_bytes`` make them: uint8
+    scaled by 1/255 (taken as they are, 0-255 values were scored against thresholds calibrated on [0, 1]), a gray
+    channel repeated, an alpha channel dropped. Float images pass unchanged, so calling it twice is harmless."""
+    if not hasattr(images, "dtype"):
+        images = np.asarray(images)
+    uint8 = keras.backend.standardize_dtype(images.dtype) == "uint8"
+    images = ops.convert_to_tensor(images, "float32")
+    if uint8:
+        images = images / 255.0
+    if len(images.shape) != 4 or images.shape[-1] not in (1, 3, 4, None):
+        raise DataError(f"images must be [B, H, W, C] with 1, 3 or 4 channels (gray, RGB, RGBA), got shape "
+                        f"{tuple(images.shape)}")
+    if images.shape[-1] == 1:
+        return ops.repeat(images, 3, axis=-1)
+    return images[..., :3] if images.shape[-1] == 4 else images
+
+
 def as_dataset(x, batch_size=16):
     """``x`` as a tf.data dataset of batches: a dataset as it is, an image array ``[N, H, W, C]`` batched."""
     import tensorflow as tf
@@ -61,7 +80,7 @@ def as_dataset(x, batch_size=16):
     if isinstance(x, tf.data.Dataset):
         return x
     if isinstance(x, (np.ndarray, tf.Tensor)) and len(x.shape) == 4:
-        return tf.data.Dataset.from_tensor_slices(np.asarray(x, "float32")).batch(int(batch_size))
+        return tf.data.Dataset.from_tensor_slices(as_images(x)).batch(int(batch_size))
     raise DataError(f"expected a tf.data.Dataset of batches or an image array [N, H, W, C], got {type(x).__name__}"
                     f"{' of shape ' + str(tuple(x.shape)) if hasattr(x, 'shape') else ''}")
 
@@ -132,10 +151,12 @@ class Detector(keras.Model):
 
     # -- call = resize -> detect -> post-process ----------------------------------------
     def resized(self, images):
-        """``images`` as float32 at ``image_size`` (bilinear), the one resize every detector shares."""
-        images = ops.convert_to_tensor(images, "float32")
+        """``images`` as float32 at ``image_size``, the one resize every detector shares: bilinear, anti-aliased, as
+        the data pipeline and ``serve_image_bytes`` resize (an aliased resize here scored full-size images against
+        thresholds calibrated on anti-aliased ones)."""
+        images = as_images(images)
         if tuple(images.shape[1:3]) != self.image_size:
-            images = ops.image.resize(images, self.image_size, interpolation="bilinear")
+            images = ops.image.resize(images, self.image_size, interpolation="bilinear", antialias=True)
         return images
 
     def detect(self, images, training=False):
@@ -158,7 +179,7 @@ class Detector(keras.Model):
         return outputs
 
     def call(self, images, training=False):
-        images = ops.convert_to_tensor(images, "float32")
+        images = as_images(images)
         return self.finish(images, self.detect(self.resized(images), training=training))
 
     # -- graph-mode inference -----------------------------------------------------------
@@ -220,6 +241,11 @@ class Detector(keras.Model):
         """
         epochs = self.default_epochs if epochs is None else int(epochs)
         x = as_dataset(x, batch_size or self.default_batch_size or 16)
+        # A BackupAndRestore that deletes its checkpoint does so when the gradient epochs end, before the statistics
+        # stage (paper 001's dictionary): a kill there lost every epoch. Kept until both stages are done.
+        backups = [c for c in callbacks or [] if isinstance(c, keras.callbacks.BackupAndRestore) and c.delete_checkpoint]
+        for backup in backups:
+            backup.delete_checkpoint = False
         history = None
         if epochs > 0:
             self.prepare_training()
@@ -229,6 +255,9 @@ class Detector(keras.Model):
             history = super().fit(data, epochs=epochs, callbacks=[shuffle, *(callbacks or [])], verbose=verbose,
                                   **kwargs)
         self.fit_statistics(x, verbose=_progress(verbose))
+        for backup in backups:
+            backup.delete_checkpoint = True
+            shutil.rmtree(backup.backup_dir, ignore_errors=True)
         if history is None:
             history = keras.callbacks.History()
             history.set_model(self)
@@ -360,6 +389,8 @@ class Detector(keras.Model):
             return
         if value is None:
             raise AdtfError("give a working point name or an explicit threshold value")
+        if not np.isfinite(float(value)):  # `score > nan` is never true: only invalid images would be flagged
+            raise AdtfError(f"an explicit threshold must be a finite number, got {value}")
         score = score or self.score_names[0]
         if score not in self.score_names:
             raise AdtfError(f"unknown score {score!r}; this detector has {list(self.score_names)}")

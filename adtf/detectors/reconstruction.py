@@ -21,7 +21,7 @@ import tensorflow as tf
 from keras import ops
 
 from adtf import backbones, losses
-from adtf.detectors.base import Detector, batches
+from adtf.detectors.base import Detector, as_images, batches
 from adtf.errors import AdtfError
 
 ORTHOGONAL = keras.initializers.Orthogonal  # papers 002/003: "orthogonal initialization" of every new weight
@@ -165,7 +165,7 @@ class ReconstructionDetector(Detector):
         if self.resize_crop is None:
             return super().resized(images)
         # The authors' code: resize to 156 x 156, then the centre 120 x 120.
-        images = ops.image.resize(ops.convert_to_tensor(images, "float32"), (self.resize_crop,) * 2, "bilinear")
+        images = ops.image.resize(as_images(images), (self.resize_crop,) * 2, "bilinear", antialias=True)
         top, left = ((self.resize_crop - s) // 2 for s in self.image_size)
         return images[:, top: top + self.image_size[0], left: left + self.image_size[1]]
 
