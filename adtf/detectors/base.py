@@ -389,8 +389,8 @@ class Detector(keras.Model):
             return
         if value is None:
             raise AdtfError("give a working point name or an explicit threshold value")
-        if not np.isfinite(float(value)):  # `score > nan` is never true: only invalid images would be flagged
-            raise AdtfError(f"an explicit threshold must be a finite number, got {value}")
+        if np.isnan(float(value)):  # `score > nan` is never true: only invalid images would be flagged
+            raise AdtfError(f"an explicit threshold must be a number, got {value}")
         score = score or self.score_names[0]
         if score not in self.score_names:
             raise AdtfError(f"unknown score {score!r}; this detector has {list(self.score_names)}")
