@@ -104,6 +104,25 @@ def test_label_map_masks_mark_every_nonzero_pixel(tmp_path, defect_value):
     assert not out[1].any()
 
 
+@pytest.mark.parametrize("kind", ["green", "rgba", "label_map_16_bit", "mask_16_bit"])
+def test_colour_and_16_bit_masks_keep_their_defects(tmp_path, kind):
+    """A green (or blue) mask read by its red channel, and a 16-bit 0/1 label map cut to 8 bits, were empty."""
+    where = np.zeros((12, 16), bool)
+    where[3:6, 4:9] = True
+    if kind == "green":
+        mask = np.zeros((12, 16, 3), np.uint8)
+        mask[where, 1] = 255
+    elif kind == "rgba":  # opaque everywhere: the alpha channel must not read as a defect
+        mask = np.zeros((12, 16, 4), np.uint8)
+        mask[..., 3] = 255
+        mask[where, 2] = 200
+    else:
+        mask = (where * (1 if kind == "label_map_16_bit" else 65535)).astype(np.uint16)
+    image = _save(tmp_path / "i.png", _smooth(12, 16))
+    out = _one([Sample(image, 1, "x", _save(tmp_path / "m.png", mask))], image_size=(12, 16))[2].numpy()
+    np.testing.assert_array_equal(out[0], where)
+
+
 def _order(data):
     return [p.decode() for _, _, _, paths in data for p in paths.numpy()]
 

@@ -128,8 +128,15 @@ def prepare_image(image, size):
 
 
 def read_mask(contents):
-    """Encoded mask bytes -> float32 ``[H, W]``: 0/255 masks scaled to [0, 1], label maps to {0, 1}."""
-    mask = tf.cast(tf.io.decode_image(contents, expand_animations=False)[..., 0], tf.float32)
+    """Encoded mask bytes -> float32 ``[H, W]``: 0/255 masks scaled to [0, 1], label maps to {0, 1}.
+
+    A colour mask is a defect wherever any colour channel is lit (its red channel alone lost green and blue
+    defects, and palette PNGs decode to colour); alpha is ignored. 16-bit files keep their values (a 16-bit 0/1
+    label map cut to 8 bits was empty): read at 16 bits and brought to the 0-255 scale of 8-bit files.
+    """
+    decoded = tf.io.decode_image(contents, dtype=tf.uint16, expand_animations=False)  # 8-bit files scaled by 257
+    colour = tf.cond(tf.shape(decoded)[-1] >= 3, lambda: decoded[..., :3], lambda: decoded[..., :1])
+    mask = tf.cast(tf.reduce_max(colour, axis=-1), tf.float32) / 257.0
     return tf.cond(tf.reduce_max(mask) < LABEL_MAP_MAX,
                    lambda: tf.cast(mask > 0, tf.float32), lambda: mask / 255.0)
 
