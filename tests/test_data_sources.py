@@ -245,6 +245,14 @@ def test_folder_with_anomalous_masks_and_test_normal(tmp_path):
                      "scratch": str(tmp_path / "masks" / "scratch" / "s1.png")}
 
 
+def test_folder_anomalous_dir_in_mvtec_layout_keeps_its_good_images_normal(tmp_path):
+    write_image(tmp_path / "train" / "0.png")
+    write_image(tmp_path / "test" / "good" / "g.png")
+    write_image(tmp_path / "test" / "crack" / "c.png")
+    ds = load(f"folder:{tmp_path / 'train'},anomalous={tmp_path / 'test'}")
+    assert ds.counts() == {"train": 1, "test_good": 1, "test_crack": 1}  # test/good was once a defect type
+
+
 def test_folder_anomalous_image_without_a_mask_is_kept_for_the_image_metrics(tmp_path):
     write_image(tmp_path / "ok" / "0.png")
     write_image(tmp_path / "ng" / "masked.png")

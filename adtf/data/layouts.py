@@ -136,7 +136,8 @@ def _read_folder(path, *, seed=0, anomalous=None, masks=None, test_normal=None, 
       ``holdout`` fraction moved to the test set.
     - ``test_normal=DIR``: more normal images for the test set.
     - ``anomalous=DIR``: anomalous test images; each subfolder is a defect type, images
-      directly in DIR get the defect ``"anomalous"``.
+      directly in DIR get the defect ``"anomalous"``; a subfolder ``good`` (MVTec's ``test/``
+      layout) holds normal test images.
     - ``masks=DIR``: the mask of ``<stem>.<ext>`` is ``<stem>.png`` or ``<stem>_mask.png``,
       in ``DIR/<defect>/`` or ``DIR/``. An anomalous image without one counts for the image
       metrics and not the pixel metrics (with a warning): a few missing masks should not stop a run.
@@ -152,7 +153,11 @@ def _read_folder(path, *, seed=0, anomalous=None, masks=None, test_normal=None, 
     if anomalous:
         anomalous_dir = resolve_dir(anomalous, "anomalous")
         groups = [("anomalous", _list_images(anomalous_dir))]
-        groups += [(d.name, _list_images(d)) for d in _subfolders(anomalous_dir)]
+        # An MVTec-style test/ folder holds its good test images in good/: they are test normals, not a defect type
+        # (they were counted as defects).
+        test += [Sample(str(p), 0, "good") for d in _subfolders(anomalous_dir) if d.name == "good"
+                 for p in _list_images(d)]
+        groups += [(d.name, _list_images(d)) for d in _subfolders(anomalous_dir) if d.name != "good"]
         if not any(images for _, images in groups):
             raise DataError(f"{anomalous_dir}: no images (looked for {', '.join(IMAGE_SUFFIXES)}, and in subfolders)")
         for defect, images in groups:

@@ -23,8 +23,8 @@ spec                           layout and options
                                ``anomalous=DIR``, ``masks=DIR``, ``test_normal=DIR``, ``holdout``.
 ``mnist:PATH[:k]``             idx files, class k normal (option ``normal_class``, default 0);
                                option ``train_fraction`` (0.8) when only one split is present.
-``synthetic[:NAME]``           ``adtf.data.synthetic.materialize(NAME)`` (brick, grass, gravel;
-                               default brick) read as MVTec AD; its options pass through.
+``synthetic[:NAME]``           ``adtf.data.synthetic.materialize(NAME)`` (weave, stone, brick,
+                               grass, gravel; default weave) read as MVTec AD; its options pass through.
 =============================  =================================================================
 
 Example:
