@@ -115,6 +115,10 @@ def data_image_size(dataset, size_range, multiple=16):
     size = tuple(max(multiple, int(round(side * scale / multiple)) * multiple) for side in (height, width))
     rule = (f"the training images' median size {height:.0f}x{width:.0f}"
             + (f", scaled to fit {low}-{high} px" if scale != 1.0 else "") + f", rounded to multiples of {multiple}")
+    if scale < 1 and min(size) < low:  # a long strip (a line-scan camera's): its short side shrinks below the range
+        log.warning(f"      the images are shrunk {1 / scale:.1f}x to {size[0]}x{size[1]}, the shorter side below "
+                    f"{low} px, to keep the longer within {high} px: defects a few pixels wide may vanish; crop the "
+                    f"images into tiles, or feed them larger with --detector.image_size \"[H, W]\" (slower)")
     return size, rule
 
 

@@ -210,3 +210,23 @@ def test_the_autoencoder_presets_run_small_images_at_their_own_size_and_large_on
         assert all(cls.preset_options(p)["image_size"] is None for p in ("paper", "offline", "fast"))
         size, _ = data_image_size(dataset, cls.image_size_range, cls.image_size_multiple)
         assert size == (expected, expected)
+
+
+def test_a_long_strip_shrunk_below_the_size_range_is_named(caplog, monkeypatch):
+    """A 4096x256 line-scan strip kept within 512 px is fed at 32 px high: its defects vanish, the user must hear."""
+    import logging
+
+    from adtf.data import AnomalyDataset
+    from adtf.run import data_image_size
+
+    monkeypatch.setattr(logging.getLogger("adtf"), "propagate", True)  # configure_logging turns it off for the CLI
+
+    strip = AnomalyDataset("demo", [], [], has_masks=False, arrays=np.zeros((1, 256, 4096), "uint8"))
+    with caplog.at_level("WARNING", logger="adtf"):
+        assert data_image_size(strip, (128, 512))[0] == (32, 512)
+    assert "shrunk 8.0x to 32x512" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="adtf"):
+        data_image_size(AnomalyDataset("demo", [], [], has_masks=False, arrays=np.zeros((1, 900, 900), "uint8")),
+                        (128, 512))
+    assert caplog.text == ""  # MVTec's 900 px fed at 512: within the range, no warning
