@@ -94,7 +94,9 @@ class Detector(keras.Model):
 
     Args:
         image_size: ``(height, width)`` the detector works at; inputs of another size are resized.
-        seed: seed of the method's randomness (noise, shuffling of training images).
+        seed: seed of the method's randomness (noise, shuffling of training images). The initial weights
+            come from Keras' global seed: call ``keras.utils.set_random_seed(seed)`` before building the
+            detector for a repeatable fit (``fit_evaluate_export`` and ``adtf-fit`` do).
         working_point_rules: the calibration's record, restored from a saved config.
 
     Class attributes a method sets:
