@@ -270,3 +270,14 @@ def test_simplenet_trains_at_least_min_steps_however_few_the_images(images):
     assert len(history.history["loss"]) == 3  # 12 images = 3 steps an epoch: 3 epochs reach 9 steps
     assert len(detector.fit(images["fit"], epochs=1, verbose=0).history["loss"]) == 1
     assert cls.preset_options("paper")["min_steps"] == 0  # the paper counts epochs
+
+
+def test_simplenet_sizes_align_its_three_levels():
+    """Each side a multiple of 32, so the stride-32 level's cells tile exactly the stride-8 grid they are
+    interpolated onto (MTD's median tile, 326x270, was fed at 320x272: 9 coarse cells over 34 fine ones)."""
+    from adtf.data import AnomalyDataset
+    from adtf.detectors import SimpleNet
+    from adtf.run import data_image_size
+
+    tiles = AnomalyDataset("demo", [], [], has_masks=False, arrays=np.zeros((1, 326, 270), "uint8"))
+    assert data_image_size(tiles, SimpleNet.image_size_range, SimpleNet.image_size_multiple)[0] == (320, 256)

@@ -231,13 +231,3 @@ def test_a_long_strip_shrunk_below_the_size_range_is_named(caplog, monkeypatch):
                         (128, 512))
     assert caplog.text == ""  # MVTec's 900 px fed at 512: within the range, no warning
 
-
-def test_simplenet_sizes_align_its_three_levels():
-    """Each side a multiple of 32, so the stride-32 level's cells tile exactly the stride-8 grid they are
-    interpolated onto (MTD's median tile, 326x270, was fed at 320x272: 9 coarse cells over 34 fine ones)."""
-    from adtf.data import AnomalyDataset
-    from adtf.detectors import SimpleNet
-    from adtf.run import data_image_size
-
-    tiles = AnomalyDataset("demo", [], [], has_masks=False, arrays=np.zeros((1, 326, 270), "uint8"))
-    assert data_image_size(tiles, SimpleNet.image_size_range, SimpleNet.image_size_multiple)[0] == (320, 256)

@@ -93,7 +93,7 @@ def fetch(url, backbone, file_hash=None):
                                          file_hash=file_hash))
     except Exception as error:
         raise WeightsError(f"{backbone}: downloading {url} failed ({error}); {advice}") from None
-    if not _intact(path, file_hash):
+    if not _intact(path):  # get_file has checked file_hash already; the name's sha256 prefix is ours to check
         path.unlink()
         raise WeightsError(f"{backbone}: {url} downloaded corrupt (its hash differs from the expected one); retry")
     return path
@@ -104,10 +104,9 @@ def _intact(path, file_hash=None):
     (``resnet18-f37072fd.pth``), else ``file_hash`` (sha256 or md5), else whether it is not empty."""
     prefix = re.search(r"-([0-9a-f]{8,})\.", path.name)
     if prefix:
-        return _sha256(path).startswith(prefix.group(1))
+        return _digest(path).startswith(prefix.group(1))
     if file_hash:
-        digest = _sha256(path) if len(file_hash) == 64 else hashlib.md5(path.read_bytes()).hexdigest()
-        return digest == file_hash
+        return _digest(path, "sha256" if len(file_hash) == 64 else "md5") == file_hash
     return path.stat().st_size > 0
 
 
@@ -183,8 +182,8 @@ def _load_keras_file(network, backbone, path):
         raise WeightsError(f"{backbone}: {path} does not fit the {backbone} architecture ({error})") from None
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
+def _digest(path, algorithm="sha256"):
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as file:
         for chunk in iter(lambda: file.read(1 << 20), b""):
             digest.update(chunk)

@@ -153,11 +153,11 @@ def _read_folder(path, *, seed=0, anomalous=None, masks=None, test_normal=None, 
     if anomalous:
         anomalous_dir = resolve_dir(anomalous, "anomalous")
         groups = [("anomalous", _list_images(anomalous_dir))]
-        # An MVTec-style test/ folder holds its good test images in good/: they are test normals, not a defect type
-        # (they were counted as defects).
-        test += [Sample(str(p), 0, "good") for d in _subfolders(anomalous_dir) if d.name == "good"
-                 for p in _list_images(d)]
-        groups += [(d.name, _list_images(d)) for d in _subfolders(anomalous_dir) if d.name != "good"]
+        for folder in _subfolders(anomalous_dir):
+            if folder.name == "good":  # an MVTec-style test/ folder's good images: test normals, not a defect type
+                test += [Sample(str(p), 0, "good") for p in _list_images(folder)]
+            else:
+                groups.append((folder.name, _list_images(folder)))
         if not any(images for _, images in groups):
             raise DataError(f"{anomalous_dir}: no images (looked for {', '.join(IMAGE_SUFFIXES)}, and in subfolders)")
         for defect, images in groups:
