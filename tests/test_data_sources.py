@@ -1,6 +1,7 @@
 """adtf.data.load: each source on the shared data or a tiny fixture in its exact layout, and bad input."""
 import gzip
 import os
+import re
 import warnings
 
 import numpy as np
@@ -132,6 +133,46 @@ def test_mvtec_masks_and_category_option(tmp_path):
         assert s.mask_path is None or s.mask_path.endswith(f"ground_truth/{s.defect}/{os.path.basename(s.path)[:-4]}_mask.png")
 
 
+def test_mvtec_masks_named_as_other_sets_name_them_and_a_capitalised_good_folder(tmp_path):
+    root = write_mvtec(tmp_path / "m", masks=False, defects=("crack", "dent"))
+    (root / "test" / "good").rename(root / "test" / "Good")  # once: two normal test images counted as defects
+    write_image(root / "ground_truth" / "crack" / "000.png", (12, 10), "L", value=255)        # VisA-style
+    write_image(root / "ground_truth" / "crack" / "001_mask.PNG", (12, 10), "L", value=255)   # upper-case suffix
+    write_image(root / "ground_truth" / "dent" / "000_mask.png", (12, 10), "L", value=255)
+    write_image(root / "ground_truth" / "dent" / "000.png", (12, 10), "L", value=0)  # MVTec's name wins
+    with pytest.raises(DataError, match=re.escape(str(root / "ground_truth" / "dent" / "001_mask.png"))):
+        load(f"mvtec:{root}")  # a missing mask names the file MVTec's layout expects
+    write_image(root / "ground_truth" / "dent" / "001_mask.png", (12, 10), "L", value=255)
+    ds = load(f"mvtec:{root}")
+    assert ds.counts() == {"train": 3, "test_good": 2, "test_crack": 2, "test_dent": 2}
+    assert {os.path.relpath(s.mask_path, root) for s in ds.test if s.label} == {
+        "ground_truth/crack/000.png", "ground_truth/crack/001_mask.PNG", "ground_truth/dent/000_mask.png",
+        "ground_truth/dent/001_mask.png"}
+
+
+def test_a_folder_whose_name_holds_a_comma(tmp_path):
+    folder = tmp_path / "glass, lot 2" / "ok"
+    write_image(folder / "0.png")
+    write_image(folder / "1.png", seed=1)
+    assert load(f"folder:{folder},holdout=0.5").counts() == {"train": 1, "test_good": 1}
+    assert parse_spec(f"folder:{folder},holdout=0.5") == (SourceKind.FOLDER, str(folder), {"holdout": 0.5})
+    with pytest.raises(DataError, match="not key=value"):
+        parse_spec(f"folder:{tmp_path / 'glass'}, lot 3/ok")  # no such folder: still a malformed option
+
+
+def test_12_bit_data_in_16_bit_images_is_named(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "ok").mkdir()
+    for i in range(2):  # a Mono12 camera's frames saved as 16-bit PNGs
+        Image.fromarray(rng.integers(0, 4096, (10, 12), dtype=np.uint16)).save(tmp_path / "ok" / f"{i}.png")
+    with pytest.warns(UserWarning, match=r"2 16-bit image\(s\) with every value below 4096"):
+        load(f"folder:{tmp_path / 'ok'}")
+    Image.fromarray(rng.integers(0, 65536, (10, 12), dtype=np.uint16)).save(tmp_path / "full.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load(f"folder:{tmp_path}")  # full-range 16-bit data: no warning
+
+
 def test_missing_train_good_names_the_folder_and_categories(tmp_path):
     write_mvtec(tmp_path / "root" / "bottle")
     with pytest.raises(DataError, match=r"root: no train/good.*\['bottle'\]"):
@@ -236,13 +277,13 @@ def test_folder_with_anomalous_masks_and_test_normal(tmp_path):
     write_image(tmp_path / "ng" / "loose.png")                      # -> defect "anomalous"
     write_image(tmp_path / "ng" / "scratch" / "s1.png")
     write_image(tmp_path / "masks" / "loose_mask.png", mode="L", value=255)
-    write_image(tmp_path / "masks" / "scratch" / "s1.png", mode="L", value=255)
+    write_image(tmp_path / "masks" / "scratch" / "s1.PNG", mode="L", value=255)
     ds = load(f"folder:{tmp_path / 'ok'},anomalous={tmp_path / 'ng'},masks={tmp_path / 'masks'},"
               f"test_normal={tmp_path / 'ok_test'}")
     assert ds.counts() == {"train": 3, "test_good": 1, "test_anomalous": 1, "test_scratch": 1} and ds.has_masks
     masks = {s.defect: s.mask_path for s in ds.test if s.label}
     assert masks == {"anomalous": str(tmp_path / "masks" / "loose_mask.png"),
-                     "scratch": str(tmp_path / "masks" / "scratch" / "s1.png")}
+                     "scratch": str(tmp_path / "masks" / "scratch" / "s1.PNG")}
 
 
 def test_folder_anomalous_dir_in_mvtec_layout_keeps_its_good_images_normal(tmp_path):
@@ -332,7 +373,7 @@ def test_synthetic_delegates_to_materialize(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("breakage", ["garbage", "truncated_png", "truncated_jpeg", "empty", "tiff", "tif_file",
-                                      "bmp_1bit", "bmp_palette"])
+                                      "bmp_1bit", "bmp_palette", "png_bad_checksum", "latin1_name"])
 def test_unusable_image_raises_naming_it_and_skip_bad_leaves_it_out(tmp_path, breakage):
     root = write_mvtec(tmp_path / "m", masks=False, size=(64, 48))
     bad = root / "train" / "good" / "001.png"
@@ -354,14 +395,26 @@ def test_unusable_image_raises_naming_it_and_skip_bad_leaves_it_out(tmp_path, br
         Image.open(bad).convert("1" if breakage == "bmp_1bit" else "P").save(bad.with_suffix(".bmp"))
         bad.unlink()
         bad = bad.with_suffix(".bmp")
+    elif breakage == "png_bad_checksum":  # PIL's decode skips chunk checksums; TensorFlow's stops the run on one
+        data = bytearray(bad.read_bytes())
+        idat = data.index(b"IDAT")
+        length = int.from_bytes(data[idat - 4:idat], "big")
+        data[idat + 4 + length] ^= 0xFF  # the first byte of the IDAT chunk's CRC
+        bad.write_bytes(bytes(data))
+    elif breakage == "latin1_name":  # a zip made on Windows: TensorFlow's file ops take UTF-8 names only
+        latin1 = root / "train" / "good" / os.fsdecode(b"Pr\xfcfteil.png")
+        bad.rename(latin1)
+        bad = re.escape(ascii(str(latin1)))
     else:
         Image.open(bad).save(bad, format="TIFF")  # a TIFF named .png: PIL reads it, TensorFlow cannot
-    with pytest.raises(DataError, match=str(bad)) as error:
+    if breakage != "latin1_name":
+        bad = re.escape(str(bad))
+    with pytest.raises(DataError, match=bad) as error:
         load(f"mvtec:{root}")
     assert "--skip-bad" in str(error.value)
-    with pytest.warns(UserWarning, match=str(bad)):
+    with pytest.warns(UserWarning, match=bad):
         ds = load(f"mvtec:{root}", skip_bad=True)
-    assert str(bad) not in {s.path for s in ds.train} and len(ds.train) == 2
+    assert len(ds.train) == 2 and all("001" not in s.path for s in ds.train)
 
 
 def test_gray_and_24_bit_bmps_decode_as_pil_reads_them(tmp_path):

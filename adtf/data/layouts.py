@@ -26,7 +26,8 @@ LISTED_SUFFIXES = IMAGE_SUFFIXES + (".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".p
 
 
 def _read_mvtec(path, *, seed=0, category=None):
-    """MVTec AD category: ``train/good/*``, ``test/<defect>/*``, ``ground_truth/<defect>/<stem>_mask.png``."""
+    """MVTec AD category: ``train/good/*``, ``test/<defect>/*``, ``ground_truth/<defect>/<stem>_mask.png``
+    (or ``<stem>.png``, any image suffix in any case: other sets converted to this layout name masks so)."""
     root = resolve_dir(path, "MVTec AD")
     if category and (root / category).is_dir():
         root = root / category
@@ -39,12 +40,14 @@ def _read_mvtec(path, *, seed=0, category=None):
     has_masks = ground_truth.is_dir()
     test = []
     for folder in _subfolders(root / "test"):
+        if _is_good(folder):
+            test += [Sample(str(image), 0, "good") for image in _list_images(folder)]
+            continue
+        masks = [_files_by_name(ground_truth / folder.name)]
         for image in _list_images(folder):
-            if folder.name == "good":
-                test.append(Sample(str(image), 0, "good"))
-            else:
-                mask = ground_truth / folder.name / f"{image.stem}_mask.png"
-                test.append(Sample(str(image), 1, folder.name, str(mask) if has_masks else None))
+            # A missing mask keeps MVTec's own name, so that the up-front check says which file it expected.
+            mask = _find_mask(masks, image.stem) or str(ground_truth / folder.name / f"{image.stem}_mask.png")
+            test.append(Sample(str(image), 1, folder.name, mask if has_masks else None))
     train = [Sample(str(p), 0, "good") for p in _list_images(root / "train" / "good", required=True)]
     return AnomalyDataset(f"mvtec:{category or root.name}", train, test, has_masks)
 
@@ -138,8 +141,8 @@ def _read_folder(path, *, seed=0, anomalous=None, masks=None, test_normal=None, 
     - ``anomalous=DIR``: anomalous test images; each subfolder is a defect type, images
       directly in DIR get the defect ``"anomalous"``; a subfolder ``good`` (MVTec's ``test/``
       layout) holds normal test images.
-    - ``masks=DIR``: the mask of ``<stem>.<ext>`` is ``<stem>.png`` or ``<stem>_mask.png``,
-      in ``DIR/<defect>/`` or ``DIR/``. An anomalous image without one counts for the image
+    - ``masks=DIR``: the mask of ``<stem>.<ext>`` is ``<stem>.png`` or ``<stem>_mask.png`` (any image
+      suffix, any case), in ``DIR/<defect>/`` or ``DIR/``. An anomalous image without one counts for the image
       metrics and not the pixel metrics (with a warning): a few missing masks should not stop a run.
     """
     normal_dir = resolve_dir(path, "normal images")
@@ -154,19 +157,20 @@ def _read_folder(path, *, seed=0, anomalous=None, masks=None, test_normal=None, 
         anomalous_dir = resolve_dir(anomalous, "anomalous")
         groups = [("anomalous", _list_images(anomalous_dir))]
         for folder in _subfolders(anomalous_dir):
-            if folder.name == "good":  # an MVTec-style test/ folder's good images: test normals, not a defect type
+            if _is_good(folder):  # an MVTec-style test/ folder's good images: test normals, not a defect type
                 test += [Sample(str(p), 0, "good") for p in _list_images(folder)]
             else:
                 groups.append((folder.name, _list_images(folder)))
         if not any(images for _, images in groups):
             raise DataError(f"{anomalous_dir}: no images (looked for {', '.join(IMAGE_SUFFIXES)}, and in subfolders)")
         for defect, images in groups:
-            test += [Sample(str(p), 1, defect, _find_mask(mask_dir, defect, p.stem)) for p in images]
+            masks = [_files_by_name(mask_dir / defect), _files_by_name(mask_dir)] if mask_dir else []
+            test += [Sample(str(p), 1, defect, _find_mask(masks, p.stem)) for p in images]
     unmasked = [s.path for s in test if s.label == 1 and s.mask_path is None] if mask_dir else []
     if unmasked:
         warnings.warn(f"{mask_dir}: no mask for {len(unmasked)} of the anomalous images (e.g. {unmasked[0]}: looked "
-                      "for <stem>.png and <stem>_mask.png, in <defect>/ and directly); they count for the image "
-                      "metrics, not the pixel metrics", stacklevel=3)
+                      "for <stem>_mask.png and <stem>.png, any image suffix, in <defect>/ and directly); they count "
+                      "for the image metrics, not the pixel metrics", stacklevel=3)
     has_masks = bool(anomalous and masks) and any(s.mask_path for s in test)
     # Named by the parent too: normal folders are often called "train", "good" or "ok", and two sets of the same
     # name would share a default run folder, the second overwriting the first one's finished run.
@@ -174,12 +178,26 @@ def _read_folder(path, *, seed=0, anomalous=None, masks=None, test_normal=None, 
     return AnomalyDataset(f"folder:{name}", train, test, has_masks=has_masks)
 
 
-def _find_mask(mask_dir, defect, stem):
-    """The mask file of an anomalous image, or None where there is none."""
-    if mask_dir is None:
-        return None
-    candidates = [d / name for d in (mask_dir / defect, mask_dir) for name in (f"{stem}.png", f"{stem}_mask.png")]
-    return next((str(c) for c in candidates if c.is_file()), None)
+def _files_by_name(folder):
+    """The image files directly in ``folder`` by lower-cased name ({} where it is absent)."""
+    return {p.name.lower(): str(p) for p in _list_images(folder, suffixes=IMAGE_SUFFIXES)} if folder.is_dir() else {}
+
+
+def _find_mask(folders, stem):
+    """The mask of image ``stem``: ``<stem>_mask.<ext>`` or ``<stem>.<ext>``, any image suffix in any case (MVTec
+    writes ``000_mask.png``, DAGM-style sets ``.PNG``, VisA-style conversions ``000.png``), from the first of
+    ``folders`` (``_files_by_name`` dicts) that has one; None where none has."""
+    for files in folders:
+        for name in (f"{stem}_mask", stem):
+            for suffix in IMAGE_SUFFIXES:
+                if f"{name}{suffix}".lower() in files:
+                    return files[f"{name}{suffix}".lower()]
+    return None
+
+
+def _is_good(folder):
+    """MVTec's ``test/good`` holds normal test images; a hand-made copy may spell it ``Good`` or ``GOOD``."""
+    return folder.name.lower() == "good"
 
 
 def _read_mnist(path, *, seed=0, normal_class=0, train_fraction=0.8):

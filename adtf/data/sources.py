@@ -40,12 +40,14 @@ import os
 import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from PIL import Image
 
 from adtf.data.layouts import READERS, detect_kind, resolve_dir
 from adtf.data.samples import AnomalyDataset, SourceKind
 from adtf.errors import DataError
+from adtf.paths import datasets_root
 
 _TF_DECODABLE = {"PNG", "JPEG", "BMP", "GIF", "WEBP"}
 _MAX_LISTED_PROBLEMS = 10
@@ -62,13 +64,21 @@ def parse_spec(spec: str) -> tuple[SourceKind, str | None, dict]:
     """
     head, _, rest = spec.partition(":")
     kind = SourceKind(head) if head in {k.value for k in SourceKind} else None
-    parts = (rest if kind else spec).split(",")
-    path = parts[0] or None
+    path, *parts = (rest if kind else spec).split(",")
+    if any("=" not in part for part in parts):  # a folder whose name holds a comma: the longest prefix that exists
+        for end in range(len(parts), 0, -1):
+            joined = ",".join([path, *parts[:end]])
+            if Path(joined).expanduser().exists() or (not Path(joined).is_absolute()
+                                                      and (datasets_root() / joined).exists()):
+                path, parts = joined, parts[end:]
+                break
+    path = path or None
     options = {}
-    for part in parts[1:]:
+    for part in parts:
         key, eq, value = part.partition("=")
         if not eq or not key.strip():
-            raise DataError(f"dataset spec {spec!r}: {part!r} is not key=value")
+            raise DataError(f"dataset spec {spec!r}: {part!r} is not key=value (nor part of an existing folder's "
+                            "name)")
         options[key.strip()] = _parse_value(value.strip())
     if kind is SourceKind.MNIST and path and (m := re.fullmatch(r"(.*):(\d+)", path)):
         path, options["normal_class"] = m[1], int(m[2])
@@ -139,21 +149,31 @@ def _parse_value(text):
 
 
 def _image_size(path, what):
-    """``(size, None)`` after a full decode, or ``(None, problem)``."""
+    """``(size, None, dim)`` after a full decode, or ``(None, problem, False)``; ``dim``: a 16-bit file whose values
+    all stay below 4096 (12-bit camera data)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # a Latin-1 name from a zip made on Windows: TensorFlow's file ops take UTF-8 only
+        return None, (f"{ascii(path)}: the {what}'s file name is not valid UTF-8, which TensorFlow cannot open "
+                      "(rename it, e.g. `convmv -f latin1 -t utf8 --notest -r DIR`)"), False
     try:
         with Image.open(path) as image:
             if image.format not in _TF_DECODABLE:
-                return None, f"{path}: {image.format} {what}s are not supported (use PNG, JPEG, BMP, GIF or WebP)"
+                return (None, f"{path}: {image.format} {what}s are not supported (use PNG, JPEG, BMP, GIF or WebP)",
+                        False)
             if image.format == "BMP":
                 problem = _bmp_problem(path, image.mode, what)
                 if problem:
-                    return None, problem
+                    return None, problem, False
+            if image.format == "PNG":
+                image.verify()  # chunk checksums: PIL's decode skips them, TensorFlow's refuses a bad one
+        with Image.open(path) as image:
             image.load()  # decodes every pixel: PIL finds a truncated file only here
-            return image.size, None
+            return image.size, None, image.mode.startswith("I;16") and 0 < image.getextrema()[1] < 4096
     except FileNotFoundError:
-        return None, f"{path}: {what} file not found"
+        return None, f"{path}: {what} file not found", False
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ... for broken files
-        return None, f"{path}: cannot decode {what} ({type(e).__name__}: {e})"
+        return None, f"{path}: cannot decode {what} ({type(e).__name__}: {e})", False
 
 
 def _bmp_problem(path, mode, what):
@@ -172,23 +192,32 @@ def _bmp_problem(path, mode, what):
 
 
 def _problem(sample):
-    size, problem = _image_size(sample.path, "image")
+    """``(problem or None, dim)``: what makes the sample unusable, and whether its image is dim 16-bit data
+    (a mask's small label values are not)."""
+    size, problem, dim = _image_size(sample.path, "image")
     if problem or not sample.mask_path:
-        return problem
-    mask_size, problem = _image_size(sample.mask_path, "mask")
+        return problem, dim
+    mask_size, problem, _ = _image_size(sample.mask_path, "mask")
     if problem:
-        return f"{problem} (the mask of {sample.path})"
+        return f"{problem} (the mask of {sample.path})", dim
     if mask_size != size:
         return (f"{sample.mask_path}: mask is {mask_size[0]}x{mask_size[1]} but its image {sample.path} "
-                f"is {size[0]}x{size[1]} (width x height)")
-    return None
+                f"is {size[0]}x{size[1]} (width x height)"), dim
+    return None, dim
 
 
 def _validate(dataset, skip_bad):
     files = [s for s in dataset.train + dataset.test if s.index is None]
     # PIL releases the GIL while decoding, so threads overlap the decoding work.
     with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
-        problems = [(s, p) for s, p in zip(files, pool.map(_problem, files)) if p]
+        checked = list(zip(files, pool.map(_problem, files)))
+    problems = [(s, p) for s, (p, _) in checked if p]
+    dim = [s.path for s, (p, is_dim) in checked if is_dim and not p]
+    if dim:
+        # Decoding keeps a 16-bit value's top 8 bits (the SavedModel decodes the same way): 12-bit data reads dark.
+        warnings.warn(f"{dataset.name}: {len(dim)} 16-bit image(s) with every value below 4096 (e.g. {dim[0]}): "
+                      "decoded to 8 bits as 16-bit data, 12-bit camera data is 1/16 as bright, with 16 gray levels; "
+                      "scale them to 8 bits or to the full 16-bit range", stacklevel=3)
     if problems and not skip_bad:
         listed = "\n  ".join(p for _, p in problems[:_MAX_LISTED_PROBLEMS])
         more = f"\n  ... and {len(problems) - _MAX_LISTED_PROBLEMS} more" if len(problems) > _MAX_LISTED_PROBLEMS else ""
