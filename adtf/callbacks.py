@@ -1,10 +1,12 @@
 """Keras callbacks for training detectors: validation AUROC (monitoring only), timing,
 and the epoch-seeded shuffle that makes a resumed fit equal to an uninterrupted one.
 
-For resuming interrupted training use ``keras.callbacks.BackupAndRestore`` as is
-(``Detector.fit`` builds the model and every optimizer first, so that it restores all of them).
+For resuming interrupted training use ``ResumableBackup`` (the runner does) or ``keras.callbacks.BackupAndRestore``
+(``Detector.fit`` builds the model and every optimizer first, so that either restores all of them).
 """
+import json
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -77,6 +79,56 @@ class ValidationAUROC(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every == 0 and logs is not None:
             logs.update(self.evaluate())
+
+
+class ResumableBackup(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` that a kill at any instant leaves resuming to the uninterrupted state, writing at most
+    one checkpoint every ``every_seconds`` (and always after the last epoch).
+
+    Keras writes the weights and then the epoch number to two files: a kill between the two resumed with one
+    epoch's weights and the previous epoch's number, and trained that epoch twice (another model than an
+    uninterrupted fit). Here each checkpoint is a new weights file, and ``state.json``, which names it and its
+    epoch, is replaced atomically once the file is whole; the older file goes only then. Keras also writes the
+    whole model, frozen backbone included, after every epoch: a set of 2 images trains hundreds of one-step epochs
+    (SimpleNet's ``min_steps``) and spent most of its fit writing checkpoints. A kill now costs at most
+    ``every_seconds`` of training.
+    """
+
+    def __init__(self, backup_dir, every_seconds=30.0, delete_checkpoint=True):
+        super().__init__(str(backup_dir), delete_checkpoint=delete_checkpoint)
+        self.every_seconds = float(every_seconds)
+        self._state_path = Path(backup_dir) / "state.json"
+        self._saved_at = time.monotonic()
+
+    def on_train_begin(self, logs=None):
+        self._saved_at = time.monotonic()
+        if not self._state_path.is_file():
+            return
+        state = json.loads(self._state_path.read_text())
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(str(self._state_path.parent / state["weights"]))
+        self.model._initial_epoch = int(state["epoch"])  # what Keras' own BackupAndRestore sets for fit to read
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 >= self.params.get("epochs", epoch + 1) or time.monotonic() - self._saved_at >= self.every_seconds:
+            self._save(epoch + 1)
+
+    def on_train_batch_end(self, batch, logs=None):
+        pass  # saved by epoch only
+
+    def _save(self, epochs_done):
+        from adtf.atomic import write_json
+
+        folder = self._state_path.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{epochs_done}.weights.h5"
+        self.model.save_weights(str(folder / name), overwrite=True)
+        write_json(self._state_path, {"epoch": epochs_done, "weights": name})
+        for older in folder.glob("epoch-*.weights.h5"):
+            if older.name != name:
+                older.unlink(missing_ok=True)
+        self._saved_at = time.monotonic()
 
 
 class Timing(keras.callbacks.Callback):

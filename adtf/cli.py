@@ -58,10 +58,13 @@ def results_table(results):
     if results["working_points"]:
         active = results["active_working_point"]
         wp = results["working_points"].get(active)
+        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731  (one class in the test set)
         if wp:
-            rows.append((f"working point {active}", f"TPR {wp['tpr']:.3f}  TNR {wp['tnr']:.3f}  AUC {wp['auc']:.3f}"))
-        best = max(results["working_points"].items(), key=lambda kv: kv[1]["auc"])
-        rows.append(("best working point (test)", f"{best[0]}: AUC {best[1]['auc']:.3f} (reported, not selected)"))
+            rows.append((f"working point {active}", f"TPR {fmt(wp['tpr'])}  TNR {fmt(wp['tnr'])}  AUC {fmt(wp['auc'])}"))
+        ranked = [(name, w["auc"]) for name, w in results["working_points"].items() if w["auc"] is not None]
+        if ranked:
+            best = max(ranked, key=lambda kv: kv[1])
+            rows.append(("best working point (test)", f"{best[0]}: AUC {best[1]:.3f} (reported, not selected)"))
     rows += [("time per image", f"{results['ms_per_image']:.1f} ms ({results['images_per_second']:.1f} img/s)"),
              ("peak memory", f"{results['peak_rss_mb']:.0f} MiB")]
     width = max(len(name) for name, _ in rows)

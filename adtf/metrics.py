@@ -31,8 +31,8 @@ def _most_anomalous_for_inf(values):
     return np.where(np.isposinf(values), (finite.max() + 1.0) if finite.size else 1.0, values)
 
 
-def _labelled_scores(labels, scores):
-    """Validated 1-D (bool labels, float64 scores) with both classes present."""
+def _labelled_scores(labels, scores, both_classes=True):
+    """Validated 1-D (bool labels, float64 scores), with both classes present where ``both_classes``."""
     labels, scores = np.asarray(labels).reshape(-1), np.asarray(scores, dtype=np.float64).reshape(-1)
     if labels.shape != scores.shape:
         raise DataError(f"labels ({labels.size}) and scores ({scores.size}) differ in length")
@@ -42,7 +42,7 @@ def _labelled_scores(labels, scores):
         raise DataError(f"{np.count_nonzero(np.isnan(scores) | np.isneginf(scores))} scores are NaN or -inf")
     scores = _most_anomalous_for_inf(scores)
     labels = labels.astype(bool)
-    if labels.all() or not labels.any():
+    if both_classes and (labels.all() or not labels.any()):
         raise DataError(
             f"need normal and anomalous samples, got {labels.sum()} anomalous of {labels.size}: "
             "this metric is undefined with one class"
@@ -214,15 +214,19 @@ def aupro(masks, maps, fpr_limit=0.3):
 
 
 def rates_at(labels, scores, threshold):
-    """(TPR, TNR) when a sample is called anomalous iff its score > ``threshold``.
+    """(TPR, TNR) when a sample is called anomalous iff its score > ``threshold``; None for a class with no
+    samples (a batch of good parts has a TNR and no TPR).
 
     Example:
     >>> rates_at([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], threshold=0.3)
     (1.0, 0.5)
+    >>> rates_at([0, 0], [0.1, 0.4], threshold=0.3)
+    (None, 0.5)
     """
-    labels, scores = _labelled_scores(labels, scores)
+    labels, scores = _labelled_scores(labels, scores, both_classes=False)
     flagged = scores > threshold
-    return float(flagged[labels].mean()), float(1.0 - flagged[~labels].mean())
+    return (float(flagged[labels].mean()) if labels.any() else None,
+            float(1.0 - flagged[~labels].mean()) if (~labels).any() else None)
 
 
 def threshold_auc(labels, scores, threshold):
@@ -235,7 +239,9 @@ def threshold_auc(labels, scores, threshold):
     >>> threshold_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], threshold=0.3)
     0.75
     """
-    return float(np.mean(rates_at(labels, scores, threshold)))
+    _labelled_scores(labels, scores)  # both classes, or a clear error
+    tpr, tnr = rates_at(labels, scores, threshold)
+    return (tpr + tnr) / 2
 
 
 def best_tpr_tnr(labels, scores):

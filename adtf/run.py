@@ -68,6 +68,15 @@ def configure_logging(verbose=True):
     log.setLevel(logging.INFO if verbose else logging.WARNING)
 
 
+def _plots_of(metrics_file):
+    """The plot files a run's ``metrics.json`` lists (none where it is absent or unreadable)."""
+    try:
+        plots = json.loads(metrics_file.read_text()).get("plots") or {}
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [name for name in plots.values() if isinstance(name, str) and "/" not in name and name.endswith(".png")]
+
+
 def _few_to_calibrate_on(n):
     """Why N calibration scores are too few, or None: the largest of N normal scores passes about N/(N+1) of
     new normal images, under 95 % below 19."""
@@ -119,6 +128,13 @@ def data_image_size(dataset, size_range, multiple=16):
         log.warning(f"      the images are shrunk {1 / scale:.1f}x to {size[0]}x{size[1]}, the shorter side below "
                     f"{low} px, to keep the longer within {high} px: defects a few pixels wide may vanish; crop the "
                     f"images into tiles, or feed them larger with --detector.image_size \"[H, W]\" (slower)")
+    # Every image is resized to one size: one of another shape (portrait among landscape parts) is stretched.
+    stretch = np.maximum(np.asarray(widths) / np.asarray(heights) * size[0] / size[1],
+                         np.asarray(heights) / np.asarray(widths) * size[1] / size[0])
+    if np.mean(stretch > 1.25) >= 0.1:
+        log.warning(f"      {np.mean(stretch > 1.25):.0%} of the training images have another shape than the input "
+                    f"size {size[0]}x{size[1]} and are stretched up to {stretch.max():.1f}x along one side: "
+                    "a stretched part looks unlike the rest; crop or rotate them to one orientation if you can")
     return size, rule
 
 
@@ -181,7 +197,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
 
     from adtf import data as adtf_data
     from adtf.atomic import atomic_path, write_json, write_text
-    from adtf.callbacks import ReconstructionImages, Timing, ValidationAUROC
+    from adtf.callbacks import ReconstructionImages, ResumableBackup, Timing, ValidationAUROC
     from adtf.detectors import REGISTRY
     from adtf.evaluate import evaluate, thresholds_only
 
@@ -237,11 +253,9 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
                                        "calibration_fraction": fraction, "calibration_folds": calibration_folds,
                                        "seed": seed})
         # Kept after the fit (delete_checkpoint=False) and removed below once the model is calibrated and saved:
-        # a run killed before that resumes at its last epoch, with no epoch trained again. The previous
-        # checkpoint is kept while the next is written (double_checkpoint): a kill mid-write left a torn file
-        # that Keras could not load, and every epoch was lost.
-        fit_callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False,
-                                                          double_checkpoint=True), Timing(), *fit_callbacks]
+        # a run killed before that resumes at its last saved epoch (at most 30 s of training back), to the state an
+        # uninterrupted fit reaches, wherever the kill falls (ResumableBackup).
+        fit_callbacks = [ResumableBackup(out / "backup", delete_checkpoint=False), Timing(), *fit_callbacks]
         if monitor_every and dataset.test and len({s.label for s in dataset.test}) == 2:
             fit_callbacks.append(ValidationAUROC(pipeline(dataset.test), every=monitor_every, pixel=False))
         if tensorboard:
@@ -316,8 +330,12 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     # What an earlier run in this folder wrote no longer describes this model; a SavedModel left beside it would
     # be deployed with the old weights. Removed now, rewritten below.
     shutil.rmtree(out / "saved_model", ignore_errors=True)
-    for stale in ("metrics.json", "report.md", "command.txt", "run.json"):
+    for stale in (*_plots_of(out / "metrics.json"), "metrics.json", "report.md", "command.txt", "run.json"):
         (out / stale).unlink(missing_ok=True)
+    for evaluation in sorted(out.glob("eval-*/")):  # adtf-eval's reports of the previous model
+        if (evaluation / "metrics.json").exists():
+            log.info(f"      removing {evaluation.name}/: an evaluation of the model this fit replaces")
+            shutil.rmtree(evaluation, ignore_errors=True)
     if not calibration_samples and not calibration_folds:
         (out / "calibration_images.txt").unlink(missing_ok=True)
     extra = {"preset": preset, "options": _jsonable(options), "image_size_rule": size_rule, "epochs": epochs,

@@ -92,7 +92,8 @@ def working_points(d_max, d_mean):
 
 
 def evaluate_working_points(points, labels, scores):
-    """Paper 000's Table II row: (TPR + TNR) / 2 of each working point on labelled data.
+    """Paper 000's Table II row: (TPR + TNR) / 2 of each working point on labelled data (TPR, TNR and AUC None
+    where the data lack anomalous or normal samples: a batch of good parts still gets its TNR).
 
     Args:
         points: ``{name: {"value", "score", ...}}`` as ``working_points`` returns.
@@ -110,10 +111,9 @@ def evaluate_working_points(points, labels, scores):
     for name, point in points.items():
         if point["score"] not in scores:
             raise DataError(f"working point {name!r} needs the score {point['score']!r}; got {sorted(scores)}")
-        args = (labels, scores[point["score"]], point["value"])
-        tpr, tnr = metrics.rates_at(*args)
+        tpr, tnr = metrics.rates_at(labels, scores[point["score"]], point["value"])
         results[name] = {"threshold": point["value"], "score": point["score"], "rule": point.get("rule", ""),
-                         "tpr": tpr, "tnr": tnr, "auc": metrics.threshold_auc(*args)}
+                         "tpr": tpr, "tnr": tnr, "auc": None if tpr is None or tnr is None else (tpr + tnr) / 2}
     return results
 
 

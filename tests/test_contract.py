@@ -106,6 +106,11 @@ def test_outputs_keep_the_contract(fitted, images):
     # Another input size is resized to the detector's once, and the map comes back at the input's size.
     bigger = np.repeat(np.repeat(images["test"], 2, axis=1), 2, axis=2)
     assert outputs_of(detector, bigger)["anomaly_map"].shape == (n, 2 * SIZE, 2 * SIZE)
+    # infer at two more sizes in turn: its tf.function traces the second with the size unknown, which once crashed
+    # inside Keras' resize (OperatorNotAllowedInGraphError).
+    for height, width in ((2 * SIZE, 2 * SIZE + 8), (SIZE + 8, 3 * SIZE)):
+        other = np.asarray(keras.ops.image.resize(images["test"], (height, width)))
+        assert detector.infer(other)["anomaly_map"].shape == (n, height, width)
 
 
 def test_calibration_sets_every_working_point_from_normal_images(fitted, images):
@@ -197,6 +202,42 @@ def test_a_fit_killed_in_its_statistics_stage_resumes_after_its_last_epoch(image
     history = build(cls).fit(images["fit"], epochs=2, verbose=0,
                              callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))])
     assert history.history.get("loss", []) == [] and not (tmp_path / "backup").exists()  # no epoch trained again
+
+
+@pytest.mark.parametrize("kill", ["between the weights and the state", "before any checkpoint was due"])
+def test_the_runners_backup_resumes_to_the_uninterrupted_state_wherever_the_kill_falls(images, tmp_path, monkeypatch,
+                                                                                       kill):
+    """Keras' BackupAndRestore writes the weights, then the epoch: a kill between the two resumed one epoch late
+    and trained it twice. ResumableBackup names each checkpoint in a state file written last, atomically, and saves
+    at most every ``every_seconds``."""
+    from adtf import atomic
+    from adtf.callbacks import ResumableBackup
+
+    cls, epochs, folder = DOUBLES["toy_autoencoder"], 4, tmp_path / "backup"
+    uninterrupted = build(cls)
+    uninterrupted.fit(images["fit"], epochs=epochs, verbose=0)
+    with monkeypatch.context() as patch, pytest.raises(Killed):
+        if kill == "between the weights and the state":
+            real = atomic.write_json
+
+            def killed_at_epoch_2(path, obj):
+                if obj["epoch"] == 2:
+                    raise Killed
+                real(path, obj)
+
+            patch.setattr(atomic, "write_json", killed_at_epoch_2)
+            build(cls).fit(images["fit"], epochs=epochs, verbose=0, callbacks=[ResumableBackup(folder, every_seconds=0)])
+        else:
+            build(cls).fit(images["fit"], epochs=epochs, verbose=0,
+                           callbacks=[ResumableBackup(folder, every_seconds=1e9), KillAfter(3)])
+    keras.utils.set_random_seed(123)
+    resumed = build(cls)
+    history = resumed.fit(images["fit"], epochs=epochs, verbose=0, callbacks=[ResumableBackup(folder, every_seconds=0)])
+    assert len(history.history["loss"]) == (3 if kill == "between the weights and the state" else 4)
+    assert int(resumed.optimizer.iterations) == int(uninterrupted.optimizer.iterations)
+    for before, after in zip(uninterrupted.weights, resumed.weights):
+        np.testing.assert_allclose(np.asarray(after), np.asarray(before), rtol=1e-6, atol=1e-7, err_msg=before.path)
+    assert not folder.exists()  # a finished fit deletes its checkpoint
 
 
 SERVE = textwrap.dedent("""

@@ -119,6 +119,29 @@ def test_eval_reuses_a_saved_run(run_dir, tmp_path):
         [first[k] for k in ("calibration", "n_calibration", "n_train")]
 
 
+def test_eval_on_good_parts_alone_says_how_many_each_working_point_passes(run_dir, tmp_path):
+    """A batch of new good parts is what a quality engineer checks a threshold on: its TNR was left out (with the
+    working points) wherever the test set held one class."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "good").mkdir()
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(tmp_path / "good" / f"{i}.png")
+    out = tmp_path / "ev"
+    assert eval_main([str(run_dir), "--data", f"folder:{tmp_path / 'good'}", "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["image_auroc"] is None and metrics["working_points"]
+    from adtf.detectors import load
+
+    outputs = load(run_dir / "model.keras").infer(
+        np.stack([np.asarray(Image.open(tmp_path / "good" / f"{i}.png"), np.float32) / 255 for i in range(5)]))
+    for point in metrics["working_points"].values():
+        assert point["tpr"] is None and point["auc"] is None
+        assert point["tnr"] == pytest.approx(np.mean(outputs[point["score"]] <= point["threshold"]))
+    assert "all normal" in (out / "report.md").read_text()
+
+
 def test_eval_on_a_folder_counts_its_normal_images_as_test_normals(run_dir, tmp_path, capsys):
     from PIL import Image
 

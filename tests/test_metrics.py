@@ -66,6 +66,11 @@ def test_rates_at_uses_strictly_above():
     labels, scores = [0, 0, 1, 1], [0.1, 0.4, 0.4, 0.8]
     assert metrics.rates_at(labels, scores, 0.4) == (0.5, 1.0)  # 0.4 is not above 0.4
     assert metrics.rates_at(labels, scores, 0.3) == (1.0, 0.5)
+    # one class: its own rate, None for the other (a batch of good parts has a TNR); the AUC needs both
+    assert metrics.rates_at([0, 0], [0.1, 0.4], 0.3) == (None, 0.5)
+    assert metrics.rates_at([1, 1], [0.1, 0.4], 0.3) == (0.5, None)
+    with pytest.raises(DataError, match="one class"):
+        metrics.threshold_auc([0, 0], [0.1, 0.4], 0.3)
 
 
 @pytest.mark.parametrize("seed,ties", [(5, False), (6, True)])

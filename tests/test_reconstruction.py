@@ -231,3 +231,27 @@ def test_a_long_strip_shrunk_below_the_size_range_is_named(caplog, monkeypatch):
                         (128, 512))
     assert caplog.text == ""  # MVTec's 900 px fed at 512: within the range, no warning
 
+
+
+def test_a_set_of_portrait_and_landscape_parts_is_named(caplog, monkeypatch, tmp_path):
+    """Every image is resized to one size: among landscape parts a portrait one is stretched, silently until now."""
+    import logging
+
+    from PIL import Image
+
+    from adtf.data import load
+    from adtf.run import data_image_size
+
+    monkeypatch.setattr(logging.getLogger("adtf"), "propagate", True)
+    for i, (width, height) in enumerate([(300, 200)] * 4 + [(200, 300)] * 4):
+        (tmp_path / "parts").mkdir(exist_ok=True)
+        Image.new("RGB", (width, height)).save(tmp_path / "parts" / f"{i}.png")
+    with caplog.at_level("WARNING", logger="adtf"):
+        data_image_size(load(f"folder:{tmp_path / 'parts'}"), (128, 512))
+    assert "100% of the training images have another shape than the input size 256x256" in caplog.text
+    caplog.clear()
+    for i in range(4, 8):
+        Image.new("RGB", (300, 200)).save(tmp_path / "parts" / f"{i}.png")
+    with caplog.at_level("WARNING", logger="adtf"):
+        assert data_image_size(load(f"folder:{tmp_path / 'parts'}"), (128, 512))[0] == (192, 304)
+    assert caplog.text == ""

@@ -181,7 +181,9 @@ def test_a_failed_evaluation_keeps_the_fit_and_a_rerun_without_export_leaves_no_
     kwargs = dict(detector={"width": 4, "image_size": [32, 32]}, fit={"epochs": 1}, verbose=False, n_train=20)
     out = tmp_path / "run"
     fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, command="adtf-fit ...", **kwargs)
-    assert (out / "saved_model").is_dir() and (out / "command.txt").exists()
+    assert (out / "saved_model").is_dir() and (out / "command.txt").exists() and (out / "roc.png").exists()
+    (out / "eval-other").mkdir()  # what adtf-eval wrote about the first model
+    (out / "eval-other" / "metrics.json").write_text("{}")
     first = (out / "model.keras").stat().st_mtime_ns
 
     def failing_evaluate(*args, **kw):
@@ -193,6 +195,7 @@ def test_a_failed_evaluation_keeps_the_fit_and_a_rerun_without_export_leaves_no_
     assert (out / "model.keras").stat().st_mtime_ns != first and not (out / "backup").exists()
     # the first run's SavedModel and metrics no longer describe the model beside them
     assert not any((out / name).exists() for name in ("saved_model", "metrics.json", "report.md", "command.txt"))
+    assert not list(out.glob("*.png")) and not (out / "eval-other").exists()  # plots and evaluations of the old model
     fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, command="adtf-fit ...", **kwargs)
     fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, export=False, seed=1, **kwargs)
     assert not (out / "saved_model").exists() and not (out / "command.txt").exists()

@@ -170,8 +170,11 @@ class Detector(keras.Model):
         outputs = dict(outputs)
         anomaly_map = ops.convert_to_tensor(outputs["anomaly_map"], "float32")
         if anomaly_map.shape[1:3] != images.shape[1:3] or None in images.shape[1:3]:
-            size = tuple(ops.shape(images)[1:3])
-            anomaly_map = ops.image.resize(anomaly_map[..., None], size, interpolation="bilinear")[..., 0]
+            import tensorflow as tf
+
+            # tf.image.resize takes the size as a tensor: Keras' resize checks it in Python, which fails in a trace
+            # that left the size unknown (infer's tf.function relaxes it from the second input size on).
+            anomaly_map = tf.image.resize(anomaly_map[..., None], tf.shape(images)[1:3], method="bilinear")[..., 0]
         outputs["anomaly_map"] = ops.where(ops.isfinite(anomaly_map), anomaly_map, np.inf)
         post = self.postprocess(ops.stack([outputs[name] for name in self.score_names], axis=-1), images)
         for i, name in enumerate(self.score_names):
@@ -186,13 +189,21 @@ class Detector(keras.Model):
 
     # -- graph-mode inference -----------------------------------------------------------
     def graph_fn(self, name, fn):
-        """``fn`` wrapped once in a ``tf.function`` (eager Keras calls are several times slower on CPU)."""
+        """``fn`` in a ``tf.function`` (eager Keras calls are several times slower on CPU), one per size of its inputs'
+        images: the batch dimension is relaxed after a second batch size (``reduce_retracing``), the image size never
+        is. Post-processing needs it known (paper 001's regions tile the map), and a relaxed trace once crashed the
+        second size an API user scored."""
         import tensorflow as tf
 
         cache = self.__dict__.setdefault("_compiled_fns", {})
-        if name not in cache:
-            cache[name] = tf.function(fn, reduce_retracing=True)
-        return cache[name]
+
+        def call(*args):
+            key = (name, *(tuple(arg.shape[1:3]) for arg in args))
+            if key not in cache:
+                cache[key] = tf.function(fn, reduce_retracing=True)
+            return cache[key](*args)
+
+        return call
 
     def infer(self, images):
         """``call`` in graph mode, returning numpy arrays."""
