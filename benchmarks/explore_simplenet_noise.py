@@ -48,7 +48,7 @@ def test_features(detector, samples, arrays, size):
     return np.concatenate(features), np.concatenate(labels)
 
 
-def sweep(train, gain, test, labels, defects, sigma, epochs, every, seed=0, batch=8):
+def sweep(train, gain, test, labels, defects, sigma, epochs, every, seed=0, batch=8, score_variants=False):
     """Train a fresh head with noise ``sigma`` (in units of the features' per-dimension std, ``1 / gain``);
     yield test AUROCs."""
     import keras
@@ -65,9 +65,13 @@ def sweep(train, gain, test, labels, defects, sigma, epochs, every, seed=0, batc
         for i in range(0, len(train), batch):
             logs = step(tf.constant(train[order[i:i + batch]], tf.float32))
         if epoch % every == 0 or epoch == epochs:
-            scores = np.concatenate([np.asarray(head.head(tf.constant(test[i:i + 32], tf.float32))["score"])
-                                     for i in range(0, len(test), 32)])
-            yield epoch, float(logs["loss"]), auroc_line(labels, defects, scores), time.perf_counter() - started
+            outputs = [head.head(tf.constant(test[i:i + 32], tf.float32)) for i in range(0, len(test), 32)]
+            scores = np.concatenate([np.asarray(out["score"]) for out in outputs])
+            line = auroc_line(labels, defects, scores)
+            if score_variants:
+                smoothed = np.concatenate([np.asarray(out["anomaly_map"]).max(axis=(1, 2)) for out in outputs])
+                line += f"; max of the smoothed map {image_auroc(labels, smoothed):.3f}"
+            yield epoch, float(logs["loss"]), line, time.perf_counter() - started
 
 
 def baselines(train, test, bank_size=30000, dims=100, seed=0):
@@ -149,11 +153,16 @@ def main(argv=None):
                         help="input size (default: the presets' rule, the data's median size)")
     parser.add_argument("--dims", nargs=2, type=int, default=None, metavar=("PRETRAIN", "EMBED"),
                         help="the aggregation's per-level and final dimensions (default: the preset's)")
+    parser.add_argument("--per-dimension", action="store_true",
+                        help="divide each feature dimension by its own std over the fit images (the presets divide "
+                             "all of them by one scalar)")
+    parser.add_argument("--score-variants", action="store_true",
+                        help="also the image AUROC of the smoothed map's maximum (the presets: the grid's maximum)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the data's splits (and of a synthetic set's draw) and of the head")
     args = parser.parse_args(argv)
     dataset = data.load(args.data, seed=args.seed)
-    size, rule = data_image_size(dataset, SimpleNet.image_size_range)
+    size, rule = data_image_size(dataset, SimpleNet.image_size_range, SimpleNet.image_size_multiple)
     if args.image_size:
         size, rule = tuple(args.image_size), f"{args.image_size[0]}x{args.image_size[1]} as asked (the rule: {rule})"
     fit, _ = calibration_split(dataset.train, 0.2, args.seed)
@@ -165,6 +174,10 @@ def main(argv=None):
     train, gain = cache[np.arange(len(cache))], float(detector.feature_gain)  # the preset normalises: gain is set
     detector.release_feature_cache()
     test, labels = test_features(detector, dataset.test, dataset.arrays, size)
+    if args.per_dimension:  # each dimension in units of its own spread; the head's gain is then 1
+        spread = np.sqrt(train.reshape(-1, train.shape[-1]).astype(np.float64).var(0)) + 1e-6
+        train, test, gain = (train / spread).astype(np.float16), (test / spread).astype(np.float16), 1.0
+        print(f"per-dimension std: min {spread.min():.3g}, median {np.median(spread):.3g}, max {spread.max():.3g}")
     print(f"{args.data}: {rule}; cache {train.shape}, test {test.shape}")
     defects = np.array([sample.defect for sample in dataset.test])
     if args.baselines:
@@ -175,7 +188,7 @@ def main(argv=None):
             print(f"the image's own size alone (5 nearest fit images in log width, log height): {size_only:.3f}")
     for sigma in args.sigmas:
         for epoch, loss, auroc, seconds in sweep(train, gain, test, labels, defects, sigma, args.epochs, args.every,
-                                                   seed=args.seed):
+                                                   seed=args.seed, score_variants=args.score_variants):
             print(f"sigma {sigma:g} epoch {epoch}: loss {loss:.3f}, test image AUROC {auroc} ({seconds:.0f} s)",
                   flush=True)
     print(f"\n`python benchmarks/explore_simplenet_noise.py {' '.join(sys.argv[1:] if argv is None else argv)}` on "
