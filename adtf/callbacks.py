@@ -92,6 +92,9 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
     whole model, frozen backbone included, after every epoch: a set of 2 images trains hundreds of one-step epochs
     (SimpleNet's ``min_steps``) and spent most of its fit writing checkpoints. A kill now costs at most
     ``every_seconds`` of training.
+
+    ``history`` holds every epoch's logs, those before a resume too (Keras' ``History`` has only the epochs run since):
+    put this callback after those that add to the logs.
     """
 
     def __init__(self, backup_dir, every_seconds=30.0, delete_checkpoint=True):
@@ -99,18 +102,22 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         self.every_seconds = float(every_seconds)
         self._state_path = Path(backup_dir) / "state.json"
         self._saved_at = time.monotonic()
+        self.history = {}
 
     def on_train_begin(self, logs=None):
-        self._saved_at = time.monotonic()
+        self._saved_at, self.history = time.monotonic(), {}
         if not self._state_path.is_file():
             return
         state = json.loads(self._state_path.read_text())
+        self.history = state.get("history", {})
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
         self.model.load_weights(str(self._state_path.parent / state["weights"]))
         self.model._initial_epoch = int(state["epoch"])  # what Keras' own BackupAndRestore sets for fit to read
 
     def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
         if epoch + 1 >= self.params.get("epochs", epoch + 1) or time.monotonic() - self._saved_at >= self.every_seconds:
             self._save(epoch + 1)
 
@@ -124,7 +131,7 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         folder.mkdir(parents=True, exist_ok=True)
         name = f"epoch-{epochs_done}.weights.h5"
         self.model.save_weights(str(folder / name), overwrite=True)
-        write_json(self._state_path, {"epoch": epochs_done, "weights": name})
+        write_json(self._state_path, {"epoch": epochs_done, "weights": name, "history": self.history})
         for older in folder.glob("epoch-*.weights.h5"):
             if older.name != name:
                 older.unlink(missing_ok=True)

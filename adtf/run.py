@@ -255,7 +255,8 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         # Kept after the fit (delete_checkpoint=False) and removed below once the model is calibrated and saved:
         # a run killed before that resumes at its last saved epoch (at most 30 s of training back), to the state an
         # uninterrupted fit reaches, wherever the kill falls (ResumableBackup).
-        fit_callbacks = [ResumableBackup(out / "backup", delete_checkpoint=False), Timing(), *fit_callbacks]
+        backup = ResumableBackup(out / "backup", delete_checkpoint=False)
+        fit_callbacks = [Timing(), *fit_callbacks]
         if monitor_every and dataset.test and len({s.label for s in dataset.test}) == 2:
             fit_callbacks.append(ValidationAUROC(pipeline(dataset.test), every=monitor_every, pixel=False))
         if tensorboard:
@@ -264,6 +265,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
                 fit_callbacks.append(ReconstructionImages(_examples(dataset, size), out / "tensorboard"))
         if compile:
             model.compile(**compile)
+        fit_callbacks.append(backup)  # last: it records each epoch's logs as the callbacks before it left them
     elif monitor_every or tensorboard:
         log.warning(f"      {method} trains no epochs (one pass of statistics): --monitor-every and --tensorboard "
                     "have nothing to log")
@@ -341,7 +343,8 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     extra = {"preset": preset, "options": _jsonable(options), "image_size_rule": size_rule, "epochs": epochs,
              "fit_seconds": fit_seconds,
              "fit_info": dict(model.fit_info),
-             "history": {k: [float(v) for v in values] for k, values in history.history.items()}}
+             # The backup's record has the epochs before a resume too; History only those run since.
+             "history": backup.history if epochs else {k: [float(v) for v in vs] for k, vs in history.history.items()}}
     log.info(f"[4/5] evaluating on {len(dataset.test)} test images -> {out}")
     common = dict(method=method, n_calibration=len(fit_samples) if calibration_folds else len(calibration_samples),
                   n_fit=len(fit_samples), calibration=calibration, extra=extra)

@@ -215,7 +215,7 @@ def test_the_runners_backup_resumes_to_the_uninterrupted_state_wherever_the_kill
 
     cls, epochs, folder = DOUBLES["toy_autoencoder"], 4, tmp_path / "backup"
     uninterrupted = build(cls)
-    uninterrupted.fit(images["fit"], epochs=epochs, verbose=0)
+    losses = uninterrupted.fit(images["fit"], epochs=epochs, verbose=0).history["loss"]
     with monkeypatch.context() as patch, pytest.raises(Killed):
         if kill == "between the weights and the state":
             real = atomic.write_json
@@ -232,8 +232,10 @@ def test_the_runners_backup_resumes_to_the_uninterrupted_state_wherever_the_kill
                            callbacks=[ResumableBackup(folder, every_seconds=1e9), KillAfter(3)])
     keras.utils.set_random_seed(123)
     resumed = build(cls)
-    history = resumed.fit(images["fit"], epochs=epochs, verbose=0, callbacks=[ResumableBackup(folder, every_seconds=0)])
+    backup = ResumableBackup(folder, every_seconds=0)
+    history = resumed.fit(images["fit"], epochs=epochs, verbose=0, callbacks=[backup])
     assert len(history.history["loss"]) == (3 if kill == "between the weights and the state" else 4)
+    np.testing.assert_allclose(backup.history["loss"], losses, rtol=1e-5)  # every epoch's, those before the kill too
     assert int(resumed.optimizer.iterations) == int(uninterrupted.optimizer.iterations)
     for before, after in zip(uninterrupted.weights, resumed.weights):
         np.testing.assert_allclose(np.asarray(after), np.asarray(before), rtol=1e-6, atol=1e-7, err_msg=before.path)

@@ -75,11 +75,19 @@ def test_a_fit_killed_in_the_dictionary_stage_resumes_without_training_again(tmp
         fit_evaluate_export(**run)
     assert (tmp_path / "run" / "backup").is_dir()  # the two trained epochs are kept
     monkeypatch.setattr(FlowDictionary, "fit_dictionary", learn)
+    traced, train_step = [], FlowDictionary.train_step
+
+    def counted(self, *args):  # runs when a training step is traced: never, if no epoch trains again
+        traced.append(1)
+        return train_step(self, *args)
+
+    monkeypatch.setattr(FlowDictionary, "train_step", counted)
     resumed = fit_evaluate_export(**run)
-    assert resumed["history"].get("loss", []) == []  # no epoch trained again
+    assert traced == []  # no epoch trained again
     assert not (tmp_path / "run" / "backup").exists()
     uninterrupted = fit_evaluate_export(**{**run, "out": tmp_path / "again"})
-    assert len(uninterrupted["history"]["loss"]) == 2
+    assert traced and len(uninterrupted["history"]["loss"]) == 2
+    assert resumed["history"]["loss"] == pytest.approx(uninterrupted["history"]["loss"])  # the curve before the kill
     assert resumed["image_auroc"] == pytest.approx(uninterrupted["image_auroc"], abs=1e-6)
 
 
