@@ -170,11 +170,8 @@ class Detector(keras.Model):
         outputs = dict(outputs)
         anomaly_map = ops.convert_to_tensor(outputs["anomaly_map"], "float32")
         if anomaly_map.shape[1:3] != images.shape[1:3] or None in images.shape[1:3]:
-            import tensorflow as tf
-
-            # tf.image.resize takes the size as a tensor: Keras' resize checks it in Python, which fails in a trace
-            # that left the size unknown (infer's tf.function relaxes it from the second input size on).
-            anomaly_map = tf.image.resize(anomaly_map[..., None], tf.shape(images)[1:3], method="bilinear")[..., 0]
+            size = tuple(ops.shape(images)[1:3])
+            anomaly_map = ops.image.resize(anomaly_map[..., None], size, interpolation="bilinear")[..., 0]
         outputs["anomaly_map"] = ops.where(ops.isfinite(anomaly_map), anomaly_map, np.inf)
         post = self.postprocess(ops.stack([outputs[name] for name in self.score_names], axis=-1), images)
         for i, name in enumerate(self.score_names):
