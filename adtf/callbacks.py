@@ -94,22 +94,25 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
     ``every_seconds`` of training.
 
     ``history`` holds every epoch's logs, those before a resume too (Keras' ``History`` has only the epochs run since):
-    put this callback after those that add to the logs.
+    put this callback after those that add to the logs. ``resumed_at_epoch`` is the epoch a resumed fit started from
+    (0 for a fresh one) and ``seconds_before_resume`` the training time the earlier runs spent reaching it.
     """
 
     def __init__(self, backup_dir, every_seconds=30.0, delete_checkpoint=True):
         super().__init__(str(backup_dir), delete_checkpoint=delete_checkpoint)
         self.every_seconds = float(every_seconds)
         self._state_path = Path(backup_dir) / "state.json"
-        self._saved_at = time.monotonic()
-        self.history = {}
+        self._saved_at = self._began_at = time.monotonic()
+        self.history, self.resumed_at_epoch, self.seconds_before_resume = {}, 0, 0.0
 
     def on_train_begin(self, logs=None):
-        self._saved_at, self.history = time.monotonic(), {}
+        self._saved_at = self._began_at = time.monotonic()
+        self.history, self.resumed_at_epoch, self.seconds_before_resume = {}, 0, 0.0
         if not self._state_path.is_file():
             return
         state = json.loads(self._state_path.read_text())
         self.history = state.get("history", {})
+        self.resumed_at_epoch, self.seconds_before_resume = int(state["epoch"]), float(state.get("fit_seconds", 0.0))
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
         self.model.load_weights(str(self._state_path.parent / state["weights"]))
@@ -131,7 +134,9 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         folder.mkdir(parents=True, exist_ok=True)
         name = f"epoch-{epochs_done}.weights.h5"
         self.model.save_weights(str(folder / name), overwrite=True)
-        write_json(self._state_path, {"epoch": epochs_done, "weights": name, "history": self.history})
+        seconds = self.seconds_before_resume + time.monotonic() - self._began_at
+        write_json(self._state_path, {"epoch": epochs_done, "weights": name, "history": self.history,
+                                      "fit_seconds": seconds})
         for older in folder.glob("epoch-*.weights.h5"):
             if older.name != name:
                 older.unlink(missing_ok=True)

@@ -275,6 +275,10 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     history = model.fit(pipeline(fit_samples), epochs=epochs, callbacks=fit_callbacks,
                         verbose=keras_verbose if epochs else verbose, **fit_options)
     fit_seconds = time.perf_counter() - fit_started
+    if epochs and backup.resumed_at_epoch:  # the whole fit's training time, not only this run's share of it
+        log.info(f"      resumed at epoch {backup.resumed_at_epoch} of {epochs}: {fit_seconds:.0f} s of fit here, "
+                 f"{backup.seconds_before_resume:.0f} s before")
+        fit_seconds += backup.seconds_before_resume
     if calibration_folds:
         calibration = (f"all {len(fit_samples)} normal training images, each scored by one of {calibration_folds} "
                        f"detectors fitted without its fold (cross-fitting, seed {seed}; folds in "
@@ -341,7 +345,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     if not calibration_samples and not calibration_folds:
         (out / "calibration_images.txt").unlink(missing_ok=True)
     extra = {"preset": preset, "options": _jsonable(options), "image_size_rule": size_rule, "epochs": epochs,
-             "fit_seconds": fit_seconds,
+             "fit_seconds": fit_seconds, "resumed_at_epoch": backup.resumed_at_epoch if epochs else 0,
              "fit_info": dict(model.fit_info),
              # The backup's record has the epochs before a resume too; History only those run since.
              "history": backup.history if epochs else {k: [float(v) for v in vs] for k, vs in history.history.items()}}

@@ -236,6 +236,9 @@ def test_the_runners_backup_resumes_to_the_uninterrupted_state_wherever_the_kill
     history = resumed.fit(images["fit"], epochs=epochs, verbose=0, callbacks=[backup])
     assert len(history.history["loss"]) == (3 if kill == "between the weights and the state" else 4)
     np.testing.assert_allclose(backup.history["loss"], losses, rtol=1e-5)  # every epoch's, those before the kill too
+    # where it resumed, and the training time spent before (the runner's fit_seconds adds it)
+    assert backup.resumed_at_epoch == epochs - len(history.history["loss"])
+    assert (backup.seconds_before_resume > 0) == (backup.resumed_at_epoch > 0)
     assert int(resumed.optimizer.iterations) == int(uninterrupted.optimizer.iterations)
     for before, after in zip(uninterrupted.weights, resumed.weights):
         np.testing.assert_allclose(np.asarray(after), np.asarray(before), rtol=1e-6, atol=1e-7, err_msg=before.path)
