@@ -111,6 +111,15 @@ def test_outputs_keep_the_contract(fitted, images):
     for height, width in ((2 * SIZE, 2 * SIZE + 8), (SIZE + 8, 3 * SIZE)):
         other = np.asarray(keras.ops.image.resize(images["test"], (height, width)))
         assert detector.infer(other)["anomaly_map"].shape == (n, height, width)
+    # An empty batch gives empty outputs (TensorFlow's convolutions mis-shaped it: "input depth must be evenly
+    # divisible by filter depth"), eager, through infer's traces of other batch sizes, and traced with it first.
+    import tensorflow as tf
+
+    empty = images["test"][:0]
+    traced_empty_first = tf.function(lambda x: detector(x, training=False))(tf.constant(empty))
+    for out in (outputs_of(detector, empty), detector.infer(empty), traced_empty_first):
+        assert {k: tuple(np.shape(v)) for k, v in out.items()} == {
+            k: (0, *np.shape(v)[1:]) for k, v in outputs_of(detector, images["test"][:1]).items()}
 
 
 def test_calibration_sets_every_working_point_from_normal_images(fitted, images):

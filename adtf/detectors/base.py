@@ -182,7 +182,17 @@ class Detector(keras.Model):
 
     def call(self, images, training=False):
         images = as_images(images)
-        return self.finish(images, self.detect(self.resized(images), training=training))
+        # TensorFlow's convolutions mis-shape an empty batch ("input depth must be evenly divisible by filter
+        # depth: 3 vs 32"): one blank image runs in its place and none of its outputs is returned.
+        n = images.shape[0]
+        if n is not None and n > 0:
+            return self.finish(images, self.detect(self.resized(images), training=training))
+        import tensorflow as tf
+
+        n = tf.shape(images)[0]
+        images = tf.cond(n > 0, lambda: images, lambda: tf.pad(images, [[0, 1], [0, 0], [0, 0], [0, 0]]))
+        outputs = self.finish(images, self.detect(self.resized(images), training=training))
+        return {key: value[:n] for key, value in outputs.items()}
 
     # -- graph-mode inference -----------------------------------------------------------
     def graph_fn(self, name, fn):
@@ -203,7 +213,14 @@ class Detector(keras.Model):
         return call
 
     def infer(self, images):
-        """``call`` in graph mode, returning numpy arrays."""
+        """``call`` in graph mode, returning numpy arrays; an empty batch gives empty arrays."""
+        images = as_images(images)
+        if images.shape[0] == 0:  # see call: a blank image runs in the empty batch's place
+            return {key: value[:0] for key, value in self.infer_batch(ops.zeros((1, *images.shape[1:]))).items()}
+        return self.infer_batch(images)
+
+    def infer_batch(self, images):
+        """``infer`` on a batch of one image or more: the place for a method's faster graph path."""
         outputs = self.graph_fn("call", lambda x: self(x, training=False))(images)
         return {key: np.asarray(value) for key, value in outputs.items()}
 

@@ -27,7 +27,7 @@ from keras import ops
 
 from adtf import backbones
 from adtf.data.pipeline import unpack_batch
-from adtf.detectors.base import Detector, as_images, batches
+from adtf.detectors.base import Detector, batches
 from adtf.errors import AdtfError
 from adtf.layers import DistanceToMean
 from adtf.thresholds import WorkingPoint, working_points as table1_working_points
@@ -119,8 +119,7 @@ class ModelOfNormality(Detector):
     def detect(self, images, training=False):
         return self.head(self.features(images, training=False)[self.layer])
 
-    def infer(self, images):
-        images = as_images(images)
+    def infer_batch(self, images):
         features = self.fast_feature_map(images)
         outputs = self.graph_fn("head", lambda x, f: self.finish(x, self.head(f)))(images, features)
         return {key: np.asarray(value) for key, value in outputs.items()}

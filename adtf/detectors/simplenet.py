@@ -31,7 +31,7 @@ from keras import ops
 
 from adtf import backbones
 from adtf.data.pipeline import unpack_batch
-from adtf.detectors.base import Detector, as_dataset, as_images, batches
+from adtf.detectors.base import Detector, as_dataset, batches
 from adtf.errors import AdtfError, DataError
 from adtf.layers import GaussianBlur, LocalAggregation
 
@@ -201,8 +201,7 @@ class SimpleNet(Detector):
     def detect(self, images, training=False):
         return self.head(self.local_features(images))
 
-    def infer(self, images):
-        images = as_images(images)
+    def infer_batch(self, images):
         local = self.fast_local_features(images)
         outputs = self.graph_fn("head", lambda x, f: self.finish(x, self.head(f)))(images, local)
         return {key: np.asarray(value) for key, value in outputs.items()}
