@@ -1,7 +1,7 @@
 """SavedModel export for TF Serving, and the metadata that travels with it.
 
 ``serving_default`` takes float32 images ``[B, H, W, 3]`` in ``[0, 1]``;
-``serve_image_bytes`` takes encoded PNG/JPEG/BMP bytes ``[B]``. Both return every
+``serve_image_bytes`` takes encoded PNG/JPEG/BMP/GIF/WebP bytes ``[B]``. Both return every
 output of the detector's ``call`` (for MoN: ``score``, ``d_mean``, ``d_max``,
 ``anomaly_map``, ``decisions`` for the six working points, ``anomalous`` at the
 active one). The thresholds are variables inside the SavedModel; their names and
@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 
 from adtf.atomic import atomic_path
-from adtf.data.pipeline import decode_image, prepare_image
+from adtf.data.pipeline import decode_image, has_image_signature, prepare_image
 
 
 def metadata(detector):
@@ -55,8 +55,15 @@ def export_saved_model(detector, path):
             return detector(tf.identity(images), training=False)
 
     def serve_image_bytes(image_bytes):
+        # A payload that is no image file (an empty string, an error page) becomes a NaN image, so the detector
+        # returns it invalid, anomalous, score +inf, and scores the rest of the batch: one camera's failed capture
+        # must not fail the line's whole request. (A truncated file of an image format still fails it, in
+        # TensorFlow's decoder: a graph has no way to catch that error.)
         def decode(contents):
-            return tf.ensure_shape(prepare_image(decode_image(contents), (height, width)), (height, width, 3))
+            return tf.cond(has_image_signature(contents),
+                           lambda: tf.ensure_shape(prepare_image(decode_image(contents), (height, width)),
+                                                   (height, width, 3)),
+                           lambda: tf.fill((height, width, 3), float("nan")))
 
         images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec((height, width, 3), tf.float32))
         return detector(images, training=False)

@@ -78,6 +78,24 @@ def test_savedmodel_matches_keras_in_a_fresh_process(run_dir, tmp_path):
     np.testing.assert_allclose(np.array(served["bytes"]["d_max"]), expected["d_max"], rtol=1e-4)
 
 
+def test_served_files_that_are_no_images_are_invalid_and_anomalous_and_the_rest_of_the_batch_is_scored(run_dir,
+                                                                                                        tmp_path):
+    """A failed capture (an empty string) or another payload in a batch of files failed the whole request."""
+    from adtf import data
+
+    samples = data.load("synthetic:grass").test[-2:]
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "page.png").write_bytes(b"<html>502 Bad Gateway</html>")
+    files = [samples[0].path, str(tmp_path / "empty.png"), str(tmp_path / "page.png"), samples[1].path]
+    served = _served(run_dir / "saved_model", np.zeros((0, SIZE, SIZE, 3), np.float32), files, tmp_path)
+    assert served["bytes"]["invalid"] == [0, 1, 1, 0] and served["bytes"]["anomalous"][1:3] == [1, 1]
+    assert np.isfinite(np.array(served["bytes"]["d_max"])[[0, 3]]).all()
+    assert served["bytes"]["score"][1:3] == [np.inf, np.inf]
+    alone = _served(run_dir / "saved_model", np.zeros((0, SIZE, SIZE, 3), np.float32), files[::3], tmp_path)
+    np.testing.assert_allclose(alone["bytes"]["d_max"], np.array(served["bytes"]["d_max"])[[0, 3]], rtol=1e-5)
+    assert served["images"]["score"] == []  # an empty batch gives empty outputs
+
+
 def test_served_images_of_the_wrong_size_are_refused_with_the_expected_shape(run_dir):
     script = textwrap.dedent("""
         import sys, tensorflow as tf

@@ -121,6 +121,18 @@ def decode_image(contents):
     return tf.ensure_shape(image, [None, None, 3])
 
 
+# The signatures tf.io.decode_image reads a file's format from; anything else it refuses.
+IMAGE_SIGNATURES = ((0, b"\x89PNG\r\n\x1a\n"), (0, b"\xff\xd8\xff"), (0, b"BM"), (0, b"GIF8"), (8, b"WEBP"))
+
+
+def has_image_signature(contents):
+    """Whether encoded bytes start as a PNG, JPEG, BMP, GIF or WebP file does (a scalar bool tensor): an empty string
+    or another payload (an error page, a TIFF) does not. A truncated or corrupt file of one of these formats does."""
+    padded = tf.strings.join([contents, tf.constant(b"\0" * 12)])  # substr fails beyond a string's end
+    return tf.reduce_any([tf.equal(tf.strings.substr(padded, start, len(magic)), magic)
+                          for start, magic in IMAGE_SIGNATURES])
+
+
 def prepare_image(image, size):
     """uint8 ``[H, W, 3]`` -> float32 ``[*size, 3]`` in [0, 1]: the one resize training and serving share."""
     image = tf.image.resize(tf.image.convert_image_dtype(image, tf.float32), size, antialias=True)
