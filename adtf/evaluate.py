@@ -189,6 +189,11 @@ def report_markdown(results):
              ("pixel AUROC", results["pixel_auroc"]), ("AUPRO (FPR<=0.3)", results["aupro"]),
              ("ms per image", results["ms_per_image"]), ("images per second", results["images_per_second"]),
              ("peak RSS (MiB)", results["peak_rss_mb"])]
+    if results.get("fit_seconds") is not None:  # the runner's; a detector evaluated on its own has none
+        rows.append(("fit", f"{results['fit_seconds']:.0f} s" + (f", {results['epochs']} epochs" if results.get("epochs")
+                                                                  else "")
+                     + (f" (resumed at epoch {results['resumed_at_epoch']}; the time counts the epochs before too)"
+                        if results.get("resumed_at_epoch") else "")))
     lines += [f"| {name} | {_fmt(value)} |" for name, value in rows]
     n_normal = results["n_test"] - results["n_test_anomalous"]
     if results["n_test"] and not (n_normal and results["n_test_anomalous"]):

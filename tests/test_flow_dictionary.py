@@ -90,6 +90,7 @@ def test_a_fit_killed_in_the_dictionary_stage_resumes_without_training_again(tmp
     assert resumed["history"]["loss"] == pytest.approx(uninterrupted["history"]["loss"])  # the curve before the kill
     assert (resumed["resumed_at_epoch"], uninterrupted["resumed_at_epoch"]) == (2, 0)
     assert resumed["fit_seconds"] >= sum(resumed["history"]["epoch_seconds"])  # the epochs before the kill count too
+    assert "(resumed at epoch 2;" in (tmp_path / "run" / "report.md").read_text()
     assert resumed["image_auroc"] == pytest.approx(uninterrupted["image_auroc"], abs=1e-6)
 
 
