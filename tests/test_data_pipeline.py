@@ -71,6 +71,21 @@ def test_gray_becomes_three_equal_channels(tmp_path, fmt):
         np.testing.assert_allclose(image[..., 0], gray / 255.0, atol=1e-6)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_jpegs_decode_as_pil_decodes_them(tmp_path, channels):
+    """TensorFlow's default (fast) DCT was up to 8 grey levels off PIL's and OpenCV's decode: a part decoded by
+    another program and sent as pixels was scored on other values than training saw."""
+    from adtf.data import decode_image
+
+    noisy = np.random.default_rng(0).integers(0, 256, (48, 64, channels), np.uint8).squeeze()
+    for quality, progressive in ((75, False), (95, True)):
+        buffer = io.BytesIO()
+        Image.fromarray(noisy).save(buffer, format="JPEG", quality=quality, progressive=progressive)
+        decoded = decode_image(tf.constant(buffer.getvalue())).numpy()
+        reference = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+        np.testing.assert_array_equal(decoded, reference)
+
+
 def test_alpha_is_dropped(tmp_path):
     rgba = np.concatenate([_smooth(8, 8), np.full((8, 8, 1), 7, np.uint8)], axis=-1)
     image = _one([Sample(_save(tmp_path / "a.png", rgba), 0, "good")], image_size=8)[0].numpy()[0]
