@@ -3,7 +3,7 @@
 Usage: python benchmarks/bench_mon_layers.py [--data SPEC ...] [--layers a,b,c] [--image-size 224]
 Prints a markdown table with the command and the machine. Every number is the
 threshold-free test AUROC, reported for all layers: the preset is not chosen by
-picking the best test number on any one dataset (see the README).
+picking the best test number on any one dataset (benchmarks/README.md, Model of Normality).
 """
 import argparse
 import os

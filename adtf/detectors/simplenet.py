@@ -40,7 +40,7 @@ from adtf.layers import GaussianBlur, LocalAggregation
 # layer3 strides), plus the stride-32 stage's end: Lite2's stride-16 block sees far less of the image than
 # WRN50's layer3, and the coarser level hands each location that context. Lite2 over Lite0 3b + 5c and Lite1
 # 3c + 5d, and the third level over two, were chosen on validation draws (other synthetic draws, a second MTD
-# split), not on a test set: README, "Taps and backbones".
+# split), not on a test set: benchmarks/README.md, "Choosing the backbone, taps and scores".
 LITE2_TAPS = ("block3c_add", "block5d_add", "block6e_add")
 
 
