@@ -48,13 +48,6 @@ def test_features(detector, samples, arrays, size):
     return np.concatenate(features), np.concatenate(labels)
 
 
-def grid_scores(head, features):
-    """-D on the feature grid, before upsampling: what the image score S_AD is the maximum of."""
-    features = tf.constant(features, tf.float32)
-    flat = tf.reshape(head.adaptor(features * head.feature_gain), (-1, head.embed_dim))
-    return np.reshape(-np.asarray(head.discriminator(flat, training=False))[:, 0], features.shape[:3])
-
-
 def sweep(train, gain, test, labels, defects, sigma, epochs, every, seed=0, batch=8, score_variants=False):
     """Train a fresh head with noise ``sigma`` (in units of the features' per-dimension std, ``1 / gain``);
     yield test AUROCs."""
@@ -78,7 +71,8 @@ def sweep(train, gain, test, labels, defects, sigma, epochs, every, seed=0, batc
             if score_variants:
                 smoothed = np.concatenate([np.asarray(out["anomaly_map"]).max(axis=(1, 2)) for out in outputs])
                 line += f"; max of the smoothed map {image_auroc(labels, smoothed):.3f}"
-                grid = np.concatenate([grid_scores(head, test[i:i + 32]) for i in range(0, len(test), 32)])
+                grid = np.concatenate([np.asarray(head.grid_scores(tf.constant(test[i:i + 32], tf.float32)))
+                                       for i in range(0, len(test), 32)])
                 for ring in (1, 2):  # the grid's maximum without its outer rings: cells whose 3x3 neighbourhood
                     inner = grid[:, ring:-ring, ring:-ring].max(axis=(1, 2))  # and backbone see zero padding
                     line += f"; without {ring} border ring{'s' * (ring > 1)} {image_auroc(labels, inner):.3f}"

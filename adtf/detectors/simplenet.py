@@ -190,10 +190,14 @@ class SimpleNet(Detector):
         return self.graph_fn("fast_local_features", lambda x: frozen(self.resized(x))["local"])(images)
 
     # -- the method ---------------------------------------------------------------------
+    def grid_scores(self, local):
+        """-D of the adapted features on the feature grid ``[B, h, w]``, before upsampling."""
+        flat = ops.reshape(self.adaptor(local * self.feature_gain), (-1, self.embed_dim))
+        return ops.reshape(-self.discriminator(flat, training=False)[:, 0], ops.shape(local)[:3])
+
     def head(self, local):
         """Adaptor, discriminator, S_AD and the smoothed map from aggregated local features."""
-        flat = ops.reshape(self.adaptor(local * self.feature_gain), (-1, self.embed_dim))
-        scores = ops.reshape(-self.discriminator(flat, training=False)[:, 0], ops.shape(local)[:3])  # [B, h, w]
+        scores = self.grid_scores(local)
         anomaly_map = ops.image.resize(scores[..., None], self.image_size, interpolation="bilinear",
                                        antialias=False)[..., 0]
         return {"score": ops.max(scores, axis=(1, 2)), "anomaly_map": self.smoothing(anomaly_map)}
