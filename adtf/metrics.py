@@ -188,23 +188,31 @@ def aupro(masks, maps, fpr_limit=0.3):
     if not 0 < fpr_limit <= 1:
         raise DataError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
     masks, maps = _pixel_arrays(masks, maps)
-    overlap_step = np.zeros(masks.shape)  # what each pixel adds to sum(PRO) once predicted
-    n_regions = 0
-    for step, mask in zip(overlap_step, masks):
-        components, count = ndimage.label(mask, structure=np.ones((3, 3)))
-        step[:] = np.r_[0.0, 1.0 / np.bincount(components.ravel())[1:]][components]
-        n_regions += count
+    # Each pixel's defect region (0: none), numbered across all images, and what a region's pixel adds to sum(PRO)
+    # once predicted (1 / its area): int32 labels, not a float64 copy of every pixel's share, and the normal scores
+    # partitioned in place keep a DAGM-sized evaluation (650 maps of 512x512) to 2.8 GiB above its inputs, not 4.1.
+    regions = np.zeros(masks.shape, np.int32)
+    shares = [0.0]  # region 0: no defect, adds nothing
+    for region, mask in zip(regions, masks):
+        components, _ = ndimage.label(mask, structure=np.ones((3, 3)))
+        region[:] = np.where(components > 0, components + len(shares) - 1, 0)
+        shares.extend(1.0 / np.bincount(components.ravel())[1:])
+    share_of_region = np.asarray(shares)
+    n_regions = share_of_region.size - 1
     flat, normal = maps.reshape(-1), ~masks.reshape(-1)
     # Only the curve up to its first point past fpr_limit matters: sort just the pixels
     # scoring at least the (k+1)-th highest normal pixel, k = one more than fpr_limit allows.
     normal_scores = flat[normal]
-    rank = normal_scores.size - 1 - min(normal_scores.size - 1, int(fpr_limit * normal_scores.size) + 1)
-    kept = np.flatnonzero(flat >= np.partition(normal_scores, rank)[rank])
+    n_normal = normal_scores.size
+    rank = n_normal - 1 - min(n_normal - 1, int(fpr_limit * n_normal) + 1)
+    normal_scores.partition(rank)
+    kept = np.flatnonzero(flat >= normal_scores[rank])
+    del normal_scores
     order = kept[np.argsort(-flat[kept], kind="stable")]
     ranked = flat[order]
     last = np.r_[np.flatnonzero(np.diff(ranked)), ranked.size - 1]  # last index of each distinct score
-    fpr = np.r_[0.0, np.cumsum(normal[order])[last] / normal_scores.size]
-    pro = np.r_[0.0, np.minimum(np.cumsum(overlap_step.reshape(-1)[order])[last] / n_regions, 1.0)]
+    fpr = np.r_[0.0, np.cumsum(normal[order])[last] / n_normal]
+    pro = np.r_[0.0, np.minimum(np.cumsum(share_of_region[regions.reshape(-1)[order]])[last] / n_regions, 1.0)]
     inside = np.searchsorted(fpr, fpr_limit, side="right")  # fpr[:inside] <= fpr_limit < fpr[inside]
     if inside < fpr.size:
         lo, hi = inside - 1, inside
