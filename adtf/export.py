@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 
 from adtf.atomic import atomic_path
-from adtf.data.pipeline import decode_image, has_image_signature, prepare_image
+from adtf.data.pipeline import decode_image, is_complete_image_file, prepare_image
 
 
 def metadata(detector):
@@ -55,12 +55,12 @@ def export_saved_model(detector, path):
             return detector(tf.identity(images), training=False)
 
     def serve_image_bytes(image_bytes):
-        # A payload that is no image file (an empty string, an error page) becomes a NaN image, so the detector
-        # returns it invalid, anomalous, score +inf, and scores the rest of the batch: one camera's failed capture
-        # must not fail the line's whole request. (A truncated file of an image format still fails it, in
-        # TensorFlow's decoder: a graph has no way to catch that error.)
+        # A payload that is no whole image file (an empty string, an error page, a capture cut short) becomes a
+        # NaN image, so the detector returns it invalid, anomalous, score +inf, and scores the rest of the batch:
+        # one camera's failed capture must not fail the line's whole request. (A file corrupt inside still fails
+        # it, in TensorFlow's decoder: a graph has no way to catch that error.)
         def decode(contents):
-            return tf.cond(has_image_signature(contents),
+            return tf.cond(is_complete_image_file(contents),
                            lambda: tf.ensure_shape(prepare_image(decode_image(contents), (height, width)),
                                                    (height, width, 3)),
                            lambda: tf.fill((height, width, 3), float("nan")))

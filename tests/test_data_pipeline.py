@@ -86,6 +86,42 @@ def test_jpegs_decode_as_pil_decodes_them(tmp_path, channels):
         np.testing.assert_array_equal(decoded, reference)
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "GIF", "WEBP"])
+def test_a_whole_image_file_is_complete_and_one_cut_short_is_not(fmt):
+    """The check serve_image_bytes makes before decoding: TensorFlow's decoders raise on every file it refuses, so a
+    served batch holding a capture cut short failed as a whole."""
+    from adtf.data.pipeline import is_complete_image_file
+
+    buffer = io.BytesIO()
+    Image.fromarray(_smooth(40, 56)).save(buffer, format=fmt)
+    whole = buffer.getvalue()
+    complete = lambda contents: bool(is_complete_image_file(tf.constant(contents)))  # noqa: E731
+    assert complete(whole)
+    tf.io.decode_image(whole)
+    for cut in (1, 10, len(whole) // 2):
+        assert not complete(whole[:-cut]), cut
+        if fmt != "GIF":  # giflib reads a GIF without its last byte, the trailer; we call it incomplete all the same
+            with pytest.raises(tf.errors.InvalidArgumentError):
+                tf.io.decode_image(whole[:-cut])
+    if fmt in ("PNG", "JPEG", "WEBP"):  # bytes a writer pads a file with after its end: still whole, still decoded
+        assert complete(whole + b"\0" * 20)
+        tf.io.decode_image(whole + b"\0" * 20)
+
+
+@pytest.mark.parametrize("payload", [b"", b"<html>502 Bad Gateway</html>", b"II*\0" + b"\0" * 64, b"BM", b"GIF8"])
+def test_what_is_no_image_file_is_not_complete(payload):
+    from adtf.data.pipeline import is_complete_image_file
+
+    assert not bool(is_complete_image_file(tf.constant(payload)))
+
+
+def test_the_shared_images_are_complete(datasets_dir):
+    from adtf.data.pipeline import is_complete_image_file
+
+    paths = sorted((datasets_dir / "mtd").rglob("*.jpg"))[:50] + sorted((datasets_dir / "mvtec_bottle").rglob("*.png"))[:50]
+    assert paths and all(bool(is_complete_image_file(tf.constant(p.read_bytes()))) for p in paths)
+
+
 def test_alpha_is_dropped(tmp_path):
     rgba = np.concatenate([_smooth(8, 8), np.full((8, 8, 1), 7, np.uint8)], axis=-1)
     image = _one([Sample(_save(tmp_path / "a.png", rgba), 0, "good")], image_size=8)[0].numpy()[0]

@@ -80,19 +80,23 @@ def test_savedmodel_matches_keras_in_a_fresh_process(run_dir, tmp_path):
 
 def test_served_files_that_are_no_images_are_invalid_and_anomalous_and_the_rest_of_the_batch_is_scored(run_dir,
                                                                                                         tmp_path):
-    """A failed capture (an empty string) or another payload in a batch of files failed the whole request."""
+    """A failed capture (an empty string, a file cut short) or another payload in a batch of files failed the whole
+    request."""
     from adtf import data
 
     samples = data.load("synthetic:grass").test[-2:]
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "page.png").write_bytes(b"<html>502 Bad Gateway</html>")
-    files = [samples[0].path, str(tmp_path / "empty.png"), str(tmp_path / "page.png"), samples[1].path]
+    whole = open(samples[0].path, "rb").read()
+    (tmp_path / "cut.png").write_bytes(whole[:len(whole) // 2])
+    files = [samples[0].path, str(tmp_path / "empty.png"), str(tmp_path / "page.png"), str(tmp_path / "cut.png"),
+             samples[1].path]
     served = _served(run_dir / "saved_model", np.zeros((0, SIZE, SIZE, 3), np.float32), files, tmp_path)
-    assert served["bytes"]["invalid"] == [0, 1, 1, 0] and served["bytes"]["anomalous"][1:3] == [1, 1]
-    assert np.isfinite(np.array(served["bytes"]["d_max"])[[0, 3]]).all()
-    assert served["bytes"]["score"][1:3] == [np.inf, np.inf]
-    alone = _served(run_dir / "saved_model", np.zeros((0, SIZE, SIZE, 3), np.float32), files[::3], tmp_path)
-    np.testing.assert_allclose(alone["bytes"]["d_max"], np.array(served["bytes"]["d_max"])[[0, 3]], rtol=1e-5)
+    assert served["bytes"]["invalid"] == [0, 1, 1, 1, 0] and served["bytes"]["anomalous"][1:4] == [1, 1, 1]
+    assert np.isfinite(np.array(served["bytes"]["d_max"])[[0, 4]]).all()
+    assert served["bytes"]["score"][1:4] == [np.inf, np.inf, np.inf]
+    alone = _served(run_dir / "saved_model", np.zeros((0, SIZE, SIZE, 3), np.float32), files[::4], tmp_path)
+    np.testing.assert_allclose(alone["bytes"]["d_max"], np.array(served["bytes"]["d_max"])[[0, 4]], rtol=1e-5)
     assert served["images"]["score"] == []  # an empty batch gives empty outputs
 
 

@@ -127,16 +127,48 @@ def decode_image(contents):
     return tf.ensure_shape(image, [None, None, 3])
 
 
-# The signatures tf.io.decode_image reads a file's format from; anything else it refuses.
-IMAGE_SIGNATURES = ((0, b"\x89PNG\r\n\x1a\n"), (0, b"\xff\xd8\xff"), (0, b"BM"), (0, b"GIF8"), (8, b"WEBP"))
+def _little_endian(contents, offset, width, signed=False):
+    """The little-endian integer of ``width`` bytes at byte ``offset`` (0 past the end), as int64."""
+    padded = tf.strings.join([contents, tf.constant(b"\0" * (offset + width))])  # substr fails past a string's end
+    raw = tf.cast(tf.io.decode_raw(tf.strings.substr(padded, offset, width), tf.uint8), tf.int64)
+    value = tf.reduce_sum(raw * tf.constant([256 ** i for i in range(width)], tf.int64))
+    return tf.where(value >= 256 ** width // 2, value - 256 ** width, value) if signed else value
 
 
-def has_image_signature(contents):
-    """Whether encoded bytes start as a PNG, JPEG, BMP, GIF or WebP file does (a scalar bool tensor): an empty string
-    or another payload (an error page, a TIFF) does not. A truncated or corrupt file of one of these formats does."""
-    padded = tf.strings.join([contents, tf.constant(b"\0" * 12)])  # substr fails beyond a string's end
-    return tf.reduce_any([tf.equal(tf.strings.substr(padded, start, len(magic)), magic)
-                          for start, magic in IMAGE_SIGNATURES])
+def _ends_with(contents, marker, slack=0):
+    """Whether ``marker`` lies within the last ``len(marker) + slack`` bytes."""
+    length = tf.strings.length(contents)
+    start = tf.maximum(length - len(marker) - slack, 0)
+    tail = tf.io.decode_raw(tf.strings.substr(contents, start, length - start), tf.uint8)
+    windows = tf.stack([tail[i:tf.size(tail) - len(marker) + 1 + i] for i in range(len(marker))], axis=1)
+    return tf.reduce_any(tf.reduce_all(tf.equal(windows, tf.constant(list(marker), tf.uint8)), axis=1))
+
+
+def is_complete_image_file(contents):
+    """Whether encoded bytes are a whole PNG, JPEG, BMP, GIF or WebP file (a scalar bool tensor).
+
+    The signature tf.io.decode_image reads the format from, and the end that format promises: an empty string,
+    another payload (an error page, a TIFF) or a capture cut short is not one. TensorFlow's decoders raise on a
+    truncated file, and a graph cannot catch that, so a served batch holding one failed as a whole. PNG and JPEG
+    end with a marker (IEND, EOI; up to 64 bytes written after it are allowed), GIF with its trailer byte; BMP
+    and WebP headers give their size (BMP: TensorFlow's own check, pixel offset + rows, and the 8, 24 or 32 bits
+    it decodes). A file corrupt elsewhere passes, and fails in the decoder.
+    """
+    def starts(magic, offset=0):
+        padded = tf.strings.join([contents, tf.constant(b"\0" * 12)])
+        return tf.equal(tf.strings.substr(padded, offset, len(magic)), magic)
+
+    length = tf.cast(tf.strings.length(contents), tf.int64)
+    bits = _little_endian(contents, 28, 2)
+    row_bytes = (bits * tf.abs(_little_endian(contents, 18, 4, signed=True)) + 31) // 32 * 4
+    bmp_end = _little_endian(contents, 10, 4) + row_bytes * tf.abs(_little_endian(contents, 22, 4, signed=True))
+    return tf.case([
+        (starts(b"\x89PNG\r\n\x1a\n"), lambda: _ends_with(contents, b"IEND\xaeB`\x82", slack=64)),
+        (starts(b"\xff\xd8\xff"), lambda: _ends_with(contents, b"\xff\xd9", slack=64)),
+        (starts(b"GIF8"), lambda: _ends_with(contents, b";")),
+        (starts(b"BM"), lambda: tf.reduce_any(tf.equal(bits, [8, 24, 32])) & tf.equal(bmp_end, length)),
+        (starts(b"WEBP", offset=8), lambda: _little_endian(contents, 4, 4) + 8 <= length),
+    ], default=lambda: tf.constant(False))
 
 
 def prepare_image(image, size):
