@@ -103,9 +103,10 @@ def test_a_whole_image_file_is_complete_and_one_cut_short_is_not(fmt):
         if fmt != "GIF":  # giflib reads a GIF without its last byte, the trailer; we call it incomplete all the same
             with pytest.raises(tf.errors.InvalidArgumentError):
                 tf.io.decode_image(whole[:-cut])
-    if fmt in ("PNG", "JPEG", "WEBP"):  # bytes a writer pads a file with after its end: still whole, still decoded
-        assert complete(whole + b"\0" * 20)
-        tf.io.decode_image(whole + b"\0" * 20)
+    if fmt in ("PNG", "JPEG", "WEBP"):  # what a camera writes after a file's end: still whole, still decoded
+        for appended in (b"\0" * 20, np.random.default_rng(1).bytes(3000).replace(b"\xff", b"\0")):
+            assert complete(whole + appended)
+            tf.io.decode_image(whole + appended)
 
 
 @pytest.mark.parametrize("payload", [b"", b"<html>502 Bad Gateway</html>", b"II*\0" + b"\0" * 64, b"BM", b"GIF8"])

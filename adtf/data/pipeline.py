@@ -150,9 +150,10 @@ def is_complete_image_file(contents):
     The signature tf.io.decode_image reads the format from, and the end that format promises: an empty string,
     another payload (an error page, a TIFF) or a capture cut short is not one. TensorFlow's decoders raise on a
     truncated file, and a graph cannot catch that, so a served batch holding one failed as a whole. PNG and JPEG
-    end with a marker (IEND, EOI; up to 64 bytes written after it are allowed), GIF with its trailer byte; BMP
-    and WebP headers give their size (BMP: TensorFlow's own check, pixel offset + rows, and the 8, 24 or 32 bits
-    it decodes). A file corrupt elsewhere passes, and fails in the decoder.
+    end with a marker (IEND, EOI) that their compressed data cannot hold; up to 4 KiB after it are allowed, as some
+    cameras append data there. GIF ends with its trailer byte; BMP and WebP headers give their size (BMP:
+    TensorFlow's own check, pixel offset + rows, and the 8, 24 or 32 bits it decodes). A file corrupt elsewhere
+    passes, and fails in the decoder.
     """
     def starts(magic, offset=0):
         padded = tf.strings.join([contents, tf.constant(b"\0" * 12)])
@@ -163,8 +164,8 @@ def is_complete_image_file(contents):
     row_bytes = (bits * tf.abs(_little_endian(contents, 18, 4, signed=True)) + 31) // 32 * 4
     bmp_end = _little_endian(contents, 10, 4) + row_bytes * tf.abs(_little_endian(contents, 22, 4, signed=True))
     return tf.case([
-        (starts(b"\x89PNG\r\n\x1a\n"), lambda: _ends_with(contents, b"IEND\xaeB`\x82", slack=64)),
-        (starts(b"\xff\xd8\xff"), lambda: _ends_with(contents, b"\xff\xd9", slack=64)),
+        (starts(b"\x89PNG\r\n\x1a\n"), lambda: _ends_with(contents, b"IEND\xaeB`\x82", slack=4096)),
+        (starts(b"\xff\xd8\xff"), lambda: _ends_with(contents, b"\xff\xd9", slack=4096)),
         (starts(b"GIF8"), lambda: _ends_with(contents, b";")),
         (starts(b"BM"), lambda: tf.reduce_any(tf.equal(bits, [8, 24, 32])) & tf.equal(bmp_end, length)),
         (starts(b"WEBP", offset=8), lambda: _little_endian(contents, 4, 4) + 8 <= length),
