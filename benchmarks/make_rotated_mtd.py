@@ -30,10 +30,11 @@ def main(argv=None):
         angle = float(rng.uniform(0, 360))
         out = args.dst / image_path.relative_to(args.src)
         out.parent.mkdir(parents=True, exist_ok=True)
-        Image.open(image_path).convert("L").rotate(angle, Image.BILINEAR, expand=True).save(out, quality=95)
+        with Image.open(image_path) as image:
+            image.convert("L").rotate(angle, Image.BILINEAR, expand=True).save(out, quality=95)
         if image_path.with_suffix(".png").exists():
-            mask = Image.open(image_path.with_suffix(".png")).convert("L")
-            mask.rotate(angle, Image.NEAREST, expand=True).save(out.with_suffix(".png"))
+            with Image.open(image_path.with_suffix(".png")) as mask:
+                mask.convert("L").rotate(angle, Image.NEAREST, expand=True).save(out.with_suffix(".png"))
     print(f"{len(tiles)} tiles turned into {args.dst} (seed {args.seed})")
 
 

@@ -127,14 +127,6 @@ def decode_image(contents):
     return tf.ensure_shape(image, [None, None, 3])
 
 
-def _little_endian(contents, offset, width, signed=False):
-    """The little-endian integer of ``width`` bytes at byte ``offset`` (0 past the end), as int64."""
-    padded = tf.strings.join([contents, tf.constant(b"\0" * (offset + width))])  # substr fails past a string's end
-    raw = tf.cast(tf.io.decode_raw(tf.strings.substr(padded, offset, width), tf.uint8), tf.int64)
-    value = tf.reduce_sum(raw * tf.constant([256 ** i for i in range(width)], tf.int64))
-    return tf.where(value >= 256 ** width // 2, value - 256 ** width, value) if signed else value
-
-
 def _ends_with(contents, marker, slack=0):
     """Whether ``marker`` lies within the last ``len(marker) + slack`` bytes."""
     length = tf.strings.length(contents)
@@ -155,20 +147,29 @@ def is_complete_image_file(contents):
     TensorFlow's own check, pixel offset + rows, and the 8, 24 or 32 bits it decodes). A file corrupt elsewhere
     passes, and fails in the decoder.
     """
+    padded = tf.strings.join([contents, tf.constant(b"\0" * 32)])  # substr fails past a string's end
+    length = tf.cast(tf.strings.length(contents), tf.int64)
+
     def starts(magic, offset=0):
-        padded = tf.strings.join([contents, tf.constant(b"\0" * 12)])
         return tf.equal(tf.strings.substr(padded, offset, len(magic)), magic)
 
-    length = tf.cast(tf.strings.length(contents), tf.int64)
-    bits = _little_endian(contents, 28, 2)
-    row_bytes = (bits * tf.abs(_little_endian(contents, 18, 4, signed=True)) + 31) // 32 * 4
-    bmp_end = _little_endian(contents, 10, 4) + row_bytes * tf.abs(_little_endian(contents, 22, 4, signed=True))
+    def little_endian(offset, width, signed=False):  # the integer of ``width`` bytes at ``offset``, as int64
+        raw = tf.cast(tf.io.decode_raw(tf.strings.substr(padded, offset, width), tf.uint8), tf.int64)
+        value = tf.reduce_sum(raw * tf.constant([256 ** i for i in range(width)], tf.int64))
+        return tf.where(value >= 256 ** width // 2, value - 256 ** width, value) if signed else value
+
+    def whole_bmp():
+        bits = little_endian(28, 2)
+        row_bytes = (bits * tf.abs(little_endian(18, 4, signed=True)) + 31) // 32 * 4
+        end = little_endian(10, 4) + row_bytes * tf.abs(little_endian(22, 4, signed=True))
+        return tf.reduce_any(tf.equal(bits, [8, 24, 32])) & tf.equal(end, length)
+
     return tf.case([
         (starts(b"\x89PNG\r\n\x1a\n"), lambda: _ends_with(contents, b"IEND\xaeB`\x82", slack=4096)),
         (starts(b"\xff\xd8\xff"), lambda: _ends_with(contents, b"\xff\xd9", slack=4096)),
         (starts(b"GIF8"), lambda: _ends_with(contents, b";")),
-        (starts(b"BM"), lambda: tf.reduce_any(tf.equal(bits, [8, 24, 32])) & tf.equal(bmp_end, length)),
-        (starts(b"WEBP", offset=8), lambda: _little_endian(contents, 4, 4) + 8 <= length),
+        (starts(b"BM"), whole_bmp),
+        (starts(b"WEBP", offset=8), lambda: little_endian(4, 4) + 8 <= length),
     ], default=lambda: tf.constant(False))
 
 
