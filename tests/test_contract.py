@@ -146,6 +146,18 @@ def test_a_nan_or_inf_pixel_is_never_normal(fitted, images):
     detector.set_working_point(detector.working_point_names[0])
 
 
+@pytest.mark.parametrize("name", sorted(ENTRIES))
+def test_a_training_image_with_a_nan_pixel_is_refused_by_name(name, images):
+    """Scoring marks such an image invalid; a fit would learn it as normal (SimpleNet's frozen backbone turned the NaN
+    into finite features), so it stops before any work, naming the image."""
+    from adtf.errors import DataError
+
+    bad = images["fit"].copy()
+    bad[3, 10, 10, 0] = np.nan
+    with pytest.raises(DataError, match=r"1 of the 12 training images hold NaN/inf pixels \(images \[3\]\)"):
+        build(ENTRIES[name]).fit(bad, epochs=1, verbose=0)
+
+
 def test_serialisation_round_trip(fitted):
     _, detector, _ = fitted
     config = keras.saving.serialize_keras_object(detector)

@@ -73,14 +73,24 @@ def as_images(images):
     return images[..., :3] if images.shape[-1] == 4 else images
 
 
-def as_dataset(x, batch_size=16):
-    """``x`` as a tf.data dataset of batches: a dataset as it is, an image array ``[N, H, W, C]`` batched."""
+def as_dataset(x, batch_size=16, training=False):
+    """``x`` as a tf.data dataset of batches: a dataset as it is, an image array ``[N, H, W, C]`` batched.
+
+    ``training``: an array with a NaN/inf pixel is refused (scoring takes it, and returns the image invalid); images
+    decoded from files cannot hold one."""
     import tensorflow as tf
 
     if isinstance(x, tf.data.Dataset):
         return x
     if isinstance(x, (np.ndarray, tf.Tensor)) and len(x.shape) == 4:
-        return tf.data.Dataset.from_tensor_slices(as_images(x)).batch(int(batch_size))
+        images = as_images(x)
+        if training:
+            finite = np.asarray(ops.all(ops.isfinite(images), axis=(1, 2, 3)))
+            if not finite.all():
+                raise DataError(f"{int((~finite).sum())} of the {len(finite)} training images hold NaN/inf pixels "
+                                f"(images {np.flatnonzero(~finite)[:5].tolist()}); a model fitted on them would "
+                                "learn them as normal: drop or repair them")
+        return tf.data.Dataset.from_tensor_slices(images).batch(int(batch_size))
     raise DataError(f"expected a tf.data.Dataset of batches or an image array [N, H, W, C], got {type(x).__name__}"
                     f"{' of shape ' + str(tuple(x.shape)) if hasattr(x, 'shape') else ''}")
 
@@ -267,7 +277,7 @@ class Detector(keras.Model):
             The ``keras.callbacks.History`` (empty for statistics-only methods).
         """
         epochs = self.default_epochs if epochs is None else int(epochs)
-        x = as_dataset(x, batch_size or self.default_batch_size or 16)
+        x = as_dataset(x, batch_size or self.default_batch_size or 16, training=True)
         # A BackupAndRestore that deletes its checkpoint does so when the gradient epochs end, before the statistics
         # stage (paper 001's dictionary): a kill there lost every epoch. Kept until both stages are done.
         backups = [c for c in callbacks or [] if isinstance(c, keras.callbacks.BackupAndRestore) and c.delete_checkpoint]
@@ -299,7 +309,7 @@ class Detector(keras.Model):
         """
         import tensorflow as tf
 
-        x = as_dataset(x, batch_size or 16)
+        x = as_dataset(x, batch_size or 16, training=True)
         images = x.map(lambda *batch: unpack_batch(batch if len(batch) > 1 else batch[0]).image)
         if batch_size is None:
             batch_size = images.element_spec.shape[0] or 16

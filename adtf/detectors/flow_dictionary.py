@@ -350,7 +350,7 @@ class FlowDictionary(Detector):
         features of each image, ``dictionary_epochs`` times.
         """
         started = time.perf_counter()
-        x = as_dataset(x, self.batch_size)
+        x = as_dataset(x, self.batch_size, training=True)
         features = self.graph_fn("statistics_features", self._statistics_features)
         patch_sums, embeddings = _Moments(self.patch_dim), []
         for batch in batches(x, "normal statistics", verbose):

@@ -301,7 +301,7 @@ class SimpleNet(Detector):
         cache = FeatureCache(tempfile.mkdtemp(prefix="adtf-simplenet-", dir=os.environ.get("ADTF_CACHE_DIR")))
         self.__dict__["_feature_cache"] = cache
         started = time.perf_counter()
-        for batch in batches(as_dataset(x, self.batch_size), "caching features", verbose):
+        for batch in batches(as_dataset(x, self.batch_size, training=True), "caching features", verbose):
             cache.append(np.asarray(self.fast_local_features(unpack_batch(batch).image), np.float16))
         cache.close()
         if not len(cache):
@@ -385,10 +385,11 @@ class FeatureCache:
         """sqrt(mean over dimensions of each dimension's variance over all cached locations), in float64."""
         count, total, squares = 0, 0.0, 0.0
         for chunk in self.chunks:
-            values = np.asarray(chunk, np.float64).reshape(-1, chunk.shape[-1])
-            count += len(values)
-            total = total + values.sum(axis=0)
-            squares = squares + (values ** 2).sum(axis=0)
+            for image in chunk:  # one image at a time in float64: a whole chunk at 512² would take 1.5 GiB
+                values = np.asarray(image, np.float64).reshape(-1, chunk.shape[-1])
+                count += len(values)
+                total = total + values.sum(axis=0)
+                squares = squares + np.einsum("ij,ij->j", values, values)
         mean = total / count
         return float(np.sqrt(np.mean(np.maximum(squares / count - mean ** 2, 0.0))))
 
