@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import keras
 import numpy as np
@@ -348,3 +349,16 @@ def test_simplenet_sizes_align_its_three_levels():
 
     tiles = AnomalyDataset("demo", [], [], has_masks=False, arrays=np.zeros((1, 326, 270), "uint8"))
     assert data_image_size(tiles, SimpleNet.image_size_range, SimpleNet.image_size_multiple)[0] == (320, 256)
+
+
+def test_simplenet_warns_when_a_hand_set_size_misaligns_its_levels():
+    """A side no multiple of the deepest tap's stride stretches that level's grid onto the finest one, off by up to
+    half a stride; the data-chosen sizes are multiples, a size given by hand is checked."""
+    from adtf.detectors import SimpleNet
+
+    options = dict(SimpleNet.smoke_test_options, weights=None)  # taps at strides 4 and 8
+    with pytest.warns(UserWarning, match=r"36x36 is not a multiple of its deepest tap's stride \(8\).*32x32"):
+        SimpleNet(**{**options, "image_size": (36, 36)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SimpleNet(**{**options, "image_size": (40, 32)})

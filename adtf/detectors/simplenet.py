@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -156,6 +157,7 @@ class SimpleNet(Detector):
         self.features = backbones.build(backbone, weights=weights, input_shape=(*self.image_size, 3),
                                         layers=list(self.layer_names))
         self.features.trainable = False
+        self._warn_if_levels_misalign()
         self.aggregate = LocalAggregation(self.patch_size, self.pretrain_dim, self.embed_dim, name="local_aggregation")
         glorot = keras.initializers.GlorotNormal
         self.adaptor = keras_layers.Dense(self.embed_dim, kernel_initializer=glorot(), bias_initializer=_torch_bias(
@@ -173,6 +175,18 @@ class SimpleNet(Detector):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.p_true_tracker = keras.metrics.Mean(name="p_true")
         self.p_fake_tracker = keras.metrics.Mean(name="p_fake")
+
+    def _warn_if_levels_misalign(self):
+        """A side that is no multiple of the deepest tap's stride leaves that level's last cell hanging over the
+        image, and the aggregation stretches every level onto the finest grid: the context lands up to half a stride
+        off. The presets' own sizes never do this; a size given by hand may."""
+        grids = [self.features.output[name].shape[1:3] for name in self.layer_names]
+        stride = max(2 ** round(np.log2(side / cells)) for grid in grids for side, cells in zip(self.image_size, grid))
+        if any(side % stride for side in self.image_size):
+            fitting = "x".join(str(max(stride, round(side / stride) * stride)) for side in self.image_size)
+            warnings.warn(f"SimpleNet's image_size {self.image_size[0]}x{self.image_size[1]} is not a multiple of its "
+                          f"deepest tap's stride ({stride}): the levels' grids misalign by up to {stride // 2} px; "
+                          f"{fitting} would not", stacklevel=3)
 
     # -- features ---------------------------------------------------------------------
     def local_features(self, images):
@@ -217,7 +231,9 @@ class SimpleNet(Detector):
 
         PyTorch's ``Adam(weight_decay=w)`` adds ``w * param`` to the gradient (coupled L2), unlike
         Keras' decoupled ``weight_decay``; ``train_step`` adds it to the discriminator's gradients.
-        Both use PyTorch's epsilon, 1e-8 (Keras' default is 1e-7).
+        Both use PyTorch's epsilon, 1e-8 (Keras' default is 1e-7); Keras adds it before the bias correction and
+        PyTorch after, so Keras' acts 1/sqrt(1 - 0.999^t) times larger: 32x at step 1, 1.26x at step 1,000, within 2 % after 3,300.
+        It only matters where a gradient is near zero.
         """
         self.discriminator_weight_decay = float(discriminator_weight_decay)
         self.adaptor_optimizer = keras.optimizers.AdamW(adaptor_learning_rate, weight_decay=adaptor_weight_decay,
