@@ -106,6 +106,7 @@ def fit_parser(method=None, preset=None, prog="adtf-fit", bench=False):
 
     import keras
     from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse.typing import NonNegativeInt, PositiveInt
 
     from adtf.detectors import REGISTRY
     from adtf.run import DEFAULT_DATA, DEFAULT_METHOD, MAIN_JOB_PRESET, resolve_preset
@@ -130,7 +131,8 @@ def fit_parser(method=None, preset=None, prog="adtf-fit", bench=False):
     data_help = ("dataset spec: synthetic[:weave|stone|brick|grass|gravel][,size=N], mvtec:PATH, dagm:PATH/ClassN, "
                  f"mtd:PATH, mnist:PATH, folder:PATH (default: {DEFAULT_DATA}, the embedded procedural texture)")
     if bench:
-        parser.add_argument("--data", type=list[str], required=True, help="dataset specs, e.g. [mtd:mtd, synthetic]")
+        parser.add_argument("--data", type=list[str], required=True, help="dataset specs, each checked before the first fit; quote one that holds a comma: "
+                                 "'[mtd:mtd, \"synthetic:weave,size=256\"]'")
     else:
         parser.add_argument("--data", type=str, default=DEFAULT_DATA, help=data_help)
     presets = [p.value for p in cls.Preset] if cls.Preset else []
@@ -138,18 +140,18 @@ def fit_parser(method=None, preset=None, prog="adtf-fit", bench=False):
                         help=f"preset of {method}: {', '.join(presets) or 'none'}")
     parser.add_argument("--out", type=Optional[str], default=None,
                         help="output folder (default: runs/bench)" if bench else "output folder (default: runs/<method>-<dataset>)")
-    parser.add_argument("--batch-size", type=int, default=16, help="batch size of the data pipelines")
+    parser.add_argument("--batch-size", type=PositiveInt, default=16, help="batch size of the data pipelines")
     parser.add_argument("--seed", type=int, default=0, help="seed for data splits, initialisation and the detector")
-    parser.add_argument("--n-train", type=Optional[int], default=None, help="normal images to fit on (DAGM protocol: 500)")
+    parser.add_argument("--n-train", type=Optional[PositiveInt], default=None, help="normal images to fit on (DAGM protocol: 500)")
     parser.add_argument("--calibration-fraction", type=Optional[float], default=None,
                         help="fraction of the normal training images held out of the fit to calibrate the working points "
                              f"on (default for {method}: {cls.calibration_fraction:g}"
                              + (", paper 000's protocol: calibrate on the fitted images)" if cls.calibration_fraction == 0
                                 else ")"))
-    parser.add_argument("--calibration-folds", type=int, default=0,
+    parser.add_argument("--calibration-folds", type=NonNegativeInt, default=0,
                         help="K >= 2: calibrate on all normal training images by K-fold cross-fitting (K more fits; "
                              "each image scored by a detector fitted without it) instead of a hold-out; for small sets")
-    parser.add_argument("--monitor-every", type=int, default=0,
+    parser.add_argument("--monitor-every", type=NonNegativeInt, default=0,
                         help="log the test AUROC every N epochs (monitoring only; never selects an epoch)")
     parser.add_argument("--tensorboard", action="store_true",
                         help="write TensorBoard logs to <out>/tensorboard (losses; reconstructions of a few normal and "
@@ -158,10 +160,10 @@ def fit_parser(method=None, preset=None, prog="adtf-fit", bench=False):
     parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_class_arguments(cls, "detector", skip=_NOT_OPTIONS, sub_configs=True)
-    parser.add_argument("--fit.epochs", type=Optional[int], default=None,
+    parser.add_argument("--fit.epochs", type=Optional[NonNegativeInt], default=None,
                         help=f"epochs of gradient training (0: none; default: the detector's, {cls.default_epochs} "
                              f"for {method} unless its preset or options say otherwise)")
-    parser.add_argument("--fit.batch_size", type=Optional[int], default=None,
+    parser.add_argument("--fit.batch_size", type=Optional[PositiveInt], default=None,
                         help="training batch size (default: the detector's, else the pipeline's)")
     if cls.compile is not keras.Model.compile:
         parser.add_method_arguments(cls, "compile", "compile")
@@ -211,11 +213,13 @@ def fit_main(argv=None):
 @_friendly_errors("adtf-eval")
 def eval_main(argv=None):
     """``adtf-eval MODEL --data SPEC``: evaluate a saved detector on a dataset."""
+    from jsonargparse.typing import PositiveInt
+
     parser = argparse.ArgumentParser(prog="adtf-eval", description="Evaluate a saved detector (.keras or a run folder).")
     parser.add_argument("model", help="model.keras, or a run folder holding one")
     parser.add_argument("--data", required=True, help="dataset spec (see adtf-fit --help)")
     parser.add_argument("--out", default=None, help="report folder (default: <run>/eval-<dataset>)")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=PositiveInt, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--skip-bad", action="store_true", help="leave unreadable images out with a warning")
@@ -267,7 +271,10 @@ def export_main(argv=None):
     """``adtf-export MODEL``: write a SavedModel, optionally at another working point (no refit)."""
     parser = argparse.ArgumentParser(prog="adtf-export", description="Export a saved detector as a SavedModel for TF Serving.")
     parser.add_argument("model", help="model.keras, or a run folder holding one")
-    parser.add_argument("--out", default=None, help="SavedModel folder (default: <run>/saved_model)")
+    parser.add_argument("--out", default=None,
+                        help="SavedModel folder (default: <run>/saved_model-<working point>, beside the run's own "
+                             "saved_model, which keeps matching its model.keras and metrics.json; with --save-model "
+                             "the run moves: <run>/saved_model)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--working-point", default=None, help="a calibrated working point, e.g. threshold1 ... threshold6")
     group.add_argument("--threshold", type=float, default=None, help="an explicit threshold on --score")
@@ -281,10 +288,14 @@ def export_main(argv=None):
     if args.score and args.threshold is None:
         parser.error("--score names the score an explicit --threshold applies to: give --threshold too "
                      "(a working point has its own score)")
+    from adtf.run import slug
+
     detector = load(model_path)
+    saved_point = detector.working_point
     if args.working_point or args.threshold is not None:
         detector.set_working_point(args.working_point, value=args.threshold, score=args.score)
-    out = Path(args.out or model_path.parent / "saved_model")
+    moved = detector.working_point != saved_point and not args.save_model
+    out = Path(args.out or model_path.parent / (f"saved_model-{slug(detector.working_point)}" if moved else "saved_model"))
     detector.export(out)
     if args.save_model:
         with atomic_path(model_path, suffix=".keras") as tmp:
@@ -297,17 +308,22 @@ def export_main(argv=None):
 def bench_main(argv=None):
     """``adtf-bench --data [SPEC, ...]``: the runner per dataset (no export), then one markdown table."""
     args = _parse("adtf-bench", argv, bench=True)
-    from adtf.run import configure_logging, fit_evaluate_export, slug
+    from adtf.run import configure_logging, fit_evaluate_export, load_dataset, log, slug
 
     configure_logging(not args.quiet)
     options = _runner_options(args)
     options["export"] = False
+    # Every spec is read and checked before the first fit: a typo in the last one must not cost the others' fits.
+    datasets = []
+    for i, spec in enumerate(args.data):
+        log.info(f"checking dataset {i + 1} of {len(args.data)}: {spec}")
+        datasets.append(load_dataset(spec, seed=args.seed, skip_bad=args.skip_bad, n_train=args.n_train))
     # Named after the method, as adtf-fit's run folders are (a bench of another method must not overwrite this
     # one's), and numbered where two specs end in the same name (.../glass/train, .../tiles/train).
     names = [f"{args.method}-{slug(spec)}" for spec in args.data]
     names = [name if names.count(name) == 1 else f"{i + 1}-{name}" for i, name in enumerate(names)]
-    rows = [fit_evaluate_export(data=spec, out=Path(args.out or "runs/bench") / name, **options)
-            for spec, name in zip(args.data, names)]
+    rows = [fit_evaluate_export(data=dataset, out=Path(args.out or "runs/bench") / name, **options)
+            for dataset, name in zip(datasets, names)]
     print("\n" + bench_table(rows, argv))
     return 0
 

@@ -149,6 +149,19 @@ def calibration_split(samples, fraction, seed):
     return fit, calibration
 
 
+def load_dataset(spec, *, seed=0, skip_bad=False, n_train=None):
+    """``adtf.data.load`` as the runner calls it: ``n_train`` (``--n-train``) only where the kind takes it."""
+    from adtf import data as adtf_data
+    from adtf.data.sources import spec_options
+
+    if n_train is not None:
+        kind = adtf_data.parse_spec(spec)[0]
+        if "n_train" not in spec_options(kind):
+            raise AdtfError(f"--n-train: a {kind.value} dataset has no n_train option (dagm and synthetic do); "
+                            "fit on fewer images with folder:DIR of those images")
+    return adtf_data.load(spec, seed=seed, skip_bad=skip_bad, **({"n_train": n_train} if n_train is not None else {}))
+
+
 def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, out=None, *, detector=None,
                         fit=None, compile=None, calibration_fraction=None, calibration_folds=0, batch_size=16,
                         seed=0, n_train=None,
@@ -208,7 +221,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     keras.utils.set_random_seed(seed)
     if isinstance(data, str):
         log.info(f"[1/5] loading {data}")
-        dataset = adtf_data.load(data, seed=seed, skip_bad=skip_bad, **({"n_train": n_train} if n_train else {}))
+        dataset = load_dataset(data, seed=seed, skip_bad=skip_bad, n_train=n_train)
     else:
         dataset = data
     log.info(f"      {len(dataset.train)} normal training images, {len(dataset.test)} test images")

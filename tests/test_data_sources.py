@@ -365,7 +365,7 @@ def test_synthetic_delegates_to_materialize(tmp_path, monkeypatch):
     assert ds.counts() == {"train": 3, "test_good": 2, "test_scratch": 2, "test_spot": 2}
     assert load("synthetic:gravel,size=64").name == "synthetic:gravel"
     assert calls == [("weave", 4, 128), ("gravel", 0, 64)]
-    with pytest.raises(DataError, match="synthetic:brick: .*colour"):
+    with pytest.raises(DataError, match=r"synthetic:brick'.*unknown option.*colour.*accepted: \['size'\]"):
         load("synthetic:brick", colour="red")
 
 
@@ -463,3 +463,18 @@ def test_counts_and_repr():
                         [Sample("b", 1, "zeta"), Sample("c", 0, "good"), Sample("d", 1, "alpha")], False)
     assert list(ds.counts().items()) == [("train", 1), ("test_good", 1), ("test_alpha", 1), ("test_zeta", 1)]
     assert "test_zeta" in repr(ds) and "Sample(" not in repr(ds)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("nosuch:/data/parts", r"unknown kind 'nosuch'"),
+    ("size=64", r"an option with no dataset; in a list, quote"),
+    ("mtd:mtd,train_fraction=abc", r"option train_fraction takes a float \(default 0.8\), got 'abc'"),
+    ("synthetic:weave,size=big", r"option size takes an int \(default 128\), got 'big'"),
+    ("mvtec:{tmp},category=3", r"no category '3' in it \(its folders: \['bottle'\]\)"),
+])
+def test_a_bad_spec_is_named_before_any_reader_runs(spec, message, tmp_path):
+    """Each of these used to end in a TypeError from inside a reader, or (category) to load the folder itself
+    under the category's name."""
+    (tmp_path / "bottle").mkdir()
+    with pytest.raises(DataError, match=message):
+        load(spec.format(tmp=tmp_path))

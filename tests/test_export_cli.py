@@ -131,6 +131,17 @@ def test_export_moves_the_working_point_without_refitting(run_dir, tmp_path):
     assert exit_info.value.code == 2 and not (tmp_path / "not_written").exists()
 
 
+def test_export_by_default_writes_beside_the_run_s_own_savedmodel(run_dir):
+    """Another working point goes to saved_model-<point>: overwriting saved_model left the served model at another
+    working point than the run's model.keras and metrics.json, and adtf-eval then reported the other one."""
+    active = json.loads((run_dir / "saved_model" / "assets.extra" / "adtf.json").read_text())["working_point"]
+    other = next(name for name in (f"threshold{i}" for i in range(1, 7)) if name != active)
+    assert export_main([str(run_dir), "--working-point", other]) == 0
+    assert json.loads((run_dir / f"saved_model-{other}" / "assets.extra" / "adtf.json").read_text())[
+        "working_point"] == other
+    assert json.loads((run_dir / "saved_model" / "assets.extra" / "adtf.json").read_text())["working_point"] == active
+
+
 def test_eval_reuses_a_saved_run(run_dir, tmp_path):
     assert eval_main([str(run_dir), "--data", "synthetic:grass", "--out", str(tmp_path / "ev"), "--quiet"]) == 0
     first = json.loads((run_dir / "metrics.json").read_text())

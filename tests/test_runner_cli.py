@@ -67,11 +67,17 @@ def test_help_lists_the_methods_own_options_with_preset_defaults(toy_registered,
     (["--method", "nope"], "unknown method"),
     (["--method", "mon", "--preset", "fastest"], "unknown MoN preset"),
     (["--preset", "fastest"], "unknown SimpleNet preset"),
+    (["--batch-size", "0"], "batch_size"),
+    (["--fit.epochs", "-1"], "fit.epochs"),  # it trained nothing and exported an untrained discriminator
+    (["--detector.image_size", "[0, 0]"], "image_size is [height, width] in pixels"),
+    (["--data", "folder:/tmp,holdout=abc"], "option holdout takes a float"),
+    (["--method", "mon", "--data", "folder:/tmp", "--n-train", "3"], "--n-train: a folder dataset has no n_train"),
 ])
 def test_bad_options_stop_with_one_line(argv, words, capsys):
     assert fit_main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("adtf-fit: error:") and words in err and "\n" not in err
+    lines = capsys.readouterr().err.strip().splitlines()  # progress lines may come first (the data loads first)
+    assert lines[-1].startswith("adtf-fit: error:") and words in lines[-1]
+    assert not any(line.startswith(("Traceback", "adtf-fit: error:")) for line in lines[:-1])
 
 
 def test_too_few_images_to_hold_out_for_calibration_is_a_clear_error():
@@ -169,6 +175,16 @@ def test_bench_gives_two_specs_of_the_same_folder_name_two_run_folders(toy_regis
     assert all((tmp_path / "bench" / name / "metrics.json").exists() for name in names)
     table = capsys.readouterr().out  # normal images only: no AUROC, no speed, and the table still prints
     assert "| toy_autoencoder | folder:glass-train | n/a |" in table and "folder:tiles-train" in table
+
+
+def test_bench_checks_every_spec_before_the_first_fit(toy_registered, tmp_path, capsys):
+    """A typo in the last spec used to stop the bench after the earlier datasets' fits, with no table."""
+    from adtf.cli import bench_main
+
+    argv = ["--method", toy_registered, "--data", f"[synthetic:grass, folder:{tmp_path / 'missing'}]",
+            "--out", str(tmp_path / "bench"), "--quiet"]
+    assert bench_main(argv) == 2
+    assert "missing" in capsys.readouterr().err and not (tmp_path / "bench").exists()
 
 
 def test_a_failed_evaluation_keeps_the_fit_and_a_rerun_without_export_leaves_no_stale_saved_model(

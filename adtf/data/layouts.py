@@ -28,9 +28,7 @@ LISTED_SUFFIXES = IMAGE_SUFFIXES + (".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".p
 def _read_mvtec(path, *, seed=0, category=None):
     """MVTec AD category: ``train/good/*``, ``test/<defect>/*``, ``ground_truth/<defect>/<stem>_mask.png``
     (or ``<stem>.png``, any image suffix in any case: other sets converted to this layout name masks so)."""
-    root = resolve_dir(path, "MVTec AD")
-    if category and (root / category).is_dir():
-        root = root / category
+    root = _category(resolve_dir(path, "MVTec AD"), category)
     if not (root / "train" / "good").is_dir():
         found = sorted(p.name for p in root.iterdir() if (p / "train" / "good").is_dir())
         hint = f"; it holds the categories {found}: use mvtec:{root / found[0]} or category=..." if found else ""
@@ -52,6 +50,15 @@ def _read_mvtec(path, *, seed=0, category=None):
     return AnomalyDataset(f"mvtec:{category or root.name}", train, test, has_masks)
 
 
+def _category(root, category):
+    """``root/category`` where a category is named; ``root`` itself if it is that category."""
+    if not category or root.name == str(category):
+        return root
+    if not (root / str(category)).is_dir():
+        raise DataError(f"{root}: no category {category!r} in it (its folders: {[p.name for p in _subfolders(root)]})")
+    return root / str(category)
+
+
 def _read_dagm(path, *, seed=0, category=None, n_train=500, n_test_normal=500):
     """DAGM 2007 class folder, as distributed::
 
@@ -69,9 +76,7 @@ def _read_dagm(path, *, seed=0, category=None, n_train=500, n_test_normal=500):
     ``n_train=None`` keeps the official split instead: the normal Train images for
     training, the whole Test folder for testing.
     """
-    root = resolve_dir(path, "DAGM 2007")
-    if category and (root / category).is_dir():
-        root = root / category
+    root = _category(resolve_dir(path, "DAGM 2007"), category)
     rows = {split: _dagm_labels(root / split) for split in ("Train", "Test")}
     if n_train is None:
         train = [s for s in rows["Train"] if s.label == 0]
@@ -270,10 +275,7 @@ def _read_synthetic(path, *, seed=0, **options):
     from adtf.data.synthetic import DEFAULT, materialize
 
     name = path or DEFAULT
-    try:
-        folder = materialize(name=name, seed=seed, **options)
-    except TypeError as e:  # an option materialize does not take
-        raise DataError(f"synthetic:{name}: {e}") from None
+    folder = materialize(name=name, seed=seed, **options)  # its options were checked against its signature
     dataset = _read_mvtec(folder)
     dataset.name = f"synthetic:{name}"
     return dataset

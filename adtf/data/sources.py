@@ -68,8 +68,7 @@ def parse_spec(spec: str) -> tuple[SourceKind, str | None, dict]:
     if any("=" not in part for part in parts):  # a folder whose name holds a comma: the longest prefix that exists
         for end in range(len(parts), 0, -1):
             joined = ",".join([path, *parts[:end]])
-            if Path(joined).expanduser().exists() or (not Path(joined).is_absolute()
-                                                      and (datasets_root() / joined).exists()):
+            if _exists(joined):
                 path, parts = joined, parts[end:]
                 break
     path = path or None
@@ -83,11 +82,58 @@ def parse_spec(spec: str) -> tuple[SourceKind, str | None, dict]:
     if kind is SourceKind.MNIST and path and (m := re.fullmatch(r"(.*):(\d+)", path)):
         path, options["normal_class"] = m[1], int(m[2])
     if kind is None:
+        kinds = [k.value for k in SourceKind]
         if path is None:
-            raise DataError(f"dataset spec {spec!r}: empty (expected KIND:PATH, KIND one of "
-                            f"{[k.value for k in SourceKind]})")
+            raise DataError(f"dataset spec {spec!r}: empty (expected KIND:PATH, KIND one of {kinds})")
+        if not _exists(path):
+            if re.fullmatch(r"[A-Za-z][\w-]+", head) and rest:  # "nosuch:/data/x" (a one-letter head: C:\data)
+                raise DataError(f"dataset spec {spec!r}: unknown kind {head!r}; expected one of {kinds}, or a path")
+            if "=" in path:  # what a list split at a spec's comma leaves: "size=64" from "synthetic:weave,size=64"
+                raise DataError(f"dataset spec {spec!r} is an option with no dataset; in a list, quote every spec "
+                                "that holds a comma: '[\"synthetic:weave,size=64\", mtd:PATH]'")
         kind = detect_kind(resolve_dir(path, "dataset"))
     return kind, path, options
+
+
+def _exists(path):
+    """Whether ``path`` names something, as given or under the datasets root."""
+    return Path(path).expanduser().exists() or (not Path(path).is_absolute() and (datasets_root() / path).exists())
+
+
+def spec_options(kind):
+    """The options a dataset kind takes, by name (``inspect.Parameter``, with their defaults)."""
+    from adtf.data.synthetic import materialize
+
+    reader = materialize if kind is SourceKind.SYNTHETIC else READERS[kind]  # synthetic passes its options on
+    return {name: p for name, p in inspect.signature(reader).parameters.items()
+            if name not in ("path", "name", "seed", "root") and p.kind is not p.VAR_KEYWORD}
+
+
+def _checked_options(spec, kind, options):
+    """``options`` with unknown ones and values of the wrong type named before the reader runs (it would fail
+    inside); a folder or category option that reads as a number (``category=3``) is kept as its text."""
+    params = spec_options(kind)
+    options = {key: str(value) if params.get(key) is not None and params[key].default is None
+               and isinstance(value, (int, float)) else value for key, value in options.items()}
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        raise DataError(f"dataset spec {spec!r}: unknown option(s) {unknown} for {kind.value} "
+                        f"(accepted: {sorted(params)})")
+    for key, value in options.items():
+        default = params[key].default
+        if value is None:  # "none": the reader's own meaning (dagm's n_train=none keeps the official split)
+            continue
+        if isinstance(default, bool):
+            wrong = not isinstance(value, bool)
+        elif isinstance(default, (int, float)):
+            wrong = isinstance(value, bool) or not isinstance(value, int if isinstance(default, int) else (int, float))
+        else:
+            continue
+        if wrong:
+            wanted = {"int": "an int", "float": "a float", "bool": "true or false"}[type(default).__name__]
+            raise DataError(f"dataset spec {spec!r}: option {key} takes {wanted} "
+                            f"(default {default}), got {value!r}")
+    return options
 
 
 def load(spec: str, *, seed: int = 0, skip_bad: bool = False, **options) -> AnomalyDataset:
@@ -118,15 +164,8 @@ def load(spec: str, *, seed: int = 0, skip_bad: bool = False, **options) -> Anom
     kind, path, spec_options = parse_spec(spec)
     options = {**spec_options, **options}
     seed = options.pop("seed", seed)  # "mtd:PATH,seed=3" works too
-    reader = READERS[kind]
-    params = inspect.signature(reader).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        unknown = sorted(set(options) - set(params) - {"path"})
-        if unknown:
-            accepted = sorted(set(params) - {"path", "seed"})
-            raise DataError(f"dataset spec {spec!r}: unknown option(s) {unknown} for {kind.value} "
-                            f"(accepted: {accepted})")
-    dataset = reader(path, seed=seed, **options)
+    options = _checked_options(spec, kind, options)
+    dataset = READERS[kind](path, seed=seed, **options)
     _validate(dataset, skip_bad)
     return dataset
 

@@ -140,6 +140,8 @@ class Detector(keras.Model):
                  **kwargs):
         super().__init__(**kwargs)
         self.image_size = tuple(int(s) for s in image_size)
+        if len(self.image_size) != 2 or min(self.image_size) < 1:
+            raise AdtfError(f"image_size is [height, width] in pixels, both at least 1; got {list(image_size)}")
         self.seed = int(seed)
         self.postprocess = WorkingPoints(self.working_point_names, self.score_names, rules=working_point_rules,
                                          name="working_points")
@@ -277,6 +279,8 @@ class Detector(keras.Model):
             The ``keras.callbacks.History`` (empty for statistics-only methods).
         """
         epochs = self.default_epochs if epochs is None else int(epochs)
+        if epochs < 0:
+            raise AdtfError(f"epochs must be 0 (no gradient training) or more, got {epochs}")
         x = as_dataset(x, batch_size or self.default_batch_size or 16, training=True)
         # A BackupAndRestore that deletes its checkpoint does so when the gradient epochs end, before the statistics
         # stage (paper 001's dictionary): a kill there lost every epoch. Kept until both stages are done.

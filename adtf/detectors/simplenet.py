@@ -232,8 +232,8 @@ class SimpleNet(Detector):
         PyTorch's ``Adam(weight_decay=w)`` adds ``w * param`` to the gradient (coupled L2), unlike
         Keras' decoupled ``weight_decay``; ``train_step`` adds it to the discriminator's gradients.
         Both use PyTorch's epsilon, 1e-8 (Keras' default is 1e-7); Keras adds it before the bias correction and
-        PyTorch after, so Keras' acts 1/sqrt(1 - 0.999^t) times larger: 32x at step 1, 1.26x at step 1,000, within 2 % after 3,300.
-        It only matters where a gradient is near zero.
+        PyTorch after, so Keras' acts 1/sqrt(1 - 0.999^t) times larger: 32x at step 1, 1.26x at step 1,000,
+        within 2 % after 3,300. It only matters where a gradient is near zero.
         """
         self.discriminator_weight_decay = float(discriminator_weight_decay)
         self.adaptor_optimizer = keras.optimizers.AdamW(adaptor_learning_rate, weight_decay=adaptor_weight_decay,
