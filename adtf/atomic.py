@@ -2,6 +2,7 @@
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -16,6 +17,7 @@ def atomic_path(path, suffix=""):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(path)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     tmp = tmp_dir / (path.name + suffix)
     try:
@@ -30,6 +32,15 @@ def atomic_path(path, suffix=""):
             os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _remove_leftovers(path):
+    """What a process killed inside ``atomic_path(path)`` left beside ``path``: its temporary folder (a whole
+    SavedModel, say) and the renamed old copy. Hidden, so nobody would find them, and never used again."""
+    leftover = re.compile(re.escape(f".{path.name}.") + r"([a-z0-9_]{8}|old)")
+    for sibling in path.parent.iterdir():
+        if leftover.fullmatch(sibling.name) and sibling.is_dir() and not sibling.is_symlink():
+            shutil.rmtree(sibling, ignore_errors=True)
 
 
 def write_json(path, obj):

@@ -256,7 +256,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
              f"normal images" + (f", {epochs} epochs" if epochs else ""))
     fit_callbacks = list(callbacks)
     if epochs:
-        # A killed fit resumes from here when the same command runs again; removed once the fit ends.
+        # A killed run resumes from here when the same command runs again; removed once the run ends.
         # The fit's images by their paths, not the dataset's name alone: two folders both called "train"
         # share a name (and a default run folder), and one must never resume the other's fit.
         fit_images = hashlib.sha256("\n".join(s.path for s in fit_samples).encode()).hexdigest()[:16]
@@ -265,7 +265,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
                                        "epochs": epochs, "fit": _jsonable(fit_options), "compile": compile or {},
                                        "calibration_fraction": fraction, "calibration_folds": calibration_folds,
                                        "seed": seed})
-        # Kept after the fit (delete_checkpoint=False) and removed below once the model is calibrated and saved:
+        # Kept after the fit (delete_checkpoint=False) and removed below once the run is done:
         # a run killed before that resumes at its last saved epoch (at most 30 s of training back), to the state an
         # uninterrupted fit reaches, wherever the kill falls (ResumableBackup).
         backup = ResumableBackup(out / "backup", delete_checkpoint=False)
@@ -340,12 +340,12 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         else:
             calibration += " (paper 000's protocol)"
         model.calibrate(pipeline(fit_samples), verbose=verbose)
-    # The fitted, calibrated model is saved before the evaluation, and only then is the backup removed: a run
-    # that fails or is killed while evaluating keeps its fit.
+    # The fitted, calibrated model is saved before the evaluation, and the backup is removed only once the run is
+    # done: a run that fails or is killed while evaluating or exporting keeps its fit (model.keras, for adtf-eval and
+    # adtf-export), and the same command run again resumes after the last epoch instead of fitting anew.
     log.info("      saving the Keras model")
     with atomic_path(out / "model.keras", suffix=".keras") as tmp:
         model.save(tmp)
-    shutil.rmtree(out / "backup", ignore_errors=True)
     # What an earlier run in this folder wrote no longer describes this model; a SavedModel left beside it would
     # be deployed with the old weights. Removed now, rewritten below.
     shutil.rmtree(out / "saved_model", ignore_errors=True)
@@ -377,6 +377,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         write_text(out / "command.txt", command + "\n")
     write_json(out / "run.json", {"method": method, "data": dataset.name, "preset": preset, "options": extra["options"],
                                   "seconds": time.perf_counter() - started})
+    shutil.rmtree(out / "backup", ignore_errors=True)
     results.update(seconds=time.perf_counter() - started, run_dir=str(out))
     return results
 

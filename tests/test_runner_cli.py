@@ -189,8 +189,9 @@ def test_bench_checks_every_spec_before_the_first_fit(toy_registered, tmp_path, 
 
 def test_a_failed_evaluation_keeps_the_fit_and_a_rerun_without_export_leaves_no_stale_saved_model(
         toy_registered, tmp_path, monkeypatch):
-    """The fitted model is saved before the evaluation (which can fail: a plot, a disk); and a SavedModel left by
-    an earlier run must not sit beside a new model, where it would be deployed with the old weights."""
+    """The fitted model is saved before the evaluation (which can fail: a plot, a disk), and the fit's backup kept
+    until the run ends; and a SavedModel left by an earlier run must not sit beside a new model, where it would be
+    deployed with the old weights."""
     import adtf.evaluate
     from adtf.run import fit_evaluate_export
 
@@ -208,10 +209,13 @@ def test_a_failed_evaluation_keeps_the_fit_and_a_rerun_without_export_leaves_no_
     with monkeypatch.context() as patch, pytest.raises(OSError):
         patch.setattr(adtf.evaluate, "evaluate", failing_evaluate)
         fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, export=False, seed=1, **kwargs)
-    assert (out / "model.keras").stat().st_mtime_ns != first and not (out / "backup").exists()
+    assert (out / "model.keras").stat().st_mtime_ns != first and (out / "backup").exists()
     # the first run's SavedModel and metrics no longer describe the model beside them
     assert not any((out / name).exists() for name in ("saved_model", "metrics.json", "report.md", "command.txt"))
     assert not list(out.glob("*.png")) and not (out / "eval-other").exists()  # plots and evaluations of the old model
+    # the same command again resumes after the fit's last epoch (it refitted from scratch), and ends the backup
+    fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, export=False, seed=1, **kwargs)
+    assert json.loads((out / "metrics.json").read_text())["resumed_at_epoch"] == 1 and not (out / "backup").exists()
     fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, command="adtf-fit ...", **kwargs)
     fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, export=False, seed=1, **kwargs)
     assert not (out / "saved_model").exists() and not (out / "command.txt").exists()
