@@ -166,7 +166,9 @@ def fit_parser(method=None, preset=None, prog="adtf-fit", bench=False):
     parser.add_argument("--fit.batch_size", type=Optional[PositiveInt], default=None,
                         help="training batch size (default: the detector's, else the pipeline's)")
     if cls.compile is not keras.Model.compile:
-        parser.add_method_arguments(cls, "compile", "compile")
+        # Keras' own compile arguments that a custom train_step never reads stay out of --help.
+        parser.add_method_arguments(cls, "compile", "compile", skip={"optimizer", "loss", "loss_weights", "metrics",
+                                                                     "weighted_metrics", "auto_scale_loss"})
     if preset:
         parser.set_defaults({f"detector.{k}": v for k, v in cls.preset_options(preset).items()})
     return parser

@@ -470,11 +470,10 @@ def test_counts_and_repr():
     ("size=64", r"an option with no dataset; in a list, quote"),
     ("mtd:mtd,train_fraction=abc", r"option train_fraction takes a float \(default 0.8\), got 'abc'"),
     ("synthetic:weave,size=big", r"option size takes an int \(default 128\), got 'big'"),
-    ("mvtec:{tmp},category=3", r"no category '3' in it \(its folders: \['bottle'\]\)"),
+    ("mvtec:{tmp},category=3", r"no train/good folder .* it holds the categories \['bottle'\]"),
 ])
 def test_a_bad_spec_is_named_before_any_reader_runs(spec, message, tmp_path):
-    """Each of these used to end in a TypeError from inside a reader, or (category) to load the folder itself
-    under the category's name."""
-    (tmp_path / "bottle").mkdir()
+    """Each of these used to end in a TypeError from inside a reader (category=3: a path joined with an int)."""
+    (tmp_path / "bottle" / "train" / "good").mkdir(parents=True)
     with pytest.raises(DataError, match=message):
         load(spec.format(tmp=tmp_path))

@@ -47,16 +47,13 @@ def _read_mvtec(path, *, seed=0, category=None):
             mask = _find_mask(masks, image.stem) or str(ground_truth / folder.name / f"{image.stem}_mask.png")
             test.append(Sample(str(image), 1, folder.name, mask if has_masks else None))
     train = [Sample(str(p), 0, "good") for p in _list_images(root / "train" / "good", required=True)]
-    return AnomalyDataset(f"mvtec:{category or root.name}", train, test, has_masks)
+    return AnomalyDataset(f"mvtec:{root.name}", train, test, has_masks)
 
 
 def _category(root, category):
-    """``root/category`` where a category is named; ``root`` itself if it is that category."""
-    if not category or root.name == str(category):
-        return root
-    if not (root / str(category)).is_dir():
-        raise DataError(f"{root}: no category {category!r} in it (its folders: {[p.name for p in _subfolders(root)]})")
-    return root / str(category)
+    """``root/category`` where that folder exists, else ``root`` (a category folder of another name; the reader
+    says what it holds if it is none). The dataset is named after the folder read, never after the option."""
+    return root / str(category) if category and (root / str(category)).is_dir() else root
 
 
 def _read_dagm(path, *, seed=0, category=None, n_train=500, n_test_normal=500):

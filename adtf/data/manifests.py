@@ -82,6 +82,9 @@ def read_manifest(name: str) -> dict:
     raise DataError(f"dataset manifest {name!r} not found (available: {manifest_names()})")
 
 
+_MAX_LISTED_MISSING = 10
+
+
 def verify(spec_or_path: str, manifest_name: str | None = None, *, config: str | None = None) -> VerifyReport:
     """Check a local dataset copy against its manifest and report what differs.
 
@@ -105,8 +108,8 @@ def verify(spec_or_path: str, manifest_name: str | None = None, *, config: str |
     """
     kind, path, options = parse_spec(spec_or_path)
     if manifest_name is None and kind not in _MANIFEST_FOR_KIND:
-        raise DataError(f"{spec_or_path}: no manifest for {kind.value} datasets; pass manifest_name "
-                        f"(one of {manifest_names()})")
+        raise DataError(f"{spec_or_path}: no manifest for {kind.value} datasets; name one with --manifest "
+                        f"(Python: manifest_name=...), one of {manifest_names()}")
     manifest = read_manifest(manifest_name or _MANIFEST_FOR_KIND[kind])
     if kind.value != manifest["kind"]:
         if spec_or_path.startswith(f"{kind.value}:"):
@@ -136,13 +139,17 @@ def verify(spec_or_path: str, manifest_name: str | None = None, *, config: str |
                                                          else "found, none expected"))
     digests = manifest.get("sha256", {})
     root = path if kind is SourceKind.SYNTHETIC else resolve_dir(path, manifest["name"])
-    if digests:
-        for relative, digest in sorted(digests.items()):
-            file = root / relative
-            if not file.is_file():
-                differences.append(f"{file}: missing")
-            elif hashlib.sha256(file.read_bytes()).hexdigest() != digest:
-                differences.append(f"{file}: sha256 differs from the manifest")
+    missing = []
+    for relative, digest in sorted(digests.items()):
+        file = root / relative
+        if not file.is_file():
+            missing.append(file)
+        elif hashlib.sha256(file.read_bytes()).hexdigest() != digest:
+            differences.append(f"{file}: sha256 differs from the manifest")
+    differences += [f"{file}: missing" for file in missing[:_MAX_LISTED_MISSING]]
+    if len(missing) > _MAX_LISTED_MISSING:  # a folder of another layout lacked every file: 2,690 lines
+        differences.append(f"... and {len(missing) - _MAX_LISTED_MISSING} more of the manifest's {len(digests)} files "
+                           f"missing under {root} (is it the dataset's own folder?)")
     images = 0 if dataset is None else len(dataset.train) + len(dataset.test)
     return VerifyReport(manifest["name"], config, str(root), differences,
                         {"counts": len(expected["counts"]), "sha256": len(digests), "images": images})

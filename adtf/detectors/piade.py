@@ -37,9 +37,9 @@ class PIADE(ReconstructionDetector):
     """Paper 002's pyramidal image anomaly detector.
 
     Args:
-        backbone, encoder_layer, weights: the encoder (``adtf.backbones.build``) and the layer
-            whose output is the feature map (default: the offline preset's EfficientNet-Lite0
-            ``block6d_add``; paper: ResNet18 ``layer4``).
+        backbone: the encoder (``adtf.backbones.build``; default: the offline preset's EfficientNet-Lite0;
+            paper: ResNet18).
+        encoder_layer: the layer whose output is the feature map (``block6d_add``; paper: ``layer4``).
         train_backbone: fine-tune the encoder (the paper never freezes it).
         freeze_batch_norm: keep the encoder's pretrained BatchNorm layers in inference mode while it
             fine-tunes (the paper is silent; the authors' code trains them: ``False``).

@@ -76,7 +76,12 @@ class Preset(str, enum.Enum):
 
 
 class ReconstructionDetector(Detector):
-    """Base of PIADE and the pyramidal autoencoder; see the subclasses for the arguments."""
+    """Base of PIADE and the pyramidal autoencoder; see the subclasses for the other arguments.
+
+    Args:
+        weights: the encoder's weights: ``"imagenet"``, ``None`` or a local weights file (see
+            ``adtf.backbones.build``).
+    """
 
     default_epochs = 400
     default_batch_size = 120
