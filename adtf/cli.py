@@ -7,6 +7,7 @@ import argparse
 import functools
 import json
 import os
+import re
 import shlex
 import sys
 import warnings
@@ -20,10 +21,40 @@ if adtf.USER_TF_LOG_LEVEL is None:  # a CUDA build of TF on a machine without a 
 from adtf.errors import AdtfError  # noqa: E402
 
 
+# What TensorFlow prints to the process's stderr on import whatever TF_CPP_MIN_LOG_LEVEL says (TF 2.21: the log
+# level is read only after absl's logging starts): six lines before every command's own output or error line.
+_IMPORT_NOISE = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\) is called"
+                           r"|I0000 \S+ +\d+ (port|cudart_stub|cpu_feature_guard)\.cc:\d+\]"
+                           r"|To enable the following instructions: .* rebuild TensorFlow")
+
+
+def _import_tensorflow_quietly():
+    """Import TensorFlow with its start-up lines (``_IMPORT_NOISE``) dropped and anything else it prints kept.
+    A user who set TF_CPP_MIN_LOG_LEVEL before adtf sees everything."""
+    if "tensorflow" in sys.modules or adtf.USER_TF_LOG_LEVEL is not None:
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as captured:
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not _IMPORT_NOISE.match(line):
+                    sys.stderr.write(line)
+
+
 def _friendly_errors(prog):
     def wrap(main):
         @functools.wraps(main)
         def run(argv=None):
+            _import_tensorflow_quietly()
             try:
                 with warnings.catch_warnings():  # one line each, not Python's "file:line: UserWarning" and source
                     warnings.showwarning = lambda message, *_: print(f"{prog}: warning: {message}", file=sys.stderr)
