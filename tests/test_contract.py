@@ -139,24 +139,28 @@ def test_a_nan_or_inf_pixel_is_never_normal(fitted, images):
     _, detector, _ = fitted
     bad = images["test"].copy()
     bad[0, 5, 5, 1], bad[1, 0, 0, 0] = np.nan, np.inf
+    bad[2] = bad[2] * 255  # a float image never scaled to [0, 1]: scored as something else than calibration saw
     detector.set_working_point(value=np.finfo("float32").max, score=detector.score_names[0])  # nothing finite passes
     for out in (outputs_of(detector, bad), detector.infer(bad)):  # eager Keras, and the tf.function graph
-        np.testing.assert_array_equal(out["invalid"], [True, True, False, False])
-        np.testing.assert_array_equal(out["anomalous"], [True, True, False, False])
-        assert np.isposinf(out["score"][:2]).all() and out["decisions"][:2].all()
+        np.testing.assert_array_equal(out["invalid"], [True, True, True, False])
+        np.testing.assert_array_equal(out["anomalous"], [True, True, True, False])
+        assert np.isposinf(out["score"][:3]).all() and out["decisions"][:3].all()
     detector.set_working_point(detector.working_point_names[0])
 
 
 @pytest.mark.parametrize("name", sorted(ENTRIES))
-def test_a_training_image_with_a_nan_pixel_is_refused_by_name(name, images):
+def test_a_training_image_with_a_nan_or_out_of_range_pixel_is_refused_by_name(name, images):
     """Scoring marks such an image invalid; a fit would learn it as normal (SimpleNet's frozen backbone turned the NaN
     into finite features), so it stops before any work, naming the image."""
     from adtf.errors import DataError
 
     bad = images["fit"].copy()
     bad[3, 10, 10, 0] = np.nan
-    with pytest.raises(DataError, match=r"1 of the 12 training images hold NaN/inf pixels \(images \[3\]\)"):
+    with pytest.raises(DataError, match=r"1 of the 12 training images hold NaN/inf pixels or pixels outside "
+                                        r"\[0, 1\] \(images \[3\]"):
         build(ENTRIES[name]).fit(bad, epochs=1, verbose=0)
+    with pytest.raises(DataError, match=r"12 of the 12 training images .* outside \[0, 1\] .*values \d+ to \d+"):
+        build(ENTRIES[name]).fit(images["fit"] * 255, epochs=1, verbose=0)  # floats in 0-255
 
 
 def test_serialisation_round_trip(fitted):
@@ -282,6 +286,7 @@ def test_savedmodel_matches_keras_in_a_fresh_process(fitted, images, tmp_path):
     _, detector, _ = fitted
     x = images["test"].copy()
     x[-1, 3, 3, 2] = np.nan  # the export must keep NaN safety (the graph optimiser must not undo it)
+    x[-2] = x[-2] * 255  # and the range check
     expected = outputs_of(detector, x)
     detector.export(tmp_path / "saved_model")
     np.save(tmp_path / "images.npy", x)
@@ -289,9 +294,9 @@ def test_savedmodel_matches_keras_in_a_fresh_process(fitted, images, tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     served = {k: np.array(v) for k, v in json.loads(result.stdout.strip().splitlines()[-1]).items()}
-    assert served["invalid"][-1] == 1 and served["anomalous"][-1] == 1
-    finite = {k: v[:-1] for k, v in expected.items()}
-    assert_same_outputs({k: v[:-1] for k, v in served.items()}, finite, rtol=1e-4, atol=1e-5)
+    assert (served["invalid"][-2:] == 1).all() and (served["anomalous"][-2:] == 1).all()
+    valid = {k: v[:-2] for k, v in expected.items()}
+    assert_same_outputs({k: v[:-2] for k, v in served.items()}, valid, rtol=1e-4, atol=1e-5)
 
 
 def test_the_custom_slot_is_not_a_calibrated_working_point(fitted):
@@ -305,7 +310,7 @@ def test_calibration_on_an_invalid_image_names_it(images):
     detector = build(DOUBLES["toy_autoencoder"])
     bad = images["calibrate"].copy()
     bad[2, 0, 0, 0] = np.nan
-    with pytest.raises(DataError, match=r"1 calibration images give non-finite scores.*image 2"):
+    with pytest.raises(DataError, match=r"1 calibration images are invalid \(NaN/inf pixels, or pixels outside \[0, 1\]\).*image 2"):
         detector.calibrate(bad, verbose=False)
 
 

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from adtf.callbacks import ShuffleByEpoch
 from adtf.data.pipeline import unpack_batch
 from adtf.errors import AdtfError, DataError
-from adtf.layers.working_points import CUSTOM, WorkingPoints
+from adtf.layers.working_points import CUSTOM, PIXEL_SLACK, WorkingPoints
 from adtf.thresholds import at_normal_quantile
 
 # Bumped when a saved detector's layout changes; files without it predate the post-processing layer.
@@ -85,11 +85,15 @@ def as_dataset(x, batch_size=16, training=False):
     if isinstance(x, (np.ndarray, tf.Tensor)) and len(x.shape) == 4:
         images = as_images(x)
         if training:
-            finite = np.asarray(ops.all(ops.isfinite(images), axis=(1, 2, 3)))
-            if not finite.all():
-                raise DataError(f"{int((~finite).sum())} of the {len(finite)} training images hold NaN/inf pixels "
-                                f"(images {np.flatnonzero(~finite)[:5].tolist()}); a model fitted on them would "
-                                "learn them as normal: drop or repair them")
+            pixels = np.asarray(images)
+            low, high = pixels.min(axis=(1, 2, 3)), pixels.max(axis=(1, 2, 3))  # NaN where an image holds one
+            bad = ~((low >= -PIXEL_SLACK) & (high <= 1 + PIXEL_SLACK))
+            if bad.any():
+                raise DataError(f"{int(bad.sum())} of the {len(bad)} training images hold NaN/inf pixels or pixels "
+                                f"outside [0, 1] (images {np.flatnonzero(bad)[:5].tolist()}, values "
+                                f"{np.nanmin(low):.4g} to {np.nanmax(high):.4g}); float images are in [0, 1] "
+                                "(uint8 ones are scaled for you), and a model fitted on bad pixels learns them as "
+                                "normal: scale, drop or repair them")
         return tf.data.Dataset.from_tensor_slices(images).batch(int(batch_size))
     raise DataError(f"expected a tf.data.Dataset of batches or an image array [N, H, W, C], got {type(x).__name__}"
                     f"{' of shape ' + str(tuple(x.shape)) if hasattr(x, 'shape') else ''}")
@@ -373,8 +377,8 @@ class Detector(keras.Model):
             where = np.flatnonzero(outputs["invalid"])[:5]
             named = ([p.decode() if isinstance(p, bytes) else str(p) for p in outputs["path"][where]]
                      if "path" in outputs else [f"image {i}" for i in where])
-            raise DataError(f"{int(outputs['invalid'].sum())} calibration images give non-finite scores "
-                            f"(NaN/inf pixels?), e.g. {named}")
+            raise DataError(f"{int(outputs['invalid'].sum())} calibration images are invalid (NaN/inf pixels, or "
+                            f"pixels outside [0, 1]), e.g. {named}")
         points = self.working_points_from(outputs)
         if set(points) != set(self.working_point_names):
             raise AdtfError(f"{type(self).__name__}.working_points_from returned {sorted(points)}, "

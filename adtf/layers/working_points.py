@@ -4,6 +4,8 @@ import numpy as np
 from keras import ops
 
 CUSTOM = "custom"
+# How far outside [0, 1] a pixel may lie and still be valid: rounding in a resize, never a 0-255 image.
+PIXEL_SLACK = 1e-3
 
 
 @keras.saving.register_keras_serializable("adtf")
@@ -17,8 +19,8 @@ class WorkingPoints(keras.layers.Layer):
     above the threshold (``adtf.metrics``' convention). Thresholds start at +inf (nothing
     flagged) until ``set_point`` writes them.
 
-    Invalid input never passes as normal: a sample whose image holds a NaN or inf pixel,
-    or whose scores are not finite, comes out with ``invalid = True``, every score +inf
+    Invalid input never passes as normal: a sample whose image holds a NaN or inf pixel or one outside
+    [0, 1] (beyond ``PIXEL_SLACK``), or whose scores are not finite, comes out with ``invalid = True``, every score +inf
     and every decision True. (TensorFlow's graph optimiser rewrites ``not (s <= t)`` into
     ``s > t``, which is False for a NaN score; so validity is computed from ``isfinite`` and
     enters the decision with a logical OR.)
@@ -91,9 +93,11 @@ class WorkingPoints(keras.layers.Layer):
         scores = ops.convert_to_tensor(scores, "float32")
         invalid = ops.logical_not(ops.all(ops.isfinite(scores), axis=-1))
         if images is not None:
-            images = ops.convert_to_tensor(images)
-            finite_pixels = ops.all(ops.reshape(ops.isfinite(images), (ops.shape(images)[0], -1)), axis=-1)
-            invalid = ops.logical_or(invalid, ops.logical_not(finite_pixels))
+            pixels = ops.reshape(ops.convert_to_tensor(images, "float32"), (ops.shape(images)[0], -1))
+            finite_pixels = ops.all(ops.isfinite(pixels), axis=-1)
+            # A float image left in 0-255 (or normalised) was scored as something else than calibration saw.
+            outside = ops.any(ops.logical_or(pixels < -PIXEL_SLACK, pixels > 1 + PIXEL_SLACK), axis=-1)
+            invalid = ops.logical_or(invalid, ops.logical_or(ops.logical_not(finite_pixels), outside))
         scores = ops.where(invalid[:, None], np.inf, scores)
         chosen = ops.take(scores, self.score_index, axis=1)  # [B, slots]: each slot's score
         above = ops.logical_or(ops.greater(chosen, self.thresholds[None, :]), invalid[:, None])
