@@ -162,7 +162,8 @@ def fit_parser(method=None, preset=None, prog="adtf-fit", bench=False):
     data_help = ("dataset spec: synthetic[:weave|stone|brick|grass|gravel][,size=N], mvtec:PATH, dagm:PATH/ClassN, "
                  f"mtd:PATH, mnist:PATH, folder:PATH (default: {DEFAULT_DATA}, the embedded procedural texture)")
     if bench:
-        parser.add_argument("--data", type=list[str], required=True, help="dataset specs, each checked before the first fit; quote one that holds a comma: "
+        parser.add_argument("--data", type=list[str], required=True,
+                            help="dataset specs, each checked before the first fit; quote one that holds a comma: "
                                  "'[mtd:mtd, \"synthetic:weave,size=256\"]'")
     else:
         parser.add_argument("--data", type=str, default=DEFAULT_DATA, help=data_help)

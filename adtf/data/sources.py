@@ -161,8 +161,8 @@ def load(spec: str, *, seed: int = 0, skip_bad: bool = False, **options) -> Anom
         >>> ds.counts()["train"], ds.has_masks                              # doctest: +SKIP
         (762, True)
     """
-    kind, path, spec_options = parse_spec(spec)
-    options = {**spec_options, **options}
+    kind, path, given = parse_spec(spec)
+    options = {**given, **options}
     seed = options.pop("seed", seed)  # "mtd:PATH,seed=3" works too
     options = _checked_options(spec, kind, options)
     dataset = READERS[kind](path, seed=seed, **options)

@@ -76,8 +76,8 @@ def as_images(images):
 def as_dataset(x, batch_size=16, training=False):
     """``x`` as a tf.data dataset of batches: a dataset as it is, an image array ``[N, H, W, C]`` batched.
 
-    ``training``: an array with a NaN/inf pixel is refused (scoring takes it, and returns the image invalid); images
-    decoded from files cannot hold one."""
+    ``training``: an array with a NaN/inf pixel or one outside [0, 1] is refused, naming the images (scoring takes
+    them, and returns them invalid); images decoded from files cannot hold one."""
     import tensorflow as tf
 
     if isinstance(x, tf.data.Dataset):
