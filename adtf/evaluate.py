@@ -42,6 +42,7 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
     >>> results = evaluate(detector, adtf.data.load("mvtec:/data/bottle"), "runs/bottle")
     >>> results["image_auroc"]
     """
+    calibration = calibration or _calibration_in_words(detector, n_calibration)
     test_ds = data.pipeline(dataset.test, arrays=dataset.arrays, image_size=detector.image_size, batch_size=batch_size)
     timings = []
     outputs = detector.score_dataset(test_ds, verbose=verbose, desc="evaluating", timings=timings)
@@ -114,6 +115,7 @@ def thresholds_only(detector, dataset, out_dir, *, method=None, n_calibration=0,
 
     Writes ``metrics.json`` (every metric null) and a short ``report.md``; returns the dict.
     """
+    calibration = calibration or _calibration_in_words(detector, n_calibration)
     results = {
         "method": method or type(detector).__name__, "dataset": dataset.name,
         "image_auroc": None, "image_auroc_by_score": {}, "pixel_auroc": None, "aupro": None,
@@ -136,7 +138,7 @@ def thresholds_only(detector, dataset, out_dir, *, method=None, n_calibration=0,
     lines = [f"# {results['method']} on {dataset.name}", "",
              f"Fitted on {results['n_train']} normal images; no test images, so nothing was evaluated "
              "(give anomalous images, e.g. `folder:DIR,anomalous=DIR`, to measure the detector).", "",
-             f"Working points calibrated on {calibration or 'the fitted normal images'}.", "",
+             f"Working points calibrated on {calibration}.", "",
              "| working point | rule | threshold |", "|---|---|---|"]
     lines += [f"| {name}{' (active)' if name == detector.working_point else ''} | {wp['rule']} | {wp['threshold']:.4g} |"
               for name, wp in results["working_points"].items()]
@@ -166,6 +168,17 @@ def _plots(detector, dataset, outputs, labels, image_scores, out_dir, batch_size
     return plots
 
 
+def _calibration_in_words(detector, n_calibration):
+    """What the report can say of the calibration images when its caller did not: the runner always says; from
+    Python, only how many images ``calibrate`` saw (it said "the fitted normal images", false after a hold-out)."""
+    seen = detector.fit_info.get("calibration_images")
+    if n_calibration or not seen:
+        return (f"{n_calibration} normal training images held out of the fit" if n_calibration else
+                "normal images not recorded (a detector loaded from a file; its run's metrics.json says which)")
+    return f"the {seen} normal images passed to calibrate (which ones, and whether the detector was fitted on them, " \
+           "its caller knows)"
+
+
 def _fmt(value, digits=3):
     return "n/a" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
@@ -177,7 +190,7 @@ def report_markdown(results):
              f"({results['n_test_anomalous']} anomalous), {results['image_size'][0]}x{results['image_size'][1]} input"
              + (f" ({results['image_size_rule']})" if results.get("image_size_rule") else "") + "; "
              f"{results['date']} on {results['machine']}.", "",
-             f"Working points calibrated on {results.get('calibration') or 'the fitted normal images'}."
+             f"Working points calibrated on {results.get('calibration') or 'normal images not recorded'}."
              + (f" {results['n_invalid']} test images were invalid (NaN/inf pixels) and count as anomalous."
                 if results.get("n_invalid") else ""), "",
              "| metric | value |", "|---|---|"]

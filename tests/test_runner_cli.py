@@ -307,3 +307,21 @@ def test_a_trained_method_calibrated_on_its_own_fit_images_says_the_working_poin
                                   calibration_fraction=0.0, export=False, verbose=False)
     assert results["n_train"] == 200 and not results["n_calibration"]
     assert "working points are too low" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_a_test_set_of_defects_only_is_said_before_the_fit(toy_registered, tmp_path, capsys):
+    """The README's folder example had no good test images: image AUROC n/a, said only in the report after the fit."""
+    import numpy as np
+    from PIL import Image
+
+    from adtf.run import configure_logging, fit_evaluate_export
+
+    rng = np.random.default_rng(0)
+    for folder, n in (("ok", 6), ("ng/dent", 2)):
+        (tmp_path / folder).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / folder / f"{i}.png")
+    configure_logging(False)  # warnings only, as --quiet
+    fit_evaluate_export(toy_registered, f"folder:{tmp_path / 'ok'},anomalous={tmp_path / 'ng'}", out=tmp_path / "run",
+                        detector={"width": 4, "image_size": [32, 32]}, fit={"epochs": 1}, export=False, verbose=False)
+    assert "every test image is defective" in capsys.readouterr().err

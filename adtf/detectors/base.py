@@ -380,6 +380,7 @@ class Detector(keras.Model):
             raise DataError(f"{int(outputs['invalid'].sum())} calibration images are invalid (NaN/inf pixels, or "
                             f"pixels outside [0, 1]), e.g. {named}")
         points = self.working_points_from(outputs)
+        self.fit_info["calibration_images"] = int(len(outputs["invalid"]))  # evaluate's report says how many
         if set(points) != set(self.working_point_names):
             raise AdtfError(f"{type(self).__name__}.working_points_from returned {sorted(points)}, "
                             f"not its working_point_names {list(self.working_point_names)}")
