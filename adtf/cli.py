@@ -37,7 +37,11 @@ def _import_tensorflow_quietly():
 
     sys.stderr.flush()
     with tempfile.TemporaryFile() as captured:
-        saved = os.dup(2)
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr to quiet (a daemon's closed fd 2): import as it is
+            import tensorflow  # noqa: F401
+            return
         os.dup2(captured.fileno(), 2)
         try:
             import tensorflow  # noqa: F401
