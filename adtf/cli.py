@@ -289,8 +289,11 @@ def _fit_record(model_path):
     an evaluation's report says the same as the run's."""
     try:
         record = json.loads((model_path.parent / "metrics.json").read_text())
+        calibration = record.get("calibration")
+        if calibration:  # the list sits in the run folder, not beside the evaluation's report
+            calibration = calibration.replace("calibration_images.txt", str(model_path.parent / "calibration_images.txt"))
         return dict(n_fit=int(record["n_train"]), n_calibration=int(record.get("n_calibration") or 0),
-                    calibration=record.get("calibration"))
+                    calibration=calibration)
     except (OSError, ValueError, KeyError, TypeError):
         return {}
 
