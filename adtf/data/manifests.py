@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 
 from adtf.data.layouts import resolve_dir
-from adtf.data.sources import SourceKind, load, parse_spec
+from adtf.data.sources import MAX_LISTED_PROBLEMS, SourceKind, load, parse_spec
 from adtf.errors import DataError
 
 _MANIFEST_FOR_KIND = {SourceKind.MVTEC: "mvtec_ad", SourceKind.DAGM: "dagm2007", SourceKind.MTD: "mtd",
@@ -80,9 +80,6 @@ def read_manifest(name: str) -> dict:
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}: not valid JSON ({e})") from None
     raise DataError(f"dataset manifest {name!r} not found (available: {manifest_names()})")
-
-
-_MAX_LISTED_MISSING = 10
 
 
 def verify(spec_or_path: str, manifest_name: str | None = None, *, config: str | None = None) -> VerifyReport:
@@ -146,9 +143,9 @@ def verify(spec_or_path: str, manifest_name: str | None = None, *, config: str |
             missing.append(file)
         elif hashlib.sha256(file.read_bytes()).hexdigest() != digest:
             differences.append(f"{file}: sha256 differs from the manifest")
-    differences += [f"{file}: missing" for file in missing[:_MAX_LISTED_MISSING]]
-    if len(missing) > _MAX_LISTED_MISSING:  # a folder of another layout lacked every file: 2,690 lines
-        differences.append(f"... and {len(missing) - _MAX_LISTED_MISSING} more of the manifest's {len(digests)} files "
+    differences += [f"{file}: missing" for file in missing[:MAX_LISTED_PROBLEMS]]
+    if len(missing) > MAX_LISTED_PROBLEMS:  # a folder of another layout lacked every file: 2,690 lines
+        differences.append(f"... and {len(missing) - MAX_LISTED_PROBLEMS} more of the manifest's {len(digests)} files "
                            f"missing under {root} (is it the dataset's own folder?)")
     images = 0 if dataset is None else len(dataset.train) + len(dataset.test)
     return VerifyReport(manifest["name"], config, str(root), differences,

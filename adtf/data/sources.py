@@ -50,7 +50,7 @@ from adtf.errors import DataError
 from adtf.paths import datasets_root
 
 _TF_DECODABLE = {"PNG", "JPEG", "BMP", "GIF", "WEBP"}
-_MAX_LISTED_PROBLEMS = 10
+MAX_LISTED_PROBLEMS = 10  # a message lists this many bad files, then a count
 
 
 def parse_spec(spec: str) -> tuple[SourceKind, str | None, dict]:
@@ -258,8 +258,8 @@ def _validate(dataset, skip_bad):
                       "decoded to 8 bits as 16-bit data, 12-bit camera data is 1/16 as bright, with 16 gray levels; "
                       "scale them to 8 bits or to the full 16-bit range", stacklevel=3)
     if problems and not skip_bad:
-        listed = "\n  ".join(p for _, p in problems[:_MAX_LISTED_PROBLEMS])
-        more = f"\n  ... and {len(problems) - _MAX_LISTED_PROBLEMS} more" if len(problems) > _MAX_LISTED_PROBLEMS else ""
+        listed = "\n  ".join(p for _, p in problems[:MAX_LISTED_PROBLEMS])
+        more = f"\n  ... and {len(problems) - MAX_LISTED_PROBLEMS} more" if len(problems) > MAX_LISTED_PROBLEMS else ""
         raise DataError(f"{dataset.name}: {len(problems)} unusable file(s) (--skip-bad, or skip_bad=True in "
                         f"Python, leaves them out with a warning):\n  {listed}{more}")
     for _, problem in problems:

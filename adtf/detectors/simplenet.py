@@ -279,6 +279,7 @@ class SimpleNet(Detector):
 
     def fit(self, x=None, *, epochs=None, batch_size=None, **kwargs):
         self.__dict__["_progress"] = kwargs.get("verbose", "auto") not in (0, False)
+        x = as_dataset(x, self.batch_size, training=True)  # an array checked and converted once, not per stage
         try:
             if epochs is None:  # the schedule depends on how many images there are: cache them first
                 epochs = self.epochs_for(len(self.feature_cache(x, self.__dict__["_progress"])), batch_size)
