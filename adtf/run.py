@@ -255,14 +255,17 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     out.mkdir(parents=True, exist_ok=True)
     fit_given = {k: v for k, v in (fit or {}).items() if v is not None}  # the cross-fitted folds get these too
     epochs, fit_options = _epochs_and_options(model, len(fit_samples), fit_given)
+    # The fit's images by their paths, not the dataset's name alone: two folders both called "train" share a name
+    # (and a default run folder), and so do two sizes or splits of one dataset.
+    fit_images = hashlib.sha256("\n".join(s.path for s in fit_samples).encode()).hexdigest()[:16]
+    run_record = {"method": method, "data": dataset.name, "fit_images": fit_images, "preset": preset,
+                  "options": _jsonable(options)}
+    _warn_if_replacing(out, run_record)
     log.info(f"[2/5] fitting {method} ({preset or 'default'} preset) at {size[0]}x{size[1]} on {len(fit_samples)} "
              f"normal images" + (f", {epochs} epochs" if epochs else ""))
     fit_callbacks = list(callbacks)
     if epochs:
         # A killed run resumes from here when the same command runs again; removed once the run ends.
-        # The fit's images by their paths, not the dataset's name alone: two folders both called "train"
-        # share a name (and a default run folder), and one must never resume the other's fit.
-        fit_images = hashlib.sha256("\n".join(s.path for s in fit_samples).encode()).hexdigest()[:16]
         _check_backup(out / "backup", {"method": method, "data": dataset.name, "fit_images": fit_images,
                                        "options": _jsonable(options),
                                        "epochs": epochs, "fit": _jsonable(fit_options), "compile": compile or {},
@@ -378,8 +381,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         model.export(out / "saved_model")
     if command:
         write_text(out / "command.txt", command + "\n")
-    write_json(out / "run.json", {"method": method, "data": dataset.name, "preset": preset, "options": extra["options"],
-                                  "seconds": time.perf_counter() - started})
+    write_json(out / "run.json", {**run_record, "seconds": time.perf_counter() - started})
     shutil.rmtree(out / "backup", ignore_errors=True)
     results.update(seconds=time.perf_counter() - started, run_dir=str(out))
     return results
@@ -437,6 +439,20 @@ def _examples(dataset, size, n=4):
 
     kinds = {"normal": [s for s in dataset.test if not s.label][:n], "anomalous": [s for s in dataset.test if s.label][:n]}
     return {kind: images_of(samples, dataset.arrays, size) for kind, samples in kinds.items() if samples}
+
+
+def _warn_if_replacing(out, run_record):
+    """Say before the fit, while it can still be stopped, that ``out`` holds a finished run of other settings whose
+    outputs this one replaces (the default run folder is named after the method and the dataset alone)."""
+    try:
+        previous = json.loads((out / "run.json").read_text())
+    except (OSError, ValueError):
+        return
+    current = json.loads(json.dumps(run_record))
+    changed = sorted(key for key in current if key in previous and previous[key] != current[key])
+    if changed:
+        log.warning(f"      {out} holds a finished run with other settings ({', '.join(changed)} differ): this run "
+                    "replaces its outputs once the fit ends; give --out to keep both")
 
 
 def _check_backup(folder, config):

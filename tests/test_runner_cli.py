@@ -222,6 +222,23 @@ def test_a_failed_evaluation_keeps_the_fit_and_a_rerun_without_export_leaves_no_
     assert (out / "metrics.json").exists()
 
 
+def test_a_run_in_a_folder_holding_another_finished_run_says_so_before_its_fit(toy_registered, tmp_path, caplog):
+    """The default run folder is named after the method and the dataset alone: another size, split or seed of the
+    same data replaces the earlier run's outputs, which the user hears while the fit can still be stopped."""
+    from adtf.run import fit_evaluate_export
+
+    kwargs = dict(detector={"width": 4, "image_size": [32, 32]}, fit={"epochs": 1}, verbose=False, n_train=20,
+                  export=False)
+    out = tmp_path / "run"
+    fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, **kwargs)
+    with caplog.at_level("WARNING", logger="adtf"):
+        fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, **kwargs)  # the same run again
+        assert "finished run" not in caplog.text
+        fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, seed=1, **kwargs)
+    assert "finished run with other settings (fit_images, options differ)" in caplog.text
+    assert json.loads((out / "run.json").read_text())["options"]["seed"] == 1
+
+
 def test_working_points_from_few_held_out_images_say_how_many_good_parts_they_pass(toy_registered, tmp_path):
     """The largest of N held-out normal scores passes about N/(N+1) of new normal images (weave, 10 images:
     2 held out kept 48-76 %): with few held out, the report must say what to expect and what to do."""
