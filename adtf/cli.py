@@ -265,7 +265,7 @@ def eval_main(argv=None):
     from adtf import data
     from adtf.detectors import load
     from adtf.evaluate import evaluate
-    from adtf.run import slug
+    from adtf.run import scale_change, slug
 
     model_path = _model_path(args.model)
     detector = load(model_path)
@@ -277,8 +277,12 @@ def eval_main(argv=None):
     if not dataset.test:
         raise AdtfError(f"{args.data} has no test images to evaluate on")
     out = Path(args.out or model_path.parent / f"eval-{slug(dataset.name)}")
-    results = evaluate(detector, dataset, out, batch_size=args.batch_size, verbose=not args.quiet,
-                       **_fit_record(model_path))
+    record = _fit_record(model_path)
+    note = scale_change(record.pop("fit_median_size", None), dataset, dataset.test, detector.image_size)
+    if note:  # said now and in the report: a resize the user did not choose changes what the model sees
+        print(f"adtf-eval: warning: {note}", file=sys.stderr)
+        record["extra"] = {"scale_note": note}
+    results = evaluate(detector, dataset, out, batch_size=args.batch_size, verbose=not args.quiet, **record)
     print(results_table(results))
     print(f"\n  report: {out / 'report.md'}")
     return 0
@@ -293,7 +297,7 @@ def _fit_record(model_path):
         if calibration:  # the list sits in the run folder, not beside the evaluation's report
             calibration = calibration.replace("calibration_images.txt", str(model_path.parent / "calibration_images.txt"))
         return dict(n_fit=int(record["n_train"]), n_calibration=int(record.get("n_calibration") or 0),
-                    calibration=calibration)
+                    calibration=calibration, fit_median_size=record.get("fit_median_size"))
     except (OSError, ValueError, KeyError, TypeError):
         return {}
 

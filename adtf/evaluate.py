@@ -192,7 +192,8 @@ def report_markdown(results):
              f"{results['date']} on {results['machine']}.", "",
              f"Working points calibrated on {results.get('calibration') or 'normal images not recorded'}."
              + (f" {results['n_invalid']} test images were invalid (NaN/inf pixels) and count as anomalous."
-                if results.get("n_invalid") else ""), "",
+                if results.get("n_invalid") else "")
+             + (f" **Another scale**: {results['scale_note']}." if results.get("scale_note") else ""), "",
              "| metric | value |", "|---|---|"]
     rows = [("image AUROC (score)", results["image_auroc"])]
     if len(results["image_auroc_by_score"]) > 1:  # a detector with one score has said it already

@@ -107,16 +107,8 @@ def data_image_size(dataset, size_range, multiple=16):
     preset that says ``image_size=None`` feeds images at their own size, up to the cost limit.
     """
     import numpy as np
-    from PIL import Image
 
-    if dataset.arrays is not None:
-        heights, widths = [np.asarray(dataset.arrays).shape[1]], [np.asarray(dataset.arrays).shape[2]]
-    else:
-        sizes = []
-        for sample in dataset.train[:: max(1, len(dataset.train) // 200)]:  # a sample of at most ~200 headers
-            with Image.open(sample.path) as image:
-                sizes.append(image.size)
-        widths, heights = zip(*sizes)
+    heights, widths = image_sizes(dataset, dataset.train)
     height, width = float(np.median(heights)), float(np.median(widths))
     low, high = size_range
     scale = min(1.0, high / max(height, width))
@@ -136,6 +128,41 @@ def data_image_size(dataset, size_range, multiple=16):
                     f"size {size[0]}x{size[1]} and are stretched up to {stretch.max():.1f}x along one side: "
                     "a stretched part looks unlike the rest; crop or rotate them to one orientation if you can")
     return size, rule
+
+
+def image_sizes(dataset, samples):
+    """Heights and widths of ``samples`` of ``dataset`` (at most ~200 of them, read from the files' headers)."""
+    import numpy as np
+    from PIL import Image
+
+    if dataset.arrays is not None:
+        return [np.asarray(dataset.arrays).shape[1]], [np.asarray(dataset.arrays).shape[2]]
+    sizes = []
+    for sample in samples[:: max(1, len(samples) // 200)]:
+        with Image.open(sample.path) as image:
+            sizes.append(image.size)
+    widths, heights = zip(*sizes) if sizes else ((), ())
+    return list(heights), list(widths)
+
+
+def scale_change(fitted_size, dataset, samples, input_size):
+    """In words, how much larger or smaller than in the fit a part appears to the model when ``samples`` of
+    ``dataset`` are resized to ``input_size`` while the fit's images were a median ``fitted_size``; None within
+    25 %, or where the fit's size is not recorded."""
+    import numpy as np
+
+    heights, widths = image_sizes(dataset, samples) if fitted_size else ((), ())
+    if not heights:
+        return None
+    images_size = float(np.median(heights)), float(np.median(widths))
+    ratio = max(images_size) / max(fitted_size)
+    if 0.8 <= ratio <= 1.25:
+        return None
+    return (f"these images are a median {images_size[0]:.0f}x{images_size[1]:.0f} px and those the model was fitted "
+            f"on {fitted_size[0]:.0f}x{fitted_size[1]:.0f}; both are resized to its {input_size[0]}x{input_size[1]} "
+            f"input, so a part appears {max(ratio, 1 / ratio):.1f}x {'smaller' if ratio > 1 else 'larger'} than in "
+            "training and its scores, working points included, may not carry over: bring the images to the fitted "
+            "scale (crop large ones into tiles), or fit on images of this size")
 
 
 def calibration_split(samples, fraction, seed):
@@ -207,6 +234,8 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     >>> results["image_auroc"]
     """
     import keras
+
+    import numpy as np
 
     from adtf import data as adtf_data
     from adtf.atomic import atomic_path, write_json, write_text
@@ -363,7 +392,10 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
             shutil.rmtree(evaluation, ignore_errors=True)
     if not calibration_samples and not calibration_folds:
         (out / "calibration_images.txt").unlink(missing_ok=True)
-    extra = {"preset": preset, "options": _jsonable(options), "image_size_rule": size_rule, "epochs": epochs,
+    heights, widths = image_sizes(dataset, fit_samples)
+    extra = {"preset": preset, "options": _jsonable(options), "image_size_rule": size_rule,
+             "fit_median_size": [float(np.median(heights)), float(np.median(widths))] if heights else None,
+             "epochs": epochs,
              "fit_seconds": fit_seconds, "resumed_at_epoch": backup.resumed_at_epoch if epochs else 0,
              "fit_info": dict(model.fit_info),
              # The backup's record has the epochs before a resume too; History only those run since.

@@ -256,3 +256,26 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys):
     bad.write_text("no_such_option: 1\n")
     assert fit_main(["--config", str(bad)]) == 2
     assert "no_such_option" in capsys.readouterr().err
+
+
+def test_an_evaluation_at_another_scale_than_the_fit_says_so(run_dir, tmp_path, capsys):
+    """Every image is resized to the model's input: images twice the fitted ones' size show every part at half the
+    size training saw, which the user must hear, not find out from the scores."""
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    (tmp_path / "good").mkdir()
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(tmp_path / "good" / f"{i}.png")
+    fitted = json.loads((run_dir / "metrics.json").read_text())["fit_median_size"]
+    assert fitted == [128.0, 128.0]  # synthetic:grass is drawn at 128 px and fitted at 64 (config above)
+    capsys.readouterr()
+    assert eval_main([str(run_dir), "--data", f"folder:{tmp_path / 'good'}", "--out", str(tmp_path / "big"),
+                      "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "adtf-eval: warning: these images are a median 256x256 px and those the model was fitted on 128x128" in err
+    assert "a part appears 2.0x smaller than in training" in err
+    assert "**Another scale**" in (tmp_path / "big" / "report.md").read_text()
+    assert eval_main([str(run_dir), "--data", "synthetic:grass", "--out", str(tmp_path / "same"), "--quiet"]) == 0
+    assert "fitted on" not in capsys.readouterr().err
+    assert "Another scale" not in (tmp_path / "same" / "report.md").read_text()
