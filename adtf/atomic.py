@@ -22,6 +22,7 @@ def atomic_path(path, suffix=""):
     tmp = tmp_dir / (path.name + suffix)
     try:
         yield tmp
+        _sync(tmp)
         if path.is_dir() and not path.is_symlink():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -30,13 +31,45 @@ def atomic_path(path, suffix=""):
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+        _sync_folder(path.parent)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
+def _sync(path):
+    """Flush what was written at ``path`` (every file below a folder) to the disk before a rename publishes it: on
+    a power cut, a renamed file whose data was still in memory can come back empty."""
+    if not path.exists():
+        return
+    for file in [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and not p.is_symlink()]:
+        with open(file, "rb") as handle:
+            os.fsync(handle.fileno())
+    if path.is_dir():
+        for folder in [path, *(p for p in path.rglob("*") if p.is_dir() and not p.is_symlink())]:
+            _sync_folder(folder)
+
+
+def _sync_folder(folder):
+    """Flush a folder's entries (the renames); a no-op where folders cannot be opened (Windows)."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
 def _remove_leftovers(path):
     """What a process killed inside ``atomic_path(path)`` left beside ``path``: its temporary folder (a whole
-    SavedModel, say) and the renamed old copy. Hidden, so nobody would find them, and never used again."""
+    SavedModel, say) and the renamed old copy. Hidden, so nobody would find them, and never used again; except an
+    old copy whose replacement never arrived (killed between the two renames), which is put back."""
+    old = path.with_name(f".{path.name}.old")
+    if old.is_dir() and not old.is_symlink() and not path.exists():
+        os.replace(old, path)
     leftover = re.compile(re.escape(f".{path.name}.") + r"([a-z0-9_]{8}|old)")
     for sibling in path.parent.iterdir():
         if leftover.fullmatch(sibling.name) and sibling.is_dir() and not sibling.is_symlink():

@@ -1,4 +1,6 @@
 """adtf.atomic: outputs replace their old copy whole, and what a killed write left behind goes with the next one."""
+import os
+
 import pytest
 
 from adtf.atomic import atomic_path, write_json
@@ -23,7 +25,34 @@ def test_a_write_removes_what_a_killed_one_left_beside_its_path(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / "big").write_text("x")
     (tmp_path / ".saved_model.keep-me").mkdir()  # not a name atomic_path makes
+    (tmp_path / "saved_model").mkdir()  # the old copy was replaced: ".saved_model.old" is a leftover
     with atomic_path(tmp_path / "saved_model") as tmp:
         tmp.mkdir()
     write_json(tmp_path / "metrics.json", {})
     assert sorted(p.name for p in tmp_path.iterdir()) == [".saved_model.keep-me", "metrics.json", "saved_model"]
+
+
+def test_a_folder_whose_replacement_never_arrived_is_put_back(tmp_path):
+    """Killed between atomic_path's two renames: the old SavedModel sits hidden as .saved_model.old and nothing
+    at saved_model; the next write must not delete the only copy before its own replacement is in place."""
+    (tmp_path / ".saved_model.old").mkdir()
+    (tmp_path / ".saved_model.old" / "version").write_text("1")
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "saved_model") as tmp:
+        raise RuntimeError("this write fails too")
+    assert (tmp_path / "saved_model" / "version").read_text() == "1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved_model"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads which file a descriptor is from /proc")
+def test_what_is_published_was_flushed_to_disk_first(tmp_path, monkeypatch):
+    """A rename can reach the disk before the data it names: each file is fsynced before its rename."""
+    synced, replaced = [], []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    monkeypatch.setattr(os, "replace", lambda a, b: (replaced.append((str(a), len(synced))), real_replace(a, b)))
+    with atomic_path(tmp_path / "model") as tmp:
+        tmp.mkdir()
+        (tmp / "weights").write_text("w")
+    (published,) = [count for source, count in replaced if "/.model." in source]  # the rename into place
+    assert any(path.endswith("/model/weights") for path in synced[:published]), synced
+    assert str(tmp_path) in synced[published:]  # and the rename itself, in the folder's entries
