@@ -109,6 +109,9 @@ def data_image_size(dataset, size_range, multiple=16):
     import numpy as np
 
     heights, widths = image_sizes(dataset, dataset.train)
+    if not heights:
+        raise DataError(f"{dataset.name}: no training image's size could be read to choose the input size from; "
+                        "set it with --detector.image_size \"[H, W]\"")
     height, width = float(np.median(heights)), float(np.median(widths))
     low, high = size_range
     scale = min(1.0, high / max(height, width))
@@ -139,8 +142,11 @@ def image_sizes(dataset, samples):
         return [np.asarray(dataset.arrays).shape[1]], [np.asarray(dataset.arrays).shape[2]]
     sizes = []
     for sample in samples[:: max(1, len(samples) // 200)]:
-        with Image.open(sample.path) as image:
-            sizes.append(image.size)
+        try:
+            with Image.open(sample.path) as image:
+                sizes.append(image.size)
+        except (OSError, ValueError):  # a format TensorFlow reads and PIL does not: the other headers tell
+            continue
     widths, heights = zip(*sizes) if sizes else ((), ())
     return list(heights), list(widths)
 
