@@ -30,8 +30,9 @@ _IMPORT_NOISE = re.compile(r"WARNING: All log messages before absl::InitializeLo
 
 def _import_tensorflow_quietly():
     """Import TensorFlow with its start-up lines (``_IMPORT_NOISE``) dropped and anything else it prints kept.
-    A user who set TF_CPP_MIN_LOG_LEVEL before adtf sees everything."""
-    if "tensorflow" in sys.modules or adtf.USER_TF_LOG_LEVEL is not None:
+    They are INFO lines that TF 2.21 prints whatever TF_CPP_MIN_LOG_LEVEL says, so a user who set it to 1-3 (no
+    INFO) gets them dropped too; one who set 0 (everything) sees them."""
+    if "tensorflow" in sys.modules or adtf.USER_TF_LOG_LEVEL == "0":
         return
     import tempfile
 

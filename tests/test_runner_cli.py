@@ -80,6 +80,20 @@ def test_bad_options_stop_with_one_line(argv, words, capsys):
     assert not any(line.startswith(("Traceback", "adtf-fit: error:")) for line in lines[:-1])
 
 
+@pytest.mark.parametrize("level", [None, "3"])
+def test_the_console_scripts_drop_tensorflows_start_up_lines(level):
+    """TF 2.21 prints its INFO start-up lines (oneDNN, CUDA) whatever TF_CPP_MIN_LOG_LEVEL says: a user who set
+    it to 3 to see fewer lines got them with every command."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    if level is not None:
+        env["TF_CPP_MIN_LOG_LEVEL"] = level
+    result = subprocess.run([sys.executable, "-c", "import sys; from adtf.cli import fit_main; "
+                             "sys.exit(fit_main(['--help']))"], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "usage:" in result.stdout
+    assert "absl::InitializeLog" not in result.stderr and ".cc:" not in result.stderr, result.stderr[-2000:]
+
+
 def test_too_few_images_to_hold_out_for_calibration_is_a_clear_error():
     from adtf.run import calibration_split
 
