@@ -282,6 +282,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
                             f"images, got {calibration_folds}")
         fraction = 0.0
     fit_samples, calibration_samples = calibration_split(dataset.train, fraction, seed)
+    cross_fit = f"--calibration-folds {min(5, len(dataset.train))}"  # the advice where few images calibrate
 
     def pipeline(samples, **kwargs):
         return adtf_data.pipeline(samples, arrays=dataset.arrays, image_size=size, batch_size=batch_size, **kwargs)
@@ -360,9 +361,9 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         few = _few_to_calibrate_on(held_out)
         if few:
             calibration += (f". **Few images to calibrate on**: {few}; calibrate on all of them by cross-fitting "
-                            "(`--calibration-folds 5`), hold more out (`--calibration-fraction`) or move the "
+                            f"(`{cross_fit}`), hold more out (`--calibration-fraction`) or move the "
                             "threshold later (`adtf-export --threshold`)")
-            log.warning(f"      few images to calibrate on: {few} (cross-fit with --calibration-folds 5, or hold more "
+            log.warning(f"      few images to calibrate on: {few} (cross-fit with {cross_fit}, or hold more "
                         "out with --calibration-fraction)")
         model.calibrate(pipeline(calibration_samples), verbose=verbose)
         write_text(out / "calibration_images.txt", "".join(f"{s.path}\n" for s in calibration_samples))
@@ -373,10 +374,10 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
             calibration += (", since none was held out. **These working points are too low after a full "
                             "fit**: training pushes the fitted images' scores below those of new normal images, so "
                             "they flag most good parts. "
-                            "Cross-fit (`--calibration-folds 5`), hold normal images out (`--calibration-fraction`) "
+                            f"Cross-fit (`{cross_fit}`), hold normal images out (`--calibration-fraction`) "
                             "or set a threshold with `adtf-export`")
             log.warning("      none was held out: training pushes these images' scores down, so after a full fit the "
-                        "working points flag most good parts (cross-fit with --calibration-folds 5, or hold images "
+                        f"working points flag most good parts (cross-fit with {cross_fit}, or hold images "
                         "out with --calibration-fraction)")
         else:
             calibration += " (paper 000's protocol)"

@@ -264,6 +264,37 @@ def test_working_points_from_few_held_out_images_say_how_many_good_parts_they_pa
     assert results["n_calibration"] == 2
     report = (tmp_path / "run" / "report.md").read_text()
     assert "Few images to calibrate on" in report and "about 67% of new normal images" in report
+    assert "`--calibration-folds 5`" in report
+    fit_evaluate_export(toy_registered, "synthetic:grass", "fast", tmp_path / "four", n_train=4,
+                        detector={"width": 4, "image_size": [32, 32]}, fit={"epochs": 1}, export=False, verbose=False)
+    assert "`--calibration-folds 4`" in (tmp_path / "four" / "report.md").read_text()  # 5 folds of 4 are refused
+
+
+def test_adtfs_own_graphs_do_not_warn_of_retracing(caplog):
+    """adtf traces a graph per image size and per detector by design, and Keras a train function per detector it
+    fits (cross-fitting's folds are detectors of their own); TensorFlow counted them together and warned of
+    excessive retracing (SimpleNet, 6 folds: six paragraphs about nothing the user can change). Those warnings go;
+    TensorFlow's other warnings, and its retracing warnings about the user's own functions, stay."""
+    import logging
+
+    import numpy as np
+    import tensorflow as tf
+
+    images = np.random.default_rng(0).random((4, 32, 32, 3)).astype("float32")
+    with caplog.at_level("WARNING", logger="tensorflow"):
+        for _ in range(7):  # as cross-fitting's folds: a detector fitted and scoring, seven times
+            detector = ConvAutoencoder(width=4, image_size=(32, 32))
+            detector.compile()
+            detector.fit(images, epochs=1, verbose=0)
+            detector.infer(images)
+        logging.getLogger("tensorflow").warning("something else")
+        for _ in range(7):  # a user's function, made anew in a loop: TensorFlow's warning is for them
+            tf.function(lambda x: x + 1)(tf.constant([1.0]))
+    messages = [record.getMessage() for record in caplog.records if record.name == "tensorflow"]
+    assert "something else" in messages
+    ours = [message for message in messages if "retracing" in message and "test_adtfs_own_graphs" not in message]
+    assert not ours, ours
+    assert any("retracing" in message for message in messages), messages
 
 
 def test_cross_fitted_calibration_scores_every_normal_image_out_of_fold_and_fits_on_all(toy_registered, tmp_path,

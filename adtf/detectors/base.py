@@ -25,6 +25,7 @@ A method writes three things (see the README's "Adding a method"):
   configuration the contract test in ``tests/test_contract.py`` trains and exports).
 """
 import json
+import logging
 import shutil
 import time
 import zipfile
@@ -42,6 +43,20 @@ from adtf.thresholds import at_normal_quantile
 
 # Bumped when a saved detector's layout changes; files without it predate the post-processing layer.
 FORMAT_VERSION = 2
+ADTF_GRAPH = "adtf graph"  # the name of graph_fn's functions, in TensorFlow's messages
+
+
+def _not_about_retracing_by_design(record):
+    """TensorFlow counts the traces of every tf.function made from one piece of code together, and warns of
+    "excessive retracing" after five. adtf traces a graph per image size and per detector by design (graph_fn), and
+    Keras a train function per model it fits (cross-fitting fits one per fold): those warnings are about nothing
+    the user can change (six paragraphs for SimpleNet's 6 folds) and are dropped; every other one stays."""
+    message = record.getMessage()
+    return not ("triggered tf.function retracing" in message
+                and (ADTF_GRAPH in message or "TensorFlowTrainer._make_function" in message))
+
+
+logging.getLogger("tensorflow").addFilter(_not_about_retracing_by_design)
 
 
 def batches(dataset, desc, verbose=True):
@@ -223,7 +238,11 @@ class Detector(keras.Model):
         def call(*args):
             key = (name, *(tuple(arg.shape[1:3]) for arg in args))
             if key not in cache:
-                cache[key] = tf.function(fn, reduce_retracing=True)
+                def graph(*inputs):
+                    return fn(*inputs)
+
+                graph.__qualname__ = f"{ADTF_GRAPH} {name}"  # TensorFlow's retracing warnings name it
+                cache[key] = tf.function(graph, reduce_retracing=True)
             return cache[key](*args)
 
         return call
