@@ -165,10 +165,11 @@ def scale_change(fitted_size, dataset, samples, input_size):
     if 0.8 <= ratio <= 1.25:
         return None
     return (f"these images are a median {images_size[0]:.0f}x{images_size[1]:.0f} px and those the model was fitted "
-            f"on {fitted_size[0]:.0f}x{fitted_size[1]:.0f}; both are resized to its {input_size[0]}x{input_size[1]} "
-            f"input, so a part appears {max(ratio, 1 / ratio):.1f}x {'smaller' if ratio > 1 else 'larger'} than in "
-            "training and its scores, working points included, may not carry over: bring the images to the fitted "
-            "scale (crop large ones into tiles), or fit on images of this size")
+            f"on {fitted_size[0]:.0f}x{fitted_size[1]:.0f}, and both are resized to its {input_size[0]}x{input_size[1]} "
+            "input. Where they frame the same field of view, the model sees the same parts at "
+            f"{'more' if ratio > 1 else 'less'} detail; where they are crops or wider views at the fitted pixel "
+            f"scale, every part appears {max(ratio, 1 / ratio):.1f}x {'smaller' if ratio > 1 else 'larger'} than in "
+            "training, and the scores, working points included, may not carry over")
 
 
 def calibration_split(samples, fraction, seed):

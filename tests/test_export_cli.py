@@ -274,7 +274,7 @@ def test_an_evaluation_at_another_scale_than_the_fit_says_so(run_dir, tmp_path, 
                       "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "adtf-eval: warning: these images are a median 256x256 px and those the model was fitted on 128x128" in err
-    assert "a part appears 2.0x smaller than in training" in err
+    assert "every part appears 2.0x smaller than in training" in err and "the same parts at more detail" in err
     assert "**Another scale**" in (tmp_path / "big" / "report.md").read_text()
     assert eval_main([str(run_dir), "--data", "synthetic:grass", "--out", str(tmp_path / "same"), "--quiet"]) == 0
     assert "fitted on" not in capsys.readouterr().err
