@@ -58,6 +58,7 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
     results = {
         "method": method or type(detector).__name__,
         "dataset": dataset.name,
+        "data_notes": list(getattr(dataset, "notes", [])),
         "image_auroc": metrics.image_auroc(labels, outputs["score"]) if has_both else None,
         "image_auroc_by_score": {k: metrics.image_auroc(labels, v) for k, v in image_scores.items()} if has_both else {},
         "pixel_auroc": None,
@@ -118,6 +119,7 @@ def thresholds_only(detector, dataset, out_dir, *, method=None, n_calibration=0,
     calibration = calibration or _calibration_in_words(detector, n_calibration)
     results = {
         "method": method or type(detector).__name__, "dataset": dataset.name,
+        "data_notes": list(getattr(dataset, "notes", [])),
         "image_auroc": None, "image_auroc_by_score": {}, "pixel_auroc": None, "aupro": None,
         "best_tpr": None, "best_tnr": None,
         "working_points": {name: {"threshold": p["value"], "score": p["score"], "rule": p["rule"],
@@ -138,7 +140,8 @@ def thresholds_only(detector, dataset, out_dir, *, method=None, n_calibration=0,
     lines = [f"# {results['method']} on {dataset.name}", "",
              f"Fitted on {results['n_train']} normal images; no test images, so nothing was evaluated "
              "(give anomalous images, e.g. `folder:DIR,anomalous=DIR`, to measure the detector).", "",
-             f"Working points calibrated on {calibration}.", "",
+             f"Working points calibrated on {calibration}."
+             + "".join(f"\n\n**Data**: {note}" for note in results["data_notes"]), "",
              "| working point | rule | threshold |", "|---|---|---|"]
     lines += [f"| {name}{' (active)' if name == detector.working_point else ''} | {wp['rule']} | {wp['threshold']:.4g} |"
               for name, wp in results["working_points"].items()]
@@ -193,7 +196,8 @@ def report_markdown(results):
              f"Working points calibrated on {results.get('calibration') or 'normal images not recorded'}."
              + (f" {results['n_invalid']} test images were invalid (NaN/inf pixels) and count as anomalous."
                 if results.get("n_invalid") else "")
-             + (f" **Another scale**: {results['scale_note']}." if results.get("scale_note") else ""), "",
+             + (f" **Another scale**: {results['scale_note']}." if results.get("scale_note") else "")
+             + "".join(f"\n\n**Data**: {note}" for note in results.get("data_notes", [])), "",
              "| metric | value |", "|---|---|"]
     rows = [("image AUROC (score)", results["image_auroc"])]
     if len(results["image_auroc_by_score"]) > 1:  # a detector with one score has said it already

@@ -166,11 +166,29 @@ def test_12_bit_data_in_16_bit_images_is_named(tmp_path):
     for i in range(2):  # a Mono12 camera's frames saved as 16-bit PNGs
         Image.fromarray(rng.integers(0, 4096, (10, 12), dtype=np.uint16)).save(tmp_path / "ok" / f"{i}.png")
     with pytest.warns(UserWarning, match=r"2 16-bit image\(s\) with every value below 4096"):
-        load(f"folder:{tmp_path / 'ok'}")
+        dataset = load(f"folder:{tmp_path / 'ok'}")
+    assert len(dataset.notes) == 1 and "below 4096" in dataset.notes[0]  # for the run's report to repeat
     Image.fromarray(rng.integers(0, 65536, (10, 12), dtype=np.uint16)).save(tmp_path / "full.png")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        load(f"folder:{tmp_path}")  # full-range 16-bit data: no warning
+        assert load(f"folder:{tmp_path}").notes == []  # full-range 16-bit data: no warning
+
+
+def test_what_loading_warned_about_is_in_the_report(tmp_path):
+    """A warning scrolls away with the console; the report is what a user reads later (12-bit data read 1/16 as
+    bright scored a good pane 13.4 against -0.29 read right)."""
+    from adtf.run import fit_evaluate_export
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "ok").mkdir()
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 4096, (32, 32), dtype=np.uint16)).save(tmp_path / "ok" / f"{i}.png")
+    options = dict(detector={"image_size": [32, 32], "layer": "block2b_add"}, export=False, verbose=False)
+    for spec, out in ((f"folder:{tmp_path / 'ok'}", "fit_only"), (f"folder:{tmp_path / 'ok'},holdout=0.5", "test")):
+        with pytest.warns(UserWarning, match="below 4096"):
+            results = fit_evaluate_export("mon", spec, out=tmp_path / out, **options)
+        assert len(results["data_notes"]) == 1 and "below 4096" in results["data_notes"][0]
+        assert f"**Data**: {results['data_notes'][0]}" in (tmp_path / out / "report.md").read_text()
 
 
 def test_missing_train_good_names_the_folder_and_categories(tmp_path):

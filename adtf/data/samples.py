@@ -49,6 +49,7 @@ class AnomalyDataset:
         test: normal and anomalous images (for evaluation).
         has_masks: pixel ground truth exists for the anomalous test images.
         arrays: in-memory uint8 images ``[N, H, W]`` or ``[N, H, W, C]`` (MNIST), else None.
+        notes: what loading warned about, for a report to repeat.
 
     Example:
         >>> ds = AnomalyDataset("demo", [Sample("a.png", 0, "good")], [], has_masks=False)
@@ -61,6 +62,7 @@ class AnomalyDataset:
     test: list[Sample]
     has_masks: bool
     arrays: np.ndarray | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     def counts(self) -> dict:
         """``{"train": n, "test_good": n, "test_<defect>": n, ...}`` (good first, then by name)."""

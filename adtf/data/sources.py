@@ -165,8 +165,18 @@ def load(spec: str, *, seed: int = 0, skip_bad: bool = False, **options) -> Anom
     options = {**given, **options}
     seed = options.pop("seed", seed)  # "mtd:PATH,seed=3" works too
     options = _checked_options(spec, kind, options)
-    dataset = READERS[kind](path, seed=seed, **options)
-    _validate(dataset, skip_bad)
+    # What reading and checking warn about (files left out, anomalous images without a mask, 12-bit data in 16-bit
+    # files) is shown as ever and kept in ``dataset.notes``, so that a run's report repeats it.
+    caught = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            dataset = READERS[kind](path, seed=seed, **options)
+            _validate(dataset, skip_bad)
+    finally:  # shown before an error too
+        for warning in caught:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    dataset.notes += [str(warning.message) for warning in caught]
     return dataset
 
 
