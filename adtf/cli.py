@@ -322,7 +322,8 @@ def export_main(argv=None):
                              "saved_model, which keeps matching its model.keras and metrics.json; with --save-model "
                              "the run moves: <run>/saved_model)")
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--working-point", default=None, help="a calibrated working point, e.g. threshold1 ... threshold6")
+    group.add_argument("--working-point", default=None, help="a calibrated working point: the run's report lists them "
+                       "(MoN: threshold1 ... threshold6; the trained methods: max_normal, fpr1_normal)")
     group.add_argument("--threshold", type=float, default=None, help="an explicit threshold on --score")
     parser.add_argument("--score", default=None, help="the score an explicit --threshold applies to (e.g. d_max, d_mean)")
     parser.add_argument("--save-model", action="store_true", help="also write the new working point back into MODEL")

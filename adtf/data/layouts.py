@@ -82,7 +82,8 @@ def _read_dagm(path, *, seed=0, category=None, n_train=500, n_test_normal=500):
         normal = [s for split in rows.values() for s in split if s.label == 0]
         if not 1 <= n_train < len(normal):
             raise DataError(f"{root}: n_train={n_train} must leave test images out of the class's "
-                            f"{len(normal)} normal images")
+                            f"{len(normal)} normal images (--n-train N, or the spec's n_train=N; n_train=None keeps "
+                            "the official Train/Test split)")
         rest, train = split_off(normal, count=n_train, seed=seed, what=f"{root} normal images")
         if n_test_normal is not None:
             _, rest = split_off(rest, count=min(n_test_normal, len(rest)), seed=seed)
