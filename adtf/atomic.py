@@ -37,30 +37,26 @@ def atomic_path(path, suffix=""):
 
 
 def _sync(path):
-    """Flush what was written at ``path`` (every file below a folder) to the disk before a rename publishes it: on
-    a power cut, a renamed file whose data was still in memory can come back empty."""
-    if not path.exists():
-        return
-    for file in [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and not p.is_symlink()]:
-        with open(file, "rb") as handle:
-            os.fsync(handle.fileno())
-    if path.is_dir():
-        for folder in [path, *(p for p in path.rglob("*") if p.is_dir() and not p.is_symlink())]:
-            _sync_folder(folder)
+    """Flush what was written at ``path`` (every file and folder below a folder) to the disk before a rename
+    publishes it: on a power cut, a renamed file whose data was still in memory can come back empty."""
+    for entry in [path, *path.rglob("*")] if path.is_dir() else [path] if path.exists() else []:
+        if entry.is_dir() and not entry.is_symlink():
+            _sync_folder(entry)
+        elif entry.is_file() and not entry.is_symlink():
+            with open(entry, "rb") as handle:
+                os.fsync(handle.fileno())
 
 
 def _sync_folder(folder):
-    """Flush a folder's entries (the renames); a no-op where folders cannot be opened (Windows)."""
+    """Flush a folder's entries (the renames); a no-op where folders cannot be opened or synced (Windows)."""
     try:
         handle = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(handle)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
     except OSError:
         pass
-    finally:
-        os.close(handle)
 
 
 def _remove_leftovers(path):

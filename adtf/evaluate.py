@@ -140,8 +140,7 @@ def thresholds_only(detector, dataset, out_dir, *, method=None, n_calibration=0,
     lines = [f"# {results['method']} on {dataset.name}", "",
              f"Fitted on {results['n_train']} normal images; no test images, so nothing was evaluated "
              "(give anomalous images, e.g. `folder:DIR,anomalous=DIR`, to measure the detector).", "",
-             f"Working points calibrated on {calibration}."
-             + "".join(f"\n\n**Data**: {note}" for note in results["data_notes"]), "",
+             f"Working points calibrated on {calibration}." + _notes_markdown(results), "",
              "| working point | rule | threshold |", "|---|---|---|"]
     lines += [f"| {name}{' (active)' if name == detector.working_point else ''} | {wp['rule']} | {wp['threshold']:.4g} |"
               for name, wp in results["working_points"].items()]
@@ -182,6 +181,12 @@ def _calibration_in_words(detector, n_calibration):
            "its caller knows)"
 
 
+def _notes_markdown(results):
+    """What the run warned about that the report must repeat: another scale than the fit's, what loading found."""
+    return ((f" **Another scale**: {results['scale_note']}." if results.get("scale_note") else "")
+            + "".join(f"\n\n**Data**: {note}" for note in results.get("data_notes", [])))
+
+
 def _fmt(value, digits=3):
     return "n/a" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
@@ -196,8 +201,7 @@ def report_markdown(results):
              f"Working points calibrated on {results.get('calibration') or 'normal images not recorded'}."
              + (f" {results['n_invalid']} test images were invalid (NaN/inf pixels) and count as anomalous."
                 if results.get("n_invalid") else "")
-             + (f" **Another scale**: {results['scale_note']}." if results.get("scale_note") else "")
-             + "".join(f"\n\n**Data**: {note}" for note in results.get("data_notes", [])), "",
+             + _notes_markdown(results), "",
              "| metric | value |", "|---|---|"]
     rows = [("image AUROC (score)", results["image_auroc"])]
     if len(results["image_auroc_by_score"]) > 1:  # a detector with one score has said it already

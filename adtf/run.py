@@ -151,16 +151,21 @@ def image_sizes(dataset, samples):
     return list(heights), list(widths)
 
 
+def median_image_size(dataset, samples):
+    """``[height, width]``, the median of ``samples``' sizes (``image_sizes``), or None where none could be read."""
+    import numpy as np
+
+    heights, widths = image_sizes(dataset, samples)
+    return [float(np.median(heights)), float(np.median(widths))] if heights else None
+
+
 def scale_change(fitted_size, dataset, samples, input_size):
     """In words, how much larger or smaller than in the fit a part appears to the model when ``samples`` of
     ``dataset`` are resized to ``input_size`` while the fit's images were a median ``fitted_size``; None within
     25 %, or where the fit's size is not recorded."""
-    import numpy as np
-
-    heights, widths = image_sizes(dataset, samples) if fitted_size else ((), ())
-    if not heights:
+    images_size = median_image_size(dataset, samples) if fitted_size else None
+    if not images_size:
         return None
-    images_size = float(np.median(heights)), float(np.median(widths))
     ratio = max(images_size) / max(fitted_size)
     if 0.8 <= ratio <= 1.25:
         return None
@@ -241,8 +246,6 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     >>> results["image_auroc"]
     """
     import keras
-
-    import numpy as np
 
     from adtf import data as adtf_data
     from adtf.atomic import atomic_path, write_json, write_text
@@ -400,10 +403,8 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
             shutil.rmtree(evaluation, ignore_errors=True)
     if not calibration_samples and not calibration_folds:
         (out / "calibration_images.txt").unlink(missing_ok=True)
-    heights, widths = image_sizes(dataset, fit_samples)
     extra = {"preset": preset, "options": _jsonable(options), "image_size_rule": size_rule,
-             "fit_median_size": [float(np.median(heights)), float(np.median(widths))] if heights else None,
-             "epochs": epochs,
+             "fit_median_size": median_image_size(dataset, fit_samples), "epochs": epochs,
              "fit_seconds": fit_seconds, "resumed_at_epoch": backup.resumed_at_epoch if epochs else 0,
              "fit_info": dict(model.fit_info),
              # The backup's record has the epochs before a resume too; History only those run since.
