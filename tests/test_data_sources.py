@@ -176,7 +176,7 @@ def test_12_bit_data_in_16_bit_images_is_named(tmp_path):
 
 def test_what_loading_warned_about_is_in_the_report(tmp_path):
     """A warning scrolls away with the console; the report is what a user reads later (12-bit data read 1/16 as
-    bright scored a good pane 13.4 against -0.29 read right)."""
+    bright moves every score)."""
     from adtf.run import fit_evaluate_export
 
     rng = np.random.default_rng(0)
