@@ -1,13 +1,15 @@
 """One-class protocols: each class of a labelled set is "normal" in turn, the other classes are anomalies.
 
-Usage: python benchmarks/bench_one_class.py --method pyramid_ae --data mnist:mnist [--classes 0 1 ... 9]
-       [--preset fast] [--epochs N] [--option KEY=VALUE ...] [--seed 0] [--out runs/one_class_METHOD]
+Usage: python benchmarks/bench_one_class.py --method pyramid_ae --data mnist:mnist|cifar:PATH
+       [--classes 0 1 ... 9] [--preset fast] [--epochs N] [--option KEY=VALUE ...] [--seed 0]
+       [--out runs/one_class_METHOD]
 
 MNIST: the shared copy holds only the 10,000-image test split, so ``adtf.data`` makes a seeded split
 of it (80 % of the normal class's images train, the rest of them and every other digit test: ~800
 training and ~9,200 test images per class). Paper 003 (Table III) trains on the 60,000-image train
-split; the protocol is the same, the training set is smaller. Prints the image AUROC per class and the
-mean, with the command and the machine.
+split; the protocol is the same, the training set is smaller. CIFAR-10 (``cifar:PATH``, the files as
+distributed): the normal class's 5,000 training images fit and the 10,000 test images evaluate (paper
+002's protocol). Prints the image AUROC per class and the mean, with the command and the machine.
 """
 import argparse
 import os

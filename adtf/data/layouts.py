@@ -1,5 +1,5 @@
 """The on-disk layouts ``adtf.data.load`` reads: one reader per dataset kind (MVTec AD, DAGM 2007,
-MTD, a folder of the user's images, MNIST idx files, the embedded synthetic set).
+MTD, a folder of the user's images, MNIST idx files, CIFAR-10/100 (``adtf.data.cifar``), the embedded synthetic set).
 
 Each reader turns a folder into an ``AnomalyDataset`` of ``Sample``s; ``adtf.data.sources``
 parses the spec, picks the reader and validates every image before anything trains.
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from adtf.data.samples import AnomalyDataset, Sample, SourceKind, split_off
+from adtf.data.cifar import CIFAR_FILES, read_cifar
+from adtf.data.samples import AnomalyDataset, Sample, SourceKind, one_class_dataset, split_off
 from adtf.errors import DataError
 from adtf.paths import datasets_root
 
@@ -226,25 +227,8 @@ def _read_mnist(path, *, seed=0, normal_class=0, train_fraction=0.8):
     if not splits:
         raise DataError(f"{root}: no MNIST idx files (t10k-images-idx3-ubyte[.gz] with t10k-labels-idx1-ubyte[.gz], "
                         "or the train-* pair)")
-    arrays = np.concatenate([images for images, _ in splits.values()])
-    offsets = dict(zip(splits, np.cumsum([0] + [len(labels) for _, labels in splits.values()])))
-
-    def samples(split, rows):
-        labels = splits[split][1]
-        return [Sample(f"mnist/{split}/{i:05d}", int(labels[i] != normal_class),
-                       "good" if labels[i] == normal_class else str(labels[i]), index=int(offsets[split] + i))
-                for i in rows]
-
-    if len(splits) == 2:
-        normal_rows = np.flatnonzero(splits["train"][1] == normal_class)
-        train, test = samples("train", normal_rows), samples("t10k", range(len(splits["t10k"][1])))
-    else:
-        (split, (_, labels)), = splits.items()
-        normal_rows = np.flatnonzero(labels == normal_class)
-        _, train_rows = split_off(normal_rows.tolist(), count=round(train_fraction * len(normal_rows)), seed=seed)
-        train = samples(split, train_rows)
-        test = samples(split, sorted(set(range(len(labels))) - set(train_rows)))
-    return AnomalyDataset(f"mnist:{normal_class}", train, test, has_masks=False, arrays=arrays)
+    return one_class_dataset(f"mnist:{normal_class}", "mnist", splits, normal_class, [str(d) for d in range(10)],
+                             seed=seed, train_fraction=train_fraction)
 
 
 def _find_idx(root, prefix):
@@ -280,7 +264,8 @@ def _read_synthetic(path, *, seed=0, **options):
 
 
 READERS = {SourceKind.MVTEC: _read_mvtec, SourceKind.DAGM: _read_dagm, SourceKind.MTD: _read_mtd,
-            SourceKind.FOLDER: _read_folder, SourceKind.MNIST: _read_mnist, SourceKind.SYNTHETIC: _read_synthetic}
+           SourceKind.FOLDER: _read_folder, SourceKind.MNIST: _read_mnist, SourceKind.CIFAR: read_cifar,
+           SourceKind.SYNTHETIC: _read_synthetic}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -306,6 +291,8 @@ def detect_kind(root):
         return SourceKind.DAGM
     if any("idx3-ubyte" in p.name for p in root.iterdir()):
         return SourceKind.MNIST
+    if any((folder / name).is_file() for folder in (root, *_subfolders(root)) for name in CIFAR_FILES):
+        return SourceKind.CIFAR
     return SourceKind.FOLDER
 
 

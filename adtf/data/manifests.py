@@ -3,7 +3,7 @@
 A manifest records where a dataset comes from and what a complete copy holds::
 
     name, title, origin (official page), licence, citation, layout, notes
-    kind            the adtf.data.load kind that reads it ("mvtec", "dagm", "mtd", "mnist", "synthetic")
+    kind            the adtf.data.load kind that reads it ("mvtec", "dagm", "mtd", "mnist", "cifar", "synthetic")
     configs         {config: {"options": {...load options...}, "counts": {...AnomalyDataset.counts()...},
                               "has_masks": bool}}, e.g. one config per MVTec AD category
     default_config  (optional) the config used when none can be inferred
@@ -26,7 +26,7 @@ from adtf.data.sources import MAX_LISTED_PROBLEMS, SourceKind, load, parse_spec
 from adtf.errors import DataError
 
 _MANIFEST_FOR_KIND = {SourceKind.MVTEC: "mvtec_ad", SourceKind.DAGM: "dagm2007", SourceKind.MTD: "mtd",
-                      SourceKind.MNIST: "mnist", SourceKind.SYNTHETIC: "synthetic"}
+                      SourceKind.MNIST: "mnist", SourceKind.CIFAR: "cifar", SourceKind.SYNTHETIC: "synthetic"}
 # Packaged copies first (adtf/data/manifests), then the repository's data_manifests/.
 _MANIFEST_DIRS = (Path(__file__).resolve().parent / "manifests", Path(__file__).resolve().parents[2] / "data_manifests")
 
@@ -61,7 +61,7 @@ class VerifyReport:
 
 
 def manifest_names() -> list[str]:
-    """Names of the manifests available (``["dagm2007", "mnist", "mtd", "mvtec_ad", "synthetic"]``)."""
+    """Names of the manifests available (``["cifar", "dagm2007", "mnist", "mtd", "mvtec_ad", "synthetic"]``)."""
     return sorted({p.stem for d in _MANIFEST_DIRS if d.is_dir() for p in d.glob("*.json")})
 
 
@@ -135,7 +135,10 @@ def verify(spec_or_path: str, manifest_name: str | None = None, *, config: str |
             differences.append("ground-truth masks: " + ("expected, none found" if expected["has_masks"]
                                                          else "found, none expected"))
     digests = manifest.get("sha256", {})
-    root = path if kind is SourceKind.SYNTHETIC else resolve_dir(path, manifest["name"])
+    if kind is SourceKind.SYNTHETIC or Path(str(path)).expanduser().is_file():  # generated here; a CIFAR archive
+        root = path
+    else:
+        root = resolve_dir(path, manifest["name"])
     missing = []
     for relative, digest in sorted(digests.items()):
         file = root / relative

@@ -17,6 +17,7 @@ class SourceKind(str, enum.Enum):
     MTD = "mtd"
     FOLDER = "folder"
     MNIST = "mnist"
+    CIFAR = "cifar"
     SYNTHETIC = "synthetic"
 
 
@@ -96,3 +97,35 @@ def split_off(samples, fraction=None, seed=0, *, count=None, what="images"):
     return ([s for i, s in enumerate(samples) if i not in held], [s for i, s in enumerate(samples) if i in held])
 
 
+def one_class_dataset(name, kind, splits, normal_class, class_names, *, seed=0, train_fraction=0.8):
+    """The one-class protocol of a labelled image set held in memory (MNIST, CIFAR).
+
+    ``splits``: ``{split: (images, labels)}``, the training split first where there are two. One class is normal,
+    the others anomalous (``defect`` = the class's name). With two splits: the normal class of the first trains and
+    the whole second tests. With one: a ``seed``-shuffled ``train_fraction`` of its normal images trains, the rest of
+    the split tests.
+    """
+    arrays = np.concatenate([images for images, _ in splits.values()])
+    offsets = dict(zip(splits, np.cumsum([0] + [len(labels) for _, labels in splits.values()])))
+
+    def samples(split, rows):
+        labels = splits[split][1]
+        return [Sample(f"{kind}/{split}/{i:05d}", int(labels[i] != normal_class),
+                       "good" if labels[i] == normal_class else class_names[labels[i]],
+                       index=int(offsets[split] + i))
+                for i in rows]
+
+    (first, (_, first_labels)), *rest = splits.items()
+    labels_found = np.unique(np.concatenate([labels for _, labels in splits.values()]))
+    if labels_found.min() < 0 or labels_found.max() >= len(class_names):
+        raise DataError(f"{name}: labels {labels_found.min()}..{labels_found.max()} found, but only "
+                        f"{len(class_names)} classes are named")
+    normal_rows = np.flatnonzero(first_labels == normal_class)
+    if rest:
+        (second, (_, second_labels)), = rest
+        train, test = samples(first, normal_rows), samples(second, range(len(second_labels)))
+    else:
+        _, train_rows = split_off(normal_rows.tolist(), count=round(train_fraction * len(normal_rows)), seed=seed)
+        train = samples(first, train_rows)
+        test = samples(first, sorted(set(range(len(first_labels))) - set(train_rows)))
+    return AnomalyDataset(name, train, test, has_masks=False, arrays=arrays)

@@ -6,7 +6,8 @@ parts are options of that kind (the same as keyword arguments to ``load``, which
 when both are given; ``seed=N`` there sets ``load``'s seed). A relative PATH that does not exist is looked up under
 ``adtf.paths.datasets_root()``, so ``mvtec:mvtec_bottle`` finds the shared copy. A bare
 PATH without ``KIND:`` is recognised by its layout (``train/good`` -> mvtec,
-``MT_Free`` -> mtd, ``Train`` + ``Test`` -> dagm, idx files -> mnist, else folder).
+``MT_Free`` -> mtd, ``Train`` + ``Test`` -> dagm, idx files -> mnist, ``test_batch`` or a
+``cifar-*.tar.gz`` -> cifar, else folder).
 
 =============================  =================================================================
 spec                           layout and options
@@ -23,6 +24,10 @@ spec                           layout and options
                                ``anomalous=DIR``, ``masks=DIR``, ``test_normal=DIR``, ``holdout``.
 ``mnist:PATH[:k]``             idx files, class k normal (option ``normal_class``, default 0);
                                option ``train_fraction`` (0.8) when only one split is present.
+``cifar:PATH[:k]``             CIFAR-10 or CIFAR-100 as distributed (Python or binary version, the
+                               folder or its .tar.gz; ``adtf.data.cifar``), class k (index or
+                               name) normal; options ``normal_class``, ``labels`` (CIFAR-100:
+                               coarse or fine), ``train_fraction`` (test split alone).
 ``synthetic[:NAME]``           ``adtf.data.synthetic.materialize(NAME)`` (weave, stone, brick,
                                grass, gravel; default weave) read as MVTec AD; its options pass through.
 =============================  =================================================================
@@ -44,6 +49,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from adtf.data.cifar import CIFAR_ARCHIVE
 from adtf.data.layouts import READERS, detect_kind, resolve_dir
 from adtf.data.samples import AnomalyDataset, SourceKind
 from adtf.errors import DataError
@@ -81,6 +87,8 @@ def parse_spec(spec: str) -> tuple[SourceKind, str | None, dict]:
         options[key.strip()] = _parse_value(value.strip())
     if kind is SourceKind.MNIST and path and (m := re.fullmatch(r"(.*):(\d+)", path)):
         path, options["normal_class"] = m[1], int(m[2])
+    if kind is SourceKind.CIFAR and path and (m := re.fullmatch(r"(.*):(\w+)", path)) and not _exists(path):
+        path, options["normal_class"] = m[1], m[2]
     if kind is None:
         kinds = [k.value for k in SourceKind]
         if path is None:
@@ -91,7 +99,7 @@ def parse_spec(spec: str) -> tuple[SourceKind, str | None, dict]:
             if "=" in path:  # what a list split at a spec's comma leaves: "size=64" from "synthetic:weave,size=64"
                 raise DataError(f"dataset spec {spec!r} is an option with no dataset; in a list, quote every spec "
                                 "that holds a comma: '[\"synthetic:weave,size=64\", mtd:PATH]'")
-        kind = detect_kind(resolve_dir(path, "dataset"))
+        kind = SourceKind.CIFAR if CIFAR_ARCHIVE.search(Path(path).name) else detect_kind(resolve_dir(path, "dataset"))
     return kind, path, options
 
 
