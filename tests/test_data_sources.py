@@ -495,3 +495,48 @@ def test_a_bad_spec_is_named_before_any_reader_runs(spec, message, tmp_path):
     (tmp_path / "bottle" / "train" / "good").mkdir(parents=True)
     with pytest.raises(DataError, match=message):
         load(spec.format(tmp=tmp_path))
+
+
+# --------------------------------------------------------------------------- one folder per class
+
+
+def write_classes(root, counts, size=(8, 8)):
+    for c, (name, n) in enumerate(counts.items()):
+        for i in range(n):
+            write_image(root / name / f"{i:03d}.png", size, seed=100 * c + i)
+    return root
+
+
+def test_classes_with_train_and_test_splits(tmp_path):
+    write_classes(tmp_path / "train", {"cat": 4, "dog": 3})
+    write_classes(tmp_path / "test", {"cat": 2, "dog": 2, "ship": 1})
+    ds = load(f"classes:{tmp_path}:cat")
+    assert ds.name == f"classes:{tmp_path.name}-cat" and not ds.has_masks
+    assert [s.path for s in ds.train] == [str(tmp_path / "train" / "cat" / f"{i:03d}.png") for i in range(4)]
+    assert [(s.label, s.defect) for s in ds.test] == [(0, "good")] * 2 + [(1, "dog")] * 2 + [(1, "ship")]
+    assert load(f"classes:{tmp_path}", normal_class=1).train[0].path.endswith("train/dog/000.png")  # by index
+    with pytest.raises(DataError, match="train/ship: no images of the normal class to fit on"):
+        load(f"classes:{tmp_path},normal_class=ship")
+
+
+def test_classes_one_split_holds_out_the_normal_class(tmp_path):
+    write_classes(tmp_path, {"obj1": 10, "obj2": 5})
+    ds = load(f"classes:{tmp_path}")  # the first class by name
+    assert len(ds.train) == 8 and {s.defect for s in ds.test} == {"good", "obj2"}
+    assert sum(s.label == 0 for s in ds.test) == 2 and len(ds.test) == 7
+    assert not {s.path for s in ds.train} & {s.path for s in ds.test}
+    assert [s.path for s in load(f"classes:{tmp_path}", seed=1).train] != [s.path for s in ds.train]
+
+
+def test_classes_bad_layouts_are_named(tmp_path):
+    write_classes(tmp_path / "a" / "train", {"cat": 2})
+    with pytest.raises(DataError, match="a train/ folder and no test/"):
+        load(f"classes:{tmp_path / 'a'}")
+    write_classes(tmp_path / "b", {"cat": 2, "dog": 1})
+    with pytest.raises(DataError, match=r"normal_class='cow' is neither a class folder .* \(the classes: cat, dog\)"):
+        load(f"classes:{tmp_path / 'b'}:cow")
+    with pytest.raises(DataError, match="index below 2"):
+        load(f"classes:{tmp_path / 'b'}:5")
+    (tmp_path / "c" / "empty").mkdir(parents=True)
+    with pytest.raises(DataError, match="no class folders with images"):
+        load(f"classes:{tmp_path / 'c'}")

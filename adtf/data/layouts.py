@@ -1,5 +1,6 @@
 """The on-disk layouts ``adtf.data.load`` reads: one reader per dataset kind (MVTec AD, DAGM 2007,
-MTD, a folder of the user's images, MNIST idx files, CIFAR-10/100 (``adtf.data.cifar``), the embedded synthetic set).
+MTD, a folder of the user's images, MNIST idx files, CIFAR-10/100 (``adtf.data.cifar``), one folder per class, the
+embedded synthetic set).
 
 Each reader turns a folder into an ``AnomalyDataset`` of ``Sample``s; ``adtf.data.sources``
 parses the spec, picks the reader and validates every image before anything trains.
@@ -231,6 +232,56 @@ def _read_mnist(path, *, seed=0, normal_class=0, train_fraction=0.8):
                              seed=seed, train_fraction=train_fraction)
 
 
+def _read_classes(path, *, seed=0, normal_class=None, train_fraction=0.8):
+    """A labelled image set, one folder per class (torchvision's ImageFolder layout), for the one-class protocol.
+
+    - ``PATH/train/<class>/*`` and ``PATH/test/<class>/*``: the normal class's training images fit, every test
+      image evaluates (the papers' CIFAR-10 and MNIST protocol);
+    - ``PATH/<class>/*`` alone: a ``seed``-shuffled ``train_fraction`` of the normal class's images fit, the rest
+      of them and every other class evaluate (paper 002's COIL-100 protocol, 80/20).
+
+    ``normal_class``: a class folder's name, or its index in name order (default: the first). ``defect`` = the
+    class's folder name.
+    """
+    root = resolve_dir(path, "class folders")
+    splits = {name: root / name for name in ("train", "test")}
+    if (root / "train").is_dir() != (root / "test").is_dir():
+        have, lack = ("train", "test") if (root / "train").is_dir() else ("test", "train")
+        raise DataError(f"{root}: a {have}/ folder and no {lack}/ (expected train/<class>/ and test/<class>/, or "
+                        "<class>/ folders alone)")
+    if not all(folder.is_dir() for folder in splits.values()):
+        splits = {"all": root}
+    classes = {split: {c.name: _list_images(c) for c in _subfolders(folder) if not c.name.startswith(".")}
+               for split, folder in splits.items()}
+    names = sorted(set().union(*classes.values()))
+    if not names or not any(images for by_class in classes.values() for images in by_class.values()):
+        raise DataError(f"{root}: no class folders with images (expected <class>/*.png, or train/<class>/ and "
+                        "test/<class>/)")
+    if normal_class is None:
+        normal_class = names[0]
+    elif normal_class not in names:
+        index = int(normal_class) if str(normal_class).isdigit() else None
+        if index is None or index >= len(names):
+            raise DataError(f"classes: normal_class={normal_class!r} is neither a class folder under {root} nor an "
+                            f"index below {len(names)} (the classes: {', '.join(names[:12])}"
+                            f"{', ...' if len(names) > 12 else ''})")
+        normal_class = names[index]
+    fit = classes[next(iter(classes))].get(normal_class, [])
+    if not fit:
+        raise DataError(f"{splits[next(iter(classes))] / normal_class}: no images of the normal class to fit on")
+
+    def samples(by_class, skip=()):
+        return [Sample(str(image), int(name != normal_class), "good" if name == normal_class else name)
+                for name, images in sorted(by_class.items()) for image in images if str(image) not in skip]
+
+    if "all" in classes:
+        _, train_images = split_off([str(image) for image in fit], count=round(train_fraction * len(fit)), seed=seed)
+        train, test = [Sample(p, 0, "good") for p in train_images], samples(classes["all"], set(train_images))
+    else:
+        train, test = [Sample(str(image), 0, "good") for image in fit], samples(classes["test"])
+    return AnomalyDataset(f"classes:{root.name}-{normal_class}", train, test, has_masks=False)
+
+
 def _find_idx(root, prefix):
     # Accept the usual spellings: "t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte", ".gz".
     matches = sorted(p for p in root.iterdir() if p.name.replace(".", "-").startswith(prefix.replace(".", "-")))
@@ -265,7 +316,7 @@ def _read_synthetic(path, *, seed=0, **options):
 
 READERS = {SourceKind.MVTEC: _read_mvtec, SourceKind.DAGM: _read_dagm, SourceKind.MTD: _read_mtd,
            SourceKind.FOLDER: _read_folder, SourceKind.MNIST: _read_mnist, SourceKind.CIFAR: read_cifar,
-           SourceKind.SYNTHETIC: _read_synthetic}
+           SourceKind.CLASSES: _read_classes, SourceKind.SYNTHETIC: _read_synthetic}
 
 
 # --------------------------------------------------------------------------- helpers

@@ -18,6 +18,7 @@ class SourceKind(str, enum.Enum):
     FOLDER = "folder"
     MNIST = "mnist"
     CIFAR = "cifar"
+    CLASSES = "classes"
     SYNTHETIC = "synthetic"
 
 

@@ -28,6 +28,9 @@ spec                           layout and options
                                folder or its .tar.gz; ``adtf.data.cifar``), class k (index or
                                name) normal; options ``normal_class``, ``labels`` (CIFAR-100:
                                coarse or fine), ``train_fraction`` (test split alone).
+``classes:PATH[:k]``           one folder per class (ImageFolder): ``PATH/<class>/`` or
+                               ``PATH/{train,test}/<class>/``; class k (name or index) normal;
+                               options ``normal_class``, ``train_fraction`` (one split).
 ``synthetic[:NAME]``           ``adtf.data.synthetic.materialize(NAME)`` (weave, stone, brick,
                                grass, gravel; default weave) read as MVTec AD; its options pass through.
 =============================  =================================================================
@@ -87,8 +90,9 @@ def parse_spec(spec: str) -> tuple[SourceKind, str | None, dict]:
         options[key.strip()] = _parse_value(value.strip())
     if kind is SourceKind.MNIST and path and (m := re.fullmatch(r"(.*):(\d+)", path)):
         path, options["normal_class"] = m[1], int(m[2])
-    if kind is SourceKind.CIFAR and path and (m := re.fullmatch(r"(.*):(\w+)", path)) and not _exists(path):
-        path, options["normal_class"] = m[1], m[2]
+    one_class = kind in (SourceKind.CIFAR, SourceKind.CLASSES)
+    if one_class and path and not _exists(path) and (m := re.fullmatch(r"(.*):([^:/\\]+)", path)):
+        path, options["normal_class"] = m[1], m[2]  # a class's name or index
     if kind is None:
         kinds = [k.value for k in SourceKind]
         if path is None:
