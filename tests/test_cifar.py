@@ -158,6 +158,10 @@ def test_cifar_pickle_that_names_other_globals_is_refused(tmp_path):
     (folder / "test_batch").write_bytes(pickle.dumps({b"labels": [0], b"data": np.ma.zeros(3)}, protocol=2))
     with pytest.raises(DataError, match="refused to load: it asks for numpy.ma"):
         load(f"cifar:{folder}")
+    for state in (b"}U\x01xK\x01s", b"N}U\x01xK\x01s\x86"):  # BUILD on numpy.ndarray: a dict, a slot state
+        (folder / "test_batch").write_bytes(b"\x80\x02cnumpy\nndarray\n" + state + b"b.")
+        with pytest.raises(DataError, match="refused to load: it sets state on numpy.ndarray itself"):
+            load(f"cifar:{folder}")
 
 
 def test_cifar_bad_files_are_named(tmp_path):

@@ -193,6 +193,10 @@ def _text(value):
 class _NDArrayType:
     """Stand-in for ``numpy.ndarray`` as a pickle names it: only ``_reconstruct`` may receive it."""
 
+    @staticmethod
+    def __setstate__(state):  # BUILD on the class itself would set attributes on it for every later load
+        raise pickle.UnpicklingError("it sets state on numpy.ndarray itself, which no CIFAR file does")
+
 
 class _DType:
     """Stand-in for ``numpy.dtype(spec, align, copy)``: plain numeric types only, never ``object``."""
@@ -282,6 +286,6 @@ def _materialize(obj):
         return {key: _materialize(value) for key, value in obj.items()}
     if isinstance(obj, (list, tuple)):
         return type(obj)(_materialize(value) for value in obj)
-    if isinstance(obj, (_DType, _NDArrayType)) or obj is _NDArrayType:
+    if isinstance(obj, _DType) or obj is _NDArrayType:
         raise ValueError("a bare numpy type")
     return obj
