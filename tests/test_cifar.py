@@ -1,5 +1,6 @@
 """adtf.data.cifar: CIFAR-10/100 as distributed (pickled and binary, folder and archive), the one-class protocol,
 and pickles that ask for more than arrays."""
+import io
 import os
 import pickle
 import struct
@@ -209,3 +210,72 @@ def test_cifar_manifest_checks_a_copy(tmp_path):
     assert not report.ok  # a 70-image fake, not the 60,000 images of CIFAR-10
     assert "train: expected 5000, found 5" in report.differences and "test_good: expected 1000, found 2" in \
         report.differences
+
+
+def test_cifar_pickles_cannot_make_more_than_they_hold(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    # Each list holds the one before it twice: 40 levels in a few hundred bytes would unfold to 2**40 items.
+    dag = b"]q\x000" + b"".join(b"h" + bytes([i]) + b"h" + bytes([i]) + b"\x86q" + bytes([i + 1]) + b"0"
+                                 for i in range(40)) + b"h" + bytes([40])
+    (folder / "test_batch").write_bytes(b"\x80\x02}(U\x06labelsK\x00U\x04data" + dag + b"u.")
+    with pytest.raises(DataError, match=r"test_batch: 'data' is not an \[N, 3072\] uint8 array"):
+        load(f"cifar:{folder}")
+    # One byte string (memo 1000) rebuilt into 400 arrays: 400 times the file's data.
+    def array(raw):
+        return (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85C\x01b\x87R(K\x01J\x00\x00\x01\x00"
+                b"\x85cnumpy\ndtype\nX\x02\x00\x00\x00u1\x89\x88\x87R(K\x03X\x01\x00\x00\x00|NNNJ\xff\xff\xff\xff"
+                b"J\xff\xff\xff\xffK\x00tb\x89" + raw + b"tb")
+    first = array(b"B" + struct.pack("<I", 2**16) + bytes(2**16) + b"r" + struct.pack("<I", 1000))
+    again = array(b"j" + struct.pack("<I", 1000))
+    (folder / "test_batch").write_bytes(b"\x80\x03](" + first + again * 399 + b"e.")
+    assert len(pickle.loads((folder / "test_batch").read_bytes())) == 400  # numpy itself reads 400 arrays
+    with pytest.raises(DataError, match="refused to load: it builds far more data than the file holds"):
+        load(f"cifar:{folder}")
+
+
+def test_cifar_crafted_contents_end_in_clear_errors(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    cases = {"ragged labels": ({b"labels": [[0], [1, 2]], b"data": np.zeros((2, 3072), np.uint8)}, None),
+             "no images": ({b"labels": np.zeros(0, np.int64), b"data": np.zeros((0, 3072), np.uint8)}, None),
+             "names not a list": ({b"labels": [0], b"data": np.zeros((1, 3072), np.uint8)}, {b"label_names": 5})}
+    for case, (batch, meta) in cases.items():
+        (folder / "test_batch").write_bytes(_py2_pickle(batch))
+        if meta:
+            (folder / "batches.meta").write_bytes(_py2_pickle(meta))
+        with pytest.raises(DataError, match="test_batch: 'data' is not|batches.meta: the class names are not a list"):
+            load(f"cifar:{folder}")
+    # A scalar label (np.int64) and an empty byte string, as Python 3 pickles them at protocol 2, are read.
+    (folder / "batches.meta").unlink()
+    (folder / "test_batch").write_bytes(_py2_pickle({b"labels": [np.int64(3)], b"batch_label": b"",
+                                                     b"data": np.zeros((1, 3072), np.uint8)}))
+    assert load(f"cifar:{folder}", normal_class=3, train_fraction=1.0).train[0].path == "cifar10/test/00000"
+    with pytest.raises(DataError, match="labels='fine' applies to CIFAR-100 only"):
+        load(f"cifar:{folder},labels=fine")
+
+
+def test_cifar_archive_members_larger_than_any_cifar_file_are_refused(tmp_path):
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    member = tarfile.TarInfo("cifar-10-batches-py/test_batch")
+    member.size = 201 * 2**20
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
+        tar.addfile(member, io.BytesIO(bytes(member.size)))
+    assert archive.stat().st_size < 2**20  # it expands 200-fold
+    with pytest.raises(DataError, match="test_batch: 201 MiB, larger than any CIFAR file"):
+        load(str(archive))
+
+
+def test_cifar_paths_a_user_may_give(tmp_path):
+    train, test = _batches(10, 5, seed=13), _batches(20, 1, seed=14)
+    folder = write_cifar10_python(tmp_path / "both", train, test)
+    assert load(f"cifar:{folder / 'test_batch'}").name == "cifar10:airplane"  # one of its files: its folder
+    images, fine = _batches(20, 1, seed=15, n_classes=100)
+    cifar100 = tmp_path / "both" / "cifar-100-python"
+    cifar100.mkdir()
+    (cifar100 / "test").write_bytes(_py2_pickle({b"data": _rows(images), b"fine_labels": fine.tolist(),
+                                                 b"coarse_labels": (fine % 20).tolist()}))
+    (cifar100 / "meta").write_bytes(_py2_pickle({b"coarse_label_names": [f"c{i}".encode() for i in range(20)]}))
+    assert load(str(cifar100), train_fraction=1.0).name == "cifar100:c0"  # a bare CIFAR-100 folder is recognised
+    with pytest.raises(DataError, match="holds more than one CIFAR copy"):
+        load(f"cifar:{tmp_path / 'both'}")

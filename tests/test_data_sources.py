@@ -520,10 +520,13 @@ def test_classes_with_train_and_test_splits(tmp_path):
 
 
 def test_classes_one_split_holds_out_the_normal_class(tmp_path):
-    write_classes(tmp_path, {"obj1": 10, "obj2": 5})
+    write_classes(tmp_path, {"obj1": 10, "obj2": 4})
+    write_image(tmp_path / "obj2" / "turntable" / "deep.png", (8, 8))  # found below the class folder, as ImageFolder does
+    write_image(tmp_path / "obj2" / ".thumbs" / "hidden.png", (8, 8))
     ds = load(f"classes:{tmp_path}")  # the first class by name
     assert len(ds.train) == 8 and {s.defect for s in ds.test} == {"good", "obj2"}
     assert sum(s.label == 0 for s in ds.test) == 2 and len(ds.test) == 7
+    assert any(s.path.endswith("turntable/deep.png") for s in ds.test) and not any("hidden" in s.path for s in ds.test)
     assert not {s.path for s in ds.train} & {s.path for s in ds.test}
     assert [s.path for s in load(f"classes:{tmp_path}", seed=1).train] != [s.path for s in ds.train]
 

@@ -38,25 +38,33 @@ _VERSIONS = {
     "cifar100-python": dict(train=("train",), test="test", meta="meta"),
     "cifar100-binary": dict(train=("train.bin",), test="test.bin", meta="{labels}_label_names.txt"),
 }
-# A folder holding any of these is a CIFAR copy, and so is an archive named like the official ones.
+# A folder holding any of these is a CIFAR-10 copy (CIFAR-100: ``is_cifar_folder``), and an archive named like the
+# official ones is a CIFAR copy.
 CIFAR_FILES = ("test_batch", "test_batch.bin", "data_batch_1", "data_batch_1.bin")
 CIFAR_ARCHIVE = re.compile(r"^cifar.*\.(tar\.gz|tgz|tar)$", re.IGNORECASE)
+_KNOWN = {name for layout in _VERSIONS.values() for name in (*layout["train"], layout["test"],
+                                                              layout["meta"].format(labels="coarse"),
+                                                              layout["meta"].format(labels="fine"))}
+_LARGEST = 200 * 2**20
 
 
-def read_cifar(path, *, seed=0, normal_class=None, labels="coarse", train_fraction=0.8):
+def read_cifar(path, *, seed=0, normal_class=None, labels=None, train_fraction=0.8):
     """CIFAR-10 or CIFAR-100 (either version, a folder or the ``.tar.gz``) as an ``AnomalyDataset``.
 
     Args:
         path: the extracted folder (``cifar-10-batches-py``, ...), a folder holding it, or the ``.tar.gz``.
         seed: the split's seed where only the test split is present.
         normal_class: the normal class, by index or name (``3`` or ``cat``; default: the first, 0).
-        labels: CIFAR-100 only: ``coarse`` (20 superclasses) or ``fine`` (100 classes).
+        labels: CIFAR-100 only: ``coarse`` (20 superclasses, the default) or ``fine`` (100 classes).
         train_fraction: where the training files are absent, the share of the test split's normal images
             that trains.
     """
     files = _Files(path)
     version = files.version()
     cifar100 = version.startswith("cifar100")
+    if not cifar100 and labels is not None:
+        raise DataError(f"{files.where}: labels={labels!r} applies to CIFAR-100 only; this is CIFAR-10")
+    labels = labels or "coarse"
     if labels not in ("coarse", "fine"):
         raise DataError(f"cifar: labels={labels!r} must be 'coarse' (CIFAR-100's 20 superclasses) or 'fine'")
     layout = _VERSIONS[version]
@@ -79,8 +87,10 @@ def read_cifar(path, *, seed=0, normal_class=None, labels="coarse", train_fracti
         normal_class = names.index(normal_class) if normal_class in names else (
             int(normal_class) if normal_class.isdigit() else normal_class)
     if not (isinstance(normal_class, int) and 0 <= normal_class < len(names)):
+        hint = f" (the {labels} labels; labels=fine names CIFAR-100's 100 classes)" if cifar100 and labels == "coarse" \
+            else ""
         raise DataError(f"cifar: normal_class={normal_class!r} must be a class index 0-{len(names) - 1} or one of "
-                        f"{', '.join(names)}")
+                        f"{', '.join(names)}{hint}")
     kind = "cifar100" if cifar100 else "cifar10"
     return one_class_dataset(f"{kind}:{names[normal_class]}", kind, splits, normal_class, names, seed=seed,
                              train_fraction=train_fraction)
@@ -95,23 +105,29 @@ class _Files:
         from adtf.data.layouts import resolve_dir
         from adtf.paths import datasets_root
 
-        archive = Path(str(path)).expanduser() if path else None
-        if archive is not None and not archive.exists() and not archive.is_absolute():
-            archive = datasets_root() / archive
-        if archive is not None and archive.is_file():
-            self.where, self._files = archive, {}
-            known = {n for layout in _VERSIONS.values() for n in _names(layout)}
+        given = Path(str(path)).expanduser() if path else None
+        if given is not None and not given.exists() and not given.is_absolute():
+            given = datasets_root() / given
+        if given is not None and given.is_file() and given.name in _KNOWN:  # one of the files: its folder
+            given = given.parent
+        if given is not None and given.is_file():
+            self.where, self._files = given, {}
             try:
-                with tarfile.open(archive) as tar:
+                with tarfile.open(given) as tar:
                     for member in tar:
-                        if member.isfile() and Path(member.name).name in known:
-                            self._files[Path(member.name).name] = tar.extractfile(member).read()
+                        name = Path(member.name).name
+                        if member.isfile() and name in _KNOWN:
+                            _check_size(member.size, given / name)
+                            self._files[name] = tar.extractfile(member).read()
             except (OSError, EOFError, tarfile.TarError) as e:
-                raise DataError(f"{archive}: not a readable CIFAR archive ({type(e).__name__}: {e})") from None
+                raise DataError(f"{given}: not a readable CIFAR archive ({type(e).__name__}: {e}); give the "
+                                "cifar-*.tar.gz, or the folder its files were extracted to") from None
             return
-        root = resolve_dir(path, "CIFAR")
-        folders = [root] + sorted(p for p in root.iterdir() if p.is_dir())
-        holding = [f for f in folders if any((f / n).is_file() for n in CIFAR_FILES + ("train", "train.bin"))]
+        root = resolve_dir(given if given is not None and given.is_dir() else path, "CIFAR")
+        holding = [f for f in [root] + sorted(p for p in root.iterdir() if p.is_dir()) if is_cifar_folder(f)]
+        if len(holding) > 1 and holding[0] != root:
+            raise DataError(f"{root}: holds more than one CIFAR copy ({', '.join(f.name for f in holding)}); "
+                            "give the one to read")
         self.where = holding[0] if holding else root
         self._files = {p.name: p for p in self.where.iterdir() if p.is_file()}
 
@@ -120,7 +136,10 @@ class _Files:
 
     def read(self, name):
         data = self._files[name]
-        return data if isinstance(data, bytes) else data.read_bytes()
+        if isinstance(data, bytes):
+            return data
+        _check_size(data.stat().st_size, data)
+        return data.read_bytes()
 
     def version(self):
         for version, layout in _VERSIONS.items():
@@ -130,9 +149,20 @@ class _Files:
                         "their .bin versions, or CIFAR-100's train and test), here or in a subfolder")
 
 
-def _names(layout):
-    return (*layout["train"], layout["test"], layout["meta"].format(labels="coarse"),
-            layout["meta"].format(labels="fine"))
+def is_cifar_folder(folder):
+    """Whether ``folder`` holds a CIFAR copy's files (CIFAR-100's ``train``/``test`` only beside its ``meta`` or its
+    label names: alone, such names say little)."""
+    files = {name for name in _KNOWN if (folder / name).is_file()}
+    return bool(files & set(CIFAR_FILES)) or bool(files & {"test", "train", "test.bin", "train.bin"}) and bool(
+        files & {"meta", "coarse_label_names.txt", "fine_label_names.txt"})
+
+
+def _check_size(size, where):
+    # The largest official file (CIFAR-100's train) is 158 MB; a larger one is not CIFAR, and reading it whole
+    # (an archive's member expands without bound) could take all the memory there is.
+    if size > _LARGEST:
+        raise DataError(f"{where}: {size / 2**20:.0f} MiB, larger than any CIFAR file ({_LARGEST / 2**20:.0f} MiB "
+                        "at most): not a CIFAR file")
 
 
 def _class_names(files, meta, cifar100, labels):
@@ -143,8 +173,10 @@ def _class_names(files, meta, cifar100, labels):
             names = [line.strip() for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
         else:
             where = files.where / meta
-            names = [_text(n) for n in _field(_unpickle(data, where), f"{labels}_label_names" if cifar100
-                                              else "label_names", where)]
+            found = _field(_unpickle(data, where), f"{labels}_label_names" if cifar100 else "label_names", where)
+            if not isinstance(found, (list, tuple)):
+                raise DataError(f"{where}: the class names are not a list (found {type(found).__name__})")
+            names = [_text(n) for n in found]
         if names:
             return names
     return list(CIFAR10_NAMES) if not cifar100 else [str(i) for i in range(20 if labels == "coarse" else 100)]
@@ -163,8 +195,12 @@ def _read_binary(data, name, cifar100, labels):
 def _read_pickle(data, name, cifar100, labels):
     batch = _unpickle(data, name)
     pixels = _field(batch, "data", name)
-    label_list = np.asarray(_field(batch, f"{labels}_labels" if cifar100 else "labels", name))
-    if not (isinstance(pixels, np.ndarray) and pixels.ndim == 2 and pixels.shape[1] == _PIXELS
+    label_list = _field(batch, f"{labels}_labels" if cifar100 else "labels", name)
+    try:
+        label_list = np.asarray(label_list)
+    except ValueError:  # a ragged list
+        label_list = np.zeros(0, np.float32)
+    if not (isinstance(pixels, np.ndarray) and pixels.ndim == 2 and pixels.shape[1] == _PIXELS and len(pixels)
             and pixels.dtype == np.uint8 and label_list.shape == (len(pixels),) and label_list.dtype.kind in "iu"):
         raise DataError(f"{name}: 'data' is not an [N, 3072] uint8 array with one integer label per row")
     return _images(pixels, name), label_list.astype(np.int64)
@@ -190,12 +226,16 @@ def _text(value):
 # --------------------------------------------------------------------------- a pickle that can only hold arrays
 
 
+class _Refused(pickle.UnpicklingError):
+    """The pickle asks for something no CIFAR file does (as against one that is merely broken)."""
+
+
 class _NDArrayType:
     """Stand-in for ``numpy.ndarray`` as a pickle names it: only ``_reconstruct`` may receive it."""
 
     @staticmethod
     def __setstate__(state):  # BUILD on the class itself would set attributes on it for every later load
-        raise pickle.UnpicklingError("it sets state on numpy.ndarray itself, which no CIFAR file does")
+        raise _Refused("it sets state on numpy.ndarray itself, which no CIFAR file does")
 
 
 class _DType:
@@ -204,7 +244,7 @@ class _DType:
     def __init__(self, spec, align=False, copy=False):
         spec = spec.decode("latin1") if isinstance(spec, bytes) else spec  # Python 2's str under encoding="bytes"
         if not (isinstance(spec, str) and re.fullmatch(r"[biuf]\d{1,2}|b1|\?", spec)):
-            raise pickle.UnpicklingError(f"it asks for the dtype {spec!r:.40}, which no CIFAR array has")
+            raise _Refused(f"it asks for the dtype {spec!r:.40}, which no CIFAR array has")
         self.dtype = np.dtype(spec)
 
     def __setstate__(self, state):
@@ -218,74 +258,119 @@ class _DType:
 class _Array:
     """What ``numpy.core.multiarray._reconstruct`` returns, before its state (shape, dtype, bytes) arrives."""
 
-    def __init__(self, cls, *unused):
-        if cls is not _NDArrayType:
-            raise pickle.UnpicklingError("it asks for an array subclass, which no CIFAR file holds")
-        self.array = None
+    def __init__(self, unpickler):
+        self.unpickler, self.array = unpickler, None
 
     def __setstate__(self, state):
         _version, shape, dtype, fortran, raw = state
-        self.array = _frombuffer(raw, dtype, shape, "F" if fortran else "C")
-
-
-def _frombuffer(raw, dtype, shape, order="C"):
-    if not isinstance(dtype, _DType):
-        raise ValueError("an array without a plain numeric dtype")
-    if isinstance(raw, str):  # how a Python 2 pickle's bytes arrive under encoding="latin1"
-        raw = raw.encode("latin1")
-    shape = tuple(int(n) for n in shape)
-    if not isinstance(raw, (bytes, bytearray)) or len(raw) != int(np.prod(shape)) * dtype.dtype.itemsize:
-        raise ValueError(f"array data of the wrong size for shape {shape}")
-    return np.frombuffer(raw, dtype.dtype).reshape(shape, order=order).astype(dtype.dtype.newbyteorder("="))
-
-
-def _latin1_bytes(text, encoding="latin1"):  # how a protocol-2 pickle written by Python 3 spells bytes
-    if encoding != "latin1" or not isinstance(text, str):
-        raise ValueError("only latin1-encoded bytes")
-    return text.encode("latin1")
-
-
-_SAFE_GLOBALS = {
-    **{(module, "_reconstruct"): _Array for module in ("numpy.core.multiarray", "numpy._core.multiarray")},
-    **{(module, "_frombuffer"): _frombuffer for module in ("numpy.core.numeric", "numpy._core.numeric")},
-    ("numpy", "ndarray"): _NDArrayType,
-    ("numpy", "dtype"): _DType,
-    ("_codecs", "encode"): _latin1_bytes,
-}
+        self.array = self.unpickler.frombuffer(raw, dtype, shape, "F" if fortran else "C")
 
 
 class _ArraysOnlyUnpickler(pickle.Unpickler):
+    """Resolves only numpy's array, dtype and scalar reconstructors (and how Python spells bytes), each to a
+    stand-in bound to this load: a BUILD on one cannot reach the next load. Everything it makes is charged to
+    a budget of a few times the file's size, so a small file cannot claim gigabytes by rebuilding one array
+    many times; official files make about their own size."""
+
+    def __init__(self, data):
+        super().__init__(io.BytesIO(data), encoding="bytes")  # Python 2 wrote the official files
+        self.budget = 3 * len(data) + 2**20
+        array_modules = ("numpy.core.multiarray", "numpy._core.multiarray")
+        self.safe_globals = {
+            **{(module, "_reconstruct"): _fresh(self.reconstruct) for module in array_modules},
+            **{(module, "scalar"): _fresh(self.scalar) for module in array_modules},
+            **{(module, "_frombuffer"): _fresh(self.frombuffer) for module in ("numpy.core.numeric",
+                                                                                "numpy._core.numeric")},
+            ("numpy", "ndarray"): _NDArrayType,
+            ("numpy", "dtype"): _DType,
+            ("_codecs", "encode"): _fresh(self.latin1_bytes),
+            **{(module, "bytes"): _fresh(self.empty_bytes) for module in ("__builtin__", "builtins")},
+        }
+
     def find_class(self, module, name):
         try:
-            return _SAFE_GLOBALS[module, name]
+            return self.safe_globals[module, name]
         except (KeyError, TypeError):
-            raise pickle.UnpicklingError(f"it asks for {module}.{name}, which a CIFAR file never needs (a pickle "
-                                         "can run any such callable)") from None
+            raise _Refused(f"it asks for {module}.{name}, which a CIFAR file never needs (a pickle can run any "
+                           "such callable)") from None
 
     def persistent_load(self, pid):
-        raise pickle.UnpicklingError("it refers to an outside object, which a CIFAR file never does")
+        raise _Refused("it refers to an outside object, which a CIFAR file never does")
+
+    def spend(self, n):
+        self.budget -= n
+        if self.budget < 0:
+            raise _Refused("it builds far more data than the file holds")
+
+    def reconstruct(self, cls, *unused):
+        if cls is not _NDArrayType:
+            raise _Refused("it asks for an array subclass, which no CIFAR file holds")
+        return _Array(self)
+
+    def frombuffer(self, raw, dtype, shape, order="C"):
+        if not isinstance(dtype, _DType):
+            raise ValueError("an array without a plain numeric dtype")
+        if isinstance(raw, str):  # how a Python 2 pickle's bytes arrive under encoding="latin1"
+            raw = raw.encode("latin1")
+        shape = tuple(int(n) for n in shape)
+        if not isinstance(raw, (bytes, bytearray)) or min(shape, default=0) < 0 or \
+                len(raw) != int(np.prod(shape, dtype=object)) * dtype.dtype.itemsize:
+            raise ValueError(f"array data of the wrong size for shape {shape}")
+        self.spend(len(raw))
+        return np.frombuffer(raw, dtype.dtype).reshape(shape, order=order).astype(dtype.dtype.newbyteorder("="))
+
+    def scalar(self, dtype, raw):  # numpy's integer scalars (np.int64 labels), as Python 3 pickles them
+        return self.frombuffer(self.latin1_bytes(raw) if isinstance(raw, str) else raw, dtype, (1,))[0]
+
+    def latin1_bytes(self, text, encoding="latin1"):  # how a protocol-2 pickle written by Python 3 spells bytes
+        if encoding != "latin1" or not isinstance(text, str):
+            raise ValueError("only latin1-encoded bytes")
+        self.spend(len(text))
+        return text.encode("latin1")
+
+    @staticmethod
+    def empty_bytes(*args):  # how a protocol-2 pickle written by Python 3 spells b""; bytes(n) would allocate n
+        if args:
+            raise _Refused("it calls bytes() with arguments, which no CIFAR file does")
+        return b""
+
+
+def _fresh(method):
+    """A new function object per load: a pickle's BUILD on a bound method would set attributes on the function
+    shared by every load."""
+    return lambda *args: method(*args)
 
 
 def _unpickle(data, name):
     """A CIFAR pickle (dicts, lists, bytes and numeric arrays) read without running anything it names."""
     try:
-        # Python 2 wrote the official files; "bytes" keeps their byte strings as bytes.
-        return _materialize(_ArraysOnlyUnpickler(io.BytesIO(data), encoding="bytes").load())
-    except pickle.UnpicklingError as e:
+        return _materialize(_ArraysOnlyUnpickler(data).load(), {})
+    except _Refused as e:
         raise DataError(f"{name}: refused to load: {e}") from None
     except Exception as e:  # a malformed or truncated pickle ends here, never as a deep traceback
         raise DataError(f"{name}: not a readable CIFAR pickle ({type(e).__name__}: {e})") from None
 
 
-def _materialize(obj):
+def _materialize(obj, memo):
+    """``obj`` with its arrays in place; each object once (``memo``, by id), so that lists sharing their items do
+    not unfold exponentially and cycles end."""
+    if id(obj) in memo:
+        return memo[id(obj)]
     if isinstance(obj, _Array):
         if obj.array is None:
             raise ValueError("an array without data")
-        return obj.array
-    if isinstance(obj, dict):
-        return {key: _materialize(value) for key, value in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_materialize(value) for value in obj)
-    if isinstance(obj, _DType) or obj is _NDArrayType:
+        result = obj.array
+    elif isinstance(obj, dict):
+        result = memo[id(obj)] = {}
+        result.update((key, _materialize(value, memo)) for key, value in obj.items())
+    elif isinstance(obj, list):
+        result = memo[id(obj)] = []
+        result.extend(_materialize(value, memo) for value in obj)
+    elif isinstance(obj, tuple):
+        result = tuple(_materialize(value, memo) for value in obj)
+    elif isinstance(obj, _DType) or obj is _NDArrayType:
         raise ValueError("a bare numpy type")
-    return obj
+    else:
+        result = obj
+    memo[id(obj)] = result
+    return result

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adtf.data.cifar import CIFAR_FILES, read_cifar
+from adtf.data.cifar import is_cifar_folder, read_cifar
 from adtf.data.samples import AnomalyDataset, Sample, SourceKind, one_class_dataset, split_off
 from adtf.errors import DataError
 from adtf.paths import datasets_root
@@ -241,9 +241,9 @@ def _read_classes(path, *, seed=0, normal_class=None, train_fraction=0.8):
       of them and every other class evaluate (paper 002's COIL-100 protocol, 80/20).
 
     ``normal_class``: a class folder's name, or its index in name order (default: the first). ``defect`` = the
-    class's folder name.
+    class's folder name. A class's images are those anywhere below its folder, as ImageFolder finds them.
     """
-    root = resolve_dir(path, "class folders")
+    root = resolve_dir(path, "classes")
     splits = {name: root / name for name in ("train", "test")}
     if (root / "train").is_dir() != (root / "test").is_dir():
         have, lack = ("train", "test") if (root / "train").is_dir() else ("test", "train")
@@ -251,7 +251,7 @@ def _read_classes(path, *, seed=0, normal_class=None, train_fraction=0.8):
                         "<class>/ folders alone)")
     if not all(folder.is_dir() for folder in splits.values()):
         splits = {"all": root}
-    classes = {split: {c.name: _list_images(c) for c in _subfolders(folder) if not c.name.startswith(".")}
+    classes = {split: {c.name: _images_below(c) for c in _subfolders(folder) if not c.name.startswith(".")}
                for split, folder in splits.items()}
     names = sorted(set().union(*classes.values()))
     if not names or not any(images for by_class in classes.values() for images in by_class.values()):
@@ -342,9 +342,15 @@ def detect_kind(root):
         return SourceKind.DAGM
     if any("idx3-ubyte" in p.name for p in root.iterdir()):
         return SourceKind.MNIST
-    if any((folder / name).is_file() for folder in (root, *_subfolders(root)) for name in CIFAR_FILES):
+    if any(is_cifar_folder(folder) for folder in (root, *_subfolders(root))):
         return SourceKind.CIFAR
     return SourceKind.FOLDER
+
+
+def _images_below(folder):
+    """The image files anywhere below ``folder``, hidden files and folders left out, in path order."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in LISTED_SUFFIXES and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def _subfolders(folder, pattern="*"):

@@ -24,6 +24,7 @@ from pathlib import Path
 from adtf.data.layouts import resolve_dir
 from adtf.data.sources import MAX_LISTED_PROBLEMS, SourceKind, load, parse_spec
 from adtf.errors import DataError
+from adtf.paths import datasets_root
 
 _MANIFEST_FOR_KIND = {SourceKind.MVTEC: "mvtec_ad", SourceKind.DAGM: "dagm2007", SourceKind.MTD: "mtd",
                       SourceKind.MNIST: "mnist", SourceKind.CIFAR: "cifar", SourceKind.SYNTHETIC: "synthetic"}
@@ -135,7 +136,8 @@ def verify(spec_or_path: str, manifest_name: str | None = None, *, config: str |
             differences.append("ground-truth masks: " + ("expected, none found" if expected["has_masks"]
                                                          else "found, none expected"))
     digests = manifest.get("sha256", {})
-    if kind is SourceKind.SYNTHETIC or Path(str(path)).expanduser().is_file():  # generated here; a CIFAR archive
+    archive = Path(str(path)).expanduser()
+    if kind is SourceKind.SYNTHETIC or archive.is_file() or (datasets_root() / archive).is_file():  # a CIFAR archive
         root = path
     else:
         root = resolve_dir(path, manifest["name"])

@@ -118,6 +118,8 @@ def one_class_dataset(name, kind, splits, normal_class, class_names, *, seed=0, 
 
     (first, (_, first_labels)), *rest = splits.items()
     labels_found = np.unique(np.concatenate([labels for _, labels in splits.values()]))
+    if not all(len(labels) for _, labels in splits.values()):
+        raise DataError(f"{name}: a split without images ({', '.join(f'{k}: {len(v[1])}' for k, v in splits.items())})")
     if labels_found.min() < 0 or labels_found.max() >= len(class_names):
         raise DataError(f"{name}: labels {labels_found.min()}..{labels_found.max()} found, but only "
                         f"{len(class_names)} classes are named")
