@@ -401,10 +401,12 @@ def verify_main(argv=None):
     parser = argparse.ArgumentParser(prog="adtf-verify", description="Check a local dataset copy against its manifest.")
     parser.add_argument("spec", help="dataset spec, e.g. mvtec:/data/mvtec/bottle or mtd:/data/mtd")
     parser.add_argument("--manifest", default=None, help="manifest name (default: from the spec)")
+    parser.add_argument("--config", default=None, help="the manifest's config, e.g. bottle or cifar10_test (default: "
+                                                       "the spec's category, the folder's name, or the manifest's own)")
     args = parser.parse_args(argv)
     from adtf.data import manifests
 
-    report = manifests.verify(args.spec, args.manifest)
+    report = manifests.verify(args.spec, args.manifest, config=args.config)
     print(report)
     return 0 if getattr(report, "ok", True) else 1
 

@@ -279,3 +279,20 @@ def test_cifar_paths_a_user_may_give(tmp_path):
     assert load(str(cifar100), train_fraction=1.0).name == "cifar100:c0"  # a bare CIFAR-100 folder is recognised
     with pytest.raises(DataError, match="holds more than one CIFAR copy"):
         load(f"cifar:{tmp_path / 'both'}")
+
+
+def test_verify_picks_the_cifar_config_from_the_folder_name(tmp_path, capsys):
+    from adtf.cli import verify_main
+    from adtf.data import verify
+
+    images, fine = _batches(20, 1, seed=16, n_classes=100)
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    (folder / "test").write_bytes(_py2_pickle({b"data": _rows(images), b"fine_labels": fine.tolist(),
+                                               b"coarse_labels": (fine % 20).tolist()}))
+    assert verify(f"cifar:{folder}").config == "cifar100"  # its name holds cifar10 too: the longer name wins
+    test = _batches(20, 1, seed=17)
+    ten = write_cifar10_python(tmp_path / "ten", None, test, with_train=False)
+    assert verify(f"cifar:{ten}").config == "cifar10"  # the manifest's default
+    assert verify_main([f"cifar:{ten}", "--config", "cifar10_test"]) == 1  # a 20-image fake: counts differ
+    assert "cifar [cifar10_test]" in capsys.readouterr().out

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -162,10 +163,18 @@ def _pick_config(manifest, config, path):
     if config is None and len(configs) == 1:
         config = next(iter(configs))
     if config is None and path:
-        name = Path(path).name.lower()
-        matches = [c for c in configs if c.lower() == name] or [c for c in configs if c.lower() in name]
-        config = matches[0] if len(matches) == 1 else None
+        # Compared without case and punctuation ("cifar-100-python" holds cifar100), the longest name contained
+        # winning (it holds cifar10 too).
+        name = _squash(Path(path).name)
+        matches = [c for c in configs if _squash(c) == name] or sorted(
+            (c for c in configs if _squash(c) in name), key=lambda c: -len(_squash(c)))
+        longest_alone = len(matches) == 1 or len(matches) > 1 and len(_squash(matches[0])) > len(_squash(matches[1]))
+        config = matches[0] if longest_alone else None
     config = config or manifest.get("default_config")
     if config not in configs:
         raise DataError(f"{path}: which {manifest['name']} config? pass config=... (one of {sorted(configs)})")
     return config
+
+
+def _squash(text):
+    return re.sub(r"[^a-z0-9]", "", text.lower())
