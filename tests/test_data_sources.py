@@ -543,3 +543,20 @@ def test_classes_bad_layouts_are_named(tmp_path):
     (tmp_path / "c" / "empty").mkdir(parents=True)
     with pytest.raises(DataError, match="no class folders with images"):
         load(f"classes:{tmp_path / 'c'}")
+
+
+def test_test_images_that_are_training_files_are_named(tmp_path):
+    for i in range(3):
+        write_image(tmp_path / "ok" / f"{i}.png", seed=i)
+    with pytest.warns(UserWarning, match=r"3 of the 3 test images are training files too \(e.g. .*ok/0.png"):
+        ds = load(f"folder:{tmp_path / 'ok'},test_normal={tmp_path / 'ok'}")
+    assert any("training files too" in note for note in ds.notes)  # and the report repeats it
+    write_classes(tmp_path / "set" / "train", {"cat": 2, "dog": 1})
+    write_classes(tmp_path / "set" / "test", {"dog": 1})
+    (tmp_path / "set" / "test" / "cat").mkdir()
+    (tmp_path / "set" / "test" / "cat" / "linked.png").symlink_to(tmp_path / "set" / "train" / "cat" / "000.png")
+    with pytest.warns(UserWarning, match="1 of the 2 test images are training files too"):
+        load(f"classes:{tmp_path / 'set'}:cat")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load(f"classes:{tmp_path / 'set'}:dog")  # the link is a cat test image; the dog fit shares no file

@@ -291,3 +291,15 @@ def _validate(dataset, skip_bad):
     dataset.test = [s for s in dataset.test if s not in bad]
     if not dataset.train:
         raise DataError(f"{dataset.name}: no usable training image left")
+    _warn_if_tested_on_training_files(dataset)
+
+
+def _warn_if_tested_on_training_files(dataset):
+    """A test image that is a training file (the same folder given twice, a link into the training folder) scores
+    as a fitted image does: the test figures come out optimistic, and nothing else would say so."""
+    fitted = {os.path.realpath(s.path) for s in dataset.train if s.index is None}
+    shared = [s.path for s in dataset.test if s.index is None and os.path.realpath(s.path) in fitted]
+    if shared:
+        warnings.warn(f"{dataset.name}: {len(shared)} of the {len(dataset.test)} test images are training files "
+                      f"too (e.g. {shared[0]}, the same file or a link to it): the test figures will be optimistic",
+                      stacklevel=4)
