@@ -40,7 +40,7 @@ _VERSIONS = {
 }
 # A folder holding any of these is a CIFAR-10 copy (CIFAR-100: ``is_cifar_folder``), and an archive named like the
 # official ones is a CIFAR copy.
-CIFAR_FILES = ("test_batch", "test_batch.bin", "data_batch_1", "data_batch_1.bin")
+_CIFAR10_FILES = ("test_batch", "test_batch.bin", "data_batch_1", "data_batch_1.bin")
 CIFAR_ARCHIVE = re.compile(r"^cifar.*\.(tar\.gz|tgz|tar)$", re.IGNORECASE)
 _KNOWN = {name for layout in _VERSIONS.values() for name in (*layout["train"], layout["test"],
                                                               layout["meta"].format(labels="coarse"),
@@ -153,7 +153,7 @@ def is_cifar_folder(folder):
     """Whether ``folder`` holds a CIFAR copy's files (CIFAR-100's ``train``/``test`` only beside its ``meta`` or its
     label names: alone, such names say little)."""
     files = {name for name in _KNOWN if (folder / name).is_file()}
-    return bool(files & set(CIFAR_FILES)) or bool(files & {"test", "train", "test.bin", "train.bin"}) and bool(
+    return bool(files & set(_CIFAR10_FILES)) or bool(files & {"test", "train", "test.bin", "train.bin"}) and bool(
         files & {"meta", "coarse_label_names.txt", "fine_label_names.txt"})
 
 

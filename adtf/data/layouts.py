@@ -266,20 +266,15 @@ def _read_classes(path, *, seed=0, normal_class=None, train_fraction=0.8):
                             f"index below {len(names)} (the classes: {', '.join(names[:12])}"
                             f"{', ...' if len(names) > 12 else ''})")
         normal_class = names[index]
-    fit = classes[next(iter(classes))].get(normal_class, [])
-    if not fit:
-        raise DataError(f"{splits[next(iter(classes))] / normal_class}: no images of the normal class to fit on")
-
-    def samples(by_class, skip=()):
-        return [Sample(str(image), int(name != normal_class), "good" if name == normal_class else name)
-                for name, images in sorted(by_class.items()) for image in images if str(image) not in skip]
-
-    if "all" in classes:
-        _, train_images = split_off([str(image) for image in fit], count=round(train_fraction * len(fit)), seed=seed)
-        train, test = [Sample(p, 0, "good") for p in train_images], samples(classes["all"], set(train_images))
-    else:
-        train, test = [Sample(str(image), 0, "good") for image in fit], samples(classes["test"])
-    return AnomalyDataset(f"classes:{root.name}-{normal_class}", train, test, has_masks=False)
+    first = next(iter(classes))
+    if not classes[first].get(normal_class):
+        raise DataError(f"{splits[first] / normal_class}: no images of the normal class to fit on")
+    number = {name: i for i, name in enumerate(names)}
+    files_and_labels = {split: ([image for name in sorted(by_class) for image in by_class[name]],
+                                np.array([number[name] for name in sorted(by_class) for _ in by_class[name]], int))
+                        for split, by_class in classes.items()}
+    return one_class_dataset(f"classes:{root.name}-{normal_class}", "classes", files_and_labels, number[normal_class],
+                             names, seed=seed, train_fraction=train_fraction)
 
 
 def _find_idx(root, prefix):

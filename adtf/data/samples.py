@@ -99,21 +99,22 @@ def split_off(samples, fraction=None, seed=0, *, count=None, what="images"):
 
 
 def one_class_dataset(name, kind, splits, normal_class, class_names, *, seed=0, train_fraction=0.8):
-    """The one-class protocol of a labelled image set held in memory (MNIST, CIFAR).
+    """The one-class protocol of a labelled image set (MNIST, CIFAR, one folder per class).
 
-    ``splits``: ``{split: (images, labels)}``, the training split first where there are two. One class is normal,
-    the others anomalous (``defect`` = the class's name). With two splits: the normal class of the first trains and
-    the whole second tests. With one: a ``seed``-shuffled ``train_fraction`` of its normal images trains, the rest of
-    the split tests.
+    ``splits``: ``{split: (images, labels)}``, the training split first where there are two; ``images`` an array
+    held in memory (``AnomalyDataset.arrays``) or a list of files. One class is normal, the others anomalous
+    (``defect`` = the class's name). With two splits: the normal class of the first trains and the whole second
+    tests. With one: a ``seed``-shuffled ``train_fraction`` of its normal images trains, the rest of the split tests.
     """
-    arrays = np.concatenate([images for images, _ in splits.values()])
+    in_memory = all(isinstance(images, np.ndarray) for images, _ in splits.values())
+    arrays = np.concatenate([images for images, _ in splits.values()]) if in_memory else None
     offsets = dict(zip(splits, np.cumsum([0] + [len(labels) for _, labels in splits.values()])))
 
     def samples(split, rows):
-        labels = splits[split][1]
-        return [Sample(f"{kind}/{split}/{i:05d}", int(labels[i] != normal_class),
+        images, labels = splits[split]
+        return [Sample(f"{kind}/{split}/{i:05d}" if in_memory else str(images[i]), int(labels[i] != normal_class),
                        "good" if labels[i] == normal_class else class_names[labels[i]],
-                       index=int(offsets[split] + i))
+                       index=int(offsets[split] + i) if in_memory else None)
                 for i in rows]
 
     (first, (_, first_labels)), *rest = splits.items()
