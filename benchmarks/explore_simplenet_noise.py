@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/explore_simplenet_noise.py --data mtd:mtd --sigmas 0.05 0.2 0.5 1.0 --epochs 6 [--every 2]
        [--baselines] [--backbone efficientnet_lite2 --layers block3c_add block5d_add block6e_add] [--seed 1]
-       [--image-size 448 384] [--dims 768 768]
+       [--image-size 448 384] [--dims 768 768] [--patch-size 5]
 
 ``--backbone``/``--layers`` compare taps and backbones the same way, ``--image-size`` another input size than the
 presets' rule gives, ``--dims`` the aggregation's per-level and final sizes (the head's adaptor follows the latter); ``--seed`` draws another synthetic set
@@ -158,6 +158,8 @@ def main(argv=None):
                         help="input size (default: the presets' rule, the data's median size)")
     parser.add_argument("--dims", nargs=2, type=int, default=None, metavar=("PRETRAIN", "EMBED"),
                         help="the aggregation's per-level and final dimensions (default: the preset's)")
+    parser.add_argument("--patch-size", type=int, default=None,
+                        help="the aggregation's neighbourhood at every level (default: the preset's, 3)")
     parser.add_argument("--per-dimension", action="store_true",
                         help="divide each feature dimension by its own std over the fit images (the presets divide "
                              "all of them by one scalar)")
@@ -175,7 +177,8 @@ def main(argv=None):
     detector = SimpleNet.from_preset("offline", image_size=size,
                                      **({"layers": tuple(args.layers)} if args.layers else {}),
                                      **({"backbone": args.backbone} if args.backbone else {}),
-                                     **(dict(zip(("pretrain_dim", "embed_dim"), args.dims)) if args.dims else {}))
+                                     **(dict(zip(("pretrain_dim", "embed_dim"), args.dims)) if args.dims else {}),
+                                     **({"patch_size": args.patch_size} if args.patch_size else {}))
     cache = detector.feature_cache(pipeline(fit, arrays=dataset.arrays, image_size=size, batch_size=16), verbose=False)
     train, gain = cache[np.arange(len(cache))], float(detector.feature_gain)  # the preset normalises: gain is set
     detector.release_feature_cache()
