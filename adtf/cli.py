@@ -165,7 +165,7 @@ def fit_parser(method=None, preset=None, prog="adtf-fit", bench=False):
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file of these options")
     parser.add_argument("--method", type=str, default=method, help=f"detector: {', '.join(sorted(REGISTRY))}")
     data_help = ("dataset spec: synthetic[:weave|stone|brick|grass|gravel][,size=N], mvtec:PATH, dagm:PATH/ClassN, "
-                 "mtd:PATH, mnist:PATH[:k], cifar:PATH[:k], classes:PATH[:k], folder:PATH "
+                 "mtd:PATH, mnist:PATH[:k], cifar:PATH[:k], classes:PATH[:k], coil:PATH[:k], folder:PATH "
                  f"(default: {DEFAULT_DATA}, the embedded procedural texture)")
     if bench:
         parser.add_argument("--data", type=list[str], required=True,

@@ -1,6 +1,6 @@
 """One-class protocols: each class of a labelled set is "normal" in turn, the other classes are anomalies.
 
-Usage: python benchmarks/bench_one_class.py --method pyramid_ae --data mnist:mnist|cifar:PATH
+Usage: python benchmarks/bench_one_class.py --method pyramid_ae --data mnist:mnist|cifar:PATH|coil:PATH
        [--classes 0 1 ... 9] [--preset fast] [--epochs N] [--option KEY=VALUE ...] [--seed 0]
        [--out runs/one_class_METHOD]
 
@@ -9,7 +9,8 @@ of it (80 % of the normal class's images train, the rest of them and every other
 training and ~9,200 test images per class). Paper 003 (Table III) trains on the 60,000-image train
 split; the protocol is the same, the training set is smaller. CIFAR-10 (``cifar:PATH``, the files as
 distributed): the normal class's 5,000 training images fit and the 10,000 test images evaluate (paper
-002's protocol). Prints the image AUROC per class and the mean, with the command and the machine.
+002's protocol). COIL-100 (``coil:PATH --classes 1 2 ... 100``, objects by their file names' numbers): 58 of
+the normal object's 72 views fit, the rest and every other object's views evaluate. Prints the image AUROC per class and the mean, with the command and the machine.
 """
 import argparse
 import os

@@ -545,6 +545,41 @@ def test_classes_bad_layouts_are_named(tmp_path):
         load(f"classes:{tmp_path / 'c'}")
 
 
+def write_coil(folder, objects, views):
+    for k in objects:
+        for view in range(views):
+            write_image(folder / f"obj{k}__{5 * view}.png", (8, 8), seed=100 * k + view)
+
+
+def test_coil_flat_folder_one_object_normal(tmp_path):
+    write_coil(tmp_path / "coil-100", objects=(1, 2, 10), views=10)
+    (tmp_path / "coil-100" / "convertGroupppm.pl").write_text("#!/usr/bin/perl\n")  # shipped in the zip
+    ds = load(f"coil:{tmp_path}")  # the folder holding coil-100/; the lowest object is normal
+    assert ds.name == "coil:coil-100-obj1" and not ds.has_masks
+    assert len(ds.train) == 8 and all("/obj1__" in s.path for s in ds.train)
+    assert ds.counts() == {"train": 8, "test_good": 2, "test_obj2": 10, "test_obj10": 10}
+    assert not {s.path for s in ds.train} & {s.path for s in ds.test}
+    for spec in (f"{tmp_path / 'coil-100'}:10", f"coil:{tmp_path}:obj10", f"{tmp_path},normal_class=10"):
+        spec = spec if spec.startswith("coil:") else f"coil:{spec}"
+        assert load(spec).name == "coil:coil-100-obj10"
+    assert parse_spec(str(tmp_path))[0] is SourceKind.COIL  # recognised without coil:
+    assert [s.path for s in load(f"coil:{tmp_path}", seed=1).train] != [s.path for s in ds.train]
+
+
+def test_coil_bad_inputs_are_named(tmp_path):
+    write_coil(tmp_path / "coil-100", objects=(1, 2), views=3)
+    with pytest.raises(DataError, match=r"normal_class='3' is no object of .*coil-100 \(objects 1-2"):
+        load(f"coil:{tmp_path}:3")
+    with pytest.raises(DataError, match="coil-100.zip: a zip archive; unzip it"):
+        load(f"coil:{tmp_path / 'coil-100.zip'}")
+    write_coil(tmp_path / "coil-20-proc", objects=(1,), views=3)
+    with pytest.raises(DataError, match="COIL files in 2 folders"):
+        load(f"coil:{tmp_path}")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no COIL files"):
+        load(f"coil:{tmp_path / 'empty'}")
+
+
 def test_test_images_that_are_training_files_are_named(tmp_path):
     for i in range(3):
         write_image(tmp_path / "ok" / f"{i}.png", seed=i)

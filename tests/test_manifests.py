@@ -12,7 +12,7 @@ from test_data_sources import write_dagm_class
 
 
 def test_every_manifest_is_complete():
-    assert manifest_names() == ["cifar", "dagm2007", "mnist", "mtd", "mvtec_ad", "synthetic"]
+    assert manifest_names() == ["cifar", "coil", "dagm2007", "mnist", "mtd", "mvtec_ad", "synthetic"]
     for name in manifest_names():
         manifest = read_manifest(name)
         assert manifest["name"] == name and SourceKind(manifest["kind"])

@@ -1,6 +1,6 @@
 """The on-disk layouts ``adtf.data.load`` reads: one reader per dataset kind (MVTec AD, DAGM 2007,
-MTD, a folder of the user's images, MNIST idx files, CIFAR-10/100 (``adtf.data.cifar``), one folder per class, the
-embedded synthetic set).
+MTD, a folder of the user's images, MNIST idx files, CIFAR-10/100 (``adtf.data.cifar``), one folder per class,
+COIL-100/COIL-20's flat folder, the embedded synthetic set).
 
 Each reader turns a folder into an ``AnomalyDataset`` of ``Sample``s; ``adtf.data.sources``
 parses the spec, picks the reader and validates every image before anything trains.
@@ -8,6 +8,7 @@ parses the spec, picks the reader and validates every image before anything trai
 from __future__ import annotations
 
 import gzip
+import re
 import warnings
 from pathlib import Path
 
@@ -277,6 +278,46 @@ def _read_classes(path, *, seed=0, normal_class=None, train_fraction=0.8):
                              names, seed=seed, train_fraction=train_fraction)
 
 
+COIL_FILE = re.compile(r"obj(\d+)__(\d+)\.\w+$", re.IGNORECASE)  # COIL-100 and COIL-20: obj<object>__<view>.png
+
+
+def _read_coil(path, *, seed=0, normal_class=None, train_fraction=0.8):
+    """COIL-100 (or COIL-20) as distributed: one flat folder of ``obj<k>__<view>.png`` files, 72 views per object.
+
+    PATH is that folder (``coil-100/``) or the folder holding it. Object ``normal_class`` (its number in the file
+    names, ``1`` for ``obj1__*``, or the name ``obj1``; default: the lowest number) is normal: a ``seed``-shuffled ``train_fraction`` (0.8) of its
+    views fit, the rest of them and every other object's views evaluate (paper 002's COIL-100 protocol, after
+    Pidhorskyi et al.). ``defect`` = the object's name, ``objK``.
+    """
+    if path and str(path).lower().endswith(".zip"):
+        raise DataError(f"{path}: a zip archive; unzip it and give the folder of obj<k>__<view>.png files")
+    root = resolve_dir(path, "COIL")
+    holding = [folder for folder in (root, *_subfolders(root)) if _coil_files(folder)]
+    if not holding:
+        raise DataError(f"{root}: no COIL files (expected obj<k>__<view>.png, e.g. coil-100/obj1__0.png; unzip "
+                        "coil-100.zip first)")
+    if len(holding) > 1:
+        raise DataError(f"{root}: COIL files in {len(holding)} folders ({', '.join(str(f) for f in holding)}): give "
+                        "the one to read")
+    files = _coil_files(holding[0])
+    objects = sorted({number for number, _ in files.values()})
+    names = [f"obj{number}" for number in objects]
+    text = str(objects[0] if normal_class is None else normal_class).lower().removeprefix("obj")
+    if not text.isdigit() or int(text) not in objects:
+        raise DataError(f"coil: normal_class={normal_class!r} is no object of {holding[0]} (objects "
+                        f"{objects[0]}-{objects[-1]}: a number as in the file names, obj<k>__<view>.png, or "
+                        "its name objK)")
+    paths = sorted(files, key=lambda p: files[p])
+    labels = np.array([objects.index(files[p][0]) for p in paths], int)
+    return one_class_dataset(f"coil:{holding[0].name}-obj{int(text)}", "coil", {"all": (paths, labels)},
+                             objects.index(int(text)), names, seed=seed, train_fraction=train_fraction)
+
+
+def _coil_files(folder):
+    """``{path: (object, view)}`` of a folder's COIL image files (a PPM too, so that the up-front check names it)."""
+    return {str(p): (int(m[1]), int(m[2])) for p in _list_images(folder) if (m := COIL_FILE.match(p.name))}
+
+
 def _find_idx(root, prefix):
     # Accept the usual spellings: "t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte", ".gz".
     matches = sorted(p for p in root.iterdir() if p.name.replace(".", "-").startswith(prefix.replace(".", "-")))
@@ -311,7 +352,7 @@ def _read_synthetic(path, *, seed=0, **options):
 
 READERS = {SourceKind.MVTEC: _read_mvtec, SourceKind.DAGM: _read_dagm, SourceKind.MTD: _read_mtd,
            SourceKind.FOLDER: _read_folder, SourceKind.MNIST: _read_mnist, SourceKind.CIFAR: read_cifar,
-           SourceKind.CLASSES: _read_classes, SourceKind.SYNTHETIC: _read_synthetic}
+           SourceKind.CLASSES: _read_classes, SourceKind.COIL: _read_coil, SourceKind.SYNTHETIC: _read_synthetic}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -339,6 +380,8 @@ def detect_kind(root):
         return SourceKind.MNIST
     if any(is_cifar_folder(folder) for folder in (root, *_subfolders(root))):
         return SourceKind.CIFAR
+    if any(_coil_files(folder) for folder in (root, *_subfolders(root))):
+        return SourceKind.COIL
     return SourceKind.FOLDER
 
 

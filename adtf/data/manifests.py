@@ -28,7 +28,8 @@ from adtf.errors import DataError
 from adtf.paths import datasets_root
 
 _MANIFEST_FOR_KIND = {SourceKind.MVTEC: "mvtec_ad", SourceKind.DAGM: "dagm2007", SourceKind.MTD: "mtd",
-                      SourceKind.MNIST: "mnist", SourceKind.CIFAR: "cifar", SourceKind.SYNTHETIC: "synthetic"}
+                      SourceKind.MNIST: "mnist", SourceKind.CIFAR: "cifar", SourceKind.COIL: "coil",
+                      SourceKind.SYNTHETIC: "synthetic"}
 # Packaged copies first (adtf/data/manifests), then the repository's data_manifests/.
 _MANIFEST_DIRS = (Path(__file__).resolve().parent / "manifests", Path(__file__).resolve().parents[2] / "data_manifests")
 

@@ -19,6 +19,7 @@ class SourceKind(str, enum.Enum):
     MNIST = "mnist"
     CIFAR = "cifar"
     CLASSES = "classes"
+    COIL = "coil"
     SYNTHETIC = "synthetic"
 
 

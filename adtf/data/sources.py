@@ -7,7 +7,7 @@ when both are given; ``seed=N`` there sets ``load``'s seed). A relative PATH tha
 ``adtf.paths.datasets_root()``, so ``mvtec:mvtec_bottle`` finds the shared copy. A bare
 PATH without ``KIND:`` is recognised by its layout (``train/good`` -> mvtec,
 ``MT_Free`` -> mtd, ``Train`` + ``Test`` -> dagm, idx files -> mnist, ``test_batch`` or a
-``cifar-*.tar.gz`` -> cifar, else folder).
+``cifar-*.tar.gz`` -> cifar, ``obj<k>__<view>.png`` files -> coil, else folder).
 
 =============================  =================================================================
 spec                           layout and options
@@ -31,6 +31,9 @@ spec                           layout and options
 ``classes:PATH[:k]``           one folder per class (ImageFolder): ``PATH/<class>/`` or
                                ``PATH/{train,test}/<class>/``; class k (name or index) normal;
                                options ``normal_class``, ``train_fraction`` (one split).
+``coil:PATH[:k]``              COIL-100 or COIL-20's flat folder of ``obj<k>__<view>.png``; object k
+                               (its number in the file names, or ``objK``) normal; options
+                               ``normal_class`` (the first), ``train_fraction`` (0.8).
 ``synthetic[:NAME]``           ``adtf.data.synthetic.materialize(NAME)`` (weave, stone, brick,
                                grass, gravel; default weave) read as MVTec AD; its options pass through.
 =============================  =================================================================
@@ -90,7 +93,7 @@ def parse_spec(spec: str) -> tuple[SourceKind, str | None, dict]:
         options[key.strip()] = _parse_value(value.strip())
     if kind is SourceKind.MNIST and path and (m := re.fullmatch(r"(.*):(\d+)", path)):
         path, options["normal_class"] = m[1], int(m[2])
-    one_class = kind in (SourceKind.CIFAR, SourceKind.CLASSES)
+    one_class = kind in (SourceKind.CIFAR, SourceKind.CLASSES, SourceKind.COIL)
     if one_class and path and not _exists(path) and (m := re.fullmatch(r"(.*):([^:/\\]+)", path)):
         path, options["normal_class"] = m[1], m[2]  # a class's name or index
     if kind is None:
