@@ -91,11 +91,11 @@ def parse_spec(spec: str) -> tuple[SourceKind, str | None, dict]:
             raise DataError(f"dataset spec {spec!r}: {part!r} is not key=value (nor part of an existing folder's "
                             "name)")
         options[key.strip()] = _parse_value(value.strip())
-    if kind is SourceKind.MNIST and path and (m := re.fullmatch(r"(.*):(\d+)", path)):
-        path, options["normal_class"] = m[1], int(m[2])
-    one_class = kind in (SourceKind.CIFAR, SourceKind.CLASSES, SourceKind.COIL)
+    one_class = kind in (SourceKind.MNIST, SourceKind.CIFAR, SourceKind.CLASSES, SourceKind.COIL)
     if one_class and path and not _exists(path) and (m := re.fullmatch(r"(.*):([^:/\\]+)", path)):
-        path, options["normal_class"] = m[1], m[2]  # a class's name or index
+        path, options["normal_class"] = m[1], m[2]  # a class's index or name ("07" can name a folder)
+        if kind is SourceKind.MNIST and m[2].isdigit():
+            options["normal_class"] = int(m[2])
     if kind is None:
         kinds = [k.value for k in SourceKind]
         if path is None:
