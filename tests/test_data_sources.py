@@ -578,6 +578,21 @@ def test_coil_bad_inputs_are_named(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no COIL files"):
         load(f"coil:{tmp_path / 'empty'}")
+    with pytest.raises(DataError, match="no object of"):
+        load(f"coil:{tmp_path / 'coil-100'}:²")  # a digit to str.isdigit, not to int()
+    write_image(tmp_path / "coil-100" / "part_07.png", (8, 8))
+    with pytest.raises(DataError, match=r"coil-100: 1 image\(s\) not named obj<k>__<view> \(e.g. part_07.png\)"):
+        load(f"coil:{tmp_path / 'coil-100'}")
+
+
+def test_coil_is_not_guessed_for_other_layouts(tmp_path):
+    for i in range(3):
+        write_image(tmp_path / "parts" / f"{i}.png", (8, 8), seed=i)
+    write_coil(tmp_path / "parts", objects=(1, 2), views=2)  # a user's folder with a few such names among others
+    write_coil(tmp_path / "parts" / "extra", objects=(1, 2), views=2)
+    assert parse_spec(str(tmp_path / "parts"))[0] is SourceKind.FOLDER
+    write_coil(tmp_path / "one" / "views", objects=(3,), views=4)  # one object: nothing anomalous, not COIL
+    assert parse_spec(str(tmp_path / "one"))[0] is SourceKind.FOLDER
 
 
 def test_test_images_that_are_training_files_are_named(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from adtf.data import SourceKind, manifest_names, read_manifest, verify
 from adtf.errors import DataError
-from test_data_sources import write_dagm_class
+from test_data_sources import write_coil, write_dagm_class
 
 
 def test_every_manifest_is_complete():
@@ -77,6 +77,8 @@ def test_dagm_copy_against_a_custom_manifest(tmp_path):
     report = verify(f"dagm:{tmp_path / 'DAGM'},category=Class1", str(path))
     assert any(str(bad) in line for line in report.differences)
     assert "test_good: expected 4, found 3" in report.differences  # 0008 is a normal Test image
+    assert verify(f"dagm:{tmp_path / 'DAGM'}", str(path)).config == "Class1"  # the one class folder it holds
+    (tmp_path / "DAGM" / "Class10").mkdir()
     with pytest.raises(DataError, match=r"which tiny_dagm config\? .*'Class1', 'Class10'"):
         verify(f"dagm:{tmp_path / 'DAGM'}", str(path))
 
@@ -95,3 +97,17 @@ def test_the_embedded_default_verifies_by_its_bare_spec(tmp_path, monkeypatch):
     monkeypatch.setenv("ADTF_HOME", str(tmp_path))  # generated afresh, as on a new machine
     report = verify("synthetic")
     assert report.ok and report.config == "weave" and report.checked["images"] == 300
+
+
+def test_a_copy_given_by_the_folder_holding_it_is_checked_against_its_own_config(tmp_path):
+    write_coil(tmp_path / "data" / "coil-20-proc", objects=(1, 2), views=5)
+    counts = {"train": 4, "test_good": 1, "test_obj2": 5}
+    manifest = {"name": "tiny_coil", "title": "t", "origin": "o", "licence": "l", "layout": "l", "kind": "coil",
+                "default_config": "coil100",
+                "configs": {c: {"options": {"normal_class": 1}, "has_masks": False,
+                                "counts": {**counts, "test_obj3": 5} if c == "coil100" else counts}
+                            for c in ("coil100", "coil20")}}
+    path = tmp_path / "tiny_coil.json"
+    path.write_text(json.dumps(manifest))
+    report = verify(f"coil:{tmp_path / 'data'}", str(path))  # named by its one subfolder, not the default
+    assert report.config == "coil20" and report.ok, str(report)

@@ -85,7 +85,7 @@ def read_cifar(path, *, seed=0, normal_class=None, labels=None, train_fraction=0
         normal_class = 0
     elif isinstance(normal_class, str):  # a spec's options arrive as text
         normal_class = names.index(normal_class) if normal_class in names else (
-            int(normal_class) if normal_class.isdigit() else normal_class)
+            int(normal_class) if normal_class.isdecimal() else normal_class)
     if not (isinstance(normal_class, int) and 0 <= normal_class < len(names)):
         hint = f" (the {labels} labels; labels=fine names CIFAR-100's 100 classes)" if cifar100 and labels == "coarse" \
             else ""

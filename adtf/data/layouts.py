@@ -8,6 +8,7 @@ parses the spec, picks the reader and validates every image before anything trai
 from __future__ import annotations
 
 import gzip
+import os
 import re
 import warnings
 from pathlib import Path
@@ -261,7 +262,7 @@ def _read_classes(path, *, seed=0, normal_class=None, train_fraction=0.8):
     if normal_class is None:
         normal_class = names[0]
     elif normal_class not in names:
-        index = int(normal_class) if str(normal_class).isdigit() else None
+        index = int(normal_class) if str(normal_class).isdecimal() else None
         if index is None or index >= len(names):
             raise DataError(f"classes: normal_class={normal_class!r} is neither a class folder under {root} nor an "
                             f"index below {len(names)} (the classes: {', '.join(names[:12])}"
@@ -285,25 +286,29 @@ def _read_coil(path, *, seed=0, normal_class=None, train_fraction=0.8):
     """COIL-100 (or COIL-20) as distributed: one flat folder of ``obj<k>__<view>.png`` files, 72 views per object.
 
     PATH is that folder (``coil-100/``) or the folder holding it. Object ``normal_class`` (its number in the file
-    names, ``1`` for ``obj1__*``, or the name ``obj1``; default: the lowest number) is normal: a ``seed``-shuffled ``train_fraction`` (0.8) of its
-    views fit, the rest of them and every other object's views evaluate (paper 002's COIL-100 protocol, after
-    Pidhorskyi et al.). ``defect`` = the object's name, ``objK``.
+    names, ``1`` for ``obj1__*``, or the name ``obj1``; default: the lowest number) is normal: a ``seed``-shuffled
+    ``train_fraction`` (0.8) of its views fit, the rest of them and every other object's views evaluate (paper 002's
+    COIL-100 protocol, after Pidhorskyi et al.). ``defect`` = the object's name, ``objK``.
     """
     if path and str(path).lower().endswith(".zip"):
         raise DataError(f"{path}: a zip archive; unzip it and give the folder of obj<k>__<view>.png files")
     root = resolve_dir(path, "COIL")
-    holding = [folder for folder in (root, *_subfolders(root)) if _coil_files(folder)]
-    if not holding:
+    holding = [root] if _coil_objects(root) != set() else [f for f in _subfolders(root) if _coil_files(f)]
+    if not holding or not _coil_files(holding[0]):
         raise DataError(f"{root}: no COIL files (expected obj<k>__<view>.png, e.g. coil-100/obj1__0.png; unzip "
                         "coil-100.zip first)")
     if len(holding) > 1:
         raise DataError(f"{root}: COIL files in {len(holding)} folders ({', '.join(str(f) for f in holding)}): give "
                         "the one to read")
+    others = [p for p in _list_images(holding[0]) if not COIL_FILE.match(p.name)]
+    if others:  # read as COIL, they would be left out without a word
+        raise DataError(f"{holding[0]}: {len(others)} image(s) not named obj<k>__<view> (e.g. {others[0].name}) "
+                        "beside the COIL files: move them out, or read the folder as folder: or classes:")
     files = _coil_files(holding[0])
     objects = sorted({number for number, _ in files.values()})
     names = [f"obj{number}" for number in objects]
     text = str(objects[0] if normal_class is None else normal_class).lower().removeprefix("obj")
-    if not text.isdigit() or int(text) not in objects:
+    if not text.isdecimal() or int(text) not in objects:
         raise DataError(f"coil: normal_class={normal_class!r} is no object of {holding[0]} (objects "
                         f"{objects[0]}-{objects[-1]}: a number as in the file names, obj<k>__<view>.png, or "
                         "its name objK)")
@@ -311,6 +316,20 @@ def _read_coil(path, *, seed=0, normal_class=None, train_fraction=0.8):
     labels = np.array([objects.index(files[p][0]) for p in paths], int)
     return one_class_dataset(f"coil:{holding[0].name}-obj{int(text)}", "coil", {"all": (paths, labels)},
                              objects.index(int(text)), names, seed=seed, train_fraction=train_fraction)
+
+
+def _coil_objects(folder):
+    """The objects of a folder's COIL files, found from the names alone: None as soon as an image of another name
+    turns up (so that another layout is never taken for COIL), an empty set where the folder holds no image."""
+    objects = set()
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if Path(entry.name).suffix.lower() in LISTED_SUFFIXES and not entry.name.startswith("."):
+                match = COIL_FILE.match(entry.name)
+                if not match:
+                    return None
+                objects.add(match[1])
+    return objects
 
 
 def _coil_files(folder):
@@ -380,7 +399,9 @@ def detect_kind(root):
         return SourceKind.MNIST
     if any(is_cifar_folder(folder) for folder in (root, *_subfolders(root))):
         return SourceKind.CIFAR
-    if any(_coil_files(folder) for folder in (root, *_subfolders(root))):
+    objects = _coil_objects(root)  # a flat folder of COIL files, or one folder holding such a folder alone
+    if objects and len(objects) > 1 or objects == set() and any(len(_coil_objects(f) or ()) > 1
+                                                                 for f in _subfolders(root)):
         return SourceKind.COIL
     return SourceKind.FOLDER
 

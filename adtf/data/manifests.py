@@ -164,17 +164,28 @@ def _pick_config(manifest, config, path):
     if config is None and len(configs) == 1:
         config = next(iter(configs))
     if config is None and path:
-        # Compared without case and punctuation ("cifar-100-python" holds cifar100), the longest name contained
-        # winning (it holds cifar10 too).
-        name = _squash(Path(path).name)
-        matches = [c for c in configs if _squash(c) == name] or sorted(
-            (c for c in configs if _squash(c) in name), key=lambda c: -len(_squash(c)))
-        longest_alone = len(matches) == 1 or len(matches) > 1 and len(_squash(matches[0])) > len(_squash(matches[1]))
-        config = matches[0] if longest_alone else None
+        # The folder's name, else the one subfolder named for a config: a copy given by the folder holding it
+        # (/data holding coil-20-proc/) is checked against its own counts, not the default config's.
+        folder = Path(path).expanduser()
+        folder = folder if folder.is_dir() or folder.is_absolute() else datasets_root() / folder
+        config = _config_named(configs, folder.name)
+        if config is None and folder.is_dir():
+            named = {_config_named(configs, sub.name) for sub in folder.iterdir() if sub.is_dir()} - {None}
+            config = named.pop() if len(named) == 1 else None
     config = config or manifest.get("default_config")
     if config not in configs:
         raise DataError(f"{path}: which {manifest['name']} config? pass config=... (one of {sorted(configs)})")
     return config
+
+
+def _config_named(configs, name):
+    """The config a folder's name names, compared without case and punctuation ("cifar-100-python" holds
+    cifar100), the longest name contained winning (it holds cifar10 too); None if none or a tie."""
+    name = _squash(name)
+    matches = [c for c in configs if _squash(c) == name] or sorted(
+        (c for c in configs if _squash(c) in name), key=lambda c: -len(_squash(c)))
+    longest_alone = len(matches) == 1 or len(matches) > 1 and len(_squash(matches[0])) > len(_squash(matches[1]))
+    return matches[0] if longest_alone else None
 
 
 def _squash(text):

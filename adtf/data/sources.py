@@ -94,7 +94,7 @@ def parse_spec(spec: str) -> tuple[SourceKind, str | None, dict]:
     one_class = kind in (SourceKind.MNIST, SourceKind.CIFAR, SourceKind.CLASSES, SourceKind.COIL)
     if one_class and path and not _exists(path) and (m := re.fullmatch(r"(.*):([^:/\\]+)", path)):
         path, options["normal_class"] = m[1], m[2]  # a class's index or name ("07" can name a folder)
-        if kind is SourceKind.MNIST and m[2].isdigit():
+        if kind is SourceKind.MNIST and m[2].isdecimal():
             options["normal_class"] = int(m[2])
     if kind is None:
         kinds = [k.value for k in SourceKind]
