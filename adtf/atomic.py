@@ -16,6 +16,8 @@ def atomic_path(path, suffix=""):
     the yielded path replaces ``path`` in one rename.
     """
     path = Path(path)
+    if path.is_symlink():  # a link to the run's folder (/models/current): replace what it points at, keep the link
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(path)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))

@@ -8,12 +8,14 @@ active one). The thresholds are variables inside the SavedModel; their names and
 rules are also written to ``assets.extra/adtf.json`` (TF Serving ignores that folder).
 """
 import json
+import math
 
 import keras
 import tensorflow as tf
 
 from adtf.atomic import atomic_path
 from adtf.data.pipeline import decode_image, is_complete_image_file, prepare_image
+from adtf.errors import AdtfError
 
 
 def metadata(detector):
@@ -42,6 +44,10 @@ def export_saved_model(detector, path):
     >>> served = tf.saved_model.load("runs/mon/saved_model")
     >>> served.signatures["serving_default"](images=tf.zeros([1, 224, 224, 3]))
     """
+    if detector.working_point is None or math.isnan(detector.threshold) or detector.threshold == math.inf:
+        raise AdtfError(f"the {type(detector).__name__} has no working point, and served so it would pass every part: "
+                        "calibrate it on normal images first (detector.calibrate(...)), or set a threshold "
+                        "(detector.set_working_point(value=...))")
     height, width = detector.image_size
     detector.ensure_built()
 

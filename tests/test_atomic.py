@@ -56,3 +56,13 @@ def test_what_is_published_was_flushed_to_disk_first(tmp_path, monkeypatch):
     (published,) = [count for source, count in replaced if "/.model." in source]  # the rename into place
     assert any(path.endswith("/model/weights") for path in synced[:published]), synced
     assert str(tmp_path) in synced[published:]  # and the rename itself, in the folder's entries
+
+
+def test_a_link_to_a_folder_keeps_pointing_at_the_new_copy(tmp_path):
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / "old.txt").write_text("old")
+    (tmp_path / "current").symlink_to("v1")
+    with atomic_path(tmp_path / "current") as tmp:
+        tmp.mkdir()
+        (tmp / "new.txt").write_text("new")
+    assert (tmp_path / "current").is_symlink() and sorted(p.name for p in (tmp_path / "current").iterdir()) == ["new.txt"]

@@ -125,10 +125,23 @@ def test_export_moves_the_working_point_without_refitting(run_dir, tmp_path):
     assert all(served["images"]["anomalous"])
     assert export_main([str(run_dir), "--working-point", "nope", "--out", str(out)]) == 2
     assert export_main([str(run_dir), "--threshold", "nan", "--out", str(out)]) == 2  # would flag no image
+    assert export_main([str(run_dir), "--threshold", "inf", "--out", str(out)]) == 2  # nor would this
     # --score alone moved nothing and reported success
     with pytest.raises(SystemExit) as exit_info:
         export_main([str(run_dir), "--score", "d_mean", "--out", str(tmp_path / "not_written")])
     assert exit_info.value.code == 2 and not (tmp_path / "not_written").exists()
+
+
+def test_an_uncalibrated_detector_is_not_exported(tmp_path):
+    """Its thresholds are +inf: served, it would pass every part."""
+    from adtf.detectors.mon import ModelOfNormality
+    from adtf.errors import AdtfError
+
+    detector = ModelOfNormality(backbone="efficientnet_lite0", layer="block2b_add", image_size=(32, 32), weights=None)
+    detector.fit(np.random.default_rng(0).random((4, 32, 32, 3)).astype("float32"), verbose=0)
+    with pytest.raises(AdtfError, match="no working point, and served so it would pass every part"):
+        detector.export(tmp_path / "saved_model")
+    assert not (tmp_path / "saved_model").exists()
 
 
 def test_export_by_default_writes_beside_the_run_s_own_savedmodel(run_dir):

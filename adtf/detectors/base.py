@@ -431,7 +431,7 @@ class Detector(keras.Model):
         if CUSTOM not in self.postprocess.rules:
             return None  # never calibrated, never set: nothing is flagged but invalid images
         point = self.postprocess.point(CUSTOM)
-        return f"explicit:{point['score']}>{point['value']:g}"
+        return f"explicit:{point['score']}>{np.float32(point['value'])!s}"
 
     @property
     def threshold(self):
@@ -454,12 +454,13 @@ class Detector(keras.Model):
             return
         if value is None:
             raise AdtfError("give a working point name or an explicit threshold value")
-        if np.isnan(float(value)):  # `score > nan` is never true: only invalid images would be flagged
-            raise AdtfError(f"an explicit threshold must be a number, got {value}")
+        if np.isnan(float(value)) or float(value) == np.inf:  # `score > nan` or `> inf` is never true: every valid
+            raise AdtfError(f"an explicit threshold must be a number below +inf, got {value}")  # part would pass
         score = score or self.score_names[0]
         if score not in self.score_names:
             raise AdtfError(f"unknown score {score!r}; this detector has {list(self.score_names)}")
-        self.postprocess.set_point(CUSTOM, float(value), score, rule=f"explicit: {score} > {float(value):g}")
+        # Named by float32's shortest exact text: two thresholds that differ name two points (0.5 and 0.5000004).
+        self.postprocess.set_point(CUSTOM, float(value), score, rule=f"explicit: {score} > {np.float32(value)!s}")
         self.postprocess.activate(CUSTOM)
 
     # -- evaluation hooks -----------------------------------------------------------------
