@@ -390,8 +390,8 @@ def test_synthetic_delegates_to_materialize(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- validation
 
 
-@pytest.mark.parametrize("breakage", ["garbage", "truncated_png", "truncated_jpeg", "empty", "tiff", "tif_file",
-                                      "bmp_1bit", "bmp_palette", "png_bad_checksum", "latin1_name"])
+@pytest.mark.parametrize("breakage", ["garbage", "truncated_png", "truncated_jpeg", "jpeg_without_end", "empty", "tiff",
+                                      "tif_file", "bmp_1bit", "bmp_palette", "png_bad_checksum", "latin1_name"])
 def test_unusable_image_raises_naming_it_and_skip_bad_leaves_it_out(tmp_path, breakage):
     root = write_mvtec(tmp_path / "m", masks=False, size=(64, 48))
     bad = root / "train" / "good" / "001.png"
@@ -403,6 +403,10 @@ def test_unusable_image_raises_naming_it_and_skip_bad_leaves_it_out(tmp_path, br
         bad = write_image(root / "train" / "good" / "001.jpg", (64, 48), fmt="JPEG")
         (root / "train" / "good" / "001.png").unlink()
         bad.write_bytes(bad.read_bytes()[: len(bad.read_bytes()) // 2])
+    elif breakage == "jpeg_without_end":  # only its EOI marker missing: PIL decodes it, TensorFlow stopped the fit
+        bad = write_image(root / "train" / "good" / "001.jpg", (64, 64), fmt="JPEG", seed=5)
+        (root / "train" / "good" / "001.png").unlink()
+        bad.write_bytes(bad.read_bytes()[:-2])
     elif breakage == "empty":
         bad.write_bytes(b"")
     elif breakage == "tif_file":  # a camera's .tif: once left out without a word, now named

@@ -127,6 +127,12 @@ def decode_image(contents):
     return tf.ensure_shape(image, [None, None, 3])
 
 
+# The end PNG and JPEG files promise (IEND, EOI), which their compressed data cannot hold, and how many bytes may
+# follow it (some cameras append data): TensorFlow's decoders refuse a file without it, where PIL may decode it.
+END_MARKERS = {"PNG": b"IEND\xaeB`\x82", "JPEG": b"\xff\xd9"}
+END_SLACK = 4096
+
+
 def _ends_with(contents, marker, slack=0):
     """Whether ``marker`` lies within the last ``len(marker) + slack`` bytes."""
     length = tf.strings.length(contents)
@@ -165,8 +171,8 @@ def is_complete_image_file(contents):
         return tf.reduce_any(tf.equal(bits, [8, 24, 32])) & tf.equal(end, length)
 
     return tf.case([
-        (starts(b"\x89PNG\r\n\x1a\n"), lambda: _ends_with(contents, b"IEND\xaeB`\x82", slack=4096)),
-        (starts(b"\xff\xd8\xff"), lambda: _ends_with(contents, b"\xff\xd9", slack=4096)),
+        (starts(b"\x89PNG\r\n\x1a\n"), lambda: _ends_with(contents, END_MARKERS["PNG"], slack=END_SLACK)),
+        (starts(b"\xff\xd8\xff"), lambda: _ends_with(contents, END_MARKERS["JPEG"], slack=END_SLACK)),
         (starts(b"GIF8"), lambda: _ends_with(contents, b";")),
         (starts(b"BM"), whole_bmp),
         (starts(b"WEBP", offset=8), lambda: little_endian(4, 4) + 8 <= length),

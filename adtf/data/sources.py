@@ -57,6 +57,7 @@ from PIL import Image
 
 from adtf.data.cifar import CIFAR_ARCHIVE
 from adtf.data.layouts import READERS, detect_kind, resolve_dir
+from adtf.data.pipeline import END_MARKERS, END_SLACK
 from adtf.data.samples import AnomalyDataset, SourceKind
 from adtf.errors import DataError
 from adtf.paths import datasets_root
@@ -229,6 +230,9 @@ def _image_size(path, what):
                 problem = _bmp_problem(path, image.mode, what)
                 if problem:
                     return None, problem, False
+            if image.format in END_MARKERS and not _ends_as_promised(path, END_MARKERS[image.format]):
+                return None, (f"{path}: the {image.format} {what} file has no end marker within its last "
+                              f"{END_SLACK} bytes (cut short?), which TensorFlow refuses to decode"), False
             if image.format == "PNG":
                 image.verify()  # chunk checksums: PIL's decode skips them, TensorFlow's refuses a bad one
         with Image.open(path) as image:
@@ -238,6 +242,13 @@ def _image_size(path, what):
         return None, f"{path}: {what} file not found", False
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ... for broken files
         return None, f"{path}: cannot decode {what} ({type(e).__name__}: {e})", False
+
+
+def _ends_as_promised(path, marker):
+    with open(path, "rb") as file:
+        file.seek(0, os.SEEK_END)
+        file.seek(max(0, file.tell() - len(marker) - END_SLACK))
+        return marker in file.read()
 
 
 def _bmp_problem(path, mode, what):
