@@ -140,8 +140,9 @@ def test_mvtec_masks_named_as_other_sets_name_them_and_a_capitalised_good_folder
     write_image(root / "ground_truth" / "crack" / "001_mask.PNG", (12, 10), "L", value=255)   # upper-case suffix
     write_image(root / "ground_truth" / "dent" / "000_mask.png", (12, 10), "L", value=255)
     write_image(root / "ground_truth" / "dent" / "000.png", (12, 10), "L", value=0)  # MVTec's name wins
-    with pytest.raises(DataError, match=re.escape(str(root / "ground_truth" / "dent" / "001_mask.png"))):
-        load(f"mvtec:{root}")  # a missing mask names the file MVTec's layout expects
+    with pytest.warns(UserWarning, match=r"no mask for 1 of the anomalous images \(e.g. .*dent.001.png"):
+        ds = load(f"mvtec:{root}")  # a missing mask: the image counts for the image metrics, not the pixel ones
+    assert [s.path for s in ds.test if s.label and s.mask_path is None] == [str(root / "test" / "dent" / "001.png")]
     write_image(root / "ground_truth" / "dent" / "001_mask.png", (12, 10), "L", value=255)
     ds = load(f"mvtec:{root}")
     assert ds.counts() == {"train": 3, "test_good": 2, "test_crack": 2, "test_dent": 2}
@@ -197,12 +198,30 @@ def test_missing_train_good_names_the_folder_and_categories(tmp_path):
         load(f"mvtec:{tmp_path / 'root'}")
 
 
-def test_missing_mask_is_reported(tmp_path):
+def test_missing_masks_are_reported_and_the_images_kept_for_the_image_metrics(tmp_path):
+    """A glass set converted to this layout may have masks for some defect types only: it must not stop the run,
+    nor lose those images (--skip-bad once dropped the whole type)."""
     root = write_mvtec(tmp_path / "m")
-    missing = root / "ground_truth" / "crack" / "001_mask.png"
-    missing.unlink()
-    with pytest.raises(DataError, match=str(missing)):
-        load(f"mvtec:{root}")
+    (root / "ground_truth" / "crack" / "001_mask.png").unlink()
+    with pytest.warns(UserWarning, match=r"ground_truth: no mask for 1 of the anomalous images .*crack.001.png"):
+        ds = load(f"mvtec:{root}")
+    assert ds.has_masks and ds.counts()["test_crack"] == 2
+    (root / "ground_truth" / "crack").rename(root / "ground_truth" / "Crack")  # any case, as test/Good
+    assert all(s.mask_path for s in load(f"mvtec:{root}").test if s.label and not s.path.endswith("001.png"))
+
+
+def test_mvtec_says_what_it_does_not_read_or_reads_as_a_defect(tmp_path):
+    root = write_mvtec(tmp_path / "m", masks=False)
+    (root / "train" / "good").rename(root / "train" / "Good")
+    write_image(root / "train" / "Good" / "cam2" / "9.png")
+    write_image(root / "test" / "loose.png")
+    write_image(root / "test" / "OK" / "0.png")
+    with pytest.warns(UserWarning) as caught:
+        ds = load(str(root))  # recognised as MVTec with train/Good too
+    messages = "\n".join(str(w.message) for w in caught)
+    assert "2 image(s) outside the MVTec layout's folders are not read" in messages
+    assert re.search(r"OK: its images are read as anomalous .* rename it if they are normal", messages)
+    assert ds.counts()["train"] == 3 and ds.counts()["test_OK"] == 1
 
 
 # --------------------------------------------------------------------------- dagm

@@ -31,27 +31,42 @@ LISTED_SUFFIXES = IMAGE_SUFFIXES + (".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".p
 
 def _read_mvtec(path, *, seed=0, category=None):
     """MVTec AD category: ``train/good/*``, ``test/<defect>/*``, ``ground_truth/<defect>/<stem>_mask.png``
-    (or ``<stem>.png``, any image suffix in any case: other sets converted to this layout name masks so)."""
+    (or ``<stem>.png``, any image suffix in any case: other sets converted to this layout name masks so). ``good``
+    and the defect folders under ``ground_truth`` may be spelled in any case. A defect image without a mask counts
+    for the image metrics and not the pixel metrics, with a warning, as in ``folder:``."""
     root = _category(resolve_dir(path, "MVTec AD"), category)
-    if not (root / "train" / "good").is_dir():
-        found = sorted(p.name for p in root.iterdir() if (p / "train" / "good").is_dir())
+    train_good = next((folder for folder in _subfolders(root / "train") if _is_good(folder)), None)
+    if train_good is None:
+        found = sorted(p.name for p in root.iterdir() if any(_is_good(f) for f in _subfolders(p / "train")))
         hint = f"; it holds the categories {found}: use mvtec:{root / found[0]} or category=..." if found else ""
         raise DataError(f"{root}: no train/good folder (MVTec AD layout: train/good, test/<defect>, "
                         f"optional ground_truth/<defect>/<stem>_mask.png){hint}")
     ground_truth = root / "ground_truth"
     has_masks = ground_truth.is_dir()
+    mask_folders = {folder.name.lower(): folder for folder in _subfolders(ground_truth)}
     test = []
     for folder in _subfolders(root / "test"):
         if _is_good(folder):
             test += [Sample(str(image), 0, "good") for image in _list_images(folder)]
             continue
-        masks = [_files_by_name(ground_truth / folder.name)]
-        for image in _list_images(folder):
-            # A missing mask keeps MVTec's own name, so that the up-front check says which file it expected.
-            mask = _find_mask(masks, image.stem) or str(ground_truth / folder.name / f"{image.stem}_mask.png")
-            test.append(Sample(str(image), 1, folder.name, mask if has_masks else None))
-    train = [Sample(str(p), 0, "good") for p in _list_images(root / "train" / "good", required=True)]
-    return AnomalyDataset(f"mvtec:{root.name}", train, test, has_masks)
+        if folder.name.lower().replace("-", "_") in ("ok", "normal", "no_defect", "defect_free", "nodefect"):
+            warnings.warn(f"{folder}: its images are read as anomalous (defect type {folder.name!r}); MVTec's layout "
+                          "names the normal test images' folder test/good: rename it if they are normal", stacklevel=3)
+        masks = [_files_by_name(mask_folders.get(folder.name.lower(), ground_truth / folder.name))]
+        test += [Sample(str(image), 1, folder.name, _find_mask(masks, image.stem) if has_masks else None)
+                 for image in _list_images(folder)]
+    unmasked = [s.path for s in test if s.label == 1 and s.mask_path is None] if has_masks else []
+    if unmasked:
+        warnings.warn(f"{ground_truth}: no mask for {len(unmasked)} of the anomalous images (e.g. {unmasked[0]}: looked "
+                      "for <stem>_mask.png and <stem>.png, any image suffix, in ground_truth/<defect>/); they count "
+                      "for the image metrics, not the pixel metrics", stacklevel=3)
+    unread = [p for folder in (train_good, *_subfolders(root / "test")) for sub in _subfolders(folder)
+              if not sub.name.startswith(".") for p in _images_below(sub)] + (_list_images(root / "test") if (root / "test").is_dir() else [])
+    if unread:  # MVTec's folders are flat: images below them, or loose in test/, are not read
+        warnings.warn(f"{root}: {len(unread)} image(s) outside the MVTec layout's folders are not read (e.g. "
+                      f"{unread[0]}): train/good/ and test/<defect>/ are read without their subfolders", stacklevel=3)
+    train = [Sample(str(p), 0, "good") for p in _list_images(train_good, required=True)]
+    return AnomalyDataset(f"mvtec:{root.name}", train, test, has_masks and any(s.mask_path for s in test))
 
 
 def _category(root, category):
@@ -389,7 +404,7 @@ def resolve_dir(path, what):
 
 
 def detect_kind(root):
-    if (root / "train" / "good").is_dir():
+    if any(_is_good(folder) for folder in _subfolders(root / "train")):
         return SourceKind.MVTEC
     if (root / "MT_Free").is_dir():
         return SourceKind.MTD
