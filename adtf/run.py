@@ -119,10 +119,23 @@ def data_image_size(dataset, size_range, multiple=16):
     size = tuple(max(multiple, int(round(side * scale / multiple)) * multiple) for side in (height, width))
     rule = (f"the training images' median size {height:.0f}x{width:.0f}"
             + (f", scaled to fit {low}-{high} px" if scale != 1.0 else "") + f", rounded to multiples of {multiple}")
-    if scale < 1 and min(size) < low:  # a long strip (a line-scan camera's): its short side shrinks below the range
-        log.warning(f"      the images are shrunk {1 / scale:.1f}x to {size[0]}x{size[1]}, the shorter side below "
-                    f"{low} px, to keep the longer within {high} px: defects a few pixels wide may vanish; crop the "
-                    f"images into tiles, or feed them larger with --detector.image_size \"[H, W]\" (slower)")
+    warn_about_resizing(heights, widths, size, shorter_floor=low)
+    return size, rule
+
+
+def warn_about_resizing(heights, widths, size, shorter_floor=0):
+    """Say where feeding images of these sizes at ``size`` throws their pixels away (shrunk more than 2x, or a long
+    strip whose shorter side falls below ``shorter_floor``) or stretches those of another shape, whoever chose it."""
+    import numpy as np
+
+    if not heights:
+        return
+    height, width = float(np.median(heights)), float(np.median(widths))
+    shrink = max(height / size[0], width / size[1])
+    if shrink > 2 or shrink > 1 and min(size) < shorter_floor:  # MVTec's 1024 px fed at 512: the usual price
+        log.warning(f"      the images ({height:.0f}x{width:.0f}, the median) are shrunk {shrink:.1f}x to "
+                    f"{size[0]}x{size[1]}: defects a few pixels wide may vanish; crop the images into tiles, or feed "
+                    f"them larger with --detector.image_size \"[H, W]\" (slower)")
     # Every image is resized to one size: one of another shape (portrait among landscape parts) is stretched.
     stretch = np.maximum(np.asarray(widths) / np.asarray(heights) * size[0] / size[1],
                          np.asarray(heights) / np.asarray(widths) * size[1] / size[0])
@@ -130,7 +143,6 @@ def data_image_size(dataset, size_range, multiple=16):
         log.warning(f"      {np.mean(stretch > 1.25):.0%} of the training images have another shape than the input "
                     f"size {size[0]}x{size[1]} and are stretched up to {stretch.max():.1f}x along one side: "
                     "a stretched part looks unlike the rest; crop or rotate them to one orientation if you can")
-    return size, rule
 
 
 def image_sizes(dataset, samples):
@@ -277,6 +289,8 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         log.info(f"      input size {options['image_size'][0]}x{options['image_size'][1]}: {size_rule}")
     model = cls(**options)
     size = model.image_size
+    if size_rule == "set by the preset or the user":
+        warn_about_resizing(*image_sizes(dataset, dataset.train), size)
     fraction = cls.calibration_fraction if calibration_fraction is None else calibration_fraction
     if calibration_folds:
         if calibration_fraction:

@@ -217,7 +217,7 @@ def test_a_long_strip_shrunk_below_the_size_range_is_named(caplog, monkeypatch):
     import logging
 
     from adtf.data import AnomalyDataset
-    from adtf.run import data_image_size
+    from adtf.run import data_image_size, warn_about_resizing
 
     monkeypatch.setattr(logging.getLogger("adtf"), "propagate", True)  # configure_logging turns it off for the CLI
 
@@ -230,6 +230,9 @@ def test_a_long_strip_shrunk_below_the_size_range_is_named(caplog, monkeypatch):
         data_image_size(AnomalyDataset("demo", [], [], has_masks=False, arrays=np.zeros((1, 900, 900), "uint8")),
                         (128, 512))
     assert caplog.text == ""  # MVTec's 900 px fed at 512: within the range, no warning
+    with caplog.at_level("WARNING", logger="adtf"):  # a size the preset fixed (MoN's 224) is checked the same way
+        warn_about_resizing([3000, 3000], [4000, 4000], (224, 224))
+    assert "(3000x4000, the median) are shrunk 17.9x to 224x224" in caplog.text and "stretched up to 1.3x" in caplog.text
 
 
 
