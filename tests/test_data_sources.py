@@ -227,6 +227,13 @@ def test_mvtec_says_what_it_does_not_read_or_reads_as_a_defect(tmp_path):
 # --------------------------------------------------------------------------- dagm
 
 
+def test_dagm_folder_holding_the_classes_is_named(tmp_path):
+    write_dagm_class(tmp_path / "DAGM" / "Class3")
+    with pytest.raises(DataError, match=r"DAGM: no Train folder .* it holds the classes \['Class3'\]: use dagm:"):
+        load(f"dagm:{tmp_path / 'DAGM'}")
+    assert load(f"dagm:{tmp_path / 'DAGM'},category=Class3,n_train=3").counts()["train"] == 3
+
+
 def test_dagm_paper000_split(tmp_path):
     root = write_dagm_class(tmp_path / "Class1")
     ds = load(f"dagm:{root}", n_train=5, n_test_normal=2)

@@ -93,6 +93,14 @@ def _read_dagm(path, *, seed=0, category=None, n_train=500, n_test_normal=500):
     training, the whole Test folder for testing.
     """
     root = _category(resolve_dir(path, "DAGM 2007"), category)
+    if not (root / "Train").is_dir():
+        classes = sorted(p.name for p in _subfolders(root) if (p / "Train").is_dir())
+        first_release = root.name.endswith("_def") or (root.parent / f"{root.name}_def").is_dir()
+        hint = (f"; it holds the classes {classes}: use dagm:{root / classes[0]} or category=..." if classes else
+                "; this is the first release's ClassN/ + ClassN_def/ layout, which has no labels file: use the "
+                "later release (ClassN/Train, ClassN/Test)" if first_release else "")
+        raise DataError(f"{root}: no Train folder (DAGM 2007 layout: ClassN/Train/, ClassN/Test/, each with "
+                        f"Label/Labels.txt){hint}")
     rows = {split: _dagm_labels(root / split) for split in ("Train", "Test")}
     if n_train is None:
         train = [s for s in rows["Train"] if s.label == 0]
