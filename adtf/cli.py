@@ -67,6 +67,9 @@ def _friendly_errors(prog):
             except AdtfError as err:
                 print(f"{prog}: error: {err}", file=sys.stderr)
                 return 2
+            except OSError as err:  # a folder that cannot be written, a path through a file: the system's words
+                print(f"{prog}: error: {err.strerror or err}: {err.filename or ''}".rstrip(": "), file=sys.stderr)
+                return 2
             except KeyboardInterrupt:
                 print(f"{prog}: interrupted", file=sys.stderr)
                 return 130
@@ -126,7 +129,7 @@ def _peek(argv, name):
                 config = yaml.safe_load(Path(path).read_text()) or {}
             except (OSError, yaml.YAMLError):
                 continue  # the real parser reports it, with the file's name
-            if isinstance(config, dict) and config.get(name) is not None:
+            if isinstance(config, dict) and isinstance(config.get(name), str):  # else the real parser says what
                 value = config[name]
     return value
 
@@ -154,7 +157,7 @@ def fit_parser(method=None, preset=None, prog="adtf-fit", bench=False):
     cls = REGISTRY[method]
     preset = resolve_preset(cls, preset)
     parser = ArgumentParser(
-        prog=prog, exit_on_error=False,
+        prog=prog, exit_on_error=False, allow_abbrev=False,  # "--detector.imag 3" must not set image_size
         description=("Fit and evaluate one method on several datasets and print a markdown table." if bench else
                      "Fit an anomaly detector on normal images, calibrate its thresholds on normal images only, "
                      "evaluate it, and write model, SavedModel, metrics.json, report.md and plots to runs/<name>/. ")
@@ -255,7 +258,7 @@ def eval_main(argv=None):
     """``adtf-eval MODEL --data SPEC``: evaluate a saved detector on a dataset."""
     from jsonargparse.typing import PositiveInt
 
-    parser = argparse.ArgumentParser(prog="adtf-eval", description="Evaluate a saved detector (.keras or a run folder).")
+    parser = argparse.ArgumentParser(prog="adtf-eval", allow_abbrev=False, description="Evaluate a saved detector (.keras or a run folder).")
     parser.add_argument("model", help="model.keras, or a run folder holding one")
     parser.add_argument("--data", required=True, help="dataset spec (see adtf-fit --help)")
     parser.add_argument("--out", default=None, help="report folder (default: <run>/eval-<dataset>)")
@@ -267,7 +270,7 @@ def eval_main(argv=None):
     from adtf import data
     from adtf.detectors import load
     from adtf.evaluate import evaluate
-    from adtf.run import scale_change, slug
+    from adtf.run import check_output_folder, scale_change, slug
 
     model_path = _model_path(args.model)
     detector = load(model_path)
@@ -279,6 +282,7 @@ def eval_main(argv=None):
     if not dataset.test:
         raise AdtfError(f"{args.data} has no test images to evaluate on")
     out = Path(args.out or model_path.parent / f"eval-{slug(dataset.name)}")
+    check_output_folder(out, dataset)
     record = _fit_record(model_path)
     note = scale_change(record.pop("fit_median_size", None), dataset, dataset.test, detector.image_size)
     if note:  # said now and in the report: a resize the user did not choose changes what the model sees
@@ -316,7 +320,7 @@ def _model_path(path):
 @_friendly_errors("adtf-export")
 def export_main(argv=None):
     """``adtf-export MODEL``: write a SavedModel, optionally at another working point (no refit)."""
-    parser = argparse.ArgumentParser(prog="adtf-export", description="Export a saved detector as a SavedModel for TF Serving.")
+    parser = argparse.ArgumentParser(prog="adtf-export", allow_abbrev=False, description="Export a saved detector as a SavedModel for TF Serving.")
     parser.add_argument("model", help="model.keras, or a run folder holding one")
     parser.add_argument("--out", default=None,
                         help="SavedModel folder (default: <run>/saved_model-<working point>, beside the run's own "
@@ -398,7 +402,7 @@ def bench_table(rows, argv=None):
 @_friendly_errors("adtf-verify")
 def verify_main(argv=None):
     """``adtf-verify SPEC``: check a local dataset copy against its manifest in data_manifests/."""
-    parser = argparse.ArgumentParser(prog="adtf-verify", description="Check a local dataset copy against its manifest.")
+    parser = argparse.ArgumentParser(prog="adtf-verify", allow_abbrev=False, description="Check a local dataset copy against its manifest.")
     parser.add_argument("spec", help="dataset spec, e.g. mvtec:/data/mvtec/bottle or mtd:/data/mtd")
     parser.add_argument("--manifest", default=None, help="manifest name (default: from the spec)")
     parser.add_argument("--config", default=None, help="the manifest's config, e.g. bottle or cifar10_test (default: "

@@ -300,13 +300,14 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
                             f"images, got {calibration_folds}")
         fraction = 0.0
     fit_samples, calibration_samples = calibration_split(dataset.train, fraction, seed)
-    cross_fit = f"--calibration-folds {min(5, len(dataset.train))}"  # the advice where few images calibrate
+    # The advice where few images calibrate (cross-fitting needs two images or more).
+    cross_fit = f"--calibration-folds {min(5, len(dataset.train))}" if len(dataset.train) > 1 else "more normal images"
 
     def pipeline(samples, **kwargs):
         return adtf_data.pipeline(samples, arrays=dataset.arrays, image_size=size, batch_size=batch_size, **kwargs)
 
     out = Path(out or Path("runs") / f"{method}-{slug(dataset.name)}")
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_folder(out, dataset)
     fit_given = {k: v for k, v in (fit or {}).items() if v is not None}  # the cross-fitted folds get these too
     epochs, fit_options = _epochs_and_options(model, len(fit_samples), fit_given)
     # The fit's images by their paths, not the dataset's name alone: two folders both called "train" share a name
@@ -510,6 +511,28 @@ def _warn_if_replacing(out, run_record):
                     "replaces its outputs once the fit ends; give --out to keep both")
 
 
+def check_output_folder(out, dataset=None):
+    """Create the run folder and make sure a file can be written there, before any work: a read-only or misnamed
+    ``--out`` once failed only when the fitted model was saved. A folder the dataset reads images from is refused:
+    the run's plots would be read as images by the next run."""
+    import os
+    import tempfile
+
+    read = {os.path.realpath(os.path.dirname(s.path)) for s in (dataset.train + dataset.test if dataset else [])
+            if s.index is None}
+    where = os.path.realpath(out)
+    if any(where == folder or where.startswith(folder + os.sep) for folder in read):
+        raise AdtfError(f"--out {out} is in a folder the dataset's images are read from: the run's plots would be "
+                        "read as images the next time; choose another --out")
+    if out.exists() and not out.is_dir():
+        raise AdtfError(f"--out {out} is a file; a run writes a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as err:
+        raise AdtfError(f"--out {out}: cannot write there ({err.strerror})") from None
+
+
 def _check_backup(folder, config):
     """Resume only the fit that was interrupted: a backup made with other options is an error, not a crash."""
     from adtf.atomic import write_json
@@ -517,7 +540,8 @@ def _check_backup(folder, config):
     record = folder / "run_config.json"
     if record.is_file():
         saved = json.loads(record.read_text())
-        if saved != json.loads(json.dumps(config)):
+        nothing_saved = not any(p.name != record.name for p in folder.iterdir())  # killed before its first save
+        if saved != json.loads(json.dumps(config)) and not nothing_saved:
             changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != json.loads(json.dumps(config)).get(k))
             raise AdtfError(f"{folder} holds the backup of an interrupted fit with other settings ({', '.join(changed)} "
                             "differ): run the same command again to resume it, or delete that folder (or choose "

@@ -72,6 +72,7 @@ def test_help_lists_the_methods_own_options_with_preset_defaults(toy_registered,
     (["--detector.image_size", "[0, 0]"], "image_size is [height, width] in pixels"),
     (["--data", "folder:/tmp,holdout=abc"], "option holdout takes a float"),
     (["--method", "mon", "--data", "folder:/tmp", "--n-train", "3"], "--n-train: a folder dataset has no n_train"),
+    (["--detector.imag", "3"], "unrecognized arguments: --detector.imag"),  # once read as --detector.image_size
 ])
 def test_bad_options_stop_with_one_line(argv, words, capsys):
     assert fit_main(argv) == 2
@@ -387,3 +388,27 @@ def test_a_test_set_of_defects_only_is_said_before_the_fit(toy_registered, tmp_p
     fit_evaluate_export(toy_registered, f"folder:{tmp_path / 'ok'},anomalous={tmp_path / 'ng'}", out=tmp_path / "run",
                         detector={"width": 4, "image_size": [32, 32]}, fit={"epochs": 1}, export=False, verbose=False)
     assert "every test image is defective" in capsys.readouterr().err
+
+
+def test_an_unusable_run_folder_is_refused_before_any_work(tmp_path):
+    from adtf.data import load
+    from adtf.run import _check_backup, check_output_folder
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(AdtfError, match="afile is a file; a run writes a folder"):
+        check_output_folder(tmp_path / "afile")
+    with pytest.raises(AdtfError, match="cannot write there"):
+        check_output_folder(tmp_path / "afile" / "run")
+    from test_data_sources import write_image
+
+    for i in range(2):
+        write_image(tmp_path / "parts" / f"{i}.png", seed=i)
+    with pytest.raises(AdtfError, match="in a folder the dataset's images are read from"):  # its plots would be read
+        check_output_folder(tmp_path / "parts" / "run", load(f"folder:{tmp_path / 'parts'}"))
+    check_output_folder(tmp_path / "runs" / "parts", load(f"folder:{tmp_path / 'parts'}"))
+    # A fit killed before its first save left only its settings: another command may start afresh there.
+    _check_backup(tmp_path / "backup", {"seed": 0})
+    _check_backup(tmp_path / "backup", {"seed": 1})
+    (tmp_path / "backup" / "state.json").write_text("{}")
+    with pytest.raises(AdtfError, match="holds the backup of an interrupted fit with other settings"):
+        _check_backup(tmp_path / "backup", {"seed": 2})
