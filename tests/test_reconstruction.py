@@ -258,3 +258,15 @@ def test_a_set_of_portrait_and_landscape_parts_is_named(caplog, monkeypatch, tmp
     with caplog.at_level("WARNING", logger="adtf"):
         assert data_image_size(load(f"folder:{tmp_path / 'parts'}"), (128, 512))[0] == (192, 304)
     assert caplog.text == ""
+
+
+def test_the_authors_centre_crop_puts_the_map_back_where_the_crop_lies():
+    """resize_crop=156 scores the centre 120 of a 156 resize: the map of that centre once stretched over the whole
+    input, shifting every defect away from its mask."""
+    from adtf.detectors.piade import PIADE
+
+    detector = PIADE(image_size=(120, 120), resize_crop=156, weights=None)
+    anomaly_map = np.asarray(detector(np.random.default_rng(0).random((1, 156, 156, 3)).astype("float32"))["anomaly_map"])
+    assert anomaly_map.shape == (1, 156, 156)
+    assert anomaly_map[0, :18].max() == 0 and anomaly_map[0, :, -18:].max() == 0  # the border it never saw
+    assert anomaly_map[0, 18:138, 18:138].min() > 0

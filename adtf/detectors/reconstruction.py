@@ -174,6 +174,13 @@ class ReconstructionDetector(Detector):
         top, left = ((self.resize_crop - s) // 2 for s in self.image_size)
         return images[:, top: top + self.image_size[0], left: left + self.image_size[1]]
 
+    def finish(self, images, outputs):
+        if self.resize_crop is not None:  # the map covers the centre crop: put it back where that crop lies in the
+            top, left = ((self.resize_crop - s) // 2 for s in self.image_size)  # input; the border it never saw: 0
+            bottom, right = (self.resize_crop - s - t for s, t in zip(self.image_size, (top, left)))
+            outputs = {**outputs, "anomaly_map": ops.pad(outputs["anomaly_map"], [[0, 0], [top, bottom], [left, right]])}
+        return super().finish(images, outputs)
+
     def reconstruct(self, images, training=False):
         """Images at ``image_size`` -> ``(reconstructions in [0, 1] at image_size, {extra outputs})``."""
         features = self.encoder(images, training=training)[self.encoder_layer]
