@@ -141,18 +141,26 @@ def test_trains_under_mirrored_strategy_on_two_logical_cpus():
     assert [line.split()[:2] for line in lines] == [["toy_autoencoder", "2"], ["toy_simplenet", "2"]]
 
 
-def test_a_killed_fit_never_resumes_in_another_folder_of_the_same_name(toy_registered, tmp_path):
+def test_a_killed_fit_never_resumes_in_another_folder_of_the_same_name(toy_registered, tmp_path, monkeypatch):
     """Two folders called "train" given the same run folder: the second must not resume the first one's
     interrupted fit."""
+    import functools
+
     import keras
     import numpy as np
     from PIL import Image
 
+    from adtf.callbacks import ResumableBackup
     from adtf.run import fit_evaluate_export
 
+    # A checkpoint at every epoch's end, so that the killed fit has saved one (a fit killed before its first save
+    # has nothing to resume, and another command may start afresh in its folder).
+    monkeypatch.setattr(ResumableBackup, "__init__", functools.partialmethod(ResumableBackup.__init__, every_seconds=0))
+
     class KillAfterOneEpoch(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            raise KeyboardInterrupt
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
 
     rng = np.random.default_rng(0)
     for part in ("glass", "tiles"):
