@@ -105,3 +105,14 @@ def test_the_report_of_a_test_set_of_one_or_two_images_has_no_tsne_and_no_crash(
     outputs["label"] = np.ones(1, int)
     plots = detector.report_extras(one_defect, outputs, tmp_path)
     assert "tsne" not in plots and (tmp_path / "top_regions.png").exists()
+
+
+def test_images_of_another_size_train_at_the_size_they_are_scored_at(images):
+    """train_step cropped the arrays as given: 24-px images met a 24-px crop at image_size 32 (the statistics and
+    scores resize to 32), and images smaller than the crop stopped in TensorFlow's gather."""
+    import tensorflow as tf
+
+    small = tf.image.resize(images[0][:4], (20, 20)).numpy()
+    detector = FlowDictionary(**{**FlowDictionary.smoke_test_options, "train_crop": 24, "epochs": 1})
+    detector.fit(small, verbose=0)  # once an InvalidArgumentError
+    assert np.isfinite(np.asarray(detector(images[1])["score"])).all()

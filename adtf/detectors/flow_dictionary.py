@@ -292,6 +292,7 @@ class FlowDictionary(Detector):
         return list(self.trackers.values())
 
     def train_step(self, images):
+        images = self.resized(images)  # at the pixel scale the statistics and scoring see (the runner's already are)
         seeds = tf.random.experimental.stateless_split(
             tf.stack([tf.constant(self.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)]), 2)
         if self.train_crop is not None:
