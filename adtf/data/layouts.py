@@ -61,7 +61,8 @@ def _read_mvtec(path, *, seed=0, category=None):
                       "for <stem>_mask.png and <stem>.png, any image suffix, in ground_truth/<defect>/); they count "
                       "for the image metrics, not the pixel metrics", stacklevel=3)
     unread = [p for folder in (train_good, *_subfolders(root / "test")) for sub in _subfolders(folder)
-              if not sub.name.startswith(".") for p in _images_below(sub)] + (_list_images(root / "test") if (root / "test").is_dir() else [])
+              if not sub.name.startswith(".") for p in _images_below(sub)]
+    unread += _list_images(root / "test") if (root / "test").is_dir() else []
     if unread:  # MVTec's folders are flat: images below them, or loose in test/, are not read
         warnings.warn(f"{root}: {len(unread)} image(s) outside the MVTec layout's folders are not read (e.g. "
                       f"{unread[0]}): train/good/ and test/<defect>/ are read without their subfolders", stacklevel=3)
