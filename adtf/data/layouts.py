@@ -138,6 +138,11 @@ def _dagm_labels(split_dir):
             samples.append(Sample(str(split_dir / fields[2]), 0, "good"))
     if not samples:
         raise DataError(f"{labels_file}: lists no images")
+    listed = {Path(s.path).name.lower() for s in samples}
+    unlisted = [p for p in _list_images(split_dir) if p.name.lower() not in listed]
+    if unlisted:  # the labels file decides what an image is: one it does not list cannot be read
+        warnings.warn(f"{labels_file} does not list {len(unlisted)} image(s) of {split_dir} (e.g. {unlisted[0].name}): "
+                      "they are not read", stacklevel=4)
     return samples
 
 
