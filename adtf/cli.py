@@ -126,9 +126,12 @@ def _peek(argv, name):
     if value is None:
         for path in known.config:
             try:
-                config = yaml.safe_load(Path(path).read_text()) or {}
-            except (OSError, yaml.YAMLError):
+                with open(path, encoding="utf-8") as file:  # a stream: YAML's errors then name the file
+                    config = yaml.safe_load(file) or {}
+            except OSError:
                 continue  # the real parser reports it, with the file's name
+            except (yaml.YAMLError, UnicodeDecodeError) as err:  # the real parser names "<unicode string>"
+                raise AdtfError(f"--config {path}: not valid YAML ({' '.join(str(err).split())})") from None
             if isinstance(config, dict) and isinstance(config.get(name), str):  # else the real parser says what
                 value = config[name]
     return value

@@ -420,3 +420,10 @@ def test_an_unusable_run_folder_is_refused_before_any_work(tmp_path):
     (tmp_path / "backup" / "state.json").write_text("{}")
     with pytest.raises(AdtfError, match="holds the backup of an interrupted fit with other settings"):
         _check_backup(tmp_path / "backup", {"seed": 2})
+
+
+def test_a_config_that_is_no_yaml_is_named(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text("method: mon\n  bad: [\n")
+    assert fit_main(["--config", str(config)]) == 2
+    assert f"--config {config}: not valid YAML (mapping values are not allowed" in capsys.readouterr().err
