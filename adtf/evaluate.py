@@ -138,7 +138,7 @@ def thresholds_only(detector, dataset, out_dir, *, method=None, n_calibration=0,
                                                             title=f"{results['method']} on {dataset.name}").name}
     write_json(out_dir / "metrics.json", results)
     lines = [f"# {results['method']} on {dataset.name}", "",
-             f"Fitted on {results['n_train']} normal images; no test images, so nothing was evaluated "
+             f"Fitted on {results['n_train']} normal image{'s' * (results['n_train'] != 1)}; no test images, so nothing was evaluated "
              "(give anomalous images, e.g. `folder:DIR,anomalous=DIR`, to measure the detector).", "",
              f"Working points calibrated on {calibration}." + _notes_markdown(results), "",
              "| working point | rule | threshold |", "|---|---|---|"]

@@ -195,7 +195,7 @@ def calibration_split(samples, fraction, seed):
 
     fit, calibration = split_off(samples, fraction, seed, what="normal training images")
     if fraction and not fit:
-        raise DataError(f"only {len(samples)} normal training images: holding {len(calibration)} out for "
+        raise DataError(f"only {len(samples)} normal training image{'s' * (len(samples) != 1)}: holding {len(calibration)} out for "
                         "calibration leaves none to fit on; give more normal images or a calibration fraction of 0")
     return fit, calibration
 
