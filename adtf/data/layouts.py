@@ -55,11 +55,8 @@ def _read_mvtec(path, *, seed=0, category=None):
         masks = [_files_by_name(mask_folders.get(folder.name.lower(), ground_truth / folder.name))]
         test += [Sample(str(image), 1, folder.name, _find_mask(masks, image.stem) if has_masks else None)
                  for image in _list_images(folder)]
-    unmasked = [s.path for s in test if s.label == 1 and s.mask_path is None] if has_masks else []
-    if unmasked:
-        warnings.warn(f"{ground_truth}: no mask for {len(unmasked)} of the anomalous images (e.g. {unmasked[0]}: looked "
-                      "for <stem>_mask.png and <stem>.png, any image suffix, in ground_truth/<defect>/); they count "
-                      "for the image metrics, not the pixel metrics", stacklevel=3)
+    if has_masks:
+        _warn_of_unmasked(test, ground_truth, "in ground_truth/<defect>/")
     unread = [p for folder in (train_good, *_subfolders(root / "test")) for sub in _subfolders(folder)
               if not sub.name.startswith(".") for p in _images_below(sub)]
     unread += _list_images(root / "test") if (root / "test").is_dir() else []
@@ -202,16 +199,23 @@ def _read_folder(path, *, seed=0, anomalous=None, masks=None, test_normal=None, 
         for defect, images in groups:
             masks = [_files_by_name(mask_dir / defect), _files_by_name(mask_dir)] if mask_dir else []
             test += [Sample(str(p), 1, defect, _find_mask(masks, p.stem)) for p in images]
-    unmasked = [s.path for s in test if s.label == 1 and s.mask_path is None] if mask_dir else []
-    if unmasked:
-        warnings.warn(f"{mask_dir}: no mask for {len(unmasked)} of the anomalous images (e.g. {unmasked[0]}: looked "
-                      "for <stem>_mask.png and <stem>.png, any image suffix, in <defect>/ and directly); they count "
-                      "for the image metrics, not the pixel metrics", stacklevel=3)
+    if mask_dir:
+        _warn_of_unmasked(test, mask_dir, "in <defect>/ and directly")
     has_masks = bool(anomalous and masks) and any(s.mask_path for s in test)
     # Named by the parent too: normal folders are often called "train", "good" or "ok", and two sets of the same
     # name would share a default run folder, the second overwriting the first one's finished run.
     name = "-".join(part for part in (normal_dir.parent.name, normal_dir.name) if part)
     return AnomalyDataset(f"folder:{name}", train, test, has_masks=has_masks)
+
+
+def _warn_of_unmasked(test, mask_dir, where):
+    """An anomalous image without a mask counts for the image metrics, not the pixel metrics: a few missing masks
+    should not stop a run, nor pass unsaid."""
+    unmasked = [s.path for s in test if s.label == 1 and s.mask_path is None]
+    if unmasked:
+        warnings.warn(f"{mask_dir}: no mask for {len(unmasked)} of the anomalous images (e.g. {unmasked[0]}: looked "
+                      f"for <stem>_mask.png and <stem>.png, any image suffix, {where}); they count for the image "
+                      "metrics, not the pixel metrics", stacklevel=4)
 
 
 def _files_by_name(folder):
@@ -322,18 +326,21 @@ def _read_coil(path, *, seed=0, normal_class=None, train_fraction=0.8):
     if path and str(path).lower().endswith(".zip"):
         raise DataError(f"{path}: a zip archive; unzip it and give the folder of obj<k>__<view>.png files")
     root = resolve_dir(path, "COIL")
-    holding = [root] if _coil_objects(root) != set() else [f for f in _subfolders(root) if _coil_files(f)]
-    if not holding or not _coil_files(holding[0]):
+    holding = [root] if _coil_objects(root) != set() else [
+        f for f in _subfolders(root) if any(COIL_FILE.match(p.name) for p in _list_images(f))]
+    images = _list_images(holding[0]) if holding else []
+    files = {str(p): (int(m[1]), int(m[2])) for p in images if (m := COIL_FILE.match(p.name))}
+    if not files:
         raise DataError(f"{root}: no COIL files (expected obj<k>__<view>.png, e.g. coil-100/obj1__0.png; unzip "
                         "coil-100.zip first)")
     if len(holding) > 1:
         raise DataError(f"{root}: COIL files in {len(holding)} folders ({', '.join(str(f) for f in holding)}): give "
                         "the one to read")
-    others = [p for p in _list_images(holding[0]) if not COIL_FILE.match(p.name)]
-    if others:  # read as COIL, they would be left out without a word
-        raise DataError(f"{holding[0]}: {len(others)} image(s) not named obj<k>__<view> (e.g. {others[0].name}) "
-                        "beside the COIL files: move them out, or read the folder as folder: or classes:")
-    files = _coil_files(holding[0])
+    if len(files) < len(images):  # read as COIL, the others would be left out without a word
+        other = next(p for p in images if str(p) not in files)
+        raise DataError(f"{holding[0]}: {len(images) - len(files)} image(s) not named obj<k>__<view> (e.g. "
+                        f"{other.name}) beside the COIL files: move them out, or read the folder as folder: or "
+                        "classes:")
     objects = sorted({number for number, _ in files.values()})
     names = [f"obj{number}" for number in objects]
     text = str(objects[0] if normal_class is None else normal_class).lower().removeprefix("obj")
@@ -359,11 +366,6 @@ def _coil_objects(folder):
                     return None
                 objects.add(match[1])
     return objects
-
-
-def _coil_files(folder):
-    """``{path: (object, view)}`` of a folder's COIL image files (a PPM too, so that the up-front check names it)."""
-    return {str(p): (int(m[1]), int(m[2])) for p in _list_images(folder) if (m := COIL_FILE.match(p.name))}
 
 
 def _find_idx(root, prefix):

@@ -454,8 +454,8 @@ class Detector(keras.Model):
             return
         if value is None:
             raise AdtfError("give a working point name or an explicit threshold value")
-        if np.isnan(float(value)) or float(value) == np.inf:  # `score > nan` or `> inf` is never true: every valid
-            raise AdtfError(f"an explicit threshold must be a number below +inf, got {value}")  # part would pass
+        if not float(value) < np.inf:  # `score > nan` or `> inf` is never true: every valid part would pass
+            raise AdtfError(f"an explicit threshold must be a number below +inf, got {value}")
         score = score or self.score_names[0]
         if score not in self.score_names:
             raise AdtfError(f"unknown score {score!r}; this detector has {list(self.score_names)}")
