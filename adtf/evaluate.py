@@ -4,6 +4,7 @@
 call, so every number adtf prints is computed in one place (with ``adtf.metrics``).
 """
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,11 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
     masks, maps = outputs["mask"], outputs["anomaly_map"]
     if not pixel_truth.all():  # a copy of every map otherwise (1.4 GB for a DAGM class at 512x512)
         masks, maps = masks[pixel_truth], maps[pixel_truth]
+    if dataset.has_masks:
+        scored = [s for s, kept in zip(dataset.test, pixel_truth) if kept]
+        for note in _mask_notes(labels[pixel_truth], masks, scored):
+            warnings.warn(note, stacklevel=2)
+            results["data_notes"].append(note)
     if dataset.has_masks and masks[labels[pixel_truth] == 1].any():
         results["pixel_auroc"] = metrics.pixel_auroc(masks, maps)
         results["aupro"] = metrics.aupro(masks, maps)
@@ -108,6 +114,26 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
         write_json(out_dir / "metrics.json", results)
         write_text(out_dir / "report.md", report_markdown(results))
     return results
+
+
+def _mask_notes(labels, masks, samples):
+    """What the defective images' masks, as the pixel metrics see them (resized to the maps), say: inverted masks
+    turn pixel AUROC upside down, and a mask that marks nothing (paired with the wrong image, or a defect smaller
+    than a pixel at this size) adds no defect pixel. Either would otherwise pass into the figures without a word."""
+    defective = labels == 1
+    marked = masks[defective].reshape(int(defective.sum()), -1).mean(axis=1)
+    paths = [s.mask_path for s in samples if s.label == 1]
+    if not len(marked):
+        return []
+    if np.median(marked) > 0.5:
+        return [f"the masks mark most of their defective images' pixels (over half in the median image, e.g. "
+                f"{paths[0]}): are they inverted? adtf reads a mask's bright pixels as the defect"]
+    if (marked == 0).any():
+        size = "x".join(str(n) for n in masks.shape[1:3])
+        return [f"{int((marked == 0).sum())} of the {len(marked)} defective images' masks mark no pixel at the {size} "
+                f"the maps are scored at (e.g. {paths[int(np.argmin(marked))]}): they add no defect pixel to the "
+                "pixel metrics (an empty mask, or a defect too small for this size)"]
+    return []
 
 
 def thresholds_only(detector, dataset, out_dir, *, method=None, n_calibration=0, n_fit=None, calibration=None,

@@ -1,5 +1,6 @@
 """adtf-fit end to end on tiny synthetic data, and SavedModel parity in a fresh process."""
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -292,3 +293,35 @@ def test_an_evaluation_at_another_scale_than_the_fit_says_so(run_dir, tmp_path, 
     assert eval_main([str(run_dir), "--data", "synthetic:grass", "--out", str(tmp_path / "same"), "--quiet"]) == 0
     assert "fitted on" not in capsys.readouterr().err
     assert "Another scale" not in (tmp_path / "same" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("inverted", "the masks mark most of their defective images' pixels"),
+    ("empty", r"1 of the 2 defective images' masks mark no pixel at the \d+x\d+ the maps are scored at \(e.g. .*b1.png"),
+])
+def test_masks_that_contradict_their_labels_are_named_in_the_warnings_and_the_report(run_dir, tmp_path, capsys,
+                                                                                    fault, message):
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    (tmp_path / "masks").mkdir()
+    for folder, names in (("good", ["g0", "g1", "g2"]), ("bad", ["b0", "b1"])):
+        (tmp_path / folder).mkdir()
+        for name in names:
+            image = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+            mask = np.zeros((SIZE, SIZE), np.uint8)
+            if folder == "bad":
+                image[8:24, 8:24] = 255
+                mask[8:24, 8:24] = 255
+                if fault == "inverted":
+                    mask = 255 - mask
+                elif fault == "empty" and name == "b1":
+                    mask[:] = 0
+            Image.fromarray(image).save(tmp_path / folder / f"{name}.png")
+            if folder == "bad":
+                Image.fromarray(mask).save(tmp_path / "masks" / f"{name}.png")
+    spec = f"folder:{tmp_path / 'good'},anomalous={tmp_path / 'bad'},masks={tmp_path / 'masks'}"
+    capsys.readouterr()
+    assert eval_main([str(run_dir), "--data", spec, "--out", str(tmp_path / "ev"), "--quiet"]) == 0
+    assert re.search("adtf-eval: warning: " + message, capsys.readouterr().err)
+    assert re.search(message, (tmp_path / "ev" / "report.md").read_text())
