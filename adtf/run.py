@@ -313,8 +313,10 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     # The fit's images by their paths, not the dataset's name alone: two folders both called "train" share a name
     # (and a default run folder), and so do two sizes or splits of one dataset.
     fit_images = hashlib.sha256("\n".join(s.path for s in fit_samples).encode()).hexdigest()[:16]
-    run_record = {"method": method, "data": dataset.name, "fit_images": fit_images, "preset": preset,
-                  "options": _jsonable(options)}
+    # The test set too: `folder:ok` and `folder:ok,anomalous=ng` share a name and a default run folder.
+    test_images = hashlib.sha256("\n".join(f"{s.label} {s.path}" for s in dataset.test).encode()).hexdigest()[:16]
+    run_record = {"method": method, "data": dataset.name, "fit_images": fit_images, "test_images": test_images,
+                  "preset": preset, "options": _jsonable(options)}
     _warn_if_replacing(out, run_record)
     log.info(f"[2/5] fitting {method} ({preset or 'default'} preset) at {size[0]}x{size[1]} on {len(fit_samples)} "
              f"normal images" + (f", {epochs} epochs" if epochs else ""))
@@ -416,6 +418,10 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         if (evaluation / "metrics.json").exists():
             log.info(f"      removing {evaluation.name}/: an evaluation of the model this fit replaces")
             shutil.rmtree(evaluation, ignore_errors=True)
+    for export in sorted(out.glob("saved_model-*/")):  # adtf-export's other working points of the previous model
+        if (export / "assets.extra" / "adtf.json").exists():
+            log.info(f"      removing {export.name}/: exported from the model this fit replaces")
+            shutil.rmtree(export, ignore_errors=True)
     if not calibration_samples and not calibration_folds:
         (out / "calibration_images.txt").unlink(missing_ok=True)
     extra = {"preset": preset, "options": _jsonable(options), "image_size_rule": size_rule,
@@ -509,6 +515,9 @@ def _warn_if_replacing(out, run_record):
     if changed:
         log.warning(f"      {out} holds a finished run with other settings ({', '.join(changed)} differ): this run "
                     "replaces its outputs once the fit ends; give --out to keep both")
+    else:
+        log.info(f"      {out} holds a finished run of these settings: it is fitted again and replaced "
+                 "(adtf-eval and adtf-export use a finished run without fitting)")
 
 
 def check_output_folder(out, dataset=None):

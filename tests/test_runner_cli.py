@@ -7,7 +7,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from adtf import detectors
 from adtf.cli import fit_main
@@ -224,6 +226,8 @@ def test_a_failed_evaluation_keeps_the_fit_and_a_rerun_without_export_leaves_no_
     assert (out / "saved_model").is_dir() and (out / "command.txt").exists() and (out / "roc.png").exists()
     (out / "eval-other").mkdir()  # what adtf-eval wrote about the first model
     (out / "eval-other" / "metrics.json").write_text("{}")
+    (out / "saved_model-fpr1_normal" / "assets.extra").mkdir(parents=True)  # adtf-export's, of the first model
+    (out / "saved_model-fpr1_normal" / "assets.extra" / "adtf.json").write_text("{}")
     first = (out / "model.keras").stat().st_mtime_ns
 
     def failing_evaluate(*args, **kw):
@@ -236,6 +240,7 @@ def test_a_failed_evaluation_keeps_the_fit_and_a_rerun_without_export_leaves_no_
     # the first run's SavedModel and metrics no longer describe the model beside them
     assert not any((out / name).exists() for name in ("saved_model", "metrics.json", "report.md", "command.txt"))
     assert not list(out.glob("*.png")) and not (out / "eval-other").exists()  # plots and evaluations of the old model
+    assert not (out / "saved_model-fpr1_normal").exists()
     # the same command again resumes after the fit's last epoch (it refitted from scratch), and ends the backup
     fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, export=False, seed=1, **kwargs)
     assert json.loads((out / "metrics.json").read_text())["resumed_at_epoch"] == 1 and not (out / "backup").exists()
@@ -254,12 +259,25 @@ def test_a_run_in_a_folder_holding_another_finished_run_says_so_before_its_fit(t
                   export=False)
     out = tmp_path / "run"
     fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, **kwargs)
-    with caplog.at_level("WARNING", logger="adtf"):
+    with caplog.at_level("INFO", logger="adtf"):
         fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, **kwargs)  # the same run again
-        assert "finished run" not in caplog.text
+        assert "finished run of these settings: it is fitted again" in caplog.text
+        assert "other settings" not in caplog.text
+        caplog.clear()
         fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, seed=1, **kwargs)
-    assert "finished run with other settings (fit_images, options differ)" in caplog.text
-    assert json.loads((out / "run.json").read_text())["options"]["seed"] == 1
+        assert "finished run with other settings (fit_images, options, test_images differ)" in caplog.text
+        assert json.loads((out / "run.json").read_text())["options"]["seed"] == 1
+        # the same name and fit images, another test set: folder:ok and folder:ok,anomalous=ng share a run folder
+        rng = np.random.default_rng(0)
+        for name in [f"ok/{i}" for i in range(6)] + ["ng/0", "ng/1"]:
+            (tmp_path / name).parent.mkdir(exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+        kwargs.pop("n_train")
+        fit_evaluate_export(toy_registered, f"folder:{tmp_path / 'ok'}", "fast", out, **kwargs)
+        caplog.clear()
+        fit_evaluate_export(toy_registered, f"folder:{tmp_path / 'ok'},anomalous={tmp_path / 'ng'}", "fast", out,
+                            **kwargs)
+        assert "finished run with other settings (test_images differ)" in caplog.text
 
 
 def test_working_points_from_few_held_out_images_say_how_many_good_parts_they_pass(toy_registered, tmp_path):
