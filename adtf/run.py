@@ -109,15 +109,28 @@ def data_image_size(dataset, size_range, multiple=16):
     import numpy as np
 
     heights, widths = image_sizes(dataset, dataset.train)
+    rule_shape = ""
     if not heights:
         raise DataError(f"{dataset.name}: no training image's size could be read to choose the input size from; "
                         "set it with --detector.image_size \"[H, W]\"")
     height, width = float(np.median(heights)), float(np.median(widths))
+    # Medians taken side by side can give a shape no image has (8 photos at 1000x750, 7 at 640x480 and 2 portrait
+    # ones at 300x900 gave 750x640, stretching every image): where most images share one aspect ratio, that ratio
+    # at their median area. Tiles of many shapes (MTD's: 4 % within 2 % of the median ratio) keep the medians.
+    sides = np.asarray([heights, widths], float)
+    log_aspect = np.log(sides[0] / sides[1])
+    shared = np.abs(log_aspect - np.median(log_aspect)) < 0.02
+    if shared.mean() > 0.5:
+        aspect = float(np.exp(np.median(log_aspect[shared])))
+        area = float(np.median(sides[0][shared] * sides[1][shared]))
+        height, width = (area * aspect) ** 0.5, (area / aspect) ** 0.5
+        if not shared.all():
+            rule_shape = f" (the {shared.sum()} of {len(shared)} sampled that share its aspect ratio)"
     low, high = size_range
     scale = min(1.0, high / max(height, width))
     scale = max(scale, low / max(height, width))
     size = tuple(max(multiple, int(round(side * scale / multiple)) * multiple) for side in (height, width))
-    rule = (f"the training images' median size {height:.0f}x{width:.0f}"
+    rule = (f"the training images' median size {height:.0f}x{width:.0f}{rule_shape}"
             + (f", scaled to fit {low}-{high} px" if scale != 1.0 else "") + f", rounded to multiples of {multiple}")
     warn_about_resizing(heights, widths, size, shorter_floor=low)
     return size, rule

@@ -270,3 +270,24 @@ def test_the_authors_centre_crop_puts_the_map_back_where_the_crop_lies():
     assert anomaly_map.shape == (1, 156, 156)
     assert anomaly_map[0, :18].max() == 0 and anomaly_map[0, :, -18:].max() == 0  # the border it never saw
     assert anomaly_map[0, 18:138, 18:138].min() > 0
+
+
+def test_photos_of_one_aspect_ratio_at_two_sizes_keep_it_where_side_by_side_medians_would_not(caplog, monkeypatch,
+                                                                                          tmp_path):
+    """8 photos at 1000x750, 7 at 640x480 and 2 portrait ones: the medians of the heights and of the widths, taken
+    apart, gave 750x640, a shape none of them has, and the warning then called every image stretched."""
+    import logging
+
+    from PIL import Image
+
+    from adtf.data import load
+    from adtf.run import data_image_size
+
+    monkeypatch.setattr(logging.getLogger("adtf"), "propagate", True)
+    (tmp_path / "parts").mkdir()
+    for i, (width, height) in enumerate([(1000, 750)] * 8 + [(640, 480)] * 7 + [(300, 900)] * 2):
+        Image.new("RGB", (width, height)).save(tmp_path / "parts" / f"{i}.png")
+    with caplog.at_level("WARNING", logger="adtf"):
+        size, rule = data_image_size(load(f"folder:{tmp_path / 'parts'}"), (128, 512))
+    assert size == (384, 512) and "that share its aspect ratio" in rule
+    assert "have another shape" in caplog.text and "100%" not in caplog.text  # only the portrait ones are stretched
