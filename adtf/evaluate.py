@@ -3,6 +3,8 @@
 ``evaluate`` is what ``adtf-fit``, ``adtf-eval``, the notebooks and the benchmarks
 call, so every number adtf prints is computed in one place (with ``adtf.metrics``).
 """
+import csv
+import io
 import time
 import warnings
 from pathlib import Path
@@ -111,9 +113,25 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
         results["plots"].update(plots)
         results["report_lines"] = lines
         results.update(detector.extra_metrics(outputs))
+        results["scores_file"] = _write_scores(out_dir / "scores.csv", dataset, outputs, detector)
         write_json(out_dir / "metrics.json", results)
         write_text(out_dir / "report.md", report_markdown(results))
     return results
+
+
+def _write_scores(path, dataset, outputs, detector):
+    """Every test image's scores and verdict at the active working point, one row each: which good parts a
+    threshold fails and which defects it passes, where the report's plots show only a few."""
+    names = [name for name in detector.score_names if name in outputs and name != "score"]
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["path", "label", "defect", "score", *names, f"anomalous ({detector.working_point})", "invalid"])
+    for i, sample in enumerate(dataset.test):
+        writer.writerow([sample.path, sample.label, sample.defect, f"{outputs['score'][i]:.6g}",
+                         *(f"{outputs[name][i]:.6g}" for name in names), int(outputs["anomalous"][i]),
+                         int(outputs["invalid"][i])])
+    write_text(path, text.getvalue())
+    return path.name
 
 
 def _mask_notes(labels, masks, samples):
@@ -170,6 +188,9 @@ def thresholds_only(detector, dataset, out_dir, *, method=None, n_calibration=0,
              "| working point | rule | threshold |", "|---|---|---|"]
     lines += [f"| {name}{' (active)' if name == detector.working_point else ''} | {wp['rule']} | {wp['threshold']:.4g} |"
               for name, wp in results["working_points"].items()]
+    if results.get("scores_file"):
+        lines += ["", f"Every test image's scores and verdict at the active working point: [{results['scores_file']}]"
+                      f"({results['scores_file']})."]
     if results.get("plots"):
         lines += ["", "## Plots", ""] + [f"![{k}]({v})" for k, v in results["plots"].items()]
     write_text(out_dir / "report.md", "\n".join(lines) + "\n")
@@ -263,6 +284,9 @@ def report_markdown(results):
     if results["per_defect_image_auroc"]:
         lines += ["", "## Image AUROC per defect type (vs. all normal test images)", "", "| defect | AUROC |", "|---|---|"]
         lines += [f"| {k} | {v:.3f} |" for k, v in results["per_defect_image_auroc"].items()]
+    if results.get("scores_file"):
+        lines += ["", f"Every test image's scores and verdict at the active working point: [{results['scores_file']}]"
+                      f"({results['scores_file']})."]
     if results.get("plots"):
         lines += ["", "## Plots", ""] + [f"![{k}]({v})" for k, v in results["plots"].items()]
     return "\n".join(lines) + "\n"

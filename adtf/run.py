@@ -425,7 +425,8 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     # What an earlier run in this folder wrote no longer describes this model; a SavedModel left beside it would
     # be deployed with the old weights. Removed now, rewritten below.
     shutil.rmtree(out / "saved_model", ignore_errors=True)
-    for stale in (*_plots_of(out / "metrics.json"), "metrics.json", "report.md", "command.txt", "run.json"):
+    for stale in (*_plots_of(out / "metrics.json"), "metrics.json", "report.md", "scores.csv", "command.txt",
+                  "run.json"):
         (out / stale).unlink(missing_ok=True)
     for evaluation in sorted(out.glob("eval-*/")):  # adtf-eval's reports of the previous model
         if (evaluation / "metrics.json").exists():

@@ -38,6 +38,12 @@ def test_fit_writes_metrics_report_plots_model_and_savedmodel(run_dir):
                  "saved_model/saved_model.pb", "saved_model/assets.extra/adtf.json"):
         assert (run_dir / name).exists(), name
     assert "threshold3 (active)" in (run_dir / "report.md").read_text()
+    rows = (run_dir / "scores.csv").read_text().splitlines()
+    assert rows[0] == "path,label,defect,score,d_max,d_mean,anomalous (threshold3),invalid"
+    assert len(rows) == 1 + metrics["n_test"] and "scores.csv" in (run_dir / "report.md").read_text()
+    flagged = [row.split(",") for row in rows[1:]]
+    tpr = np.mean([int(r[-2]) for r in flagged if r[1] == "1"])  # the verdicts are those the working point counts
+    assert tpr == pytest.approx(metrics["working_points"]["threshold3"]["tpr"])
 
 
 PARITY = textwrap.dedent("""
