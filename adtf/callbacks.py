@@ -5,6 +5,7 @@ For resuming interrupted training use ``ResumableBackup`` (the runner does) or `
 (``Detector.fit`` builds the model and every optimizer first, so that either restores all of them).
 """
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -117,6 +118,8 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
             self.model.optimizer.build(self.model.trainable_variables)
         self.model.load_weights(str(self._state_path.parent / state["weights"]))
         self.model._initial_epoch = int(state["epoch"])  # what Keras' own BackupAndRestore sets for fit to read
+        logging.getLogger("adtf").info(f"      resuming the interrupted fit at epoch {self.resumed_at_epoch} of "
+                                       f"{self.params.get('epochs', '?')} ({self._state_path.parent})")
 
     def on_epoch_end(self, epoch, logs=None):
         for key, value in (logs or {}).items():

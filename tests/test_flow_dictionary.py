@@ -59,7 +59,9 @@ def test_a_configuration_that_needs_the_flow_says_so():
         FlowDictionary(**{**FlowDictionary.smoke_test_options, "train_crop": 64})
 
 
-def test_a_fit_killed_in_the_dictionary_stage_resumes_without_training_again(tmp_path, monkeypatch):
+def test_a_fit_killed_in_the_dictionary_stage_resumes_without_training_again(tmp_path, monkeypatch, caplog):
+    import logging
+
     from adtf.run import fit_evaluate_export
 
     options = {**FlowDictionary.smoke_test_options, "epochs": 2}
@@ -82,7 +84,10 @@ def test_a_fit_killed_in_the_dictionary_stage_resumes_without_training_again(tmp
         return train_step(self, *args)
 
     monkeypatch.setattr(FlowDictionary, "train_step", counted)
-    resumed = fit_evaluate_export(**run)
+    monkeypatch.setattr(logging.getLogger("adtf"), "propagate", True)
+    with caplog.at_level("INFO", logger="adtf"):
+        resumed = fit_evaluate_export(**run)
+    assert "resuming the interrupted fit at epoch 2 of 2" in caplog.text  # said as it starts, not only at the end
     assert traced == []  # no epoch trained again
     assert not (tmp_path / "run" / "backup").exists()
     uninterrupted = fit_evaluate_export(**{**run, "out": tmp_path / "again"})

@@ -83,6 +83,17 @@ def test_bad_options_stop_with_one_line(argv, words, capsys):
     assert not any(line.startswith(("Traceback", "adtf-fit: error:")) for line in lines[:-1])
 
 
+def test_ctrl_c_says_how_to_resume(monkeypatch, capsys):
+    import adtf.run
+
+    def interrupted(**kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(adtf.run, "fit_evaluate_export", interrupted)
+    assert fit_main(["--quiet"]) == 130
+    assert "adtf-fit: interrupted (the same command again resumes a fit" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("level", [None, "3"])
 def test_the_console_scripts_drop_tensorflows_start_up_lines(level):
     """TF 2.21 prints its INFO start-up lines (oneDNN, CUDA) whatever TF_CPP_MIN_LOG_LEVEL says: a user who set
