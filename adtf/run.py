@@ -331,8 +331,11 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     run_record = {"method": method, "data": dataset.name, "fit_images": fit_images, "test_images": test_images,
                   "preset": preset, "options": _jsonable(options)}
     _warn_if_replacing(out, run_record)
+    raised = "epochs" not in fit_given and epochs > getattr(model, "epochs", epochs)
     log.info(f"[2/5] fitting {method} ({preset or 'default'} preset) at {size[0]}x{size[1]} on {len(fit_samples)} "
-             f"normal images" + (f", {epochs} epochs" if epochs else ""))
+             f"normal images" + (f", {epochs} epochs" if epochs else "")
+             + (f" (the preset's {model.epochs}, raised so that so few images still train {model.min_steps} steps; "
+                "--fit.epochs sets them)" if raised and getattr(model, "min_steps", 0) else ""))
     fit_callbacks = list(callbacks)
     if epochs:
         # A killed run resumes from here when the same command runs again; removed once the run ends.

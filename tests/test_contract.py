@@ -373,3 +373,18 @@ def test_simplenet_warns_when_a_hand_set_size_misaligns_its_levels():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         SimpleNet(**{**options, "image_size": (40, 32)})
+
+
+def test_the_runner_says_why_few_images_train_more_epochs_than_the_preset(tmp_path, caplog, monkeypatch):
+    """A new user saw "160 epochs" for the fast preset's 16 and nothing saying why."""
+    import logging
+
+    from adtf.run import fit_evaluate_export
+
+    cls = REGISTRY["simplenet"]
+    monkeypatch.setattr(logging.getLogger("adtf"), "propagate", True)
+    with caplog.at_level("INFO", logger="adtf"):
+        fit_evaluate_export("simplenet", "synthetic:grass,size=32,n_train=10,n_test_good=4,n_test_defect=2",
+                            out=tmp_path / "run", detector={**cls.smoke_test_options, "min_steps": 9}, export=False,
+                            verbose=False)
+    assert "8 normal images, 5 epochs (the preset's 2, raised so that so few images still train 9 steps" in caplog.text
