@@ -118,7 +118,7 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
             self.model.optimizer.build(self.model.trainable_variables)
         self.model.load_weights(str(self._state_path.parent / state["weights"]))
         self.model._initial_epoch = int(state["epoch"])  # what Keras' own BackupAndRestore sets for fit to read
-        logging.getLogger("adtf").info(f"      resuming the interrupted fit at epoch {self.resumed_at_epoch} of "
+        logging.getLogger("adtf").info(f"      resuming the interrupted fit after epoch {self.resumed_at_epoch} of "
                                        f"{self.params.get('epochs', '?')} ({self._state_path.parent})")
 
     def on_epoch_end(self, epoch, logs=None):

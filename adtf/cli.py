@@ -71,7 +71,8 @@ def _friendly_errors(prog):
                 print(f"{prog}: error: {err.strerror or err}: {err.filename or ''}".rstrip(": "), file=sys.stderr)
                 return 2
             except KeyboardInterrupt:
-                resume = " (the same command again resumes a fit from its last checkpoint)" if prog == "adtf-fit" else ""
+                resume = (" (the same command again resumes a trained method's fit from its last checkpoint)"
+                          if prog in ("adtf-fit", "adtf-bench") else "")
                 print(f"{prog}: interrupted{resume}", file=sys.stderr)
                 return 130
         return run

@@ -125,10 +125,11 @@ def _write_scores(path, dataset, outputs, detector):
     names = [name for name in detector.score_names if name in outputs and name != "score"]
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["path", "label", "defect", "score", *names, f"anomalous ({detector.working_point})", "invalid"])
-    for i, sample in enumerate(dataset.test):
-        writer.writerow([sample.path, sample.label, sample.defect, f"{outputs['score'][i]:.6g}",
-                         *(f"{outputs[name][i]:.6g}" for name in names), int(outputs["anomalous"][i]),
+    verdict = f"anomalous ({detector.working_point})" if detector.working_point else "anomalous (no working point)"
+    writer.writerow(["path", "label", "defect", "score", *names, verdict, "invalid"])
+    for i, sample in enumerate(dataset.test):  # float32's shortest round-trip digits: ties with a threshold stay ties
+        writer.writerow([sample.path, sample.label, sample.defect, str(np.float32(outputs["score"][i])),
+                         *(str(np.float32(outputs[name][i])) for name in names), int(outputs["anomalous"][i]),
                          int(outputs["invalid"][i])])
     write_text(path, text.getvalue())
     return path.name
@@ -139,13 +140,13 @@ def _mask_notes(labels, masks, samples):
     turn pixel AUROC upside down, and a mask that marks nothing (paired with the wrong image, or a defect smaller
     than a pixel at this size) adds no defect pixel. Either would otherwise pass into the figures without a word."""
     defective = labels == 1
+    if not defective.any():  # MTD's reader sets has_masks before --skip-bad may drop every defect
+        return []
     marked = masks[defective].reshape(int(defective.sum()), -1).mean(axis=1)
     paths = [s.mask_path for s in samples if s.label == 1]
-    if not len(marked):
-        return []
     if np.median(marked) > 0.5:
         return [f"the masks mark most of their defective images' pixels (over half in the median image, e.g. "
-                f"{paths[0]}): are they inverted? adtf reads a mask's bright pixels as the defect"]
+                f"{paths[int(np.argmax(marked))]}): are they inverted? adtf reads a mask's bright pixels as the defect"]
     if (marked == 0).any():
         size = "x".join(str(n) for n in masks.shape[1:3])
         return [f"{int((marked == 0).sum())} of the {len(marked)} defective images' masks mark no pixel at the {size} "

@@ -125,7 +125,7 @@ def data_image_size(dataset, size_range, multiple=16):
         area = float(np.median(sides[0][shared] * sides[1][shared]))
         height, width = (area * aspect) ** 0.5, (area / aspect) ** 0.5
         if not shared.all():
-            rule_shape = f" (the {shared.sum()} of {len(shared)} sampled that share its aspect ratio)"
+            rule_shape = f" (the median area of the {shared.sum()} of {len(shared)} sampled that share one aspect ratio)"
     low, high = size_range
     scale = min(1.0, high / max(height, width))
     scale = max(scale, low / max(height, width))
@@ -334,7 +334,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     raised = "epochs" not in fit_given and epochs > getattr(model, "epochs", epochs)
     log.info(f"[2/5] fitting {method} ({preset or 'default'} preset) at {size[0]}x{size[1]} on {len(fit_samples)} "
              f"normal images" + (f", {epochs} epochs" if epochs else "")
-             + (f" (the preset's {model.epochs}, raised so that so few images still train {model.min_steps} steps; "
+             + (f" (not {model.epochs}: raised so that so few images still train {model.min_steps} steps; "
                 "--fit.epochs sets them)" if raised and getattr(model, "min_steps", 0) else ""))
     fit_callbacks = list(callbacks)
     if epochs:

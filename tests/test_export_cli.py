@@ -331,3 +331,17 @@ def test_masks_that_contradict_their_labels_are_named_in_the_warnings_and_the_re
     assert eval_main([str(run_dir), "--data", spec, "--out", str(tmp_path / "ev"), "--quiet"]) == 0
     assert re.search("adtf-eval: warning: " + message, capsys.readouterr().err)
     assert re.search(message, (tmp_path / "ev" / "report.md").read_text())
+
+
+def test_mask_notes_on_a_test_set_without_defects_and_name_the_inverted_example():
+    """MTD's reader says it has masks before --skip-bad may drop every defect: the check once crashed there, after
+    the whole fit."""
+    from adtf.data import Sample
+    from adtf.evaluate import _mask_notes
+
+    assert _mask_notes(np.zeros(2, int), np.zeros((2, 8, 8)), [Sample("a.png", 0, "good")] * 2) == []
+    masks = np.ones((3, 8, 8))
+    masks[0, 4:] = 0  # half marked: a real defect's mask, unlike the other two
+    samples = [Sample(f"{i}.png", 1, "crack", f"m{i}.png") for i in range(3)]
+    note, = _mask_notes(np.ones(3, int), masks, samples)
+    assert "are they inverted" in note and "e.g. m1.png" in note

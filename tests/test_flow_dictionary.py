@@ -87,7 +87,7 @@ def test_a_fit_killed_in_the_dictionary_stage_resumes_without_training_again(tmp
     monkeypatch.setattr(logging.getLogger("adtf"), "propagate", True)
     with caplog.at_level("INFO", logger="adtf"):
         resumed = fit_evaluate_export(**run)
-    assert "resuming the interrupted fit at epoch 2 of 2" in caplog.text  # said as it starts, not only at the end
+    assert "resuming the interrupted fit after epoch 2 of 2" in caplog.text  # said as it starts, not only at the end
     assert traced == []  # no epoch trained again
     assert not (tmp_path / "run" / "backup").exists()
     uninterrupted = fit_evaluate_export(**{**run, "out": tmp_path / "again"})

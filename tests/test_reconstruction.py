@@ -289,5 +289,5 @@ def test_photos_of_one_aspect_ratio_at_two_sizes_keep_it_where_side_by_side_medi
         Image.new("RGB", (width, height)).save(tmp_path / "parts" / f"{i}.png")
     with caplog.at_level("WARNING", logger="adtf"):
         size, rule = data_image_size(load(f"folder:{tmp_path / 'parts'}"), (128, 512))
-    assert size == (384, 512) and "that share its aspect ratio" in rule
+    assert size == (384, 512) and "that share one aspect ratio" in rule
     assert "have another shape" in caplog.text and "100%" not in caplog.text  # only the portrait ones are stretched

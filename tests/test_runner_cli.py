@@ -91,7 +91,7 @@ def test_ctrl_c_says_how_to_resume(monkeypatch, capsys):
 
     monkeypatch.setattr(adtf.run, "fit_evaluate_export", interrupted)
     assert fit_main(["--quiet"]) == 130
-    assert "adtf-fit: interrupted (the same command again resumes a fit" in capsys.readouterr().err
+    assert "adtf-fit: interrupted (the same command again resumes a trained method's fit" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("level", [None, "3"])
