@@ -556,6 +556,13 @@ def test_classes_with_train_and_test_splits(tmp_path):
     assert load(f"classes:{tmp_path}", normal_class=1).train[0].path.endswith("train/dog/000.png")  # by index
     with pytest.raises(DataError, match="train/ship: no images of the normal class to fit on"):
         load(f"classes:{tmp_path},normal_class=ship")
+    # Indices number the training class folders, as ImageFolder(train) does: a test-only class ("ant") or an empty
+    # training folder shifted them once
+    write_classes(tmp_path / "test", {"ant": 1})
+    (tmp_path / "train" / "bee").mkdir()
+    assert load(f"classes:{tmp_path}:1").train[0].path.endswith("train/dog/000.png")
+    with pytest.raises(DataError, match=r"index below 2 \(the classes: cat, dog\)"):
+        load(f"classes:{tmp_path}:2")
 
 
 def test_classes_one_split_holds_out_the_normal_class(tmp_path):

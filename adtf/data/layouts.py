@@ -275,8 +275,10 @@ def _read_classes(path, *, seed=0, normal_class=None, train_fraction=0.8):
     - ``PATH/<class>/*`` alone: a ``seed``-shuffled ``train_fraction`` of the normal class's images fit, the rest
       of them and every other class evaluate (paper 002's COIL-100 protocol, 80/20).
 
-    ``normal_class``: a class folder's name, or its index in name order (default: the first). ``defect`` = the
-    class's folder name. A class's images are those anywhere below its folder, as ImageFolder finds them.
+    ``normal_class``: a class folder's name or, where no folder is so named, its index among the class folders
+    that hold images in ``train/`` (or PATH), in name order, as ImageFolder numbers them (default: the first).
+    ``defect`` = the class's folder name. A class's images are those anywhere below its folder, as ImageFolder finds
+    them.
     """
     root = resolve_dir(path, "classes")
     splits = {name: root / name for name in ("train", "test")}
@@ -292,16 +294,19 @@ def _read_classes(path, *, seed=0, normal_class=None, train_fraction=0.8):
     if not names or not any(images for by_class in classes.values() for images in by_class.values()):
         raise DataError(f"{root}: no class folders with images (expected <class>/*.png, or train/<class>/ and "
                         "test/<class>/)")
-    if normal_class is None:
-        normal_class = names[0]
-    elif normal_class not in names:
-        index = int(normal_class) if str(normal_class).isdecimal() else None
-        if index is None or index >= len(names):
-            raise DataError(f"classes: normal_class={normal_class!r} is neither a class folder under {root} nor an "
-                            f"index below {len(names)} (the classes: {', '.join(names[:12])}"
-                            f"{', ...' if len(names) > 12 else ''})")
-        normal_class = names[index]
     first = next(iter(classes))
+    # Indices count the class folders that hold images in the fitted split (train/, or the one folder), in name order:
+    # the classes torchvision's ImageFolder(train) numbers. A test-only or empty folder does not shift them.
+    indexed = sorted(name for name, images in classes[first].items() if images)
+    if normal_class is None:
+        normal_class = indexed[0] if indexed else names[0]
+    elif normal_class not in names:  # a folder's name wins over an index: folders 1, 2, 3 are named, not counted
+        index = int(normal_class) if str(normal_class).isdecimal() else None
+        if index is None or index >= len(indexed):
+            raise DataError(f"classes: normal_class={normal_class!r} is neither a class folder under {root} nor an "
+                            f"index below {len(indexed)} (the classes: {', '.join(indexed[:12])}"
+                            f"{', ...' if len(indexed) > 12 else ''})")
+        normal_class = indexed[index]
     if not classes[first].get(normal_class):
         raise DataError(f"{splits[first] / normal_class}: no images of the normal class to fit on")
     number = {name: i for i, name in enumerate(names)}
