@@ -553,6 +553,8 @@ def test_classes_with_train_and_test_splits(tmp_path):
     assert ds.name == f"classes:{tmp_path.name}-cat" and not ds.has_masks
     assert [s.path for s in ds.train] == [str(tmp_path / "train" / "cat" / f"{i:03d}.png") for i in range(4)]
     assert [(s.label, s.defect) for s in ds.test] == [(0, "good")] * 2 + [(1, "dog")] * 2 + [(1, "ship")]
+    assert ds.notes == ["one-class protocol: class 'cat' (index 0) is normal; its 4 'train' images are the training "
+                        "images, and all 5 'test' images of every class are the test set"]  # for the report
     assert load(f"classes:{tmp_path}", normal_class=1).train[0].path.endswith("train/dog/000.png")  # by index
     with pytest.raises(DataError, match="train/ship: no images of the normal class to fit on"):
         load(f"classes:{tmp_path},normal_class=ship")
@@ -571,6 +573,8 @@ def test_classes_one_split_holds_out_the_normal_class(tmp_path):
     write_image(tmp_path / "obj2" / ".thumbs" / "hidden.png", (8, 8))
     ds = load(f"classes:{tmp_path}")  # the first class by name
     assert len(ds.train) == 8 and {s.defect for s in ds.test} == {"good", "obj2"}
+    assert ds.notes[0].startswith("one-class protocol on one split ('all'): class 'obj1' (index 0) is normal; a "
+                                  "seeded (seed 0) 0.8 of its 10 images (8) are the training images, its other 2")
     assert sum(s.label == 0 for s in ds.test) == 2 and len(ds.test) == 7
     assert any(s.path.endswith("turntable/deep.png") for s in ds.test) and not any("hidden" in s.path for s in ds.test)
     assert not {s.path for s in ds.train} & {s.path for s in ds.test}

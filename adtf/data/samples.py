@@ -126,11 +126,19 @@ def one_class_dataset(name, kind, splits, normal_class, class_names, *, seed=0, 
         raise DataError(f"{name}: labels {labels_found.min()}..{labels_found.max()} found, but only "
                         f"{len(class_names)} classes are named")
     normal_rows = np.flatnonzero(first_labels == normal_class)
+    normal_name = class_names[normal_class]
     if rest:
         (second, (_, second_labels)), = rest
         train, test = samples(first, normal_rows), samples(second, range(len(second_labels)))
+        protocol = (f"one-class protocol: class {normal_name!r} (index {normal_class}) is normal; its {len(train)} "
+                    f"'{first}' images are the training images, and all {len(test)} '{second}' images of every class "
+                    "are the test set")
     else:
         _, train_rows = split_off(normal_rows.tolist(), count=round(train_fraction * len(normal_rows)), seed=seed)
         train = samples(first, train_rows)
         test = samples(first, sorted(set(range(len(first_labels))) - set(train_rows)))
-    return AnomalyDataset(name, train, test, has_masks=False, arrays=arrays)
+        protocol = (f"one-class protocol on one split ('{first}'): class {normal_name!r} (index {normal_class}) is "
+                    f"normal; a seeded (seed {seed}) {train_fraction:g} of its {len(normal_rows)} images "
+                    f"({len(train)}) are the training images, its other {len(normal_rows) - len(train)} and every "
+                    f"other class's images the test set ({len(test)})")
+    return AnomalyDataset(name, train, test, has_masks=False, arrays=arrays, notes=[protocol])
