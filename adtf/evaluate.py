@@ -16,6 +16,12 @@ from adtf.atomic import write_json, write_text
 from adtf.data.pipeline import unpack_batch
 
 
+# Where a data spec leaves no normal image to test on, what to give it (the runner's warning and the report's).
+HOLD_NORMALS_OUT = ("hold normal images out for testing: `holdout=0.2` or `test_normal=DIR` in a `folder:` spec; "
+                    "`classes:`, `coil:` and one-split `mnist:`/`cifar:` specs test on the normal class's images left "
+                    "over by `train_fraction`, none where it has too few images")
+
+
 def ms_per_image(timings):
     """Inference time per image from ``(seconds, images)`` per batch, the first (warm-up) batch left out."""
     timed = timings[1:] or timings  # a single batch: time it, warm-up and all
@@ -271,7 +277,7 @@ def report_markdown(results):
     if results["n_test"] and not (n_normal and results["n_test_anomalous"]):
         lines += ["", f"The test images are all {'anomalous' if n_normal == 0 else 'normal'}, so the image AUROC and "
                   f"the {'TNR' if n_normal == 0 else 'TPR'} are undefined"
-                  + (" (hold normal images out for testing: `holdout=0.2` or `test_normal=DIR` in a `folder:` spec)."
+                  + (f" ({HOLD_NORMALS_OUT})."
                      if n_normal == 0 else ".")]
     if results["working_points"]:
         lines += ["", "## Working points (thresholds from normal images only)", "",

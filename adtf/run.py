@@ -290,8 +290,10 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         dataset = data
     log.info(f"      {len(dataset.train)} normal training images, {len(dataset.test)} test images")
     if dataset.test and all(sample.label for sample in dataset.test):  # said now, not only in the report after the fit
+        from adtf.evaluate import HOLD_NORMALS_OUT
+
         log.warning("      every test image is defective: the image AUROC and the working points' TNR need good test "
-                    "images too (a folder: spec takes holdout=0.2 or test_normal=DIR)")
+                    f"images too ({HOLD_NORMALS_OUT})")
     preset = resolve_preset(cls, preset)
     options = {**(cls.preset_options(preset) if preset else {}), **(detector or {})}
     options.setdefault("seed", seed)

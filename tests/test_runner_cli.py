@@ -456,3 +456,23 @@ def test_a_config_that_is_no_yaml_is_named(tmp_path, capsys):
     config.write_text("method: mon\n  bad: [\n")
     assert fit_main(["--config", str(config)]) == 2
     assert f"--config {config}: not valid YAML (mapping values are not allowed" in capsys.readouterr().err
+
+
+def test_no_normal_test_image_is_said_with_advice_for_the_spec_given(toy_registered, tmp_path, caplog, monkeypatch):
+    """A one-class set whose normal class has one image tests on defects alone; the advice once named only the
+    options of a folder: spec."""
+    import logging
+
+    from adtf.run import fit_evaluate_export
+
+    rng = np.random.default_rng(0)
+    for name in ("a/0", "b/0", "b/1"):
+        (tmp_path / "set" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "set" / f"{name}.png")
+    monkeypatch.setattr(logging.getLogger("adtf"), "propagate", True)
+    with caplog.at_level("WARNING", logger="adtf"):
+        results = fit_evaluate_export(toy_registered, f"classes:{tmp_path / 'set'}:a", "fast", tmp_path / "run",
+                                      detector={"width": 4, "image_size": [32, 32]}, fit={"epochs": 1},
+                                      calibration_fraction=0.0, verbose=False, export=False)
+    assert "every test image is defective" in caplog.text and "left over by `train_fraction`" in caplog.text
+    assert results["image_auroc"] is None and "left over by `train_fraction`" in (tmp_path / "run" / "report.md").read_text()
