@@ -163,7 +163,9 @@ def fit_parser(method=None, preset=None, prog="adtf-fit", bench=False):
     preset = resolve_preset(cls, preset)
     parser = ArgumentParser(
         prog=prog, exit_on_error=False, allow_abbrev=False,  # "--detector.imag 3" must not set image_size
-        description=("Fit and evaluate one method on several datasets and print a markdown table." if bench else
+        description=("Fit and evaluate one method on several datasets, one seed, and print a markdown table (also "
+                     "written to <out>/bench.md). For mean +- std over seeds, run benchmarks/bench_presets.py "
+                     "--seeds 0 1 2 from a checkout. " if bench else
                      "Fit an anomaly detector on normal images, calibrate its thresholds on normal images only, "
                      "evaluate it, and write model, SavedModel, metrics.json, report.md and plots to runs/<name>/. ")
         + f"Methods: {', '.join(sorted(REGISTRY))}; `--method NAME --help` lists NAME's options, with the "
@@ -365,6 +367,7 @@ def export_main(argv=None):
 def bench_main(argv=None):
     """``adtf-bench --data [SPEC, ...]``: the runner per dataset (no export), then one markdown table."""
     args = _parse("adtf-bench", argv, bench=True)
+    from adtf.atomic import write_text
     from adtf.run import configure_logging, fit_evaluate_export, load_dataset, log, slug
 
     configure_logging(not args.quiet)
@@ -379,27 +382,35 @@ def bench_main(argv=None):
     # one's), and numbered where two specs end in the same name (.../glass/train, .../tiles/train).
     names = [f"{args.method}-{slug(spec)}" for spec in args.data]
     names = [name if names.count(name) == 1 else f"{i + 1}-{name}" for i, name in enumerate(names)]
-    rows = [fit_evaluate_export(data=dataset, out=Path(args.out or "runs/bench") / name, **options)
-            for dataset, name in zip(datasets, names)]
-    print("\n" + bench_table(rows, argv))
+    out = Path(args.out or "runs/bench")
+    rows = [fit_evaluate_export(data=dataset, out=out / name, **options) for dataset, name in zip(datasets, names)]
+    table = bench_table(rows, argv)
+    write_text(out / "bench.md", table + "\n")
+    print("\n" + table + f"\n\n(written to {out / 'bench.md'})")
     return 0
 
 
 def bench_table(rows, argv=None):
-    """Markdown table of several ``metrics.json`` dicts, with the command and machine that produced them."""
-    command = shlex.join(["adtf-bench", *(sys.argv[1:] if argv is None else argv)])
-    lines = ["| method | dataset | image AUROC | AUROC of each score | best TPR / TNR | best working point AUC | pixel AUROC | AUPRO | img/s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    """Markdown table of several ``metrics.json`` dicts, with the command and machine that produced them.
+
+    The active working point's TPR / TNR are what a deployed model gives (its threshold comes from normal training
+    images); the best TPR / TNR use the threshold that does best on the test set itself, a figure to compare
+    methods by (the MVTec protocol of papers 002/003), never one a model could be deployed at."""
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = ["| method | preset | dataset | input | fit / calibration / test images | image AUROC | AUROC of each score "
+             "| active working point TPR / TNR | best TPR / TNR (test-set threshold) | pixel AUROC | AUPRO | img/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         by = r.get("image_auroc_by_score", {})
         split = " / ".join(f"{k} {v:.3f}" for k, v in by.items()) if len(by) > 1 else "-"
-        # Without anomalous test images there is no AUC to rank the working points by.
-        wp = max((w["auc"] for w in r["working_points"].values() if w["auc"] is not None), default=None)
-        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-        speed = lambda v: "n/a" if v is None else f"{v:.1f}"  # noqa: E731  (no test images: nothing scored)
-        lines.append(f"| {r['method']} | {r['dataset']} | {fmt(r['image_auroc'])} | {split} | "
-                     f"{fmt(r.get('best_tpr'))} / {fmt(r.get('best_tnr'))} | {fmt(wp)} | {fmt(r['pixel_auroc'])} | "
-                     f"{fmt(r['aupro'])} | {speed(r['images_per_second'])} |")
+        active = r["working_points"].get(r.get("active_working_point")) or {}
+        speed = "n/a" if r["images_per_second"] is None else f"{r['images_per_second']:.1f}"  # no test images
+        lines.append(f"| {r['method']} | {r.get('preset') or '-'} | {r['dataset']} | "
+                     f"{r['image_size'][0]}x{r['image_size'][1]} | {r['n_train']} / {r.get('n_calibration') or 0} / "
+                     f"{r['n_test']} | {fmt(r['image_auroc'])} | {split} | {fmt(active.get('tpr'))} / "
+                     f"{fmt(active.get('tnr'))} | {fmt(r.get('best_tpr'))} / {fmt(r.get('best_tnr'))} | "
+                     f"{fmt(r['pixel_auroc'])} | {fmt(r['aupro'])} | {speed} |")
+    command = shlex.join(["adtf-bench", *(sys.argv[1:] if argv is None else argv)])
     machine = rows[0]["machine"] if rows else ""
     return "\n".join(lines) + f"\n\n`{command}` on {machine}, {rows[0]['date'] if rows else ''}"
 

@@ -207,10 +207,12 @@ def test_bench_gives_two_specs_of_the_same_folder_name_two_run_folders(toy_regis
     assert bench_main(["--method", toy_registered, "--data", specs, "--detector.width", "4", "--detector.image_size=[32,32]",
                        "--fit.epochs", "1", "--out", str(tmp_path / "bench"), "--quiet"]) == 0
     names = ["1-toy_autoencoder-train", "2-toy_autoencoder-train"]  # another method's bench gets other folders
-    assert sorted(p.name for p in (tmp_path / "bench").iterdir()) == names
+    assert sorted(p.name for p in (tmp_path / "bench").iterdir()) == [*names, "bench.md"]
     assert all((tmp_path / "bench" / name / "metrics.json").exists() for name in names)
     table = capsys.readouterr().out  # normal images only: no AUROC, no speed, and the table still prints
-    assert "| toy_autoencoder | folder:glass-train | n/a |" in table and "folder:tiles-train" in table
+    assert "| toy_autoencoder | fast | folder:glass-train | 32x32 | 4 / 1 / 0 | n/a |" in table
+    assert "folder:tiles-train" in table and (tmp_path / "bench" / "bench.md").read_text() in table
+    assert "active working point TPR / TNR | best TPR / TNR (test-set threshold)" in table
 
 
 def test_bench_checks_every_spec_before_the_first_fit(toy_registered, tmp_path, capsys):
