@@ -161,7 +161,8 @@ def load(spec: str, *, seed: int = 0, skip_bad: bool = False, **options) -> Anom
     empty folder, a bad idx file) always raise.
 
     Args:
-        spec: ``KIND:PATH[,key=value...]``; each kind is described in the docstring of ``adtf.data.sources`` (and the README's table).
+        spec: ``KIND:PATH[,key=value...]``; each kind is described in the docstring of ``adtf.data.sources``
+            (and the README's table).
         seed: seed of every random split (mtd, dagm, mnist, folder holdout, synthetic).
         skip_bad: leave unusable files out with a warning naming each, instead of raising.
         **options: options of the kind (override the ``key=value`` parts of ``spec``).
