@@ -259,10 +259,11 @@ class Detector(keras.Model):
         outputs = self.graph_fn("call", lambda x: self(x, training=False))(images)
         return {key: np.asarray(value) for key, value in outputs.items()}
 
-    def score_dataset(self, dataset, verbose=True, keep_maps=True, desc="scoring", timings=None):
+    def score_dataset(self, dataset, verbose=True, keep_maps=True, desc="scoring", timings=None, keep_masks=True):
         """Run the detector over a dataset; return numpy arrays of every output (and labels, masks, paths).
 
-        ``timings``: a list to append ``(seconds, images)`` of each batch's inference to.
+        ``timings``: a list to append ``(seconds, images)`` of each batch's inference to. ``keep_masks=False`` drops
+        the batches' masks (a set without masks yields zeros, as large as the maps: 2 GB for 10,000 images at 224).
         """
         collected = {}
         for batch in batches(as_dataset(dataset), desc, verbose):
@@ -273,7 +274,8 @@ class Detector(keras.Model):
                 timings.append((time.perf_counter() - start, len(outputs["score"])))
             if not keep_maps:
                 outputs.pop("anomaly_map")
-            outputs.update({k: v for k, v in zip(("label", "mask", "path"), batch[1:]) if v is not None})
+            outputs.update({k: v for k, v in zip(("label", "mask", "path"), batch[1:])
+                            if v is not None and (keep_masks or k != "mask")})
             for key, value in outputs.items():
                 collected.setdefault(key, []).append(np.asarray(value))
         if not collected:
