@@ -27,6 +27,7 @@ A method writes three things (see the README's "Adding a method"):
 import json
 import logging
 import shutil
+import sys
 import time
 import zipfile
 
@@ -67,7 +68,9 @@ def batches(dataset, desc, verbose=True):
         total = n if n >= 0 else None
     except (AttributeError, TypeError):
         pass
-    return tqdm(dataset, desc=desc, total=total, unit="batch", disable=not verbose, leave=False)
+    # On a terminal the bar is cleared when done; written to a file or a notebook it ends its line instead, where
+    # the next message once ran on after its last "\r" update.
+    return tqdm(dataset, desc=desc, total=total, unit="batch", disable=not verbose, leave=not sys.stderr.isatty())
 
 
 def as_images(images):
