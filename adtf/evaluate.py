@@ -112,7 +112,8 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        results["plots"] = _plots(detector, dataset, outputs, labels, image_scores, out_dir, batch_size, n_examples)
+        results["plots"] = _plots(detector, dataset, outputs, labels, image_scores, out_dir, batch_size, n_examples,
+                                  results["working_points"])
         if results.get("history"):
             results["plots"]["training"] = viz.training_curves(results["history"], out_dir / "training.png",
                                                                title=f"{results['method']} on {dataset.name}").name
@@ -206,10 +207,13 @@ def thresholds_only(detector, dataset, out_dir, *, method=None, n_calibration=0,
     return results
 
 
-def _plots(detector, dataset, outputs, labels, image_scores, out_dir, batch_size, n_examples):
+def _plots(detector, dataset, outputs, labels, image_scores, out_dir, batch_size, n_examples, working_points):
     plots = {}
     if labels.min() == 0 and labels.max() == 1:
-        plots["roc"] = viz.roc_curves(labels, image_scores, out_dir / "roc.png", title=dataset.name).name
+        points = {name: (1 - wp["tnr"], wp["tpr"], name == detector.working_point)
+                  for name, wp in working_points.items() if wp["tpr"] is not None and wp["tnr"] is not None}
+        plots["roc"] = viz.roc_curves(labels, image_scores, out_dir / "roc.png", title=dataset.name,
+                                      points=points).name
     order = np.argsort(outputs["score"])
     # The colour scale from at most 256 maps: every map's values, copied and sorted, cost 2-3 times the maps (a
     # one-class MNIST run held 9,192 maps of 224x224).

@@ -18,15 +18,19 @@ def _save(fig, path):
     return path
 
 
-def roc_curves(labels, scores, path, title=""):
-    """ROC curve of each named image score (``scores``: name -> [N] array)."""
+def roc_curves(labels, scores, path, title="", points=None):
+    """ROC curve of each named image score (``scores``: name -> [N] array), and where ``points`` (name ->
+    ``(fpr, tpr, active)``: the calibrated working points, measured on these labels) sit on it."""
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     for name, values in scores.items():
         _, tp, fp = metrics.operating_points(labels, values)  # an invalid image's +inf score ranks first
         fpr, tpr = fp / fp[-1], tp / tp[-1]
         ax.plot(fpr, tpr, label=f"{name} (AUROC {metrics.image_auroc(labels, values):.3f})")
+    for name, (fpr, tpr, active) in (points or {}).items():
+        ax.plot([fpr], [tpr], "*" if active else "o", markersize=12 if active else 5, zorder=3,
+                label=f"{name}{' (active)' if active else ''}: TPR {tpr:.2f}, TNR {1 - fpr:.2f}")
     ax.plot([0, 1], [0, 1], ":", color="gray")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title or "ROC", xlim=(0, 1), ylim=(0, 1.01))
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title or "ROC", xlim=(-0.01, 1), ylim=(0, 1.01))
     ax.legend(loc="lower right", fontsize=8)
     return _save(fig, path)
 

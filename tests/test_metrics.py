@@ -188,6 +188,9 @@ def test_the_roc_plot_takes_an_invalid_images_inf_score(tmp_path):
 
     path = viz.roc_curves(np.array([0, 0, 1, 1]), {"score": np.array([0.1, 0.4, 0.3, np.inf])}, tmp_path / "roc.png")
     assert path.exists()
+    marked = viz.roc_curves(np.array([0, 0, 1, 1]), {"score": np.array([0.1, 0.4, 0.3, np.inf])},
+                            tmp_path / "marked.png", points={"max_normal": (0.5, 1.0, True)})
+    assert marked.read_bytes() != path.read_bytes()  # the working point is drawn
 
 
 def aupro_reference(masks, maps, fpr_limit):
