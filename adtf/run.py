@@ -77,12 +77,14 @@ def _plots_of(metrics_file):
     return [name for name in plots.values() if isinstance(name, str) and "/" not in name and name.endswith(".png")]
 
 
-def _few_to_calibrate_on(n):
+def _few_to_calibrate_on(n, working_points=()):
     """Why N calibration scores are too few, or None: the largest of N normal scores passes about N/(N+1) of
     new normal images, under 95 % below 19."""
     if n < 19:
         scores = "the only normal score" if n == 1 else f"the largest of {n} normal scores"
-        return f"{scores} passes about {n / (n + 1):.0%} of new normal images"
+        same = (" (fpr1_normal is that score too: a 1 % false-positive rate needs 100 normal scores to tell it from "
+                "their largest)" if "fpr1_normal" in working_points else "")
+        return f"{scores} passes about {n / (n + 1):.0%} of new normal images{same}"
     return None
 
 
@@ -383,7 +385,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
                                                pipeline, out / "calibration_folds", fit_given, verbose,
                                                keras_verbose if epochs else verbose)
         model.calibrate_on_outputs(outputs)
-        few = _few_to_calibrate_on(len(fit_samples))
+        few = _few_to_calibrate_on(len(fit_samples), model.working_point_names)
         if few:
             calibration += (f". **Few images to calibrate on**: {few}; add normal images, or move the threshold "
                             "later (`adtf-export --threshold`)")
@@ -397,7 +399,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         calibration = (f"{held_out} normal training {images} held out of the fit "
                        f"(fraction {fraction:g}, seed {seed}; listed in calibration_images.txt)")
         log.info(f"[3/5] calibrating working points on {held_out} held-out normal {images}")
-        few = _few_to_calibrate_on(held_out)
+        few = _few_to_calibrate_on(held_out, model.working_point_names)
         if few:
             calibration += (f". **Few images to calibrate on**: {few}; calibrate on all of them by cross-fitting "
                             f"(`{cross_fit}`), hold more out (`--calibration-fraction`) or move the "

@@ -304,6 +304,7 @@ def test_working_points_from_few_held_out_images_say_how_many_good_parts_they_pa
     assert results["n_calibration"] == 2
     report = (tmp_path / "run" / "report.md").read_text()
     assert "Few images to calibrate on" in report and "about 67% of new normal images" in report
+    assert "(fpr1_normal is that score too" in report  # why two working points share one threshold
     assert "`--calibration-folds 5`" in report
     fit_evaluate_export(toy_registered, "synthetic:grass", "fast", tmp_path / "four", n_train=4,
                         detector={"width": 4, "image_size": [32, 32]}, fit={"epochs": 1}, export=False, verbose=False)
