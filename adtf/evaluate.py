@@ -198,9 +198,6 @@ def thresholds_only(detector, dataset, out_dir, *, method=None, n_calibration=0,
              "| working point | rule | threshold |", "|---|---|---|"]
     lines += [f"| {name}{' (active)' if name == detector.working_point else ''} | {wp['rule']} | {wp['threshold']:.4g} |"
               for name, wp in results["working_points"].items()]
-    if results.get("scores_file"):
-        lines += ["", f"Every test image's scores and verdict at the active working point: [{results['scores_file']}]"
-                      f"({results['scores_file']})."]
     if results.get("plots"):
         lines += ["", "## Plots", ""] + [f"![{k}]({v})" for k, v in results["plots"].items()]
     write_text(out_dir / "report.md", "\n".join(lines) + "\n")
