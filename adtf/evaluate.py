@@ -92,9 +92,9 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
         for note in _mask_notes(labels[pixel_truth], masks, scored):
             warnings.warn(note, stacklevel=2)
             results["data_notes"].append(note)
-    if dataset.has_masks and masks[labels[pixel_truth] == 1].any():
-        results["pixel_auroc"] = metrics.pixel_auroc(masks, maps)
-        results["aupro"] = metrics.aupro(masks, maps)
+        if masks[labels[pixel_truth] == 1].any():
+            results["pixel_auroc"] = metrics.pixel_auroc(masks, maps)
+            results["aupro"] = metrics.aupro(masks, maps)
     # With one class the working points still say what a user needs: the share of good parts passed (TNR) or of
     # defects caught (TPR).
     results["working_points"] = (thresholds.evaluate_working_points(detector.working_points, labels, outputs)

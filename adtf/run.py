@@ -278,7 +278,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     from adtf.atomic import atomic_path, write_json, write_text
     from adtf.callbacks import ReconstructionImages, ResumableBackup, Timing, ValidationAUROC
     from adtf.detectors import REGISTRY
-    from adtf.evaluate import evaluate, thresholds_only
+    from adtf.evaluate import HOLD_NORMALS_OUT, evaluate, thresholds_only
 
     if method not in REGISTRY:
         raise AdtfError(f"unknown method {method!r}; available: {sorted(REGISTRY)}")
@@ -292,8 +292,6 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         dataset = data
     log.info(f"      {len(dataset.train)} normal training images, {len(dataset.test)} test images")
     if dataset.test and all(sample.label for sample in dataset.test):  # said now, not only in the report after the fit
-        from adtf.evaluate import HOLD_NORMALS_OUT
-
         log.warning("      every test image is defective: the image AUROC and the working points' TNR need good test "
                     f"images too ({HOLD_NORMALS_OUT})")
     preset = resolve_preset(cls, preset)
@@ -545,7 +543,6 @@ def check_output_folder(out, dataset=None):
     """Create the run folder and make sure a file can be written there, before any work: a read-only or misnamed
     ``--out`` once failed only when the fitted model was saved. A folder the dataset reads images from is refused:
     the run's plots would be read as images by the next run."""
-    import os
     import tempfile
 
     read = {os.path.realpath(os.path.dirname(s.path)) for s in (dataset.train + dataset.test if dataset else [])
