@@ -163,9 +163,8 @@ def fit_parser(method=None, preset=None, prog="adtf-fit", bench=False):
     preset = resolve_preset(cls, preset)
     parser = ArgumentParser(
         prog=prog, exit_on_error=False, allow_abbrev=False,  # "--detector.imag 3" must not set image_size
-        description=("Fit and evaluate one method on several datasets, one seed, and print a markdown table (also "
-                     "written to <out>/bench.md). For mean +- std over seeds, run benchmarks/bench_presets.py "
-                     "--seeds 0 1 2 from a checkout. " if bench else
+        description=("Fit and evaluate one method on several datasets (and seeds: --seeds 0 1 2 adds mean +- std "
+                     "rows), and print a markdown table (also written to <out>/bench.md). " if bench else
                      "Fit an anomaly detector on normal images, calibrate its thresholds on normal images only, "
                      "evaluate it, and write model, SavedModel, metrics.json, report.md and plots to runs/<name>/. ")
         + f"Methods: {', '.join(sorted(REGISTRY))}; `--method NAME --help` lists NAME's options, with the "
@@ -190,6 +189,11 @@ def fit_parser(method=None, preset=None, prog="adtf-fit", bench=False):
                         help="output folder (default: runs/bench)" if bench else "output folder (default: runs/<method>-<dataset>)")
     parser.add_argument("--batch-size", type=PositiveInt, default=16, help="batch size of the data pipelines")
     parser.add_argument("--seed", type=int, default=0, help="seed for data splits, initialisation and the detector")
+    if bench:
+        parser.add_argument("--seeds", type=Optional[list[int]], default=None,
+                            help="several seeds, e.g. '[0, 1, 2]': one fit per dataset and seed, each with its own "
+                                 "data split, calibration hold-out and initialisation, then mean +- std rows "
+                                 "(small test sets need a spread, not one number); replaces --seed")
     parser.add_argument("--n-train", type=Optional[PositiveInt], default=None, help="normal images to fit on (DAGM protocol: 500)")
     parser.add_argument("--calibration-fraction", type=Optional[float], default=None,
                         help="fraction of the normal training images held out of the fit to calibrate the working points "
@@ -373,46 +377,74 @@ def bench_main(argv=None):
     configure_logging(not args.quiet)
     options = _runner_options(args)
     options["export"] = False
+    seeds = args.seeds or [args.seed]
+    load = lambda spec, seed: load_dataset(spec, seed=seed, skip_bad=args.skip_bad, n_train=args.n_train)  # noqa: E731
     # Every spec is read and checked before the first fit: a typo in the last one must not cost the others' fits.
+    # (Its other seeds' splits are drawn when their turn comes: only the first is held in memory meanwhile.)
     datasets = []
     for i, spec in enumerate(args.data):
         log.info(f"checking dataset {i + 1} of {len(args.data)}: {spec}")
-        datasets.append(load_dataset(spec, seed=args.seed, skip_bad=args.skip_bad, n_train=args.n_train))
+        datasets.append(load(spec, seeds[0]))
     # Named after the method, as adtf-fit's run folders are (a bench of another method must not overwrite this
     # one's), and numbered where two specs end in the same name (.../glass/train, .../tiles/train).
     names = [f"{args.method}-{slug(spec)}" for spec in args.data]
     names = [name if names.count(name) == 1 else f"{i + 1}-{name}" for i, name in enumerate(names)]
     out = Path(args.out or "runs/bench")
-    rows = [fit_evaluate_export(data=dataset, out=out / name, **options) for dataset, name in zip(datasets, names)]
-    table = bench_table(rows, argv)
+    runs = []  # one list of metrics dicts per spec, a dict per seed
+    for i, (spec, name) in enumerate(zip(args.data, names)):
+        dataset, datasets[i] = datasets[i], None  # its arrays, if any, go once its seeds are done
+        runs.append([fit_evaluate_export(data=dataset if seed == seeds[0] else load(spec, seed),
+                                         out=out / (name if len(seeds) == 1 else f"{name}-seed{seed}"),
+                                         **{**options, "seed": seed}) for seed in seeds])
+    table = bench_table(runs, argv)
     write_text(out / "bench.md", table + "\n")
     print("\n" + table + f"\n\n(written to {out / 'bench.md'})")
     return 0
 
 
-def bench_table(rows, argv=None):
-    """Markdown table of several ``metrics.json`` dicts, with the command and machine that produced them.
+def bench_table(runs, argv=None):
+    """Markdown table of ``metrics.json`` dicts, a list of them per dataset spec (a dict per seed), with the command
+    and machine that produced them.
 
+    A spec run over several seeds gets a row per seed, then a row of mean ± std (sample std, over the seeds).
     The active working point's TPR / TNR are what a deployed model gives (its threshold comes from normal training
     images); the best TPR / TNR use the threshold that does best on the test set itself, a figure to compare
     methods by (the MVTec protocol of papers 002/003), never one a model could be deployed at."""
-    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    lines = ["| method | preset | dataset | input | fit / calibration / test images | image AUROC | AUROC of each score "
-             "| active working point TPR / TNR | best TPR / TNR (test-set threshold) | pixel AUROC | AUPRO | img/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        by = r.get("image_auroc_by_score", {})
-        split = " / ".join(f"{k} {v:.3f}" for k, v in by.items()) if len(by) > 1 else "-"
-        active = r["working_points"].get(r.get("active_working_point")) or {}
-        speed = "n/a" if r["images_per_second"] is None else f"{r['images_per_second']:.1f}"  # no test images
-        lines.append(f"| {r['method']} | {r.get('preset') or '-'} | {r['dataset']} | "
-                     f"{r['image_size'][0]}x{r['image_size'][1]} | {r['n_train']} / {r.get('n_calibration') or 0} / "
-                     f"{r['n_test']} | {fmt(r['image_auroc'])} | {split} | {fmt(active.get('tpr'))} / "
-                     f"{fmt(active.get('tnr'))} | {fmt(r.get('best_tpr'))} / {fmt(r.get('best_tnr'))} | "
-                     f"{fmt(r['pixel_auroc'])} | {fmt(r['aupro'])} | {speed} |")
+    import statistics
+
+    def fmt(*values):
+        values = [v for v in values if v is not None]
+        if not values:
+            return "n/a"
+        return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+
+    def active(r, key):
+        return (r["working_points"].get(r.get("active_working_point")) or {}).get(key)
+
+    def cells(rs):  # one run's figures, or several seeds' mean ± std
+        by = [r.get("image_auroc_by_score", {}) for r in rs]
+        split = " / ".join(f"{k} {fmt(*(b.get(k) for b in by))}" for k in by[0]) if len(by[0]) > 1 else "-"
+        speeds = [r["images_per_second"] for r in rs if r["images_per_second"] is not None]  # none: no test images
+        speed = f"{statistics.mean(speeds):.1f}" if speeds else "n/a"
+        return (f"{fmt(*(r['image_auroc'] for r in rs))} | {split} | {fmt(*(active(r, 'tpr') for r in rs))} / "
+                f"{fmt(*(active(r, 'tnr') for r in rs))} | {fmt(*(r.get('best_tpr') for r in rs))} / "
+                f"{fmt(*(r.get('best_tnr') for r in rs))} | {fmt(*(r['pixel_auroc'] for r in rs))} | "
+                f"{fmt(*(r['aupro'] for r in rs))} | {speed} |")
+
+    lines = ["| method | preset | dataset | seed | input | fit / calibration / test images | image AUROC | AUROC of each "
+             "score | active working point TPR / TNR | best TPR / TNR (test-set threshold) | pixel AUROC | AUPRO | img/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for spec_runs in runs:
+        first = spec_runs[0]
+        head = f"| {first['method']} | {first.get('preset') or '-'} | {first['dataset']} |"
+        for r in spec_runs:
+            lines.append(f"{head} {r.get('options', {}).get('seed', '-')} | {r['image_size'][0]}x{r['image_size'][1]} | "
+                         f"{r['n_train']} / {r.get('n_calibration') or 0} / {r['n_test']} | " + cells([r]))
+        if len(spec_runs) > 1:
+            lines.append(f"{head} **mean ± std of {len(spec_runs)}** | | | " + cells(spec_runs))
     command = shlex.join(["adtf-bench", *(sys.argv[1:] if argv is None else argv)])
-    machine = rows[0]["machine"] if rows else ""
-    return "\n".join(lines) + f"\n\n`{command}` on {machine}, {rows[0]['date'] if rows else ''}"
+    first = runs[0][0] if runs and runs[0] else {}
+    return "\n".join(lines) + f"\n\n`{command}` on {first.get('machine', '')}, {first.get('date', '')}"
 
 
 @_friendly_errors("adtf-verify")

@@ -210,9 +210,30 @@ def test_bench_gives_two_specs_of_the_same_folder_name_two_run_folders(toy_regis
     assert sorted(p.name for p in (tmp_path / "bench").iterdir()) == [*names, "bench.md"]
     assert all((tmp_path / "bench" / name / "metrics.json").exists() for name in names)
     table = capsys.readouterr().out  # normal images only: no AUROC, no speed, and the table still prints
-    assert "| toy_autoencoder | fast | folder:glass-train | 32x32 | 4 / 1 / 0 | n/a |" in table
+    assert "| toy_autoencoder | fast | folder:glass-train | 0 | 32x32 | 4 / 1 / 0 | n/a |" in table
     assert "folder:tiles-train" in table and (tmp_path / "bench" / "bench.md").read_text() in table
     assert "active working point TPR / TNR | best TPR / TNR (test-set threshold)" in table
+
+
+def test_bench_over_seeds_gives_a_row_per_seed_and_their_mean_and_spread(toy_registered, tmp_path, capsys):
+    """Small test sets need a spread, not one number: each seed is a fit with its own split and initialisation."""
+    import json
+    import statistics
+
+    from adtf.cli import bench_main
+
+    assert bench_main(["--method", toy_registered, "--data", "[synthetic:grass]", "--seeds", "[0, 1]", "--n-train", "12",
+                       "--detector.width", "4", "--detector.image_size=[32,32]", "--fit.epochs", "1",
+                       "--out", str(tmp_path / "bench"), "--quiet"]) == 0
+    folders = sorted(p for p in (tmp_path / "bench").iterdir() if p.is_dir())
+    assert [p.name for p in folders] == ["toy_autoencoder-synthetic-grass-seed0", "toy_autoencoder-synthetic-grass-seed1"]
+    metrics = [json.loads((p / "metrics.json").read_text()) for p in folders]
+    assert [m["options"]["seed"] for m in metrics] == [0, 1]
+    aurocs = [m["image_auroc"] for m in metrics]
+    table = capsys.readouterr().out
+    rows = [line for line in table.splitlines() if line.startswith("| toy_autoencoder |")]
+    assert [row.split(" | ")[3] for row in rows] == ["0", "1", "**mean ± std of 2**"]
+    assert f"| {statistics.mean(aurocs):.3f} ± {statistics.stdev(aurocs):.3f} |" in rows[2]
 
 
 def test_bench_checks_every_spec_before_the_first_fit(toy_registered, tmp_path, capsys):
