@@ -340,7 +340,8 @@ def export_main(argv=None):
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--working-point", default=None, help="a calibrated working point: the run's report lists them "
                        "(MoN: threshold1 ... threshold6; the trained methods: max_normal, fpr1_normal)")
-    group.add_argument("--threshold", type=float, default=None, help="an explicit threshold on --score")
+    group.add_argument("--threshold", type=float, default=None, help="an explicit threshold on --score (one in exponent form below zero takes '=': "
+                       "--threshold=-1e-3); prints what it does to the run's test images")
     parser.add_argument("--score", default=None, help="the score an explicit --threshold applies to (e.g. d_max, d_mean)")
     parser.add_argument("--save-model", action="store_true", help="also write the new working point back into MODEL")
     args = parser.parse_args(argv)
@@ -364,7 +365,36 @@ def export_main(argv=None):
         with atomic_path(model_path, suffix=".keras") as tmp:
             detector.save(tmp)
     print(f"SavedModel written to {out} (working point {detector.working_point}, threshold {detector.threshold:.6g})")
+    effect = _effect_on_test_set(model_path.parent / "scores.csv", detector)
+    if effect:
+        print(effect)
     return 0
+
+
+def _effect_on_test_set(scores_file, detector):
+    """What the active threshold does to the run's own test images (the ``scores.csv`` of its evaluation), so that
+    someone moving a threshold sees the good parts it fails and the defects it passes; None without that file."""
+    import csv
+
+    point = detector.postprocess.point(detector.postprocess.active_name)
+    try:
+        with open(scores_file, newline="", encoding="utf-8") as file:
+            rows = list(csv.DictReader(file))
+    except OSError:
+        return None
+    if not rows or point["score"] not in rows[0]:
+        return None
+    flagged = {label: [r["invalid"] == "1" or float(r[point["score"]]) > point["value"] for r in rows if r["label"] == label]
+               for label in ("0", "1")}
+    parts = []
+    if flagged["0"]:
+        parts.append(f"TNR {1 - sum(flagged['0']) / len(flagged['0']):.3f} ({sum(flagged['0'])} of "
+                     f"{len(flagged['0'])} good parts flagged)")
+    if flagged["1"]:
+        parts.append(f"TPR {sum(flagged['1']) / len(flagged['1']):.3f} ({len(flagged['1']) - sum(flagged['1'])} of "
+                     f"{len(flagged['1'])} defective parts passed)")
+    return (f"On the run's test images ({scores_file}): {', '.join(parts)}. These images judged the threshold "
+            "now; a figure measured on them is no longer an unbiased estimate." if parts else None)
 
 
 @_friendly_errors("adtf-bench")

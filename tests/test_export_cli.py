@@ -1,4 +1,5 @@
 """adtf-fit end to end on tiny synthetic data, and SavedModel parity in a fresh process."""
+import csv
 import json
 import re
 import subprocess
@@ -137,6 +138,19 @@ def test_export_moves_the_working_point_without_refitting(run_dir, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         export_main([str(run_dir), "--score", "d_mean", "--out", str(tmp_path / "not_written")])
     assert exit_info.value.code == 2 and not (tmp_path / "not_written").exists()
+
+
+def test_export_says_what_its_threshold_does_to_the_run_s_test_images(run_dir, tmp_path, capsys):
+    """Someone moving a threshold needs to see the good parts it fails and the defects it passes."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    active = metrics["working_points"][metrics["active_working_point"]]
+    assert export_main([str(run_dir), "--working-point", metrics["active_working_point"], "--out", str(tmp_path / "a")]) == 0
+    said = capsys.readouterr().out
+    assert f"TNR {active['tnr']:.3f}" in said and f"TPR {active['tpr']:.3f}" in said  # as the evaluation measured
+    assert export_main([str(run_dir), "--threshold=-1e9", "--score", "d_mean", "--out", str(tmp_path / "b")]) == 0
+    with open(run_dir / "scores.csv", newline="") as file:
+        n_good = sum(row["label"] == "0" for row in csv.DictReader(file))
+    assert f"TNR 0.000 ({n_good} of {n_good} good parts flagged), TPR 1.000 (0 of" in capsys.readouterr().out
 
 
 def test_an_uncalibrated_detector_is_not_exported(tmp_path):
