@@ -33,7 +33,8 @@ def test_working_points_values_are_table_1_with_population_std(normal_scores):
     expected = {}
     for i, d in ((1, d_max), (4, d_mean)):
         std = np.sqrt(np.sum((d - d.sum() / d.size) ** 2) / d.size)  # ddof = 0, written out
-        expected.update({f"threshold{i}": max(d), f"threshold{i + 1}": max(d) - std,
+        past_noise = thresholds.RESCORE_TOLERANCE * max(abs(d))  # the image that set max(D) passes when rescored
+        expected.update({f"threshold{i}": max(d) + past_noise, f"threshold{i + 1}": max(d) - std,
                          f"threshold{i + 2}": sum(d) / len(d) + std})
     for name, point in points.items():
         assert point["value"] == pytest.approx(expected[name], rel=1e-12)
@@ -80,7 +81,7 @@ def test_working_points_errors_are_clear(d_max, d_mean, message):
 
 def test_single_normal_image_gives_finite_points():
     points = thresholds.working_points([2.0], [1.0])  # ddof=1 would give NaN here
-    assert [p["value"] for p in points.values()] == [2.0, 2.0, 2.0, 1.0, 1.0, 1.0]
+    assert [p["value"] for p in points.values()] == pytest.approx([2.0002, 2.0, 2.0, 1.0001, 1.0, 1.0])
 
 
 @pytest.mark.parametrize("fpr", [0.0, 0.01, 0.05, 0.29, 0.5])
@@ -90,15 +91,15 @@ def test_at_normal_quantile_is_lowest_threshold_within_target_fpr(fpr, ties):
     scores = np.round(scores, 1) if ties else scores
     t = thresholds.at_normal_quantile(scores, fpr=fpr)
     assert np.mean(scores > t) <= fpr + 1e-12
-    lower = scores[scores < t]
+    lower = scores[scores < scores[scores <= t].max()]  # below the normal score the threshold was set at
     if lower.size:  # any lower observed threshold would exceed the target
         assert np.mean(scores > lower.max()) > fpr
-    if fpr == 0:
-        assert t == scores.max()
+    if fpr == 0:  # just above the maximum: past the float noise of scoring that image again, and no further
+        assert scores.max() + 1e-7 < t <= scores.max() + thresholds.RESCORE_TOLERANCE * np.abs(scores).max()
 
 
 def test_at_normal_quantile_hand_case_and_errors():
-    assert thresholds.at_normal_quantile([0.1, 0.2, 0.3, 0.4], fpr=0.25) == 0.3
+    assert thresholds.at_normal_quantile([0.1, 0.2, 0.3, 0.4], fpr=0.25) == pytest.approx(0.3 + 1e-4 * 0.4)
     with pytest.raises(DataError, match="fpr must be in"):
         thresholds.at_normal_quantile([0.1, 0.2], fpr=1.0)
     with pytest.raises(DataError, match="no normal images"):
@@ -116,3 +117,13 @@ def test_labelled_choosers_reuse_metrics():
         above = np.unique(scores[scores > t])  # the next higher threshold misses the target
         assert above.size == 0 or metrics.rates_at(labels, scores, above[0])[0] < recall
     assert thresholds.at_recall([0, 0, 0, 1], [0.1, 0.3, 0.5, 0.4]) == 0.3
+
+
+def test_the_image_that_set_a_max_threshold_passes_when_scored_again():
+    """Scored again (another batch size, another kernel), a SimpleNet's largest normal score moved from 0.5037176 to
+    0.5037191 and its own image was flagged by max_normal."""
+    scores = np.random.default_rng(4).normal(0.2, 0.1, 200)
+    rescored = scores * (1 + 3e-6)  # float32 noise of that size
+    assert not np.any(rescored > thresholds.at_normal_quantile(scores, fpr=0.0))
+    points = thresholds.working_points(d_max=scores, d_mean=scores / 2)
+    assert not np.any(rescored > points["threshold1"]["value"]) and not np.any(rescored / 2 > points["threshold4"]["value"])

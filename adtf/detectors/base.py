@@ -417,7 +417,8 @@ class Detector(keras.Model):
         """``{name: {"value", "score", "rule"}}`` from the outputs of scoring normal images."""
         scores = outputs[self.score_names[0]]
         return {
-            "max_normal": {"value": float(np.max(scores)), "score": self.score_names[0], "rule": "max(normal scores)"},
+            "max_normal": {"value": at_normal_quantile(scores, fpr=0.0), "score": self.score_names[0],
+                           "rule": "max(normal scores)"},
             "fpr1_normal": {"value": at_normal_quantile(scores, fpr=0.01), "score": self.score_names[0],
                             "rule": "1% of normal images flagged"},
         }
