@@ -9,6 +9,8 @@ rules are also written to ``assets.extra/adtf.json`` (TF Serving ignores that fo
 """
 import json
 import math
+import os
+from pathlib import Path
 
 import keras
 import tensorflow as tf
@@ -16,6 +18,24 @@ import tensorflow as tf
 from adtf.atomic import atomic_path
 from adtf.data.pipeline import decode_image, is_complete_image_file, prepare_image
 from adtf.errors import AdtfError
+
+
+def _check_replaceable(path):
+    """A SavedModel replaces its folder whole: only an earlier SavedModel or an empty folder may stand there. (A user's
+    `--out` at TF Serving's model_base_path, or at the run folder itself, deleted every version or the whole run.)"""
+    path = Path(os.path.realpath(path))
+    if not path.exists() or (path.is_dir() and ((path / "saved_model.pb").is_file() or not any(path.iterdir()))):
+        return
+    if path.is_dir():
+        held = sorted(entry.name for entry in path.iterdir())
+        raise AdtfError(f"{path} holds {', '.join(held[:5])}{', ...' if len(held) > 5 else ''} and is no SavedModel: "
+                        "exporting there would delete it. Give a new folder (for TF Serving, a version folder "
+                        f"below the model's base path, e.g. {path / str(_next_version(held))})")
+    raise AdtfError(f"{path} is a file: a SavedModel is a folder; give a folder's path")
+
+
+def _next_version(names):
+    return max((int(name) for name in names if name.isdigit()), default=0) + 1
 
 
 def metadata(detector):
@@ -48,6 +68,7 @@ def export_saved_model(detector, path):
         raise AdtfError(f"the {type(detector).__name__} has no working point, and served so it would pass every part: "
                         "calibrate it on normal images first (detector.calibrate(...)), or set a threshold "
                         "(detector.set_working_point(value=...))")
+    _check_replaceable(Path(path))
     height, width = detector.image_size
     detector.ensure_built()
 

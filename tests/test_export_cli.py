@@ -153,6 +153,23 @@ def test_export_says_what_its_threshold_does_to_the_run_s_test_images(run_dir, t
     assert f"TNR 0.000 ({n_good} of {n_good} good parts flagged), TPR 1.000 (0 of" in capsys.readouterr().out
 
 
+def test_export_never_replaces_a_folder_that_is_not_a_saved_model(run_dir, tmp_path, capsys):
+    """`--out` at TF Serving's model base path deleted every version there; at the run folder, the whole run."""
+    base = tmp_path / "models" / "adtf"
+    assert export_main([str(run_dir), "--out", str(base / "1")]) == 0
+    assert export_main([str(run_dir), "--out", str(base / "1")]) == 0  # an earlier SavedModel is replaced
+    (base / "NOTES.txt").write_text("keep")
+    capsys.readouterr()
+    assert export_main([str(run_dir), "--out", str(base)]) == 2
+    assert f"e.g. {base / '2'}" in capsys.readouterr().err
+    assert (base / "NOTES.txt").read_text() == "keep" and (base / "1" / "saved_model.pb").is_file()
+    before = sorted(p.name for p in run_dir.iterdir())
+    assert export_main([str(run_dir), "--out", str(run_dir)]) == 2
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+    (tmp_path / "empty").mkdir()
+    assert export_main([str(run_dir), "--out", str(tmp_path / "empty")]) == 0
+
+
 def test_an_uncalibrated_detector_is_not_exported(tmp_path):
     """Its thresholds are +inf: served, it would pass every part."""
     from adtf.detectors.mon import ModelOfNormality
