@@ -313,7 +313,7 @@ def _fit_record(model_path):
         calibration = record.get("calibration")
         if calibration:  # the list sits in the run folder, not beside the evaluation's report
             calibration = calibration.replace("calibration_images.txt", str(model_path.parent / "calibration_images.txt"))
-        return dict(n_fit=int(record["n_train"]), n_calibration=int(record.get("n_calibration") or 0),
+        return dict(method=record.get("method"), n_fit=int(record["n_train"]), n_calibration=int(record.get("n_calibration") or 0),
                     calibration=calibration, fit_median_size=record.get("fit_median_size"))
     except (OSError, ValueError, KeyError, TypeError):
         return {}
@@ -365,6 +365,12 @@ def export_main(argv=None):
         with atomic_path(model_path, suffix=".keras") as tmp:
             detector.save(tmp)
     print(f"SavedModel written to {out} (working point {detector.working_point}, threshold {detector.threshold:.6g})")
+    if args.save_model and detector.working_point != saved_point:
+        from adtf.evaluate import refresh_working_points
+
+        if refresh_working_points(model_path.parent, detector):  # else the run was never evaluated: nothing to say
+            print(f"{model_path.parent}: metrics.json, report.md, scores.csv and roc.png now describe working point "
+                  f"{detector.working_point} (from the evaluation's saved scores)")
     effect = _effect_on_test_set(model_path.parent / "scores.csv", detector)
     if effect:
         print(effect)

@@ -5,6 +5,7 @@ call, so every number adtf prints is computed in one place (with ``adtf.metrics`
 """
 import csv
 import io
+import json
 import time
 import warnings
 from pathlib import Path
@@ -97,8 +98,8 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
             results["aupro"] = metrics.aupro(masks, maps)
     # With one class the working points still say what a user needs: the share of good parts passed (TNR) or of
     # defects caught (TPR).
-    results["working_points"] = (thresholds.evaluate_working_points(detector.working_points, labels, outputs)
-                                 if detector.working_points and len(labels) else {})
+    points = evaluated_points(detector)
+    results["working_points"] = thresholds.evaluate_working_points(points, labels, outputs) if points and len(labels) else {}
     results["active_working_point"] = detector.working_point
     results["per_defect_image_auroc"] = (metrics.per_defect_image_auroc(
         labels, outputs["score"], [s.defect for s in dataset.test]) if has_both else {})
@@ -204,13 +205,58 @@ def thresholds_only(detector, dataset, out_dir, *, method=None, n_calibration=0,
     return results
 
 
+def evaluated_points(detector):
+    """The calibrated working points, and an explicit threshold where it is the active one (the one served)."""
+    points = dict(detector.working_points)
+    if detector.working_point and detector.working_point not in points:
+        points[detector.working_point] = detector.postprocess.point(detector.postprocess.active_name)
+    return points
+
+
+def _roc(labels, image_scores, out_dir, title, working_points, active):
+    points = {name: (1 - wp["tnr"], wp["tpr"], name == active)
+              for name, wp in working_points.items() if wp["tpr"] is not None and wp["tnr"] is not None}
+    return viz.roc_curves(labels, image_scores, out_dir / "roc.png", title=title, points=points).name
+
+
+def refresh_working_points(out_dir, detector):
+    """Make a run's evaluation (``metrics.json``, ``report.md``, ``scores.csv``, ``roc.png``) describe the detector's
+    working points as they are now, from the scores that evaluation saved: no image is scored again. For a model
+    whose working point moved after its evaluation (``adtf-export --save-model``), which the report would otherwise
+    still describe at the old one. Returns False where the folder holds no evaluation of this kind."""
+    out_dir = Path(out_dir)
+    try:
+        results = json.loads((out_dir / "metrics.json").read_text())
+        with open(out_dir / "scores.csv", newline="", encoding="utf-8") as file:
+            header, *rows = list(csv.reader(file))
+    except (OSError, ValueError):
+        return False
+    score_columns = header[3:-2]  # path, label, defect | score, the other scores | verdict, invalid
+    labels = np.array([int(row[1]) for row in rows])
+    scores = {name: np.array([float(row[3 + i]) for row in rows]) for i, name in enumerate(score_columns)}
+    points = evaluated_points(detector)
+    if not rows or any(point["score"] not in scores for point in points.values()):
+        return False
+    results["working_points"] = thresholds.evaluate_working_points(points, labels, scores)
+    results["active_working_point"] = detector.working_point
+    active = points[detector.working_point]
+    flagged = scores[active["score"]] > active["value"]  # an invalid image's score is +inf
+    header[-2] = f"anomalous ({detector.working_point})"
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows([header, *([*row[:-2], int(f), row[-1]] for row, f in zip(rows, flagged))])
+    write_text(out_dir / "scores.csv", text.getvalue())
+    if results.get("plots", {}).get("roc") and labels.min() == 0 and labels.max() == 1:
+        image_scores = {name: scores[name] for name in detector.score_names if name in scores}
+        _roc(labels, image_scores, out_dir, results["dataset"], results["working_points"], detector.working_point)
+    write_json(out_dir / "metrics.json", results)
+    write_text(out_dir / "report.md", report_markdown(results))
+    return True
+
+
 def _plots(detector, dataset, outputs, labels, image_scores, out_dir, batch_size, n_examples, working_points):
     plots = {}
     if labels.min() == 0 and labels.max() == 1:
-        points = {name: (1 - wp["tnr"], wp["tpr"], name == detector.working_point)
-                  for name, wp in working_points.items() if wp["tpr"] is not None and wp["tnr"] is not None}
-        plots["roc"] = viz.roc_curves(labels, image_scores, out_dir / "roc.png", title=dataset.name,
-                                      points=points).name
+        plots["roc"] = _roc(labels, image_scores, out_dir, dataset.name, working_points, detector.working_point)
     order = np.argsort(outputs["score"])
     # The colour scale from at most 256 maps: every map's values, copied and sorted, cost 2-3 times the maps (a
     # one-class MNIST run held 9,192 maps of 224x224).

@@ -2,6 +2,7 @@
 import csv
 import json
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -168,6 +169,31 @@ def test_export_never_replaces_a_folder_that_is_not_a_saved_model(run_dir, tmp_p
     assert sorted(p.name for p in run_dir.iterdir()) == before
     (tmp_path / "empty").mkdir()
     assert export_main([str(run_dir), "--out", str(tmp_path / "empty")]) == 0
+
+
+def test_export_save_model_brings_the_run_s_report_to_the_new_working_point(run_dir, tmp_path):
+    """--save-model moved model.keras and the SavedModel while metrics.json, report.md and scores.csv still described
+    the old working point; what they say now must be what evaluating the saved model again says."""
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+
+    def rows(folder):
+        with open(folder / "scores.csv", newline="") as file:
+            return list(csv.reader(file))
+
+    d_max = sorted(float(row[4]) for row in rows(run)[1:])
+    value = (d_max[len(d_max) // 2] + d_max[len(d_max) // 2 + 1]) / 2  # between two test scores: flags half of them
+    assert export_main([str(run), f"--threshold={value}", "--score", "d_max", "--save-model"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    active = metrics["active_working_point"]
+    assert active.startswith("explicit:d_max>") and f"{active} (active)" in (run / "report.md").read_text()
+    assert eval_main([str(run), "--data", "synthetic:grass", "--out", str(tmp_path / "ev"), "--quiet"]) == 0
+    again = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert again["active_working_point"] == active and again["method"] == metrics["method"] == "mon"
+    assert {k: metrics["working_points"][active][k] for k in ("tpr", "tnr")} == \
+        pytest.approx({k: again["working_points"][active][k] for k in ("tpr", "tnr")})
+    assert rows(run)[0][-2] == f"anomalous ({active})"
+    assert [row[-2] for row in rows(run)] == [row[-2] for row in rows(tmp_path / "ev")]
 
 
 def test_an_uncalibrated_detector_is_not_exported(tmp_path):
