@@ -382,6 +382,8 @@ def _effect_on_test_set(scores_file, detector):
     someone moving a threshold sees the good parts it fails and the defects it passes; None without that file."""
     import csv
 
+    from adtf.layers.working_points import CUSTOM
+
     point = detector.postprocess.point(detector.postprocess.active_name)
     try:
         with open(scores_file, newline="", encoding="utf-8") as file:
@@ -399,8 +401,12 @@ def _effect_on_test_set(scores_file, detector):
     if flagged["1"]:
         parts.append(f"TPR {sum(flagged['1']) / len(flagged['1']):.3f} ({len(flagged['1']) - sum(flagged['1'])} of "
                      f"{len(flagged['1'])} defective parts passed)")
-    return (f"On the run's test images ({scores_file}): {', '.join(parts)}. These images judged the threshold "
-            "now; a figure measured on them is no longer an unbiased estimate." if parts else None)
+    if not parts:
+        return None
+    chosen = detector.postprocess.active_name == CUSTOM  # a threshold picked by hand, maybe by looking at these
+    return (f"On the run's test images ({scores_file}): {', '.join(parts)}."
+            + (" If they guided the choice of this threshold, these figures overstate what it does on new parts."
+               if chosen else ""))
 
 
 @_friendly_errors("adtf-bench")

@@ -297,13 +297,25 @@ def _fmt(value, digits=3):
     return "n/a" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _setup_in_words(results):
+    """The preset and the backbone's weights: a cut-down or random-weight run must not read as the method's."""
+    options = results.get("options") or {}
+    parts = [f"`{results['preset']}` preset"] if results.get("preset") else []
+    if options.get("backbone"):
+        weights = options.get("weights", "imagenet")
+        parts.append(f"backbone {options['backbone']} with " + (
+            "**random weights** (no figure here is the method's)" if weights is None else
+            "ImageNet weights" if weights == "imagenet" else f"weights from {weights}"))
+    return f" Setup: {'; '.join(parts)}." if parts else ""
+
+
 def report_markdown(results):
     """A short human-readable report of a ``metrics.json`` dict."""
     lines = [f"# {results['method']} on {results['dataset']}", "",
              f"{results['n_train']} normal training images, {results['n_test']} test images "
              f"({results['n_test_anomalous']} anomalous), {results['image_size'][0]}x{results['image_size'][1]} input"
              + (f" ({results['image_size_rule']})" if results.get("image_size_rule") else "") + "; "
-             f"{results['date']} on {results['machine']}.", "",
+             f"{results['date']} on {results['machine']}." + _setup_in_words(results), "",
              f"Working points calibrated on {results.get('calibration') or 'normal images not recorded'}."
              + (f" {results['n_invalid']} test images were invalid (NaN/inf pixels) and count as anomalous."
                 if results.get("n_invalid") else "")

@@ -275,6 +275,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     import keras
 
     from adtf import data as adtf_data
+    from adtf import machine
     from adtf.atomic import atomic_path, write_json, write_text
     from adtf.callbacks import ReconstructionImages, ResumableBackup, Timing, ValidationAUROC
     from adtf.detectors import REGISTRY
@@ -330,8 +331,11 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     fit_images = hashlib.sha256("\n".join(s.path for s in fit_samples).encode()).hexdigest()[:16]
     # The test set too: `folder:ok` and `folder:ok,anomalous=ng` share a name and a default run folder.
     test_images = hashlib.sha256("\n".join(f"{s.label} {s.path}" for s in dataset.test).encode()).hexdigest()[:16]
+    # Every setting that changes the model: --fit.* and --compile.* too (two epoch counts are two runs).
     run_record = {"method": method, "data": dataset.name, "fit_images": fit_images, "test_images": test_images,
-                  "preset": preset, "options": _jsonable(options)}
+                  "preset": preset, "options": _jsonable(options), "epochs": epochs, "fit": _jsonable(fit_options),
+                  "compile": _jsonable(compile or {}), "calibration_fraction": fraction,
+                  "calibration_folds": calibration_folds, "seed": seed}
     _warn_if_replacing(out, run_record)
     raised = "epochs" not in fit_given and epochs > getattr(model, "epochs", epochs)
     log.info(f"[2/5] fitting {method} ({preset or 'default'} preset) at {size[0]}x{size[1]} on {len(fit_samples)} "
@@ -437,14 +441,15 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         if (evaluation / "metrics.json").exists():
             log.info(f"      removing {evaluation.name}/: an evaluation of the model this fit replaces")
             shutil.rmtree(evaluation, ignore_errors=True)
-    for export in sorted(out.glob("saved_model-*/")):  # adtf-export's other working points of the previous model
-        if (export / "assets.extra" / "adtf.json").exists():
-            log.info(f"      removing {export.name}/: exported from the model this fit replaces")
-            shutil.rmtree(export, ignore_errors=True)
+    for exported in sorted(out.glob("saved_model-*/")):  # adtf-export's other working points of the previous model
+        if (exported / "assets.extra" / "adtf.json").exists():
+            log.info(f"      removing {exported.name}/: exported from the model this fit replaces")
+            shutil.rmtree(exported, ignore_errors=True)
     if not calibration_samples and not calibration_folds:
         (out / "calibration_images.txt").unlink(missing_ok=True)
     extra = {"preset": preset, "options": _jsonable(options), "image_size_rule": size_rule,
              "fit_median_size": median_image_size(dataset, fit_samples), "epochs": epochs,
+             "fit": _jsonable(fit_options), "compile": _jsonable(compile or {}),  # what options.epochs etc. do not say
              "fit_seconds": fit_seconds, "resumed_at_epoch": backup.resumed_at_epoch if epochs else 0,
              "fit_info": dict(model.fit_info),
              # The backup's record has the epochs before a resume too; History only those run since.
@@ -460,6 +465,8 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     if export:
         log.info("[5/5] exporting the SavedModel")
         model.export(out / "saved_model")
+        results["peak_rss_mb"] = machine.peak_rss_mb()  # the export too (tracing the graphs): the whole run's peak
+        write_json(out / "metrics.json", results)
     if command:
         write_text(out / "command.txt", command + "\n")
     write_json(out / "run.json", {**run_record, "seconds": time.perf_counter() - started})

@@ -40,6 +40,8 @@ def test_fit_writes_metrics_report_plots_model_and_savedmodel(run_dir):
                  "saved_model/saved_model.pb", "saved_model/assets.extra/adtf.json"):
         assert (run_dir / name).exists(), name
     assert "threshold3 (active)" in (run_dir / "report.md").read_text()
+    # which preset and weights: a cut-down or random-weight run must not read as the method's
+    assert re.search(r"Setup: `\w+` preset; backbone \w+ with ImageNet weights\.", (run_dir / "report.md").read_text())
     rows = (run_dir / "scores.csv").read_text().splitlines()
     assert rows[0] == "path,label,defect,score,d_max,d_mean,anomalous (threshold3),invalid"
     assert len(rows) == 1 + metrics["n_test"] and "scores.csv" in (run_dir / "report.md").read_text()

@@ -279,6 +279,8 @@ def test_a_failed_evaluation_keeps_the_fit_and_a_rerun_without_export_leaves_no_
     fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, export=False, seed=1, **kwargs)
     assert json.loads((out / "metrics.json").read_text())["resumed_at_epoch"] == 1 and not (out / "backup").exists()
     fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, command="adtf-fit ...", **kwargs)
+    (out / "saved_model-fpr1_normal" / "assets.extra").mkdir(parents=True)  # an export removed before the fit used
+    (out / "saved_model-fpr1_normal" / "assets.extra" / "adtf.json").write_text("{}")  # to turn --no-export off
     fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, export=False, seed=1, **kwargs)
     assert not (out / "saved_model").exists() and not (out / "command.txt").exists()
     assert (out / "metrics.json").exists()
@@ -299,8 +301,11 @@ def test_a_run_in_a_folder_holding_another_finished_run_says_so_before_its_fit(t
         assert "other settings" not in caplog.text
         caplog.clear()
         fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, seed=1, **kwargs)
-        assert "finished run with other settings (fit_images, options, test_images differ)" in caplog.text
+        assert "finished run with other settings (fit_images, options, seed, test_images differ)" in caplog.text
         assert json.loads((out / "run.json").read_text())["options"]["seed"] == 1
+        caplog.clear()  # --fit.* too: a paper run cut to 2 epochs was "a finished run of these settings" with 1
+        fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, seed=1, **{**kwargs, "fit": {"epochs": 2}})
+        assert "finished run with other settings (epochs differ)" in caplog.text
         # the same name and fit images, another test set: folder:ok and folder:ok,anomalous=ng share a run folder
         rng = np.random.default_rng(0)
         for name in [f"ok/{i}" for i in range(6)] + ["ng/0", "ng/1"]:

