@@ -55,11 +55,30 @@ def _import_tensorflow_quietly():
                     sys.stderr.write(line)
 
 
+def _exit_cleanly_on_sigterm(prog):
+    """`kill`, `timeout` and a scheduler stop a process with SIGTERM, which Python's default ends at once, skipping
+    every `finally`: a SimpleNet fit's feature cache (1.2 GB for a DAGM class) stayed in the temporary folder.
+    As an exception instead, the clean-ups run and the exit status is still 128 + 15."""
+    import signal
+
+    def stop(signum, frame):
+        resume = " (the same command again resumes the fit)" if prog in ("adtf-fit", "adtf-bench") else ""
+        print(f"{prog}: terminated{resume}", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread (a notebook's worker, a test runner): leave it as it is
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, previous)  # for a caller that goes on (a test, a script)
+
+
 def _friendly_errors(prog):
     def wrap(main):
         @functools.wraps(main)
         def run(argv=None):
             _import_tensorflow_quietly()
+            restore = _exit_cleanly_on_sigterm(prog)
             try:
                 with warnings.catch_warnings():  # one line each, not Python's "file:line: UserWarning" and source
                     warnings.showwarning = lambda message, *_: print(f"{prog}: warning: {message}", file=sys.stderr)
@@ -75,6 +94,8 @@ def _friendly_errors(prog):
                           if prog in ("adtf-fit", "adtf-bench") else "")
                 print(f"{prog}: interrupted{resume}", file=sys.stderr)
                 return 130
+            finally:
+                restore()
         return run
     return wrap
 

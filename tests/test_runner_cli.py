@@ -505,3 +505,33 @@ def test_no_normal_test_image_is_said_with_advice_for_the_spec_given(toy_registe
                                       calibration_fraction=0.0, verbose=False, export=False)
     assert "every test image is defective" in caplog.text and "left over by `train_fraction`" in caplog.text
     assert results["image_auroc"] is None and "left over by `train_fraction`" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_a_fit_stopped_with_sigterm_removes_its_feature_cache(tmp_path):
+    """`kill` and `timeout` send SIGTERM, which skipped every clean-up: a DAGM class's 1.2 GB cache stayed behind."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    stale = cache / f"adtf-simplenet-{__import__('socket').gethostname()}-999999999-x"  # a process long gone
+    stale.mkdir()
+    env = dict(os.environ, ADTF_CACHE_DIR=str(cache), TF_CPP_MIN_LOG_LEVEL="3")
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from adtf.cli import fit_main; sys.exit(fit_main())", "--method",
+         "simplenet", "--preset", "fast", "--data", "synthetic:grass", "--n-train", "12", "--detector.image_size",
+         "[64, 64]", "--fit.epochs", "100000", "--no-export", "--out", str(tmp_path / "run")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None and not list(cache.glob(f"*-{process.pid}-*/*.npy")):
+        time.sleep(0.2)  # until the cache is written
+    time.sleep(3)  # and training on it
+    assert process.poll() is None, process.communicate()[1][-2000:]
+    assert list(cache.glob("adtf-simplenet-*")) and not stale.exists()  # the dead process's cache went first
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err[-2000:]
+    assert "terminated (the same command again resumes the fit)" in err
+    assert not list(cache.iterdir())

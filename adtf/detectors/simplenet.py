@@ -18,11 +18,14 @@ The backbone is frozen, so each training image's aggregated features are compute
 images) and the adaptor and discriminator train on the cache.
 """
 import enum
+import glob
 import os
 import shutil
+import socket
 import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -315,7 +318,7 @@ class SimpleNet(Detector):
         cached = self.__dict__.get("_feature_cache")
         if cached is not None:
             return cached
-        cache = FeatureCache(tempfile.mkdtemp(prefix="adtf-simplenet-", dir=os.environ.get("ADTF_CACHE_DIR")))
+        cache = FeatureCache.create(os.environ.get("ADTF_CACHE_DIR"))
         self.__dict__["_feature_cache"] = cache
         started = time.perf_counter()
         for batch in batches(as_dataset(x, self.batch_size, training=True), "caching features", verbose):
@@ -348,6 +351,16 @@ class SimpleNet(Detector):
         return config
 
 
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
 class FeatureCache:
     """Float16 feature maps in memory-mapped ``.npy`` chunks: append batches, then read any rows.
 
@@ -362,6 +375,19 @@ class FeatureCache:
 
     def __init__(self, folder):
         self.folder, self.chunks, self.pending = folder, [], []
+
+    @classmethod
+    def create(cls, parent=None):
+        """A cache in a new temporary folder below ``parent`` (the system's temporary folder by default), named
+        after this machine and process; first removes what processes of this machine that no longer run left
+        there (a fit killed outright skips its clean-up: a DAGM class leaves 1.2 GB)."""
+        parent = parent or tempfile.gettempdir()
+        prefix = f"adtf-simplenet-{socket.gethostname()}-"
+        for folder in Path(parent).glob(f"{glob.escape(prefix)}*-*"):
+            pid = folder.name[len(prefix):].split("-", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
+        return cls(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
 
     def append(self, features):
         self.pending.append(features)
