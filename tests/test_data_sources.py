@@ -243,6 +243,18 @@ def test_dagm_folder_holding_the_classes_is_named(tmp_path):
     assert load(f"dagm:{tmp_path / 'DAGM'},category=Class3,n_train=3").counts()["train"] == 3
 
 
+def test_a_dagm_split_or_root_given_the_wrong_way_says_which_spec_to_give(tmp_path):
+    """folder: on ClassN/Train fitted its defective images as normal ones without a word."""
+    root = write_dagm_class(tmp_path / "DAGM" / "Class1")
+    for spec in (f"folder:{root / 'Train'}", f"dagm:{root / 'Train'}", str(root / "Train")):
+        with pytest.raises(DataError, match=f"use dagm:{re.escape(str(root))}$"):
+            load(spec)
+    with pytest.raises(DataError, match=r"it holds the classes \['Class1'\]"):  # the root, with no kind given
+        load(str(tmp_path / "DAGM"))
+    with pytest.raises(DataError, match=f"it is a DAGM 2007 class: use dagm:{re.escape(str(root))}$"):
+        load(f"mvtec:{root}")
+
+
 def test_dagm_paper000_split(tmp_path):
     root = write_dagm_class(tmp_path / "Class1")
     ds = load(f"dagm:{root}", n_train=5, n_test_normal=2)

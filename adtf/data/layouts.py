@@ -38,7 +38,8 @@ def _read_mvtec(path, *, seed=0, category=None):
     train_good = next((folder for folder in _subfolders(root / "train") if _is_good(folder)), None)
     if train_good is None:
         found = sorted(p.name for p in root.iterdir() if any(_is_good(f) for f in _subfolders(p / "train")))
-        hint = f"; it holds the categories {found}: use mvtec:{root / found[0]} or category=..." if found else ""
+        hint = (f"; it holds the categories {found}: use mvtec:{root / found[0]} or category=..." if found else
+                f"; it is a DAGM 2007 class: use dagm:{root}" if detect_kind(root) is SourceKind.DAGM else "")
         raise DataError(f"{root}: no train/good folder (MVTec AD layout: train/good, test/<defect>, "
                         f"optional ground_truth/<defect>/<stem>_mask.png){hint}")
     ground_truth = root / "ground_truth"
@@ -95,6 +96,7 @@ def _read_dagm(path, *, seed=0, category=None, n_train=500, n_test_normal=500):
         classes = sorted(p.name for p in _subfolders(root) if (p / "Train").is_dir())
         first_release = root.name.endswith("_def") or (root.parent / f"{root.name}_def").is_dir()
         hint = (f"; it holds the classes {classes}: use dagm:{root / classes[0]} or category=..." if classes else
+                f"; it is one split of a class: use dagm:{root.parent}" if (root / "Label" / "Labels.txt").is_file() else
                 "; this is the first release's ClassN/ + ClassN_def/ layout, which has no labels file: use the "
                 "later release (ClassN/Train, ClassN/Test)" if first_release else "")
         raise DataError(f"{root}: no Train folder (DAGM 2007 layout: ClassN/Train/, ClassN/Test/, each with "
@@ -179,6 +181,9 @@ def _read_folder(path, *, seed=0, anomalous=None, masks=None, test_normal=None, 
       metrics and not the pixel metrics (with a warning): a few missing masks should not stop a run.
     """
     normal_dir = resolve_dir(path, "normal images")
+    if (normal_dir / "Label" / "Labels.txt").is_file():  # its defective images would be fitted as normal ones
+        raise DataError(f"{normal_dir} is a split of a DAGM 2007 class, whose Label/Labels.txt marks some of its "
+                        f"images defective: folder: would fit them as normal; use dagm:{normal_dir.parent}")
     normals = _list_images(normal_dir, required=True)
     if not 0 <= holdout < 1:
         raise DataError(f"folder: holdout={holdout} must be in [0, 1)")
@@ -429,8 +434,9 @@ def detect_kind(root):
         return SourceKind.MVTEC
     if (root / "MT_Free").is_dir():
         return SourceKind.MTD
-    if (root / "Train").is_dir() and (root / "Test").is_dir():
-        return SourceKind.DAGM
+    if (root / "Train").is_dir() and (root / "Test").is_dir() or (root / "Label" / "Labels.txt").is_file() or any(
+            (folder / "Train").is_dir() and (folder / "Test").is_dir() for folder in _subfolders(root)):
+        return SourceKind.DAGM  # a class, one of its splits, or the root of several: its reader says which to give
     if any("idx3-ubyte" in p.name for p in root.iterdir()):
         return SourceKind.MNIST
     if any(is_cifar_folder(folder) for folder in (root, *_subfolders(root))):
