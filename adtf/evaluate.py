@@ -265,11 +265,19 @@ def _plots(detector, dataset, outputs, labels, image_scores, out_dir, batch_size
     # One colour scale for every overlay; maps may be negative (SimpleNet's -D), so both ends come from the data.
     vmin, vmax = (float(np.percentile(finite, 0.1)), float(np.percentile(finite, 99.9))) if finite.size else (0.0, 1.0)
     vmax = max(vmax, vmin + 1e-12)
-    for kind, picked in (("most_anomalous", order[::-1][:n_examples]), ("least_anomalous", order[:n_examples])):
+    panels = [("most_anomalous", order[::-1][:n_examples])]
+    if labels.min() == 0 and labels.max() == 1:  # what an inspector looks for first: the false alarms and the misses
+        panels += [("good_scored_highest", order[labels[order] == 0][::-1][:n_examples]),
+                   ("defective_scored_lowest", order[labels[order] == 1][:n_examples])]
+    else:
+        panels.append(("least_anomalous", order[:n_examples]))
+    for kind, picked in panels:
         samples = [dataset.test[i] for i in picked]
         images = viz.images_of(samples, dataset.arrays, detector.image_size, batch_size)
+        # The parent folder too: DAGM's Train/0280.PNG and Test/0280.PNG are two images, one good, one defective.
         titles = [f"{'ANOMALOUS' if labels[i] else 'normal'} {dataset.test[i].defect}\n"
-                  f"{Path(dataset.test[i].path).name} score {outputs['score'][i]:.3g}" for i in picked]
+                  f"{'/'.join(Path(dataset.test[i].path).parts[-2:])} score {outputs['score'][i]:.3g}"
+                  f"{' (flagged)' if outputs['anomalous'][i] else ''}" for i in picked]
         masks = outputs["mask"][picked] if dataset.has_masks else None
         plots[kind] = viz.heatmap_grid(images, outputs["anomaly_map"][picked], titles,
                                        out_dir / f"heatmaps_{kind}.png", masks=masks, vmin=vmin, vmax=vmax).name

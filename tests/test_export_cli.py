@@ -37,6 +37,7 @@ def test_fit_writes_metrics_report_plots_model_and_savedmodel(run_dir):
     for point in metrics["working_points"].values():
         assert point["auc"] == pytest.approx((point["tpr"] + point["tnr"]) / 2)
     for name in ("report.md", "roc.png", "scatter.png", "heatmaps_most_anomalous.png", "model.keras",
+                 "heatmaps_good_scored_highest.png", "heatmaps_defective_scored_lowest.png",  # false alarms, misses
                  "saved_model/saved_model.pb", "saved_model/assets.extra/adtf.json"):
         assert (run_dir / name).exists(), name
     assert "threshold3 (active)" in (run_dir / "report.md").read_text()
