@@ -340,7 +340,7 @@ def report_markdown(results):
              ("ms per image", results["ms_per_image"]), ("images per second", results["images_per_second"]),
              ("peak RSS (MiB)", results["peak_rss_mb"])]
     if results.get("fit_seconds") is not None:  # the runner's; a detector evaluated on its own has none
-        rows.append(("fit", f"{results['fit_seconds']:.0f} s" + (f", {results['epochs']} epochs" if results.get("epochs")
+        rows.append(("fit", f"{results['fit_seconds']:.0f} s" + (f", {results['epochs']} epoch{'s' * (results['epochs'] != 1)}" if results.get("epochs")
                                                                   else "")
                      + (f" (resumed at epoch {results['resumed_at_epoch']}; the time counts the epochs before too)"
                         if results.get("resumed_at_epoch") else "")))

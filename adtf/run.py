@@ -134,30 +134,36 @@ def data_image_size(dataset, size_range, multiple=16):
     size = tuple(max(multiple, int(round(side * scale / multiple)) * multiple) for side in (height, width))
     rule = (f"the training images' median size {height:.0f}x{width:.0f}{rule_shape}"
             + (f", scaled to fit {low}-{high} px" if scale != 1.0 else "") + f", rounded to multiples of {multiple}")
-    warn_about_resizing(heights, widths, size, shorter_floor=low)
+    warn_about_resizing(heights, widths, size, shorter_floor=low, notes=dataset.notes)
     return size, rule
 
 
-def warn_about_resizing(heights, widths, size, shorter_floor=0):
+def warn_about_resizing(heights, widths, size, shorter_floor=0, notes=None):
     """Say where feeding images of these sizes at ``size`` throws their pixels away (shrunk more than 2x, or a long
-    strip whose shorter side falls below ``shorter_floor``) or stretches those of another shape, whoever chose it."""
+    strip whose shorter side falls below ``shorter_floor``) or stretches those of another shape, whoever chose it;
+    each also goes into ``notes`` (the dataset's, which the report repeats)."""
     import numpy as np
 
     if not heights:
         return
     height, width = float(np.median(heights)), float(np.median(widths))
     shrink = max(height / size[0], width / size[1])
+    said = []
     if shrink > 2 or shrink > 1 and min(size) < shorter_floor:  # MVTec's 1024 px fed at 512: the usual price
-        log.warning(f"      the images ({height:.0f}x{width:.0f}, the median) are shrunk {shrink:.1f}x to "
+        said.append(f"the images ({height:.0f}x{width:.0f}, the median) are shrunk {shrink:.1f}x to "
                     f"{size[0]}x{size[1]}: defects a few pixels wide may vanish; crop the images into tiles, or feed "
                     f"them larger with --detector.image_size \"[H, W]\" (slower)")
     # Every image is resized to one size: one of another shape (portrait among landscape parts) is stretched.
     stretch = np.maximum(np.asarray(widths) / np.asarray(heights) * size[0] / size[1],
                          np.asarray(heights) / np.asarray(widths) * size[1] / size[0])
     if np.mean(stretch > 1.25) >= 0.1:
-        log.warning(f"      {np.mean(stretch > 1.25):.0%} of the training images have another shape than the input "
+        said.append(f"{np.mean(stretch > 1.25):.0%} of the training images have another shape than the input "
                     f"size {size[0]}x{size[1]} and are stretched up to {stretch.max():.1f}x along one side: "
                     "a stretched part looks unlike the rest; crop or rotate them to one orientation if you can")
+    for message in said:
+        log.warning(f"      {message}")
+        if notes is not None and message not in notes:  # a bench's seeds share one dataset
+            notes.append(message)
 
 
 def image_sizes(dataset, samples):
@@ -306,7 +312,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     model = cls(**options)
     size = model.image_size
     if size_rule == "set by the preset or the user":
-        warn_about_resizing(*image_sizes(dataset, dataset.train), size)
+        warn_about_resizing(*image_sizes(dataset, dataset.train), size, notes=dataset.notes)
     fraction = cls.calibration_fraction if calibration_fraction is None else calibration_fraction
     if calibration_folds:
         if calibration_fraction:
@@ -339,7 +345,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     _warn_if_replacing(out, run_record)
     raised = "epochs" not in fit_given and epochs > getattr(model, "epochs", epochs)
     log.info(f"[2/5] fitting {method} ({preset or 'default'} preset) at {size[0]}x{size[1]} on {len(fit_samples)} "
-             f"normal images" + (f", {epochs} epochs" if epochs else "")
+             f"normal images" + (f", {epochs} epoch{'s' * (epochs != 1)}" if epochs else "")
              + (f" (not {model.epochs}: raised so that so few images still train {model.min_steps} steps; "
                 "--fit.epochs sets them)" if raised and getattr(model, "min_steps", 0) else ""))
     fit_callbacks = list(callbacks)

@@ -263,6 +263,10 @@ def test_dagm_paper000_split(tmp_path):
     assert all(s.mask_path.endswith("_label.PNG") and os.path.exists(s.mask_path) for s in ds.test if s.label)
     everything = load(f"dagm:{root}", n_train=5, n_test_normal=None)
     assert everything.counts() == {"train": 5, "test_good": 3, "test_defective": 4}
+    # the report says which protocol ran, and that the class had fewer normal test images than asked (silent before)
+    assert ds.notes == ["paper 000's DAGM protocol: 5 of the 8 normal images of Train and Test together are the "
+                        "training images, 2 other normal ones and the 4 defective images of both splits test"]
+    assert load(f"dagm:{root}", n_train=5).notes[0].endswith("(3, not 500 normal test images: the class has no more)")
     # the seed picks which normal images train; the same seed picks the same ones
     picks = {tuple(s.path for s in load(f"dagm:{root}", seed=seed, n_train=5).train) for seed in range(6)}
     assert len(picks) > 1

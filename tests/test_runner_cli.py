@@ -535,3 +535,13 @@ def test_a_fit_stopped_with_sigterm_removes_its_feature_cache(tmp_path):
     assert process.returncode == 143, err[-2000:]
     assert "terminated (the same command again resumes the fit)" in err
     assert not list(cache.iterdir())
+
+
+def test_a_resize_that_throws_pixels_away_is_said_in_the_report_too():
+    """It was said on the console only: a report read later said "224x224 input" and nothing of the 2.3x shrink."""
+    from adtf.run import warn_about_resizing
+
+    notes = []
+    warn_about_resizing([512] * 5, [512] * 5, (224, 224), notes=notes)
+    warn_about_resizing([512] * 5, [512] * 5, (224, 224), notes=notes)  # a bench's next seed: said once
+    assert len(notes) == 1 and notes[0].startswith("the images (512x512, the median) are shrunk 2.3x to 224x224")

@@ -105,6 +105,7 @@ def _read_dagm(path, *, seed=0, category=None, n_train=500, n_test_normal=500):
     if n_train is None:
         train = [s for s in rows["Train"] if s.label == 0]
         test = rows["Test"]
+        protocol = "DAGM 2007's official split: Train's normal images fit, every Test image tests"
     else:
         normal = [s for split in rows.values() for s in split if s.label == 0]
         if not 1 <= n_train < len(normal):
@@ -115,8 +116,14 @@ def _read_dagm(path, *, seed=0, category=None, n_train=500, n_test_normal=500):
         if n_test_normal is not None:
             _, rest = split_off(rest, count=min(n_test_normal, len(rest)), seed=seed)
         train = sorted(train, key=_path)
-        test = sorted(rest + [s for split in rows.values() for s in split if s.label], key=_path)
-    return AnomalyDataset(f"dagm:{root.name}", train, test, has_masks=True)
+        defective = [s for split in rows.values() for s in split if s.label]
+        test = sorted(rest + defective, key=_path)
+        protocol = (f"paper 000's DAGM protocol: {n_train} of the {len(normal)} normal images of Train and Test "
+                    f"together are the training images, {len(rest)} other normal ones and the {len(defective)} "
+                    "defective images of both splits test")
+        if n_test_normal is not None and len(rest) < n_test_normal:
+            protocol += f" ({len(rest)}, not {n_test_normal} normal test images: the class has no more)"
+    return AnomalyDataset(f"dagm:{root.name}", train, test, has_masks=True, notes=[protocol])
 
 
 def _dagm_labels(split_dir):
