@@ -1,13 +1,15 @@
 """Dev-only check: adtf's Keras torchvision nets give PyTorch's numbers once converted.
 
-torch is not an adtf dependency and torchvision cannot be installed beside the local torch wheel,
-so the five architectures are written here in plain torch with torchvision's module names (hence
-its state-dict keys), randomly initialised with non-trivial BatchNorm statistics, run on a random
-batch and saved with `np.savez`; adtf then converts the same state dict with `load_torchvision_state_dict`
-and runs the same batch. The script calls itself under the torch interpreter for the first half.
+torch is not an adtf dependency, so the five architectures are written here in plain torch with torchvision's
+module names (hence its state-dict keys; this needs no torchvision, which a local torch wheel may lack), randomly
+initialised with non-trivial BatchNorm statistics, run on a random batch and saved with `np.savez`; adtf then
+converts the same state dict with `load_torchvision_state_dict` and runs the same batch. The script calls itself
+under the torch interpreter for the first half. From a checkout, with adtf installed in the active environment:
 
-    python3 -m venv /work/torchvenv && /work/torchvenv/bin/pip install torch==2.13.0 numpy
-    /work/venv/bin/python benchmarks/check_torch_parity.py --torch-python /work/torchvenv/bin/python
+    python3 -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch numpy
+    python benchmarks/check_torch_parity.py --torch-python /tmp/torchvenv/bin/python
+
+(torch 2.13: logits within 4e-7; torch 2.14.1: WRN50's within 4.8e-7.)
 """
 import argparse
 import pathlib
