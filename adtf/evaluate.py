@@ -87,6 +87,9 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
     pixel_truth = np.array([s.label == 0 or s.mask_path is not None for s in dataset.test])
     if dataset.has_masks:
         masks, maps = outputs["mask"], outputs["anomaly_map"]
+        if detector.scored_region is not None:  # the crop the method sees; the authors' code crops the masks so
+            top, left, height, width = detector.scored_region
+            masks, maps = masks[:, top: top + height, left: left + width], maps[:, top: top + height, left: left + width]
         if not pixel_truth.all():  # a copy of every map otherwise (1.4 GB for a DAGM class at 512x512)
             masks, maps = masks[pixel_truth], maps[pixel_truth]
         scored = [s for s, kept in zip(dataset.test, pixel_truth) if kept]

@@ -375,6 +375,41 @@ def test_simplenet_warns_when_a_hand_set_size_misaligns_its_levels():
         SimpleNet(**{**options, "image_size": (40, 32)})
 
 
+def test_simplenet_crop_sees_the_centre_as_the_authors_code_cuts_it(images, monkeypatch):
+    """The paper preset resizes to 329 and feeds the centre 288 (the authors' run.sh): with a crop, the detector
+    scores what the same detector without one scores on the centre (torchvision's CenterCrop), the map outside
+    the crop is the image's lowest value, and the pixel metrics score the crop alone."""
+    from adtf.detectors import SimpleNet
+
+    assert SimpleNet.preset_options("paper")["image_size"] == (329, 329) and SimpleNet.preset_options("paper")["crop"] == (288, 288)
+    options = dict(SimpleNet.smoke_test_options, weights=None)
+    keras.utils.set_random_seed(0)
+    cropping = SimpleNet(**{**options, "image_size": (40, 40), "crop": (32, 32)})
+    cropping.fit(np.pad(images["fit"], [[0, 0], [4, 4], [4, 4], [0, 0]], mode="reflect"), epochs=1, verbose=0)
+    plain = SimpleNet(**{**options, "image_size": (32, 32)})
+    plain.set_weights(cropping.get_weights())
+    framed = np.pad(images["test"], [[0, 0], [4, 4], [4, 4], [0, 0]], constant_values=0.5)
+    got, expected = cropping.infer(framed), plain.infer(images["test"])
+    np.testing.assert_allclose(got["score"], expected["score"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["anomaly_map"][:, 4:36, 4:36], expected["anomaly_map"], rtol=1e-5, atol=1e-6)
+    border = got["anomaly_map"].copy()
+    border[:, 4:36, 4:36] = np.nan
+    lowest = expected["anomaly_map"].min(axis=(1, 2))
+    assert np.allclose(np.nanmax(border, axis=(1, 2)), lowest) and np.allclose(np.nanmin(border, axis=(1, 2)), lowest)
+    assert cropping.scored_region == (4, 4, 32, 32) and plain.scored_region is None
+    from adtf import evaluate, metrics
+
+    scored = []
+    monkeypatch.setattr(metrics, "pixel_auroc", lambda masks, maps: scored.append((masks.shape, maps.shape)) or 0.5)
+    monkeypatch.setattr(metrics, "aupro", lambda masks, maps: 0.5)
+    cropping.calibrate(np.pad(images["calibrate"], [[0, 0], [4, 4], [4, 4], [0, 0]], mode="reflect"), verbose=0)
+    evaluate.evaluate(cropping, data.load("synthetic:brick", size=40, n_train=2, n_test_good=2, n_test_defect=2),
+                      verbose=False)
+    assert [shapes[0][1:] for shapes in scored] == [(32, 32)] and scored[0][0] == scored[0][1]
+    with pytest.raises(AdtfError, match="crop"):
+        SimpleNet(**{**options, "image_size": (32, 32), "crop": (40, 40)})
+
+
 def test_the_runner_says_why_few_images_train_more_epochs_than_the_preset(tmp_path, caplog, monkeypatch):
     """A new user saw "160 epochs" for the fast preset's 16 and nothing saying why."""
     import logging

@@ -144,6 +144,8 @@ class Detector(keras.Model):
 
     score_names = ("score",)
     working_point_names = ("max_normal", "fpr1_normal")
+    # (top, left, height, width) of the input the pixel metrics score, where a method sees only part of it (a crop).
+    scored_region = None
     default_working_point = None
     default_epochs = 0
     default_batch_size = None

