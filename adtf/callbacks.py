@@ -68,8 +68,9 @@ class ValidationAUROC(keras.callbacks.Callback):
             labels.append(keras.ops.convert_to_numpy(label).reshape(-1))
             scores.append(keras.ops.convert_to_numpy(outputs["score"]).reshape(-1))
             if self.pixel and mask is not None:
-                masks.append(keras.ops.convert_to_numpy(mask))
-                maps.append(keras.ops.convert_to_numpy(outputs["anomaly_map"]))
+                scored = getattr(detector, "scored_part", lambda pixels: pixels)  # a crop: as evaluate scores it
+                masks.append(scored(keras.ops.convert_to_numpy(mask)))
+                maps.append(scored(keras.ops.convert_to_numpy(outputs["anomaly_map"])))
         if not labels:
             raise DataError("ValidationAUROC: the validation dataset is empty")
         results = {"val_image_auroc": metrics.image_auroc(np.concatenate(labels), np.concatenate(scores))}

@@ -62,15 +62,22 @@ def _exit_cleanly_on_sigterm(prog):
     import signal
 
     def stop(signum, frame):
-        resume = " (the same command again resumes the fit)" if prog in ("adtf-fit", "adtf-bench") else ""
-        print(f"{prog}: terminated{resume}", file=sys.stderr)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the clean-ups short
+        print(f"{prog}: terminated{_resume_note(prog)}", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM)
 
     try:
         previous = signal.signal(signal.SIGTERM, stop)
     except ValueError:  # not the main thread (a notebook's worker, a test runner): leave it as it is
         return lambda: None
+    if previous is None:  # installed outside Python: nothing Python can put back
+        return lambda: None
     return lambda: signal.signal(signal.SIGTERM, previous)  # for a caller that goes on (a test, a script)
+
+
+def _resume_note(prog):
+    return (" (the same command again resumes a trained method's fit from its last checkpoint)"
+            if prog in ("adtf-fit", "adtf-bench") else "")
 
 
 def _friendly_errors(prog):
@@ -90,9 +97,7 @@ def _friendly_errors(prog):
                 print(f"{prog}: error: {err.strerror or err}: {err.filename or ''}".rstrip(": "), file=sys.stderr)
                 return 2
             except KeyboardInterrupt:
-                resume = (" (the same command again resumes a trained method's fit from its last checkpoint)"
-                          if prog in ("adtf-fit", "adtf-bench") else "")
-                print(f"{prog}: interrupted{resume}", file=sys.stderr)
+                print(f"{prog}: interrupted{_resume_note(prog)}", file=sys.stderr)
                 return 130
             finally:
                 restore()
@@ -184,8 +189,8 @@ def fit_parser(method=None, preset=None, prog="adtf-fit", bench=False):
     preset = resolve_preset(cls, preset)
     parser = ArgumentParser(
         prog=prog, exit_on_error=False, allow_abbrev=False,  # "--detector.imag 3" must not set image_size
-        description=("Fit and evaluate one method on several datasets (and seeds: --seeds 0 1 2 adds mean +- std "
-                     "rows), and print a markdown table (also written to <out>/bench.md). " if bench else
+        description=("Fit and evaluate one method on several datasets (and seeds: --seeds '[0, 1, 2]' adds mean +- "
+                     "std rows), and print a markdown table (also written to <out>/bench.md). " if bench else
                      "Fit an anomaly detector on normal images, calibrate its thresholds on normal images only, "
                      "evaluate it, and write model, SavedModel, metrics.json, report.md and plots to runs/<name>/. ")
         + f"Methods: {', '.join(sorted(REGISTRY))}; `--method NAME --help` lists NAME's options, with the "
@@ -389,9 +394,13 @@ def export_main(argv=None):
     if args.save_model and detector.working_point != saved_point:
         from adtf.evaluate import refresh_working_points
 
-        if refresh_working_points(model_path.parent, detector):  # else the run was never evaluated: nothing to say
+        if refresh_working_points(model_path.parent, detector):
             print(f"{model_path.parent}: metrics.json, report.md, scores.csv and roc.png now describe working point "
                   f"{detector.working_point} (from the evaluation's saved scores)")
+        elif (model_path.parent / "metrics.json").exists():  # a run with no test images saves no scores
+            print(f"{model_path.parent}: its metrics.json and report.md still describe working point {saved_point} "
+                  f"(no saved test scores to recompute them from); model.keras and the SavedModel use "
+                  f"{detector.working_point}", file=sys.stderr)
     effect = _effect_on_test_set(model_path.parent / "scores.csv", detector)
     if effect:
         print(effect)
@@ -401,29 +410,21 @@ def export_main(argv=None):
 def _effect_on_test_set(scores_file, detector):
     """What the active threshold does to the run's own test images (the ``scores.csv`` of its evaluation), so that
     someone moving a threshold sees the good parts it fails and the defects it passes; None without that file."""
-    import csv
-
+    from adtf.evaluate import read_scores
     from adtf.layers.working_points import CUSTOM
 
     point = detector.postprocess.point(detector.postprocess.active_name)
-    try:
-        with open(scores_file, newline="", encoding="utf-8") as file:
-            rows = list(csv.DictReader(file))
-    except OSError:
+    saved = read_scores(scores_file)
+    if saved is None or point["score"] not in saved["scores"]:
         return None
-    if not rows or point["score"] not in rows[0]:
-        return None
-    flagged = {label: [r["invalid"] == "1" or float(r[point["score"]]) > point["value"] for r in rows if r["label"] == label]
-               for label in ("0", "1")}
+    flagged = saved["scores"][point["score"]] > point["value"]  # an invalid image's score is +inf
+    good, defective = flagged[saved["labels"] == 0], flagged[saved["labels"] == 1]
     parts = []
-    if flagged["0"]:
-        parts.append(f"TNR {1 - sum(flagged['0']) / len(flagged['0']):.3f} ({sum(flagged['0'])} of "
-                     f"{len(flagged['0'])} good parts flagged)")
-    if flagged["1"]:
-        parts.append(f"TPR {sum(flagged['1']) / len(flagged['1']):.3f} ({len(flagged['1']) - sum(flagged['1'])} of "
-                     f"{len(flagged['1'])} defective parts passed)")
-    if not parts:
-        return None
+    if len(good):
+        parts.append(f"TNR {1 - good.mean():.3f} ({good.sum()} of {len(good)} good parts flagged)")
+    if len(defective):
+        parts.append(f"TPR {defective.mean():.3f} ({len(defective) - defective.sum()} of {len(defective)} defective "
+                     "parts passed)")
     chosen = detector.postprocess.active_name == CUSTOM  # a threshold picked by hand, maybe by looking at these
     return (f"On the run's test images ({scores_file}): {', '.join(parts)}."
             + (" If they guided the choice of this threshold, these figures overstate what it does on new parts."
@@ -441,6 +442,8 @@ def bench_main(argv=None):
     options = _runner_options(args)
     options["export"] = False
     seeds = args.seeds or [args.seed]
+    if len(set(seeds)) != len(seeds):  # two fits of one seed would share a run folder and fake a spread of 0
+        raise AdtfError(f"--seeds {seeds}: each seed once")
     load = lambda spec, seed: load_dataset(spec, seed=seed, skip_bad=args.skip_bad, n_train=args.n_train)  # noqa: E731
     # Every spec is read and checked before the first fit: a typo in the last one must not cost the others' fits.
     # (Its other seeds' splits are drawn when their turn comes: only the first is held in memory meanwhile.)
@@ -476,10 +479,11 @@ def bench_table(runs, argv=None):
     import statistics
 
     def fmt(*values):
-        values = [v for v in values if v is not None]
-        if not values:
+        known = [v for v in values if v is not None]
+        if not known:
             return "n/a"
-        return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+        text = f"{statistics.mean(known):.3f} ± {statistics.stdev(known):.3f}" if len(known) > 1 else f"{known[0]:.3f}"
+        return text + (f" ({len(known)} of {len(values)} seeds)" if 1 < len(values) != len(known) else "")
 
     def active(r, key):
         return (r["working_points"].get(r.get("active_working_point")) or {}).get(key)

@@ -86,10 +86,8 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
     # without one (a user's folder may lack a few) would count its defect as normal pixels.
     pixel_truth = np.array([s.label == 0 or s.mask_path is not None for s in dataset.test])
     if dataset.has_masks:
-        masks, maps = outputs["mask"], outputs["anomaly_map"]
-        if detector.scored_region is not None:  # the crop the method sees; the authors' code crops the masks so
-            top, left, height, width = detector.scored_region
-            masks, maps = masks[:, top: top + height, left: left + width], maps[:, top: top + height, left: left + width]
+        # Where the method sees a crop, the crop alone (the authors' code crops the masks so).
+        masks, maps = detector.scored_part(outputs["mask"]), detector.scored_part(outputs["anomaly_map"])
         if not pixel_truth.all():  # a copy of every map otherwise (1.4 GB for a DAGM class at 512x512)
             masks, maps = masks[pixel_truth], maps[pixel_truth]
         scored = [s for s, kept in zip(dataset.test, pixel_truth) if kept]
@@ -222,24 +220,37 @@ def _roc(labels, image_scores, out_dir, title, working_points, active):
     return viz.roc_curves(labels, image_scores, out_dir / "roc.png", title=title, points=points).name
 
 
+def read_scores(path):
+    """A ``scores.csv`` as ``_write_scores`` wrote it: ``{"header", "rows", "labels" [N], "scores" {name: [N]}}``
+    (an invalid image's scores are +inf), or None where there is no such file or it is not one."""
+    try:
+        with open(path, newline="", encoding="utf-8") as file:
+            header, *rows = list(csv.reader(file))
+        score_columns = header[3:-2]  # path, label, defect | score, the other scores | verdict, invalid
+        if header[:4] != ["path", "label", "defect", "score"] or header[-1] != "invalid" or not rows:
+            return None
+        labels = np.array([int(row[1]) for row in rows])
+        scores = {name: np.array([float(row[3 + i]) for row in rows]) for i, name in enumerate(score_columns)}
+    except (OSError, ValueError, IndexError, UnicodeDecodeError):
+        return None
+    return {"header": header, "rows": rows, "labels": labels, "scores": scores}
+
+
 def refresh_working_points(out_dir, detector):
     """Make a run's evaluation (``metrics.json``, ``report.md``, ``scores.csv``, ``roc.png``) describe the detector's
     working points as they are now, from the scores that evaluation saved: no image is scored again. For a model
     whose working point moved after its evaluation (``adtf-export --save-model``), which the report would otherwise
     still describe at the old one. Returns False where the folder holds no evaluation of this kind."""
     out_dir = Path(out_dir)
+    saved = read_scores(out_dir / "scores.csv")
     try:
         results = json.loads((out_dir / "metrics.json").read_text())
-        with open(out_dir / "scores.csv", newline="", encoding="utf-8") as file:
-            header, *rows = list(csv.reader(file))
     except (OSError, ValueError):
         return False
-    score_columns = header[3:-2]  # path, label, defect | score, the other scores | verdict, invalid
-    labels = np.array([int(row[1]) for row in rows])
-    scores = {name: np.array([float(row[3 + i]) for row in rows]) for i, name in enumerate(score_columns)}
     points = evaluated_points(detector)
-    if not rows or any(point["score"] not in scores for point in points.values()):
+    if saved is None or any(point["score"] not in saved["scores"] for point in points.values()):
         return False
+    header, rows, labels, scores = saved["header"], saved["rows"], saved["labels"], saved["scores"]
     results["working_points"] = thresholds.evaluate_working_points(points, labels, scores)
     results["active_working_point"] = detector.working_point
     active = points[detector.working_point]
@@ -279,8 +290,7 @@ def _plots(detector, dataset, outputs, labels, image_scores, out_dir, batch_size
         images = viz.images_of(samples, dataset.arrays, detector.image_size, batch_size)
         # The parent folder too: DAGM's Train/0280.PNG and Test/0280.PNG are two images, one good, one defective.
         titles = [f"{'ANOMALOUS' if labels[i] else 'normal'} {dataset.test[i].defect}\n"
-                  f"{'/'.join(Path(dataset.test[i].path).parts[-2:])} score {outputs['score'][i]:.3g}"
-                  f"{' (flagged)' if outputs['anomalous'][i] else ''}" for i in picked]
+                  f"{'/'.join(Path(dataset.test[i].path).parts[-2:])} score {outputs['score'][i]:.3g}" for i in picked]
         masks = outputs["mask"][picked] if dataset.has_masks else None
         plots[kind] = viz.heatmap_grid(images, outputs["anomaly_map"][picked], titles,
                                        out_dir / f"heatmaps_{kind}.png", masks=masks, vmin=vmin, vmax=vmax).name
@@ -312,6 +322,8 @@ def _setup_in_words(results):
     """The preset and the backbone's weights: a cut-down or random-weight run must not read as the method's."""
     options = results.get("options") or {}
     parts = [f"`{results['preset']}` preset"] if results.get("preset") else []
+    if options.get("crop"):
+        parts.append(f"the centre {options['crop'][0]}x{options['crop'][1]} of the input seen and scored")
     if options.get("backbone"):
         weights = options.get("weights", "imagenet")
         parts.append(f"backbone {options['backbone']} with " + (

@@ -21,14 +21,16 @@ from adtf.errors import AdtfError
 
 
 def _check_replaceable(path):
-    """A SavedModel replaces its folder whole: only an earlier SavedModel or an empty folder may stand there. (A user's
-    `--out` at TF Serving's model_base_path, or at the run folder itself, deleted every version or the whole run.)"""
+    """A SavedModel replaces its folder whole: only an earlier adtf export or an empty folder may stand there. (A
+    user's `--out` at TF Serving's model_base_path, or at the run folder itself, deleted every version or the whole
+    run.)"""
     path = Path(os.path.realpath(path))
-    if not path.exists() or (path.is_dir() and ((path / "saved_model.pb").is_file() or not any(path.iterdir()))):
+    exported = (path / "saved_model.pb").is_file() and (path / "assets.extra" / "adtf.json").is_file()
+    if not path.exists() or (path.is_dir() and (exported or not any(path.iterdir()))):
         return
     if path.is_dir():
         held = sorted(entry.name for entry in path.iterdir())
-        raise AdtfError(f"{path} holds {', '.join(held[:5])}{', ...' if len(held) > 5 else ''} and is no SavedModel: "
+        raise AdtfError(f"{path} holds {', '.join(held[:5])}{', ...' if len(held) > 5 else ''} and is no adtf SavedModel: "
                         "exporting there would delete it. Give a new folder (for TF Serving, a version folder "
                         f"below the model's base path, e.g. {path / str(_next_version(held))})")
     raise AdtfError(f"{path} is a file: a SavedModel is a folder; give a folder's path")

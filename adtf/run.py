@@ -7,6 +7,7 @@ needs comes from its class (presets, default epochs, calibration fraction, repor
 Progress goes through ``logging`` (logger ``"adtf"``); ``configure_logging`` gives it a
 handler that prints on the chief worker only, so a multi-worker run prints once.
 """
+import dataclasses
 import hashlib
 import json
 import logging
@@ -162,7 +163,7 @@ def warn_about_resizing(heights, widths, size, shorter_floor=0, notes=None):
                     "a stretched part looks unlike the rest; crop or rotate them to one orientation if you can")
     for message in said:
         log.warning(f"      {message}")
-        if notes is not None and message not in notes:  # a bench's seeds share one dataset
+        if notes is not None and message not in notes:
             notes.append(message)
 
 
@@ -285,7 +286,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     from adtf.atomic import atomic_path, write_json, write_text
     from adtf.callbacks import ReconstructionImages, ResumableBackup, Timing, ValidationAUROC
     from adtf.detectors import REGISTRY
-    from adtf.evaluate import HOLD_NORMALS_OUT, evaluate, thresholds_only
+    from adtf.evaluate import HOLD_NORMALS_OUT, evaluate, report_markdown, thresholds_only
 
     if method not in REGISTRY:
         raise AdtfError(f"unknown method {method!r}; available: {sorted(REGISTRY)}")
@@ -295,8 +296,8 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     if isinstance(data, str):
         log.info(f"[1/5] loading {data}")
         dataset = load_dataset(data, seed=seed, skip_bad=skip_bad, n_train=n_train)
-    else:
-        dataset = data
+    else:  # its notes are this run's to add to: a dataset shared by several runs (a bench) keeps its own
+        dataset = dataclasses.replace(data, notes=list(data.notes))
     log.info(f"      {len(dataset.train)} normal training images, {len(dataset.test)} test images")
     if dataset.test and all(sample.label for sample in dataset.test):  # said now, not only in the report after the fit
         log.warning("      every test image is defective: the image AUROC and the working points' TNR need good test "
@@ -341,7 +342,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     run_record = {"method": method, "data": dataset.name, "fit_images": fit_images, "test_images": test_images,
                   "preset": preset, "options": _jsonable(options), "epochs": epochs, "fit": _jsonable(fit_options),
                   "compile": _jsonable(compile or {}), "calibration_fraction": fraction,
-                  "calibration_folds": calibration_folds, "seed": seed}
+                  "calibration_folds": calibration_folds}  # the seed: in options, and in the fit images' split
     _warn_if_replacing(out, run_record)
     raised = "epochs" not in fit_given and epochs > getattr(model, "epochs", epochs)
     log.info(f"[2/5] fitting {method} ({preset or 'default'} preset) at {size[0]}x{size[1]} on {len(fit_samples)} "
@@ -473,6 +474,8 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         model.export(out / "saved_model")
         results["peak_rss_mb"] = machine.peak_rss_mb()  # the export too (tracing the graphs): the whole run's peak
         write_json(out / "metrics.json", results)
+        if dataset.test:  # the evaluation's report says it too (thresholds_only's report has no memory figure)
+            write_text(out / "report.md", report_markdown(results))
     if command:
         write_text(out / "command.txt", command + "\n")
     write_json(out / "run.json", {**run_record, "seconds": time.perf_counter() - started})

@@ -100,6 +100,8 @@ def main(argv=None):
         options = cls.preset_options(preset)
         if args.image_size or ("image_size" in options and not options["image_size"]):
             options["image_size"] = (args.image_size or 256,) * 2
+            if options.get("crop"):  # the paper preset's 288 of 329, scaled to the size given
+                options["crop"] = (int(round(options["image_size"][0] * 288 / 329 / 32)) * 32,) * 2
         if args.batch_size:
             options["batch_size"] = args.batch_size
         random = {"weights": None, **({"perceptual_weights": None} if "perceptual_layer" in options else {})}

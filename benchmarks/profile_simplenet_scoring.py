@@ -39,7 +39,8 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=4)
     args = parser.parse_args(argv)
-    detector = SimpleNet.from_preset(args.preset, image_size=tuple(args.image_size), weights=None)
+    # crop=None: each stage at the size given (the paper preset's 288 crop of 329 would not fit other sizes)
+    detector = SimpleNet.from_preset(args.preset, image_size=tuple(args.image_size), crop=None, weights=None)
     images = tf.constant(np.random.default_rng(0).random((args.batch, *args.image_size, 3)) * 255, tf.float32)
     taps = tf.function(lambda x: detector.features(x, training=False))(images)
     levels = [taps[name] for name in detector.layer_names]

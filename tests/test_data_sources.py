@@ -251,7 +251,7 @@ def test_a_dagm_split_or_root_given_the_wrong_way_says_which_spec_to_give(tmp_pa
             load(spec)
     with pytest.raises(DataError, match=r"it holds the classes \['Class1'\]"):  # the root, with no kind given
         load(str(tmp_path / "DAGM"))
-    with pytest.raises(DataError, match=f"it is a DAGM 2007 class: use dagm:{re.escape(str(root))}$"):
+    with pytest.raises(DataError, match=f"it holds DAGM 2007 data: give it as dagm:{re.escape(str(root))}$"):
         load(f"mvtec:{root}")
 
 

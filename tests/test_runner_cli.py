@@ -301,7 +301,7 @@ def test_a_run_in_a_folder_holding_another_finished_run_says_so_before_its_fit(t
         assert "other settings" not in caplog.text
         caplog.clear()
         fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, seed=1, **kwargs)
-        assert "finished run with other settings (fit_images, options, seed, test_images differ)" in caplog.text
+        assert "finished run with other settings (fit_images, options, test_images differ)" in caplog.text
         assert json.loads((out / "run.json").read_text())["options"]["seed"] == 1
         caplog.clear()  # --fit.* too: a paper run cut to 2 epochs was "a finished run of these settings" with 1
         fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, seed=1, **{**kwargs, "fit": {"epochs": 2}})
@@ -516,8 +516,9 @@ def test_a_fit_stopped_with_sigterm_removes_its_feature_cache(tmp_path):
 
     cache = tmp_path / "cache"
     cache.mkdir()
-    stale = cache / f"adtf-simplenet-{__import__('socket').gethostname()}-999999999-x"  # a process long gone
+    stale = cache / "adtf-simplenet-left"  # what a process long gone left: a lock nobody holds
     stale.mkdir()
+    (stale / ".lock").touch()
     env = dict(os.environ, ADTF_CACHE_DIR=str(cache), TF_CPP_MIN_LOG_LEVEL="3")
     process = subprocess.Popen(
         [sys.executable, "-c", "import sys; from adtf.cli import fit_main; sys.exit(fit_main())", "--method",
@@ -525,7 +526,7 @@ def test_a_fit_stopped_with_sigterm_removes_its_feature_cache(tmp_path):
          "[64, 64]", "--fit.epochs", "100000", "--no-export", "--out", str(tmp_path / "run")],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
-    while time.time() < deadline and process.poll() is None and not list(cache.glob(f"*-{process.pid}-*/*.npy")):
+    while time.time() < deadline and process.poll() is None and not list(cache.glob("adtf-simplenet-*/*.npy")):
         time.sleep(0.2)  # until the cache is written
     time.sleep(3)  # and training on it
     assert process.poll() is None, process.communicate()[1][-2000:]
@@ -533,15 +534,34 @@ def test_a_fit_stopped_with_sigterm_removes_its_feature_cache(tmp_path):
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 143, err[-2000:]
-    assert "terminated (the same command again resumes the fit)" in err
+    assert "terminated (the same command again resumes a trained method's fit" in err
     assert not list(cache.iterdir())
 
 
-def test_a_resize_that_throws_pixels_away_is_said_in_the_report_too():
+def test_a_resize_that_throws_pixels_away_is_said_in_the_report_too(toy_registered, tmp_path):
     """It was said on the console only: a report read later said "224x224 input" and nothing of the 2.3x shrink."""
-    from adtf.run import warn_about_resizing
+    from adtf import data
+    from adtf.run import fit_evaluate_export, warn_about_resizing
 
+    dataset = data.load("synthetic:grass", n_train=12)  # 128 px
+    kwargs = dict(detector={"width": 4, "image_size": [32, 32]}, fit={"epochs": 1}, verbose=False, export=False)
+    fit_evaluate_export(toy_registered, dataset, "fast", tmp_path / "run", **kwargs)
+    assert "are shrunk 4.0x to 32x32" in (tmp_path / "run" / "report.md").read_text()
+    assert not dataset.notes  # the run's own: another run of this dataset (a bench's next preset) may not shrink it
     notes = []
     warn_about_resizing([512] * 5, [512] * 5, (224, 224), notes=notes)
-    warn_about_resizing([512] * 5, [512] * 5, (224, 224), notes=notes)  # a bench's next seed: said once
+    warn_about_resizing([512] * 5, [512] * 5, (224, 224), notes=notes)  # said once
     assert len(notes) == 1 and notes[0].startswith("the images (512x512, the median) are shrunk 2.3x to 224x224")
+
+
+def test_a_feature_cache_sweep_spares_a_live_cache_and_takes_a_dead_one(tmp_path):
+    from adtf.detectors.simplenet import FeatureCache
+
+    live = FeatureCache.create(tmp_path)
+    dead = tmp_path / "adtf-simplenet-dead"
+    dead.mkdir()
+    (dead / ".lock").touch()  # its process ended: nobody holds the lock
+    other = FeatureCache.create(tmp_path)
+    assert Path(live.folder).is_dir() and not dead.exists()
+    live.remove(), other.remove()
+    assert not list(tmp_path.iterdir())

@@ -39,7 +39,7 @@ def _read_mvtec(path, *, seed=0, category=None):
     if train_good is None:
         found = sorted(p.name for p in root.iterdir() if any(_is_good(f) for f in _subfolders(p / "train")))
         hint = (f"; it holds the categories {found}: use mvtec:{root / found[0]} or category=..." if found else
-                f"; it is a DAGM 2007 class: use dagm:{root}" if detect_kind(root) is SourceKind.DAGM else "")
+                f"; it holds DAGM 2007 data: give it as dagm:{root}" if detect_kind(root) is SourceKind.DAGM else "")
         raise DataError(f"{root}: no train/good folder (MVTec AD layout: train/good, test/<defect>, "
                         f"optional ground_truth/<defect>/<stem>_mask.png){hint}")
     ground_truth = root / "ground_truth"
@@ -441,8 +441,9 @@ def detect_kind(root):
         return SourceKind.MVTEC
     if (root / "MT_Free").is_dir():
         return SourceKind.MTD
-    if (root / "Train").is_dir() and (root / "Test").is_dir() or (root / "Label" / "Labels.txt").is_file() or any(
-            (folder / "Train").is_dir() and (folder / "Test").is_dir() for folder in _subfolders(root)):
+    if (root / "Train").is_dir() and (root / "Test").is_dir() or (root / "Label" / "Labels.txt").is_file() or (
+            not _list_images(root) and any((folder / "Train" / "Label" / "Labels.txt").is_file()
+                                           for folder in _subfolders(root))):
         return SourceKind.DAGM  # a class, one of its splits, or the root of several: its reader says which to give
     if any("idx3-ubyte" in p.name for p in root.iterdir()):
         return SourceKind.MNIST

@@ -146,6 +146,13 @@ class Detector(keras.Model):
     working_point_names = ("max_normal", "fpr1_normal")
     # (top, left, height, width) of the input the pixel metrics score, where a method sees only part of it (a crop).
     scored_region = None
+
+    def scored_part(self, pixels):
+        """``[N, H, W, ...]`` masks or maps at the input's size, cut to ``scored_region`` (a view, no copy)."""
+        if self.scored_region is None:
+            return pixels
+        top, left, height, width = self.scored_region
+        return pixels[:, top: top + height, left: left + width]
     default_working_point = None
     default_epochs = 0
     default_batch_size = None

@@ -18,10 +18,8 @@ The backbone is frozen, so each training image's aggregated features are compute
 images) and the adaptor and discriminator train on the cache.
 """
 import enum
-import glob
 import os
 import shutil
-import socket
 import tempfile
 import time
 import warnings
@@ -155,7 +153,14 @@ class SimpleNet(Detector):
         self.crop = None if crop is None else tuple(int(side) for side in crop)
         if self.crop is not None and not (len(self.crop) == 2 and all(
                 0 < c <= s for c, s in zip(self.crop, self.image_size))):
-            raise AdtfError(f"SimpleNet's crop {crop} must be two sides within its image_size {self.image_size}")
+            raise AdtfError(f"SimpleNet's crop {crop} must be two sides within its image_size {self.image_size} "
+                            "(the paper preset crops 288 of 329: with another image_size, give a crop to match, or "
+                            "none: --detector.crop null)")
+        if self.crop is not None and np.prod(self.crop) < 0.6 * np.prod(self.image_size):
+            warnings.warn(f"SimpleNet's crop {self.crop[0]}x{self.crop[1]} keeps {np.prod(self.crop) / np.prod(self.image_size):.0%} "
+                          f"of its {self.image_size[0]}x{self.image_size[1]} input: defects outside it are never seen "
+                          "(the paper preset keeps 77 %; give a crop to match, or none: --detector.crop null)",
+                          stacklevel=2)
         self.backbone_size = self.crop or self.image_size  # what the backbone sees
         self.backbone_name, self.layer_names, self.weights_source = backbone, tuple(layers), weights
         if len(self.layer_names) < 1:
@@ -385,14 +390,29 @@ class SimpleNet(Detector):
         return config
 
 
-def _alive(pid):
+def _held_lock(path):
+    """An exclusive lock on a new file at ``path``, held while the returned file stays open (None where the system
+    has no ``fcntl``). Locked under another name and renamed: a sweep never sees the file unlocked."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        import fcntl
+    except ImportError:
+        return None
+    handle = open(path.with_suffix(".taking"), "w")
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.replace(path.with_suffix(".taking"), path)
+    return handle
+
+
+def _unheld(path):
+    """Whether nobody holds the lock of ``path`` any more (its process ended)."""
+    try:
+        import fcntl
+
+        with open(path) as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+    except (ImportError, OSError):  # held (BlockingIOError), gone, or no fcntl here
         return False
-    except OSError:  # another user's process: alive
-        return True
-    return True
 
 
 class FeatureCache:
@@ -406,22 +426,24 @@ class FeatureCache:
     """
 
     CHUNK = 64  # images per file
+    PREFIX, LOCK = "adtf-simplenet-", ".lock"
 
     def __init__(self, folder):
-        self.folder, self.chunks, self.pending = folder, [], []
+        self.folder, self.chunks, self.pending, self._lock = folder, [], [], None
 
     @classmethod
     def create(cls, parent=None):
-        """A cache in a new temporary folder below ``parent`` (the system's temporary folder by default), named
-        after this machine and process; first removes what processes of this machine that no longer run left
-        there (a fit killed outright skips its clean-up: a DAGM class leaves 1.2 GB)."""
-        parent = parent or tempfile.gettempdir()
-        prefix = f"adtf-simplenet-{socket.gethostname()}-"
-        for folder in Path(parent).glob(f"{glob.escape(prefix)}*-*"):
-            pid = folder.name[len(prefix):].split("-", 1)[0]
-            if pid.isdigit() and not _alive(int(pid)):
-                shutil.rmtree(folder, ignore_errors=True)
-        return cls(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
+        """A cache in a new temporary folder below ``parent`` (the system's temporary folder by default), locked for
+        as long as it lives; first removes the folders there whose lock nobody holds any more, which a fit killed
+        outright left (it skips its clean-up: a DAGM class left 1.2 GB). A lock, not a process id: containers share
+        a temporary folder, not their process ids."""
+        parent = Path(parent or tempfile.gettempdir())
+        for lock in parent.glob(f"{cls.PREFIX}*/{cls.LOCK}"):
+            if _unheld(lock):
+                shutil.rmtree(lock.parent, ignore_errors=True)
+        cache = cls(tempfile.mkdtemp(prefix=cls.PREFIX, dir=parent))
+        cache._lock = _held_lock(Path(cache.folder) / cls.LOCK)
+        return cache
 
     def append(self, features):
         self.pending.append(features)
@@ -473,3 +495,6 @@ class FeatureCache:
     def remove(self):
         self.chunks = []
         shutil.rmtree(self.folder, ignore_errors=True)
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
