@@ -123,7 +123,8 @@ def test_imagenet_without_network_fails_fast_saying_what_to_put_where(stub_nets,
     message = str(error.value)
     file_name = url.rsplit("/", 1)[-1]
     assert url in message and str(homes / "keras" / "models" / file_name) in message
-    assert "weights=PATH" in message and "efficientnet_lite0" in message and message.startswith(name)
+    assert "--detector.weights PATH" in message and "weights=PATH" in message and message.startswith(name)
+    assert "presets need no network" in message  # what works offline
 
 
 def test_reachability_probe_is_bounded_even_when_connecting_hangs(monkeypatch):
