@@ -253,6 +253,10 @@ def test_a_dagm_split_or_root_given_the_wrong_way_says_which_spec_to_give(tmp_pa
         load(str(tmp_path / "DAGM"))
     with pytest.raises(DataError, match=f"it holds DAGM 2007 data: give it as dagm:{re.escape(str(root))}$"):
         load(f"mvtec:{root}")
+    labels = root / "Train" / "Label" / "Labels.txt"  # a defective row with a normal row's placeholder for its mask
+    labels.write_text(labels.read_text().replace("\t0001_label.PNG", "\t0"))
+    with pytest.raises(DataError, match=r"Labels.txt, line 2: 0001.PNG is marked defective \(flag 1\) but names no mask"):
+        load(f"dagm:{root}")
 
 
 def test_dagm_paper000_split(tmp_path):

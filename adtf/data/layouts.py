@@ -138,6 +138,9 @@ def _dagm_labels(split_dir):
         if len(fields) < 3 or fields[1] not in ("0", "1") or (fields[1] == "1" and len(fields) < 5):
             raise DataError(f"{labels_file}, line {line_no}: expected 'id flag filename 0 label_filename' "
                             f"(flag 0 or 1), got {line.strip()!r}")
+        if fields[1] == "1" and fields[4] == "0":  # a normal row's placeholder: the mask's name is missing
+            raise DataError(f"{labels_file}, line {line_no}: {fields[2]} is marked defective (flag 1) but names no "
+                            f"mask file (its last field is 0); DAGM 2007 gives every defective image one")
         if fields[1] == "1":
             samples.append(Sample(str(split_dir / fields[2]), 1, "defective", str(split_dir / "Label" / fields[4])))
         else:
