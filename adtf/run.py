@@ -346,7 +346,9 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     _warn_if_replacing(out, run_record)
     raised = "epochs" not in fit_given and epochs > getattr(model, "epochs", epochs)
     log.info(f"[2/5] fitting {method} ({preset or 'default'} preset) at {size[0]}x{size[1]} on {len(fit_samples)} "
-             f"normal images" + (f", {epochs} epoch{'s' * (epochs != 1)}" if epochs else "")
+             "normal images" + (f" (the other {len(calibration_samples)} are held out to calibrate)"
+                                if calibration_samples and not calibration_folds else "")
+             + (f", {epochs} epoch{'s' * (epochs != 1)}" if epochs else "")
              + (f" (not {model.epochs}: raised so that so few images still train {model.min_steps} steps; "
                 "--fit.epochs sets them)" if raised and getattr(model, "min_steps", 0) else ""))
     fit_callbacks = list(callbacks)
