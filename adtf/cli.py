@@ -468,6 +468,18 @@ def bench_main(argv=None):
     return 0
 
 
+def mean_and_spread(*values):
+    """``"0.906 ± 0.014"`` over seeds (sample std), one value as it is, ``"n/a"`` for none; a None among them (a
+    metric one seed could not give) is left out, and the text says over how many seeds the rest were."""
+    import statistics
+
+    known = [v for v in values if v is not None]
+    if not known:
+        return "n/a"
+    text = f"{statistics.mean(known):.3f} ± {statistics.stdev(known):.3f}" if len(known) > 1 else f"{known[0]:.3f}"
+    return text + (f" ({len(known)} of {len(values)} seeds)" if 1 < len(values) != len(known) else "")
+
+
 def bench_table(runs, argv=None):
     """Markdown table of ``metrics.json`` dicts, a list of them per dataset spec (a dict per seed), with the command
     and machine that produced them.
@@ -478,13 +490,7 @@ def bench_table(runs, argv=None):
     methods by (the MVTec protocol of papers 002/003), never one a model could be deployed at."""
     import statistics
 
-    def fmt(*values):
-        known = [v for v in values if v is not None]
-        if not known:
-            return "n/a"
-        text = f"{statistics.mean(known):.3f} ± {statistics.stdev(known):.3f}" if len(known) > 1 else f"{known[0]:.3f}"
-        return text + (f" ({len(known)} of {len(values)} seeds)" if 1 < len(values) != len(known) else "")
-
+    fmt = mean_and_spread
     def active(r, key):
         return (r["working_points"].get(r.get("active_working_point")) or {}).get(key)
 

@@ -22,6 +22,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from adtf import data, machine  # noqa: E402
+from adtf.cli import mean_and_spread  # noqa: E402
 from adtf.run import fit_evaluate_export, slug  # noqa: E402
 
 DEFAULT_DATA = ["mvtec:mvtec_bottle", "mtd:mtd", "synthetic:brick"]
@@ -52,10 +53,7 @@ def stages(info):
 
 
 def fmt(values):
-    values = [v for v in values if v is not None]
-    if not values:
-        return "n/a"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+    return mean_and_spread(*values)
 
 
 def main(argv=None):
