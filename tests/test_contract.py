@@ -422,4 +422,5 @@ def test_the_runner_says_why_few_images_train_more_epochs_than_the_preset(tmp_pa
         fit_evaluate_export("simplenet", "synthetic:grass,size=32,n_train=10,n_test_good=4,n_test_defect=2",
                             out=tmp_path / "run", detector={**cls.smoke_test_options, "min_steps": 9}, export=False,
                             verbose=False)
-    assert "8 normal images, 5 epochs (not 2: raised so that so few images still train 9 steps" in caplog.text
+    assert ("8 normal images (the other 2 are held out to calibrate), 5 epochs (not 2: raised so that so few images "
+            "still train 9 steps") in caplog.text
