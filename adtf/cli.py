@@ -412,19 +412,20 @@ def _effect_on_test_set(scores_file, detector):
     someone moving a threshold sees the good parts it fails and the defects it passes; None without that file."""
     from adtf.evaluate import read_scores
     from adtf.layers.working_points import CUSTOM
+    from adtf.metrics import rates_at
 
     point = detector.postprocess.point(detector.postprocess.active_name)
     saved = read_scores(scores_file)
     if saved is None or point["score"] not in saved["scores"]:
         return None
-    flagged = saved["scores"][point["score"]] > point["value"]  # an invalid image's score is +inf
-    good, defective = flagged[saved["labels"] == 0], flagged[saved["labels"] == 1]
+    labels = saved["labels"]
+    tpr, tnr = rates_at(labels, saved["scores"][point["score"]], point["value"])  # an invalid image's score is +inf
+    n_good, n_defective = int((labels == 0).sum()), int((labels == 1).sum())
     parts = []
-    if len(good):
-        parts.append(f"TNR {1 - good.mean():.3f} ({good.sum()} of {len(good)} good parts flagged)")
-    if len(defective):
-        parts.append(f"TPR {defective.mean():.3f} ({len(defective) - defective.sum()} of {len(defective)} defective "
-                     "parts passed)")
+    if tnr is not None:
+        parts.append(f"TNR {tnr:.3f} ({round((1 - tnr) * n_good)} of {n_good} good parts flagged)")
+    if tpr is not None:
+        parts.append(f"TPR {tpr:.3f} ({round((1 - tpr) * n_defective)} of {n_defective} defective parts passed)")
     chosen = detector.postprocess.active_name == CUSTOM  # a threshold picked by hand, maybe by looking at these
     return (f"On the run's test images ({scores_file}): {', '.join(parts)}."
             + (" If they guided the choice of this threshold, these figures overstate what it does on new parts."

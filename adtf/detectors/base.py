@@ -144,15 +144,8 @@ class Detector(keras.Model):
 
     score_names = ("score",)
     working_point_names = ("max_normal", "fpr1_normal")
-    # (top, left, height, width) of the input the pixel metrics score, where a method sees only part of it (a crop).
+    # (top, left, height, width) of the input the method sees and the pixel metrics score, where it is a part (a crop).
     scored_region = None
-
-    def scored_part(self, pixels):
-        """``[N, H, W, ...]`` masks or maps at the input's size, cut to ``scored_region`` (a view, no copy)."""
-        if self.scored_region is None:
-            return pixels
-        top, left, height, width = self.scored_region
-        return pixels[:, top: top + height, left: left + width]
     default_working_point = None
     default_epochs = 0
     default_batch_size = None
@@ -195,6 +188,13 @@ class Detector(keras.Model):
         return cls(**{**cls.preset_options(preset), **overrides})
 
     # -- call = resize -> detect -> post-process ----------------------------------------
+    def scored_part(self, pixels):
+        """``[N, H, W, ...]`` images, masks or maps at the input's size, cut to ``scored_region``."""
+        if self.scored_region is None:
+            return pixels
+        top, left, height, width = self.scored_region
+        return pixels[:, top: top + height, left: left + width]
+
     def resized(self, images):
         """``images`` as float32 at ``image_size``, the one resize every detector shares: bilinear, anti-aliased, as
         the data pipeline and ``serve_image_bytes`` resize (an aliased resize here scored full-size images against

@@ -209,24 +209,17 @@ class SimpleNet(Detector):
                           f"{fitting} would not", stacklevel=3)
 
     # -- features ---------------------------------------------------------------------
-    def cropped(self, images):
-        """The centre ``crop`` of images at ``image_size`` (torchvision's CenterCrop: the odd pixel goes below and
-        right), or the images where there is no crop."""
-        if self.crop is None:
-            return images
-        top, left = ((side - cut) // 2 for side, cut in zip(self.image_size, self.crop))
-        return images[:, top: top + self.crop[0], left: left + self.crop[1]]
-
     @property
     def scored_region(self):
-        """``(top, left, height, width)`` of the input the pixel metrics score: the crop (None: all of it)."""
+        """``(top, left, height, width)`` of the input the backbone sees and the pixel metrics score: the centre
+        ``crop``, cut as torchvision's CenterCrop cuts it (the odd pixel goes below and right; None: all of it)."""
         if self.crop is None:
             return None
         return (*((side - cut) // 2 for side, cut in zip(self.image_size, self.crop)), *self.crop)
 
     def local_features(self, images):
         """Aggregated local features ``[B, h, w, embed_dim]`` of images at ``image_size`` (Keras path)."""
-        taps = self.features(self.cropped(images), training=False)
+        taps = self.features(self.scored_part(images), training=False)
         return self.aggregate([taps[name] for name in self.layer_names])
 
     def fast_local_features(self, images):
