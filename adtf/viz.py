@@ -1,27 +1,30 @@
 """Plots a person would rather look at than read: ROC curves, the MoN scatter plot
 (paper 000, Fig. 4) and heat-map overlays. Every function writes a PNG atomically
-and returns its path; matplotlib runs headless (Agg)."""
-import matplotlib
+and returns its path. Figures are drawn without pyplot, so importing adtf leaves the user's matplotlib backend
+alone: a notebook's own ``plt.show()`` still shows its plots."""
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from adtf import metrics
+from adtf.atomic import atomic_path
 
-from adtf import metrics  # noqa: E402
-from adtf.atomic import atomic_path  # noqa: E402
+
+def _subplots(nrows=1, ncols=1, *, figsize, squeeze=True):
+    """pyplot's ``subplots`` on a figure that pyplot never holds: no backend chosen, nothing to close."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
 
 
 def _save(fig, path):
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
 def roc_curves(labels, scores, path, title="", points=None):
     """ROC curve of each named image score (``scores``: name -> [N] array), and where ``points`` (name ->
     ``(fpr, tpr, active)``: the calibrated working points, measured on these labels) sit on it."""
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig, ax = _subplots(figsize=(4.5, 4.5))
     for name, values in scores.items():
         _, tp, fp = metrics.operating_points(labels, values)  # an invalid image's +inf score ranks first
         fpr, tpr = fp / fp[-1], tp / tp[-1]
@@ -49,7 +52,7 @@ def mon_scatter(labels, panels, path, title=""):
         panels: ordered name -> ``(d_mean, d_max)``, e.g. ``{"pre (pixels)": ..., "post (features)": ...}``.
     """
     labels = np.asarray(labels)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
+    fig, axes = _subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
     for ax, (name, (d_mean, d_max)) in zip(axes[0], panels.items()):
         x, y = _normalised(d_mean), _normalised(d_max)
         ax.scatter(x[labels == 0], y[labels == 0], s=9, c="0.6", label="anomaly-free")
@@ -68,7 +71,7 @@ def heatmap_grid(images, maps, titles, path, masks=None, vmin=0.0, vmax=None):
     across images.
     """
     n = len(images)
-    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.9), squeeze=False)
+    fig, axes = _subplots(1, n, figsize=(2.6 * n, 2.9), squeeze=False)
     vmax = float(np.max(maps)) if vmax is None else vmax
     for i, ax in enumerate(axes[0]):
         ax.imshow(np.clip(images[i], 0, 1))
@@ -89,7 +92,7 @@ def training_curves(history, path, title=""):
     """
     losses = {k: v for k, v in history.items() if not k.startswith("val_") and k not in ("epoch_seconds", "step_seconds")}
     monitored = {k: v for k, v in history.items() if k.startswith("val_")}
-    fig, axes = plt.subplots(1, 2 if monitored else 1, figsize=(9 if monitored else 4.5, 3.6), squeeze=False)
+    fig, axes = _subplots(1, 2 if monitored else 1, figsize=(9 if monitored else 4.5, 3.6), squeeze=False)
     epochs = max((len(v) for v in losses.values()), default=0)
     for name, values in losses.items():
         axes[0, 0].plot(np.arange(1, len(values) + 1), values, label=name)
@@ -125,7 +128,7 @@ def cutpaste_examples(dataset, image_size, path, seed=0, crop=None, n=4):
     if crop is not None:
         images = random_crops(images, crop, (seed, 0))
     pasted, masks = cut_paste(images, (seed, 1))
-    fig, axes = plt.subplots(2, len(images), figsize=(2.4 * len(images), 5), squeeze=False)
+    fig, axes = _subplots(2, len(images), figsize=(2.4 * len(images), 5), squeeze=False)
     for i in range(len(images)):
         axes[0, i].imshow(np.asarray(images[i]))
         axes[1, i].imshow(np.asarray(pasted[i]))
@@ -141,7 +144,7 @@ def top_regions(dataset, outputs, image_size, path, n=4):
     """The most anomalous test images with the detector's top-k regions (red) and the true defect (white)."""
     picked = np.argsort(outputs["score"])[::-1][:n]
     images = images_of([dataset.test[i] for i in picked], dataset.arrays, image_size)
-    fig, axes = plt.subplots(1, len(picked), figsize=(2.6 * len(picked), 2.9), squeeze=False)
+    fig, axes = _subplots(1, len(picked), figsize=(2.6 * len(picked), 2.9), squeeze=False)
     for ax, image, i in zip(axes[0], images, picked):
         ax.imshow(np.clip(image, 0, 1))
         ax.contour(np.asarray(outputs["top_regions"][i], float), levels=[0.5], colors="red", linewidths=1.0)
@@ -156,7 +159,7 @@ def top_regions(dataset, outputs, image_size, path, n=4):
 def score_line(labels, scores, threshold, path, title=""):
     """Paper 001, Fig. 7: each test image's score, normal and anomalous apart, with the active threshold."""
     labels, scores = np.asarray(labels).astype(int), np.asarray(scores, float)
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig, ax = _subplots(figsize=(7, 3.2))
     index = np.arange(len(scores))
     ax.plot(index, scores, color="0.8", linewidth=0.8, zorder=1)
     ax.scatter(index[labels == 0], scores[labels == 0], s=10, c="tab:red", label="normal", zorder=2)
@@ -177,7 +180,7 @@ def tsne_panels(points, kinds, path, seed=0, title=""):
 
     kinds = np.asarray(kinds)
     colours = {"normal": "tab:green", "CutPaste": "tab:orange", "real defect": "tab:red"}
-    fig, axes = plt.subplots(1, len(points), figsize=(4.4 * len(points), 4.2), squeeze=False)
+    fig, axes = _subplots(1, len(points), figsize=(4.4 * len(points), 4.2), squeeze=False)
     for ax, (name, values) in zip(axes[0], points.items()):
         embedded = TSNE(n_components=2, perplexity=min(30.0, max(2.0, (len(values) - 1) / 3)), init="pca",
                         random_state=seed).fit_transform(np.asarray(values, np.float64))
@@ -204,7 +207,7 @@ def examples_of(dataset, outputs, image_size, n=4):
 
 def reconstructions(images, reconstructed, titles, path):
     """Inputs above their reconstructions and the absolute difference (papers 002/003, Fig. 4 / Fig. 1)."""
-    fig, axes = plt.subplots(3, len(images), figsize=(2.0 * len(images), 6.2), squeeze=False)
+    fig, axes = _subplots(3, len(images), figsize=(2.0 * len(images), 6.2), squeeze=False)
     for i in range(len(images)):
         axes[0, i].imshow(np.clip(images[i], 0, 1))
         axes[0, i].set_title(titles[i], fontsize=7)

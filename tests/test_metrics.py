@@ -193,6 +193,23 @@ def test_the_roc_plot_takes_an_invalid_images_inf_score(tmp_path):
     assert marked.read_bytes() != path.read_bytes()  # the working point is drawn
 
 
+
+def test_importing_adtf_leaves_the_users_matplotlib_backend_alone(tmp_path):
+    """adtf.viz chose Agg for the whole process on import, so a notebook that imported adtf.evaluate showed none of
+    its own plt.show() plots (Jupyter's inline backend was replaced)."""
+    import subprocess
+    import sys
+
+    script = ("import matplotlib; matplotlib.use('svg')\n"
+              "import numpy as np, adtf.evaluate, adtf.run\n"
+              "from adtf import viz\n"
+              f"viz.roc_curves(np.array([0, 1]), {{'score': np.array([0.2, 0.9])}}, {str(tmp_path / 'roc.png')!r})\n"
+              "import matplotlib.pyplot as plt; print(matplotlib.get_backend(), len(plt.get_fignums()))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["svg", "0"]  # the user's backend, and no figure left open in pyplot
+    assert (tmp_path / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
 def aupro_reference(masks, maps, fpr_limit):
     """Brute force: every distinct threshold, overlaps recounted region by region (skimage labels)."""
     regions = [(i, labelled == k) for i, mask in enumerate(masks)
