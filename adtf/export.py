@@ -7,7 +7,9 @@ output of the detector's ``call`` (for MoN: ``score``, ``d_mean``, ``d_max``,
 active one). The thresholds are variables inside the SavedModel; their names and
 rules are also written to ``assets.extra/adtf.json`` (TF Serving ignores that folder).
 """
+import contextlib
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -38,6 +40,21 @@ def _check_replaceable(path):
 
 def _next_version(names):
     return max((int(name) for name in names if name.isdigit()), default=0) + 1
+
+
+@contextlib.contextmanager
+def _without_temporary_folder_logs():
+    """TensorFlow logs "Assets written to: <folder>" at INFO, which its logger shows in a notebook or a Python
+    prompt: it named the export's temporary folder (``atomic_path``), gone a moment later, not the SavedModel."""
+    def keep(record):
+        return not record.getMessage().startswith("Assets written to")
+
+    logger = logging.getLogger("tensorflow")
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 def metadata(detector):
@@ -103,7 +120,7 @@ def export_saved_model(detector, path):
                          input_signature=[tf.TensorSpec((None, height, width, 3), tf.float32, name="images")])
     archive.add_endpoint("serve_image_bytes", serve_image_bytes,
                          input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")])
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, _without_temporary_folder_logs():
         archive.write_out(str(tmp), verbose=False)
         (tmp / "assets.extra").mkdir(exist_ok=True)
         (tmp / "assets.extra" / "adtf.json").write_text(json.dumps(metadata(detector), indent=2, default=str))

@@ -157,6 +157,22 @@ def test_export_says_what_its_threshold_does_to_the_run_s_test_images(run_dir, t
     assert f"TNR 0.000 ({n_good} of {n_good} good parts flagged), TPR 1.000 (0 of" in capsys.readouterr().out
 
 
+def test_export_logs_no_temporary_folder_where_tensorflow_logs_at_info(run_dir, tmp_path, caplog):
+    """In a notebook TensorFlow's logger shows INFO: its "Assets written to: <folder>" named the temporary folder
+    that the export renames a moment later, so a user looked for a SavedModel that was not there."""
+    import logging
+
+    logger = logging.getLogger("tensorflow")
+    level, logger.level = logger.level, logging.INFO
+    try:
+        with caplog.at_level(logging.INFO, logger="tensorflow"):
+            assert export_main([str(run_dir), "--out", str(tmp_path / "exported")]) == 0
+    finally:
+        logger.setLevel(level)
+    assert (tmp_path / "exported" / "saved_model.pb").is_file()
+    assert not [record.getMessage() for record in caplog.records if "Assets written" in record.getMessage()]
+
+
 def test_export_never_replaces_a_folder_that_is_not_a_saved_model(run_dir, tmp_path, capsys):
     """`--out` at TF Serving's model base path deleted every version there; at the run folder, the whole run."""
     base = tmp_path / "models" / "adtf"
