@@ -1,7 +1,7 @@
 """SimpleNet (paper 004: Liu et al., "SimpleNet: A Simple Network for Image Anomaly Detection and
 Localization", CVPR 2023, as studied in the SDU project report of paper 004).
 
-Frozen ImageNet features of two backbone levels are aggregated over 3x3 neighbourhoods
+Frozen ImageNet features of two backbone levels (three in the CPU presets) are aggregated over 3x3 neighbourhoods
 (``adtf.layers.LocalAggregation``), a one-layer feature adaptor maps them to the target
 domain, Gaussian noise turns adapted features into anomalous ones, and a two-layer
 discriminator learns to score normal features above +0.5 and noisy ones below -0.5
