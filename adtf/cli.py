@@ -316,7 +316,8 @@ def eval_main(argv=None):
     from adtf import data
     from adtf.detectors import load
     from adtf.evaluate import evaluate
-    from adtf.run import check_output_folder, scale_change, slug
+    from adtf.atomic import write_json
+    from adtf.run import check_output_folder, images_digest, replaced_settings, scale_change, slug
 
     model_path = _model_path(args.model)
     detector = load(model_path)
@@ -327,17 +328,43 @@ def eval_main(argv=None):
         dataset.test = dataset.train + dataset.test
     if not dataset.test:
         raise AdtfError(f"{args.data} has no test images to evaluate on")
+    seen = _images_the_run_trained_on(model_path.parent, dataset.test)
+    if seen:  # said now and in the report, as adtf-fit says it of a test folder that is the training folder
+        note = (f"{len(seen)} of the {len(dataset.test)} test images are images this run was fitted or calibrated on "
+                f"(e.g. {seen[0]}; fit_images.txt, calibration_images.txt): the test figures will be optimistic")
+        print(f"adtf-eval: warning: {note}", file=sys.stderr)
+        dataset.notes.append(note)
     out = Path(args.out or model_path.parent / f"eval-{slug(dataset.name)}")
     check_output_folder(out, dataset)
+    eval_record = {"model": os.path.realpath(model_path), "data": dataset.name,
+                   "test_images": images_digest(dataset.test, labels=True)}
+    changed = replaced_settings(out / "eval.json", eval_record)
+    if changed:  # weave at 128 and at 256 px share a name, and so the default report folder
+        print(f"adtf-eval: warning: {out} holds an evaluation with other settings ({', '.join(changed)} differ): "
+              "this one replaces it; give --out to keep both", file=sys.stderr)
     record = _fit_record(model_path)
     note = scale_change(record.pop("fit_median_size", None), dataset, dataset.test, detector.image_size)
     if note:  # said now and in the report: a resize the user did not choose changes what the model sees
         print(f"adtf-eval: warning: {note}", file=sys.stderr)
         record["extra"] = {"scale_note": note}
     results = evaluate(detector, dataset, out, batch_size=args.batch_size, verbose=not args.quiet, **record)
+    write_json(out / "eval.json", {**eval_record, "spec": args.data})
     print(results_table(results))
     print(f"\n  report: {out / 'report.md'}")
     return 0
+
+
+def _images_the_run_trained_on(run_folder, samples):
+    """The paths of ``samples`` that are files the run in ``run_folder`` was fitted or calibrated on (the lists it
+    wrote; none where it wrote none)."""
+    trained = set()
+    for name in ("fit_images.txt", "calibration_images.txt"):  # the latter: "fold<TAB>path" lines when cross-fitted
+        try:
+            lines = (run_folder / name).read_text().splitlines()
+        except (OSError, UnicodeDecodeError):
+            continue
+        trained.update(os.path.realpath(line.rsplit("\t", 1)[-1]) for line in lines if line)
+    return [s.path for s in samples if s.index is None and os.path.realpath(s.path) in trained]
 
 
 def _fit_record(model_path):

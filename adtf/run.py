@@ -335,15 +335,21 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     epochs, fit_options = _epochs_and_options(model, len(fit_samples), fit_given)
     # The fit's images by their paths, not the dataset's name alone: two folders both called "train" share a name
     # (and a default run folder), and so do two sizes or splits of one dataset.
-    fit_images = hashlib.sha256("\n".join(s.path for s in fit_samples).encode()).hexdigest()[:16]
+    fit_images = images_digest(fit_samples)
     # The test set too: `folder:ok` and `folder:ok,anomalous=ng` share a name and a default run folder.
-    test_images = hashlib.sha256("\n".join(f"{s.label} {s.path}" for s in dataset.test).encode()).hexdigest()[:16]
+    test_images = images_digest(dataset.test, labels=True)
     # Every setting that changes the model: --fit.* and --compile.* too (two epoch counts are two runs).
     run_record = {"method": method, "data": dataset.name, "fit_images": fit_images, "test_images": test_images,
                   "preset": preset, "options": _jsonable(options), "epochs": epochs, "fit": _jsonable(fit_options),
                   "compile": _jsonable(compile or {}), "calibration_fraction": fraction,
                   "calibration_folds": calibration_folds}  # the seed: in options, and in the fit images' split
-    _warn_if_replacing(out, run_record)
+    changed = replaced_settings(out / "run.json", run_record)
+    if changed:
+        log.warning(f"      {out} holds a finished run with other settings ({', '.join(changed)} differ): this run "
+                    "replaces its outputs once the fit ends; give --out to keep both")
+    elif changed is not None:
+        log.info(f"      {out} holds a finished run of these settings: it is fitted again and replaced "
+                 "(adtf-eval and adtf-export use a finished run without fitting)")
     raised = "epochs" not in fit_given and epochs > getattr(model, "epochs", epochs)
     log.info(f"[2/5] fitting {method} ({preset or 'default'} preset) at {size[0]}x{size[1]} on {len(fit_samples)} "
              "normal images" + (f" (the other {len(calibration_samples)} are held out to calibrate)"
@@ -456,6 +462,12 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
             shutil.rmtree(exported, ignore_errors=True)
     if not calibration_samples and not calibration_folds:
         (out / "calibration_images.txt").unlink(missing_ok=True)
+    # Which files the detector was fitted on, so that adtf-eval can say when it is given them as test images.
+    fitted_files = [os.path.realpath(s.path) for s in fit_samples if s.index is None]
+    if fitted_files:
+        write_text(out / "fit_images.txt", "".join(f"{path}\n" for path in fitted_files))
+    else:  # in-memory arrays (MNIST, CIFAR): no files to list
+        (out / "fit_images.txt").unlink(missing_ok=True)
     extra = {"preset": preset, "options": _jsonable(options), "image_size_rule": size_rule,
              "fit_median_size": median_image_size(dataset, fit_samples), "epochs": epochs,
              "fit": _jsonable(fit_options), "compile": _jsonable(compile or {}),  # what options.epochs etc. do not say
@@ -480,7 +492,10 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
             write_text(out / "report.md", report_markdown(results))
     if command:
         write_text(out / "command.txt", command + "\n")
-    write_json(out / "run.json", {**run_record, "seconds": time.perf_counter() - started})
+    # The spec as given (`dataset.name` leaves a spec's options out: weave at 128 and at 256 px share it); not
+    # compared by replaced_settings, since the images' digests already say whether the data differ.
+    write_json(out / "run.json", {**run_record, "spec": data if isinstance(data, str) else None,
+                                  "seconds": time.perf_counter() - started})
     shutil.rmtree(out / "backup", ignore_errors=True)
     results.update(seconds=time.perf_counter() - started, run_dir=str(out))
     return results
@@ -540,21 +555,24 @@ def _examples(dataset, size, n=4):
     return {kind: images_of(samples, dataset.arrays, size) for kind, samples in kinds.items() if samples}
 
 
-def _warn_if_replacing(out, run_record):
-    """Say before the fit, while it can still be stopped, that ``out`` holds a finished run of other settings whose
-    outputs this one replaces (the default run folder is named after the method and the dataset alone)."""
+def images_digest(samples, labels=False):
+    """A short digest of which images (and with ``labels``, under which labels) a set holds: two sets that share a
+    name (two folders called "train", one dataset at two sizes or splits) differ here."""
+    lines = (f"{s.label} {s.path}" if labels else s.path for s in samples)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
+def replaced_settings(record_file, record):
+    """The keys whose values differ between ``record`` and the one a finished run or evaluation left in
+    ``record_file`` (sorted; empty: the same settings), or None where there is none. Said before the work starts,
+    while it can still be stopped: default output folders are named after the method and the dataset's name alone,
+    so another size, split or test set of the same data replaces the outputs there."""
     try:
-        previous = json.loads((out / "run.json").read_text())
+        previous = json.loads(Path(record_file).read_text())
     except (OSError, ValueError):
-        return
-    current = json.loads(json.dumps(run_record))
-    changed = sorted(key for key in current if key in previous and previous[key] != current[key])
-    if changed:
-        log.warning(f"      {out} holds a finished run with other settings ({', '.join(changed)} differ): this run "
-                    "replaces its outputs once the fit ends; give --out to keep both")
-    else:
-        log.info(f"      {out} holds a finished run of these settings: it is fitted again and replaced "
-                 "(adtf-eval and adtf-export use a finished run without fitting)")
+        return None
+    current = json.loads(json.dumps(record))
+    return sorted(key for key in current if key in previous and previous[key] != current[key])
 
 
 def check_output_folder(out, dataset=None):

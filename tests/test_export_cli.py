@@ -248,6 +248,48 @@ def test_eval_reuses_a_saved_run(run_dir, tmp_path):
         [first[k] for k in ("calibration", "n_calibration", "n_train")]
 
 
+def test_eval_says_when_it_replaces_an_evaluation_of_other_images(run_dir, tmp_path, capsys):
+    """The grass at 128 and at 96 px share a name and so a report folder: the second evaluation replaced the first
+    without a word (and run.json named neither size)."""
+    out = tmp_path / "ev"
+    for spec in ("synthetic:grass", "synthetic:grass", "synthetic:grass,size=96"):
+        assert eval_main([str(run_dir), "--data", spec, "--out", str(out), "--quiet"]) == 0
+        said = capsys.readouterr().err
+        assert ("holds an evaluation with other settings (test_images differ)" in said) == (spec.endswith("96"))
+        assert "this run was fitted or calibrated on" not in said
+        assert json.loads((out / "eval.json").read_text())["spec"] == spec
+    assert json.loads((run_dir / "run.json").read_text())["spec"] == "synthetic:grass"
+
+
+def test_eval_says_when_its_test_images_are_the_run_s_own_training_images(run_dir, tmp_path, capsys):
+    """Evaluating on the folder one trained on scored TNR 1.000 and said nothing: adtf-fit warned of such a test set,
+    adtf-eval did not know the fitted files."""
+    fitted = (run_dir / "fit_images.txt").read_text().splitlines()  # MoN calibrates on them too
+    good = tmp_path / "good"
+    good.mkdir()
+    for i, path in enumerate(fitted[:3]):
+        (good / f"{i}.png").symlink_to(path)
+    assert eval_main([str(run_dir), "--data", f"folder:{good}", "--out", str(tmp_path / "ev"), "--quiet"]) == 0
+    warning = "3 of the 3 test images are images this run was fitted or calibrated on"
+    assert warning in capsys.readouterr().err
+    assert warning in (tmp_path / "ev" / "report.md").read_text()
+
+
+def test_the_run_s_training_images_are_read_from_its_fit_and_calibration_lists(tmp_path):
+    from adtf.cli import _images_the_run_trained_on
+    from adtf.data.samples import Sample
+
+    images = [tmp_path / f"{name}.png" for name in "abcde"]
+    for image in images:
+        image.write_bytes(b"")
+    (tmp_path / "fit_images.txt").write_text(f"{images[0]}\n")
+    (tmp_path / "calibration_images.txt").write_text(f"0\t{images[1]}\n1\t{images[2]}\n")  # cross-fitted folds
+    (tmp_path / "link.png").symlink_to(images[2])
+    samples = [Sample(str(path), 0, "good") for path in [*images[3:], tmp_path / "link.png", images[1], images[0]]]
+    assert _images_the_run_trained_on(tmp_path, samples) == [str(tmp_path / "link.png"), str(images[1]), str(images[0])]
+    assert _images_the_run_trained_on(tmp_path / "no_run", samples) == []
+
+
 def test_eval_on_good_parts_alone_says_how_many_each_working_point_passes(run_dir, tmp_path):
     """A batch of new good parts is what a quality engineer checks a threshold on: its TNR was left out (with the
     working points) wherever the test set held one class."""
