@@ -270,7 +270,33 @@ def _parse(prog, argv, bench=False):
     try:
         return parser.parse_args(argv)
     except ArgumentError as err:
-        raise AdtfError(" ".join(str(err).split())) from None
+        raise AdtfError(_readable_parse_error(str(err))) from None
+
+
+# jsonargparse's words for a value of the wrong type, and ours.
+_TYPE_WORDS = {"PositiveInt": "a positive integer", "NonNegativeInt": "a non-negative integer", "int": "an integer",
+               "PositiveFloat": "a positive number", "NonNegativeFloat": "a non-negative number", "float": "a number",
+               "OpenUnitInterval": "a number between 0 and 1", "ClosedUnitInterval": "a number from 0 to 1",
+               "bool": "true or false"}
+
+
+def _readable_parse_error(text):
+    """`--fit.epochs: expected a non-negative integer, got -1` for jsonargparse's `Parser key "fit.epochs": Does not
+    validate against any of the Union subtypes Subtypes: [<class '...NonNegativeInt'>, <class 'NoneType'>] Errors:
+    ...`; any other message as it is, on one line."""
+    text = " ".join(text.split())
+    match = re.match(r'Parser key "([^"]+)": (.*)$', text)
+    if not match:
+        return text
+    key, detail = match.groups()
+    flag = "--" + (key if "." in key else key.replace("_", "-"))  # top-level options are spelled with dashes
+    kinds = [a or b for a, b in re.findall(r"Not of type (\w+)|Expected a <class '(?:[\w.]+\.)?(\w+)'>", detail)]
+    kinds = list(dict.fromkeys(kind for kind in kinds if kind != "NoneType"))
+    if not kinds or any(kind not in _TYPE_WORDS for kind in kinds):
+        return f"{flag}: {detail}"
+    value = re.search(r"(?:Given|Got) value: (.*)$", detail) or re.search(
+        r"Not of type \w+: (?:invalid literal for \w+\(\) with base 10: )?'?([^' ]+)'?", detail)
+    return f"{flag}: expected {' or '.join(_TYPE_WORDS[kind] for kind in kinds)}, got {value[1] if value else detail}"
 
 
 def _runner_options(args):
@@ -308,9 +334,11 @@ def eval_main(argv=None):
     parser.add_argument("model", help="model.keras, or a run folder holding one")
     parser.add_argument("--data", required=True, help="dataset spec (see adtf-fit --help)")
     parser.add_argument("--out", default=None, help="report folder (default: <run>/eval-<dataset>)")
-    parser.add_argument("--batch-size", type=PositiveInt, default=16)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--batch-size", type=PositiveInt, default=16, help="images scored at a time (default 16)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the dataset's split or draw (MTD's normal tiles, a synthetic set), as adtf-fit's "
+                             "(default 0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--skip-bad", action="store_true", help="leave unreadable images out with a warning")
     args = parser.parse_args(argv)
     from adtf import data
@@ -488,10 +516,12 @@ def bench_main(argv=None):
     for i, spec in enumerate(args.data):
         log.info(f"checking dataset {i + 1} of {len(args.data)}: {spec}")
         datasets.append(load(spec, seeds[0]))
-    # Named after the method, as adtf-fit's run folders are (a bench of another method must not overwrite this
-    # one's), and numbered where two specs end in the same name (.../glass/train, .../tiles/train).
-    names = [f"{args.method}-{slug(spec)}" for spec in args.data]
-    names = [name if names.count(name) == 1 else f"{i + 1}-{name}" for i, name in enumerate(names)]
+    # Named as adtf-fit names its run folders, after the method (a bench of another method must not overwrite this
+    # one's) and the dataset, and numbered where two specs share a dataset name (folder:ok and
+    # folder:ok,anomalous=ng): the table then numbers them too.
+    names = [f"{args.method}-{slug(dataset.name)}" for dataset in datasets]
+    numbered = [names.count(name) > 1 for name in names]
+    names = [f"{i + 1}-{name}" if twice else name for i, (name, twice) in enumerate(zip(names, numbered))]
     out = Path(args.out or "runs/bench")
     runs = []  # one list of metrics dicts per spec, a dict per seed
     for i, (spec, name) in enumerate(zip(args.data, names)):
@@ -499,7 +529,7 @@ def bench_main(argv=None):
         runs.append([fit_evaluate_export(data=dataset if seed == seeds[0] else load(spec, seed),
                                          out=out / (name if len(seeds) == 1 else f"{name}-seed{seed}"),
                                          **{**options, "seed": seed}) for seed in seeds])
-    table = bench_table(runs, argv)
+    table = bench_table(runs, argv, numbered=numbered)
     write_text(out / "bench.md", table + "\n")
     print("\n" + table + f"\n\n(written to {out / 'bench.md'})")
     return 0
@@ -517,14 +547,16 @@ def mean_and_spread(*values):
     return text + (f" ({len(known)} of {len(values)} seeds)" if 1 < len(values) != len(known) else "")
 
 
-def bench_table(runs, argv=None):
+def bench_table(runs, argv=None, numbered=None):
     """Markdown table of ``metrics.json`` dicts, a list of them per dataset spec (a dict per seed), with the command
     and machine that produced them.
 
     A spec run over several seeds gets a row per seed, then a row of mean ± std (sample std, over the seeds).
     The active working point's TPR / TNR are what a deployed model gives (its threshold comes from normal training
     images); the best TPR / TNR use the threshold that does best on the test set itself, a figure to compare
-    methods by (the MVTec protocol of papers 002/003), never one a model could be deployed at."""
+    methods by (the MVTec protocol of papers 002/003), never one a model could be deployed at. ``numbered``: for each
+    spec, whether its dataset name is shown with the spec's number (two specs of one name: their run folders'
+    numbers)."""
     import statistics
 
     fmt = mean_and_spread
@@ -544,9 +576,10 @@ def bench_table(runs, argv=None):
     lines = ["| method | preset | dataset | seed | input | fit / calibration / test images | image AUROC | AUROC of each "
              "score | active working point TPR / TNR | best TPR / TNR (test-set threshold) | pixel AUROC | AUPRO | img/s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for spec_runs in runs:
+    for i, spec_runs in enumerate(runs):
         first = spec_runs[0]
-        head = f"| {first['method']} | {first.get('preset') or '-'} | {first['dataset']} |"
+        number = f" ({i + 1})" if numbered and numbered[i] else ""
+        head = f"| {first['method']} | {first.get('preset') or '-'} | {first['dataset']}{number} |"
         for r in spec_runs:
             lines.append(f"{head} {r.get('options', {}).get('seed', '-')} | {r['image_size'][0]}x{r['image_size'][1]} | "
                          f"{r['n_train']} / {r.get('n_calibration') or 0} / {r['n_test']} | " + cells([r]))

@@ -32,6 +32,10 @@ def _check_replaceable(path):
         return
     if path.is_dir():
         held = sorted(entry.name for entry in path.iterdir())
+        if "run.json" in held or "model.keras" in held:  # a version folder below it would sit inside the run
+            raise AdtfError(f"{path} is a run folder ({', '.join(h for h in held if h in ('run.json', 'model.keras'))}) "
+                            "and no SavedModel: exporting there would delete the run. Give a new folder, or leave "
+                            "out --out: adtf-export then writes the run's saved_model-<working point>/")
         raise AdtfError(f"{path} holds {', '.join(held[:5])}{', ...' if len(held) > 5 else ''} and is no adtf SavedModel: "
                         "exporting there would delete it. Give a new folder (for TF Serving, a version folder "
                         f"below the model's base path, e.g. {path / str(_next_version(held))})")

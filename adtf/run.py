@@ -9,6 +9,7 @@ handler that prints on the chief worker only, so a multi-worker run prints once.
 """
 import dataclasses
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -310,7 +311,14 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         options["image_size"], size_rule = data_image_size(dataset, cls.image_size_range,
                                                                cls.image_size_multiple)
         log.info(f"      input size {options['image_size'][0]}x{options['image_size'][1]}: {size_rule}")
-    model = cls(**options)
+    try:
+        model = cls(**options)
+    except (ValueError, TypeError) as err:  # an option Keras refuses (--detector.hidden -3): one line, no traceback
+        defaults = {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()}
+        defaults.update(cls.preset_options(preset) if preset else {})
+        given = [f"{key}={value!r}" for key, value in (detector or {}).items()
+                 if key in defaults and value != defaults[key] and not (key == "image_size" and value is None)]
+        raise AdtfError(f"{method} cannot be built with {', '.join(given) or 'these options'}: {err}") from None
     size = model.image_size
     if size_rule == "set by the preset or the user":
         warn_about_resizing(*image_sizes(dataset, dataset.train), size, notes=dataset.notes)

@@ -186,6 +186,8 @@ def test_export_never_replaces_a_folder_that_is_not_a_saved_model(run_dir, tmp_p
     before = sorted(p.name for p in run_dir.iterdir())
     assert export_main([str(run_dir), "--out", str(run_dir)]) == 2
     assert sorted(p.name for p in run_dir.iterdir()) == before
+    said = capsys.readouterr().err  # not a version folder inside the run, as for a model base path
+    assert "is a run folder" in said and "saved_model-<working point>" in said and f"{run_dir / '1'}" not in said
     (tmp_path / "empty").mkdir()
     assert export_main([str(run_dir), "--out", str(tmp_path / "empty")]) == 0
 

@@ -79,8 +79,10 @@ def test_dagm_copy_against_a_custom_manifest(tmp_path):
     assert "test_good: expected 4, found 3" in report.differences  # 0008 is a normal Test image
     assert verify(f"dagm:{tmp_path / 'DAGM'}", str(path)).config == "Class1"  # the one class folder it holds
     (tmp_path / "DAGM" / "Class10").mkdir()
-    with pytest.raises(DataError, match=r"which tiny_dagm config\? .*'Class1', 'Class10'"):
+    with pytest.raises(DataError, match=r"which tiny_dagm config\? pass --config .*'Class1', 'Class10'"):
         verify(f"dagm:{tmp_path / 'DAGM'}", str(path))
+    with pytest.raises(DataError, match="tiny_dagm folder not found"):  # not "which config?" for a mistyped path
+        verify(f"dagm:{tmp_path / 'DAMG'}", str(path))
 
 
 def test_unreadable_copy_and_wrong_manifest(tmp_path):

@@ -67,12 +67,15 @@ def test_help_lists_the_methods_own_options_with_preset_defaults(toy_registered,
 
 @pytest.mark.parametrize("argv, words", [
     (["--detector.no_such_option", "1"], "no_such_option"),
-    (["--batch-size", "many"], "batch_size"),
+    (["--batch-size", "many"], "--batch-size: expected a positive integer, got many"),
     (["--method", "nope"], "unknown method"),
     (["--method", "mon", "--preset", "fastest"], "unknown MoN preset"),
     (["--preset", "fastest"], "unknown SimpleNet preset"),
-    (["--batch-size", "0"], "batch_size"),
-    (["--fit.epochs", "-1"], "fit.epochs"),  # it trained nothing and exported an untrained discriminator
+    (["--batch-size", "0"], "--batch-size: expected a positive integer, got 0"),
+    # it trained nothing and exported an untrained discriminator; then jsonargparse's Union error named its types
+    (["--fit.epochs", "-1"], "--fit.epochs: expected a non-negative integer, got -1"),
+    (["--calibration-fraction", "x"], "--calibration-fraction: expected a number, got x"),
+    (["--detector.hidden", "-3"], "simplenet cannot be built with hidden=-3"),  # was a traceback from Keras' Dense
     (["--detector.image_size", "[0, 0]"], "image_size is [height, width] in pixels"),
     (["--data", "folder:/tmp,holdout=abc"], "option holdout takes a float"),
     (["--method", "mon", "--data", "folder:/tmp", "--n-train", "3"], "--n-train: a folder dataset has no n_train"),
@@ -205,15 +208,19 @@ def test_bench_gives_two_specs_of_the_same_folder_name_two_run_folders(toy_regis
         (tmp_path / part / "train").mkdir(parents=True)
         for i in range(5):
             Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / part / "train" / f"{i}.png")
-    specs = f"[{tmp_path / 'glass' / 'train'}, {tmp_path / 'tiles' / 'train'}]".replace(str(tmp_path), "folder:" + str(tmp_path))
+    glass, tiles = tmp_path / "glass" / "train", tmp_path / "tiles" / "train"
+    specs = f'[folder:{glass}, folder:{tiles}, "folder:{glass},anomalous={tiles}"]'  # the third: the first's name
     assert bench_main(["--method", toy_registered, "--data", specs, "--detector.width", "4", "--detector.image_size=[32,32]",
                        "--fit.epochs", "1", "--out", str(tmp_path / "bench"), "--quiet"]) == 0
-    names = ["1-toy_autoencoder-train", "2-toy_autoencoder-train"]  # another method's bench gets other folders
-    assert sorted(p.name for p in (tmp_path / "bench").iterdir()) == [*names, "bench.md"]
+    # named as adtf-fit names them, numbered where two share a name; another method's bench gets other folders
+    names = ["1-toy_autoencoder-folder-glass-train", "3-toy_autoencoder-folder-glass-train",
+             "toy_autoencoder-folder-tiles-train"]
+    assert sorted(p.name for p in (tmp_path / "bench").iterdir()) == sorted([*names, "bench.md"])
     assert all((tmp_path / "bench" / name / "metrics.json").exists() for name in names)
     table = capsys.readouterr().out  # normal images only: no AUROC, no speed, and the table still prints
-    assert "| toy_autoencoder | fast | folder:glass-train | 0 | 32x32 | 4 / 1 / 0 | n/a |" in table
-    assert "folder:tiles-train" in table and (tmp_path / "bench" / "bench.md").read_text() in table
+    assert "| toy_autoencoder | fast | folder:glass-train (1) | 0 | 32x32 | 4 / 1 / 0 | n/a |" in table
+    assert "| folder:glass-train (3) | 0 | 32x32 | 4 / 1 / 5 |" in table
+    assert "| folder:tiles-train | 0 |" in table and (tmp_path / "bench" / "bench.md").read_text() in table
     assert "active working point TPR / TNR | best TPR / TNR (test-set threshold)" in table
 
 
