@@ -33,7 +33,8 @@ def _check_replaceable(path):
     if path.is_dir():
         held = sorted(entry.name for entry in path.iterdir())
         if "run.json" in held or "model.keras" in held:  # a version folder below it would sit inside the run
-            raise AdtfError(f"{path} is a run folder ({', '.join(h for h in held if h in ('run.json', 'model.keras'))}) "
+            run_files = ", ".join(name for name in held if name in ("run.json", "model.keras"))
+            raise AdtfError(f"{path} is a run folder ({run_files}) "
                             "and no SavedModel: exporting there would delete the run. Give a new folder, or leave "
                             "out --out: adtf-export then writes the run's saved_model-<working point>/")
         raise AdtfError(f"{path} holds {', '.join(held[:5])}{', ...' if len(held) > 5 else ''} and is no adtf SavedModel: "

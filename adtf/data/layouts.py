@@ -473,7 +473,7 @@ def _list_images(folder, *, required=False, suffixes=LISTED_SUFFIXES):
     images = sorted(p for p in folder.iterdir()
                     if p.suffix.lower() in suffixes and not p.name.startswith(".") and p.is_file())
     if required and not images:
-        # Only the suffixes adtf reads: the wider list (TIFF, HEIC...) is looked for to name such files, not to read them.
+        # Only the suffixes adtf reads: the wider list (TIFF, HEIC...) is looked for to name such files, not read.
         readable = [suffix for suffix in suffixes if suffix in IMAGE_SUFFIXES]
         raise DataError(f"{folder}: no images (no file there ends in {', '.join(readable)})")
     return images

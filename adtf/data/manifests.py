@@ -174,7 +174,7 @@ def _pick_config(manifest, config, path):
             config = named.pop() if len(named) == 1 else None
     config = config or manifest.get("default_config")
     if config not in configs:
-        if path and manifest["kind"] != SourceKind.SYNTHETIC.value:  # a missing folder, not the config, is what is wrong
+        if path and manifest["kind"] != SourceKind.SYNTHETIC.value:  # a missing folder, not the config, is wrong
             resolve_dir(path, manifest["name"])
         raise DataError(f"{path}: which {manifest['name']} config? pass --config (Python: config=...), one of "
                         f"{sorted(configs)}")
