@@ -58,11 +58,12 @@ def _import_tensorflow_quietly():
 def _default_epochs(cls):
     """What ``--fit.epochs`` defaults to, preset by preset: the class default alone misled (160 for SimpleNet, whose
     ``offline`` preset trains 40)."""
-    per_preset = [f"{name.value} {cls.presets[name].get('epochs', cls.default_epochs)}" for name in (cls.Preset or ())
-                  if name in cls.presets]
-    if not per_preset or all(text.endswith(" 0") for text in per_preset) and not cls.default_epochs:
+    epochs = {name.value: cls.presets[name].get("epochs", cls.default_epochs) for name in (cls.Preset or ())
+              if name in cls.presets}
+    if not any(epochs.values()):  # MoN: no gradient training whatever the preset
         return f"the detector's, {cls.default_epochs}"
-    return f"the preset's ({', '.join(per_preset)}); without a preset, {cls.default_epochs}"
+    per_preset = ", ".join(f"{name} {value}" for name, value in epochs.items())
+    return f"the preset's ({per_preset}); without a preset, {cls.default_epochs}"
 
 
 def _exit_cleanly_on_sigterm(prog):
@@ -385,14 +386,16 @@ def eval_main(argv=None):
 def _images_the_run_trained_on(run_folder, samples):
     """The paths of ``samples`` that are files the run in ``run_folder`` was fitted or calibrated on (the lists it
     wrote; none where it wrote none)."""
-    trained = set()
+    from adtf.data.sources import training_files_among
+
+    trained = []
     for name in ("fit_images.txt", "calibration_images.txt"):  # the latter: "fold<TAB>path" lines when cross-fitted
         try:
             lines = (run_folder / name).read_text().splitlines()
         except (OSError, UnicodeDecodeError):
             continue
-        trained.update(os.path.realpath(line.rsplit("\t", 1)[-1]) for line in lines if line)
-    return [s.path for s in samples if s.index is None and os.path.realpath(s.path) in trained]
+        trained += [line.rsplit("\t", 1)[-1] for line in lines if line]
+    return training_files_among(samples, trained)
 
 
 def _fit_record(model_path):

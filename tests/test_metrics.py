@@ -193,7 +193,6 @@ def test_the_roc_plot_takes_an_invalid_images_inf_score(tmp_path):
     assert marked.read_bytes() != path.read_bytes()  # the working point is drawn
 
 
-
 def test_importing_adtf_leaves_the_users_matplotlib_backend_alone(tmp_path):
     """adtf.viz chose Agg for the whole process on import, so a notebook that imported adtf.evaluate showed none of
     its own plt.show() plots (Jupyter's inline backend was replaced)."""
@@ -209,6 +208,7 @@ def test_importing_adtf_leaves_the_users_matplotlib_backend_alone(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["svg", "0"]  # the user's backend, and no figure left open in pyplot
     assert (tmp_path / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
 
 def aupro_reference(masks, maps, fpr_limit):
     """Brute force: every distinct threshold, overlaps recounted region by region (skimage labels)."""

@@ -309,11 +309,16 @@ def _validate(dataset, skip_bad):
     _warn_if_tested_on_training_files(dataset)
 
 
+def training_files_among(test, trained_paths):
+    """The paths of the ``test`` samples that are files among ``trained_paths`` (the same file or a link to it)."""
+    trained = {os.path.realpath(path) for path in trained_paths}
+    return [s.path for s in test if s.index is None and os.path.realpath(s.path) in trained]
+
+
 def _warn_if_tested_on_training_files(dataset):
     """A test image that is a training file (the same folder given twice, a link into the training folder) scores
     as a fitted image does: the test figures come out optimistic, and nothing else would say so."""
-    fitted = {os.path.realpath(s.path) for s in dataset.train if s.index is None}
-    shared = [s.path for s in dataset.test if s.index is None and os.path.realpath(s.path) in fitted]
+    shared = training_files_among(dataset.test, [s.path for s in dataset.train if s.index is None])
     if shared:
         warnings.warn(f"{dataset.name}: {len(shared)} of the {len(dataset.test)} test images are training files "
                       f"too (e.g. {shared[0]}, the same file or a link to it): the test figures will be optimistic",
