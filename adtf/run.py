@@ -292,6 +292,14 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     if method not in REGISTRY:
         raise AdtfError(f"unknown method {method!r}; available: {sorted(REGISTRY)}")
     cls = REGISTRY[method]
+    # Checked before the data loads (a large set takes minutes): the rest needs the images' count.
+    if calibration_fraction is not None and not 0 <= calibration_fraction < 1:
+        raise AdtfError(f"--calibration-fraction is the share of normal images held out, in [0, 1); "
+                        f"got {calibration_fraction:g}")
+    if calibration_folds and calibration_folds < 2:
+        raise AdtfError(f"--calibration-folds must be 2 or more (0: no cross-fitting), got {calibration_folds}")
+    if calibration_folds and calibration_fraction:
+        raise AdtfError("give either --calibration-fraction (a hold-out) or --calibration-folds (cross-fitting)")
     started = time.perf_counter()
     keras.utils.set_random_seed(seed)
     if isinstance(data, str):
@@ -324,8 +332,6 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         warn_about_resizing(*image_sizes(dataset, dataset.train), size, notes=dataset.notes)
     fraction = cls.calibration_fraction if calibration_fraction is None else calibration_fraction
     if calibration_folds:
-        if calibration_fraction:
-            raise AdtfError("give either --calibration-fraction (a hold-out) or --calibration-folds (cross-fitting)")
         if not 2 <= calibration_folds <= len(dataset.train):
             raise DataError(f"--calibration-folds must be between 2 and the {len(dataset.train)} normal training "
                             f"images, got {calibration_folds}")

@@ -368,13 +368,20 @@ def test_pixel_metrics_leave_out_anomalous_images_without_a_mask(run_dir, tmp_pa
     assert with_it["aupro"] == pytest.approx(without["aupro"])
 
 
-def test_calibration_on_held_out_normal_images(tmp_path):
+def test_calibration_on_held_out_normal_images(tmp_path, capsys):
     out = tmp_path / "held"
     assert fit_main(["--method", "mon", "--data", "synthetic:grass", f"--detector.image_size=[{SIZE},{SIZE}]",
                      "--detector.layer", "block3b_add", "--calibration-fraction", "0.25", "--no-export", "--out", str(out), "--quiet"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert (metrics["n_train"], metrics["n_calibration"]) == (150, 50)
-    assert fit_main(["--calibration-fraction", "1.5", "--quiet"]) == 2
+    capsys.readouterr()
+    # Refused before the data loads (a large set takes minutes): a folder that is not there is never looked at.
+    assert fit_main(["--calibration-fraction", "1.5", "--data", f"folder:{tmp_path / 'absent'}", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--calibration-fraction is the share of normal images held out, in [0, 1); got 1.5" in err
+    assert "absent" not in err
+    assert fit_main(["--calibration-folds", "1", "--quiet"]) == 2
+    assert "--calibration-folds must be 2 or more" in capsys.readouterr().err
 
 
 def test_normal_images_only_still_fit_calibrate_and_export(tmp_path, datasets_dir, capsys):
