@@ -175,6 +175,33 @@ def test_12_bit_data_in_16_bit_images_is_named(tmp_path):
         assert load(f"folder:{tmp_path}").notes == []  # full-range 16-bit data: no warning
 
 
+def test_gray_and_colour_images_in_one_set_are_named(tmp_path):
+    """A gray image is fed as three equal channels: among colour parts it reads as a change of colour."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "ok").mkdir()
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(tmp_path / "ok" / f"c{i}.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load(f"folder:{tmp_path / 'ok'}").notes == []
+    gray = rng.integers(0, 256, (10, 12), dtype=np.uint8)
+    Image.fromarray(gray).save(tmp_path / "ok" / "gray.png")
+    Image.fromarray(np.stack([gray] * 3, -1)).save(tmp_path / "ok" / "gray_as_rgb.png")  # RGB, but no colour in it
+    with pytest.warns(UserWarning, match=r"2 of the 5 normal training images are grayscale and the others colour"):
+        dataset = load(f"folder:{tmp_path / 'ok'}")
+    assert "convert them all to grayscale" in dataset.notes[0]
+    for i in range(3):
+        (tmp_path / "ok" / f"c{i}.png").unlink()
+    (tmp_path / "ng").mkdir()
+    Image.fromarray(gray).save(tmp_path / "ng" / "0.png")
+    Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(tmp_path / "ng" / "1.png")
+    with pytest.warns(UserWarning) as caught:  # a gray mode and gray pixels in RGB are one kind: only the test warns
+        load(f"folder:{tmp_path / 'ok'},anomalous={tmp_path / 'ng'}")
+    assert [str(w.message).split(": ", 1)[1][:75] for w in caught] == [
+        "1 of the 2 test images are colour while every normal training image is gray"]
+    assert "1.png" in str(caught[0].message)
+
+
 def test_what_loading_warned_about_is_in_the_report(tmp_path):
     """A warning scrolls away with the console; the report is what a user reads later (12-bit data read 1/16 as
     bright moves every score)."""

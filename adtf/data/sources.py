@@ -53,7 +53,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageChops
 
 from adtf.data.cifar import CIFAR_ARCHIVE
 from adtf.data.layouts import READERS, detect_kind, resolve_dir
@@ -215,34 +215,43 @@ def _parse_value(text):
 
 
 def _image_size(path, what):
-    """``(size, None, dim)`` after a full decode, or ``(None, problem, False)``; ``dim``: a 16-bit file whose values
-    all stay below 4096 (12-bit camera data)."""
+    """``(size, None, dim, gray)`` after a full decode, or ``(None, problem, False, False)``; ``dim``: a 16-bit file
+    whose values all stay below 4096 (12-bit camera data); ``gray``: no colour in it (a gray mode, or equal channels)."""
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:  # a Latin-1 name from a zip made on Windows: TensorFlow's file ops take UTF-8 only
         return None, (f"{ascii(path)}: the {what}'s file name is not valid UTF-8, which TensorFlow cannot open "
-                      "(rename it, e.g. `convmv -f latin1 -t utf8 --notest -r DIR`)"), False
+                      "(rename it, e.g. `convmv -f latin1 -t utf8 --notest -r DIR`)"), False, False
     try:
         with Image.open(path) as image:
             if image.format not in _TF_DECODABLE:
                 return (None, f"{path}: {image.format} {what}s are not supported (use PNG, JPEG, BMP, GIF or WebP)",
-                        False)
+                        False, False)
             if image.format == "BMP":
                 problem = _bmp_problem(path, image.mode, what)
                 if problem:
-                    return None, problem, False
+                    return None, problem, False, False
             if image.format in END_MARKERS and not _ends_as_promised(path, END_MARKERS[image.format]):
                 return None, (f"{path}: the {image.format} {what} file has no end marker within its last "
-                              f"{END_SLACK} bytes (cut short?), which TensorFlow refuses to decode"), False
+                              f"{END_SLACK} bytes (cut short?), which TensorFlow refuses to decode"), False, False
             if image.format == "PNG":
                 image.verify()  # chunk checksums: PIL's decode skips them, TensorFlow's refuses a bad one
         with Image.open(path) as image:
             image.load()  # decodes every pixel: PIL finds a truncated file only here
-            return image.size, None, image.mode.startswith("I;16") and 0 < image.getextrema()[1] < 4096
+            return (image.size, None, image.mode.startswith("I;16") and 0 < image.getextrema()[1] < 4096,
+                    _is_gray(image))
     except FileNotFoundError:
-        return None, f"{path}: {what} file not found", False
+        return None, f"{path}: {what} file not found", False, False
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ... for broken files
-        return None, f"{path}: cannot decode {what} ({type(e).__name__}: {e})", False
+        return None, f"{path}: cannot decode {what} ({type(e).__name__}: {e})", False, False
+
+
+def _is_gray(image):
+    """No colour in ``image``: a gray mode, or colour channels that are all equal (a gray part saved as RGB)."""
+    if image.mode in ("1", "L", "LA", "La", "I", "F") or image.mode.startswith("I;"):
+        return True
+    channels = image.convert("RGB").split()
+    return all(ImageChops.difference(channels[0], other).getbbox() is None for other in channels[1:])
 
 
 def _ends_as_promised(path, marker):
@@ -268,18 +277,18 @@ def _bmp_problem(path, mode, what):
 
 
 def _problem(sample):
-    """``(problem or None, dim)``: what makes the sample unusable, and whether its image is dim 16-bit data
-    (a mask's small label values are not)."""
-    size, problem, dim = _image_size(sample.path, "image")
+    """``(problem or None, dim, gray)``: what makes the sample unusable, whether its image is dim 16-bit data
+    (a mask's small label values are not), and whether it holds no colour."""
+    size, problem, dim, gray = _image_size(sample.path, "image")
     if problem or not sample.mask_path:
-        return problem, dim
-    mask_size, problem, _ = _image_size(sample.mask_path, "mask")
+        return problem, dim, gray
+    mask_size, problem, _, _ = _image_size(sample.mask_path, "mask")
     if problem:
-        return f"{problem} (the mask of {sample.path})", dim
+        return f"{problem} (the mask of {sample.path})", dim, gray
     if mask_size != size:
         return (f"{sample.mask_path}: mask is {mask_size[0]}x{mask_size[1]} but its image {sample.path} "
-                f"is {size[0]}x{size[1]} (width x height)"), dim
-    return None, dim
+                f"is {size[0]}x{size[1]} (width x height)"), dim, gray
+    return None, dim, gray
 
 
 def _validate(dataset, skip_bad):
@@ -287,8 +296,8 @@ def _validate(dataset, skip_bad):
     # PIL releases the GIL while decoding, so threads overlap the decoding work.
     with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
         checked = list(zip(files, pool.map(_problem, files)))
-    problems = [(s, p) for s, (p, _) in checked if p]
-    dim = [s.path for s, (p, is_dim) in checked if is_dim and not p]
+    problems = [(s, p) for s, (p, _, _) in checked if p]
+    dim = [s.path for s, (p, is_dim, _) in checked if is_dim and not p]
     if dim:
         # Decoding keeps a 16-bit value's top 8 bits (the SavedModel decodes the same way): 12-bit data reads dark.
         warnings.warn(f"{dataset.name}: {len(dim)} 16-bit image(s) with every value below 4096 (e.g. {dim[0]}): "
@@ -306,7 +315,29 @@ def _validate(dataset, skip_bad):
     dataset.test = [s for s in dataset.test if s not in bad]
     if not dataset.train:
         raise DataError(f"{dataset.name}: no usable training image left")
+    _warn_if_gray_and_colour_mix(dataset, {s: gray for s, (p, _, gray) in checked if not p})
     _warn_if_tested_on_training_files(dataset)
+
+
+def _warn_if_gray_and_colour_mix(dataset, gray):
+    """Every image is fed as three channels, a gray one as three equal ones: a model fitted on colour parts sees a
+    gray part as a change of colour (and the other way round), so a set that mixes the two is said, not averaged."""
+    train = [s for s in dataset.train if s in gray]
+    kinds = {True: [s.path for s in train if gray[s]], False: [s.path for s in train if not gray[s]]}
+    if kinds[True] and kinds[False]:
+        warnings.warn(f"{dataset.name}: {len(kinds[True])} of the {len(train)} normal training images are grayscale "
+                      f"and the others colour (e.g. {kinds[True][0]} and {kinds[False][0]}): a grayscale image is fed "
+                      "as three equal channels, which a model fitted on colour parts sees as a change of colour. "
+                      "Give one kind, or convert them all to grayscale", stacklevel=4)
+    elif train:
+        trained_gray = bool(kinds[True])
+        other = [s.path for s in dataset.test if s in gray and gray[s] != trained_gray]
+        if other:
+            warnings.warn(f"{dataset.name}: {len(other)} of the {len(dataset.test)} test images are "
+                          f"{'colour' if trained_gray else 'grayscale'} while every normal training image is "
+                          f"{'grayscale' if trained_gray else 'colour'} (e.g. {other[0]}): the model never saw "
+                          f"{'colour' if trained_gray else 'a part without colour'}, and may flag them for that alone",
+                          stacklevel=4)
 
 
 def training_files_among(test, trained_paths):
