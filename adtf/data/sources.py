@@ -250,7 +250,9 @@ def _is_gray(image):
     """No colour in ``image``: a gray mode, or colour channels that are all equal (a gray part saved as RGB)."""
     if image.mode in ("1", "L", "LA", "La", "I", "F") or image.mode.startswith("I;"):
         return True
-    channels = image.convert("RGB").split()
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    # Block means of equal channels stay equal, and a part with colour keeps it: a 128-px copy tells as well.
+    channels = rgb.reduce(max(1, max(rgb.size) // 128)).split()
     return all(ImageChops.difference(channels[0], other).getbbox() is None for other in channels[1:])
 
 
