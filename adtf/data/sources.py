@@ -46,12 +46,14 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 from PIL import Image, ImageChops
 
@@ -278,46 +280,60 @@ def _bmp_problem(path, mode, what):
             "(save it as PNG, or as a 24-bit or 8-bit gray BMP)")
 
 
-def _problem(sample):
-    """``(problem or None, dim, gray)``: what makes the sample unusable, whether its image is dim 16-bit data
-    (a mask's small label values are not), and whether it holds no colour."""
+class _Checked(NamedTuple):
+    """What decoding one sample found: ``problem`` makes its image unusable, ``mask_problem`` its mask alone (the
+    image still counts for the image metrics); ``dim``: 16-bit data below 4096; ``gray``: no colour in the image."""
+    problem: str | None
+    mask_problem: str | None
+    dim: bool
+    gray: bool
+
+
+_OK = _Checked(None, None, False, False)  # in-memory samples: nothing to check
+
+
+def _check(sample):
     size, problem, dim, gray = _image_size(sample.path, "image")
     if problem or not sample.mask_path:
-        return problem, dim, gray
+        return _Checked(problem, None, dim, gray)
     mask_size, problem, _, _ = _image_size(sample.mask_path, "mask")
     if problem:
-        return f"{problem} (the mask of {sample.path})", dim, gray
+        return _Checked(None, f"{problem} (the mask of {sample.path})", dim, gray)
     if mask_size != size:
-        return (f"{sample.mask_path}: mask is {mask_size[0]}x{mask_size[1]} but its image {sample.path} "
-                f"is {size[0]}x{size[1]} (width x height)"), dim, gray
-    return None, dim, gray
+        return _Checked(None, f"{sample.mask_path}: mask is {mask_size[0]}x{mask_size[1]} but its image "
+                              f"{sample.path} is {size[0]}x{size[1]} (width x height)", dim, gray)
+    return _Checked(None, None, dim, gray)
 
 
 def _validate(dataset, skip_bad):
     files = [s for s in dataset.train + dataset.test if s.index is None]
     # PIL releases the GIL while decoding, so threads overlap the decoding work.
     with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
-        checked = list(zip(files, pool.map(_problem, files)))
-    problems = [(s, p) for s, (p, _, _) in checked if p]
-    dim = [s.path for s, (p, is_dim, _) in checked if is_dim and not p]
+        checked = dict(zip(files, pool.map(_check, files)))
+    dim = [s.path for s, c in checked.items() if c.dim and not c.problem]
     if dim:
         # Decoding keeps a 16-bit value's top 8 bits (the SavedModel decodes the same way): 12-bit data reads dark.
         warnings.warn(f"{dataset.name}: {len(dim)} 16-bit image(s) with every value below 4096 (e.g. {dim[0]}): "
                       "decoded to 8 bits as 16-bit data, 12-bit camera data is 1/16 as bright, with 16 gray levels; "
                       "scale them to 8 bits or to the full 16-bit range", stacklevel=3)
+    problems = [c.problem or c.mask_problem for c in checked.values() if c.problem or c.mask_problem]
     if problems and not skip_bad:
-        listed = "\n  ".join(p for _, p in problems[:MAX_LISTED_PROBLEMS])
+        listed = "\n  ".join(problems[:MAX_LISTED_PROBLEMS])
         more = f"\n  ... and {len(problems) - MAX_LISTED_PROBLEMS} more" if len(problems) > MAX_LISTED_PROBLEMS else ""
         raise DataError(f"{dataset.name}: {len(problems)} unusable file(s) (--skip-bad, or skip_bad=True in "
                         f"Python, leaves them out with a warning):\n  {listed}{more}")
-    for _, problem in problems:
-        warnings.warn(f"skipping {problem}", stacklevel=3)
-    bad = {s for s, _ in problems}
-    dataset.train = [s for s in dataset.train if s not in bad]
-    dataset.test = [s for s in dataset.test if s not in bad]
+    for c in checked.values():
+        if c.problem:
+            warnings.warn(f"skipping {c.problem}", stacklevel=3)
+        elif c.mask_problem:  # the image is fine: it counts for the image metrics, as an image without a mask does
+            warnings.warn(f"skipping the mask {c.mask_problem}; its image counts for the image metrics, not the "
+                          "pixel metrics", stacklevel=3)
+    dataset.train = [s for s in dataset.train if not checked.get(s, _OK).problem]
+    dataset.test = [dataclasses.replace(s, mask_path=None) if checked.get(s, _OK).mask_problem else s
+                    for s in dataset.test if not checked.get(s, _OK).problem]
     if not dataset.train:
         raise DataError(f"{dataset.name}: no usable training image left")
-    _warn_if_gray_and_colour_mix(dataset, {s: gray for s, (p, _, gray) in checked if not p})
+    _warn_if_gray_and_colour_mix(dataset, {s: c.gray for s, c in checked.items() if not c.problem})
     _warn_if_tested_on_training_files(dataset)
 
 
