@@ -286,6 +286,19 @@ def test_a_dagm_split_or_root_given_the_wrong_way_says_which_spec_to_give(tmp_pa
         load(f"dagm:{root}")
 
 
+def test_a_layout_given_as_another_kind_says_which_spec_to_give(tmp_path):
+    mvtec = write_mvtec(tmp_path / "bottle")
+    with pytest.raises(DataError, match=f"it holds an MVTec AD category: give it as mvtec:{re.escape(str(mvtec))}$"):
+        load(f"dagm:{mvtec}")
+    with pytest.raises(DataError, match=f"it holds a folder of images: give it as folder:"
+                                        f"{re.escape(str(mvtec / 'train' / 'good'))}$"):
+        load(f"mvtec:{mvtec / 'train' / 'good'}")
+    assert load(f"MVTec:{mvtec}").name == "mvtec:bottle"  # the kind in any case
+    # classes: reads an MVTec category's folders as classes and its masks not at all: said, with the spec to give
+    with pytest.warns(UserWarning, match=f"not its ground_truth/ masks; give it as mvtec:{re.escape(str(mvtec))} "):
+        assert not load(f"classes:{mvtec}").has_masks
+
+
 def test_dagm_paper000_split(tmp_path):
     root = write_dagm_class(tmp_path / "Class1")
     ds = load(f"dagm:{root}", n_train=5, n_test_normal=2)

@@ -39,7 +39,7 @@ def _read_mvtec(path, *, seed=0, category=None):
     if train_good is None:
         found = sorted(p.name for p in root.iterdir() if any(_is_good(f) for f in _subfolders(p / "train")))
         hint = (f"; it holds the categories {found}: use mvtec:{root / found[0]} or category=..." if found else
-                f"; it holds DAGM 2007 data: give it as dagm:{root}" if detect_kind(root) is SourceKind.DAGM else "")
+                _other_kind_hint(root, SourceKind.MVTEC))
         raise DataError(f"{root}: no train/good folder (MVTec AD layout: train/good, test/<defect>, "
                         f"optional ground_truth/<defect>/<stem>_mask.png){hint}")
     ground_truth = root / "ground_truth"
@@ -98,7 +98,8 @@ def _read_dagm(path, *, seed=0, category=None, n_train=500, n_test_normal=500):
         hint = (f"; it holds the classes {classes}: use dagm:{root / classes[0]} or category=..." if classes else
                 f"; it is one split of a class: use dagm:{root.parent}" if (root / "Label" / "Labels.txt").is_file() else
                 "; this is the first release's ClassN/ + ClassN_def/ layout, which has no labels file: use the "
-                "later release (ClassN/Train, ClassN/Test)" if first_release else "")
+                "later release (ClassN/Train, ClassN/Test)" if first_release else
+                _other_kind_hint(root, SourceKind.DAGM))
         raise DataError(f"{root}: no Train folder (DAGM 2007 layout: ClassN/Train/, ClassN/Test/, each with "
                         f"Label/Labels.txt){hint}")
     rows = {split: _dagm_labels(root / split) for split in ("Train", "Test")}
@@ -296,6 +297,9 @@ def _read_classes(path, *, seed=0, normal_class=None, train_fraction=0.8):
     them.
     """
     root = resolve_dir(path, "classes")
+    if detect_kind(root) is SourceKind.MVTEC and (root / "ground_truth").is_dir():
+        warnings.warn(f"{root} is an MVTec AD category: classes: reads its train/ and test/ folders as classes and "
+                      f"not its ground_truth/ masks; give it as mvtec:{root} for the pixel metrics", stacklevel=3)
     splits = {name: root / name for name in ("train", "test")}
     if (root / "train").is_dir() != (root / "test").is_dir():
         have, lack = ("train", "test") if (root / "train").is_dir() else ("test", "train")
@@ -437,6 +441,18 @@ def resolve_dir(path, what):
     if not folder.is_dir():
         raise DataError(f"{what} folder not found: {folder}")
     return folder
+
+
+def _other_kind_hint(root, kind):
+    """``"; it holds <other> data: give it as <other>:root"`` where ``root`` reads as another kind than ``kind``
+    (a plain folder of images: ``folder:``), else ``""``: for the error of a reader that found none of its layout."""
+    found = detect_kind(root)
+    if found is kind or found is SourceKind.FOLDER and not _list_images(root):
+        return ""
+    what = {SourceKind.MVTEC: "an MVTec AD category", SourceKind.MTD: "Magnetic Tile Defect data",
+            SourceKind.DAGM: "DAGM 2007 data", SourceKind.FOLDER: "a folder of images"}
+    what = what.get(found, f"{found.value} data")
+    return f"; it holds {what}: give it as {found.value}:{root}"
 
 
 def detect_kind(root):

@@ -78,7 +78,7 @@ def parse_spec(spec: str) -> tuple[SourceKind, str | None, dict]:
         (<SourceKind.DAGM: 'dagm'>, '/data/DAGM/Class3', {'n_train': 500})
     """
     head, _, rest = spec.partition(":")
-    kind = SourceKind(head) if head in {k.value for k in SourceKind} else None
+    kind = SourceKind(head.lower()) if head.lower() in {k.value for k in SourceKind} else None  # MVTec:, DAGM:
     path, *parts = (rest if kind else spec).split(",")
     if any("=" not in part for part in parts):  # a folder whose name holds a comma: the longest prefix that exists
         for end in range(len(parts), 0, -1):
