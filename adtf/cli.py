@@ -291,12 +291,18 @@ def _readable_parse_error(text):
         return text
     key, detail = match.groups()
     flag = "--" + (key if "." in key else key.replace("_", "-"))  # top-level options are spelled with dashes
+    value = re.search(r"(?:Given|Got) value: (.*)$", detail)
+    pair = re.search(r"Subtypes: \[tuple\[([\w, ]+)\]", detail)  # image_size: tuple[int, int]
+    if pair and value:
+        types = [t.strip() for t in pair[1].split(",")]
+        example = ", ".join("256" if t == "int" else "0.5" for t in types)
+        return (f"{flag}: expected {len(types)} {'integers' if set(types) == {'int'} else 'numbers'} in brackets, "
+                f"quoted in a shell ({flag} \"[{example}]\"), got {value[1]}")
     kinds = [a or b for a, b in re.findall(r"Not of type (\w+)|Expected a <class '(?:[\w.]+\.)?(\w+)'>", detail)]
     kinds = list(dict.fromkeys(kind for kind in kinds if kind != "NoneType"))
     if not kinds or any(kind not in _TYPE_WORDS for kind in kinds):
         return f"{flag}: {detail}"
-    value = re.search(r"(?:Given|Got) value: (.*)$", detail) or re.search(
-        r"Not of type \w+: (?:invalid literal for \w+\(\) with base 10: )?'?([^' ]+)'?", detail)
+    value = value or re.search(r"Not of type \w+: (?:invalid literal for \w+\(\) with base 10: )?'?([^' ]+)'?", detail)
     return f"{flag}: expected {' or '.join(_TYPE_WORDS[kind] for kind in kinds)}, got {value[1] if value else detail}"
 
 

@@ -77,6 +77,9 @@ def test_help_lists_the_methods_own_options_with_preset_defaults(toy_registered,
     (["--calibration-fraction", "x"], "--calibration-fraction: expected a number, got x"),
     (["--detector.hidden", "-3"], "simplenet cannot be built with hidden=-3"),  # was a traceback from Keras' Dense
     (["--detector.image_size", "[0, 0]"], "image_size is [height, width] in pixels"),
+    (["--detector.image_size", "128"],  # was jsonargparse's Union error, its subtypes and Python class names
+     '--detector.image_size: expected 2 integers in brackets, quoted in a shell (--detector.image_size "[256, 256]"), '
+     'got 128'),
     (["--data", "folder:/tmp,holdout=abc"], "option holdout takes a float"),
     (["--method", "mon", "--data", "folder:/tmp", "--n-train", "3"], "--n-train: a folder dataset has no n_train"),
     (["--detector.imag", "3"], "unrecognized arguments: --detector.imag"),  # once read as --detector.image_size
