@@ -30,6 +30,9 @@ MAIN_JOB_PRESET = "fast"
 # stride-8 feature cells: SimpleNet 0.81 there, 0.92 at 256; README, "SimpleNet results").
 DEFAULT_DATA = "synthetic:weave,size=256"
 DEFAULT_PRESET = "offline"  # the preset that runs offline on a CPU, where a method has one
+# Epochs beyond which one bar over the epochs replaces Keras' lines per epoch (the offline presets train at most 40;
+# min_steps raises a few-image fit's to hundreds of one-step epochs).
+ONE_BAR_BEYOND = 40
 
 
 def is_chief():
@@ -285,7 +288,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     from adtf import data as adtf_data
     from adtf import machine
     from adtf.atomic import atomic_path, write_json, write_text
-    from adtf.callbacks import ReconstructionImages, ResumableBackup, Timing, ValidationAUROC
+    from adtf.callbacks import EpochProgress, ReconstructionImages, ResumableBackup, Timing, ValidationAUROC
     from adtf.detectors import REGISTRY
     from adtf.evaluate import HOLD_NORMALS_OUT, evaluate, report_markdown, thresholds_only
 
@@ -392,13 +395,15 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
                 fit_callbacks.append(ReconstructionImages(_examples(dataset, size), out / "tensorboard"))
         if compile:
             model.compile(**compile)
+        if verbose and epochs > ONE_BAR_BEYOND:
+            fit_callbacks.append(EpochProgress(epochs))
         fit_callbacks.append(backup)  # last: it records each epoch's logs as the callbacks before it left them
     elif monitor_every or tensorboard:
         log.warning(f"      {method} trains no epochs (one pass of statistics): --monitor-every and --tensorboard "
                     "have nothing to log")
     fit_started = time.perf_counter()
-    # Keras' live bar on a terminal; one line per epoch in a log file.
-    keras_verbose = (1 if sys.stdout.isatty() else 2) if verbose else 0
+    # Keras' live bar on a terminal; one line per epoch in a log file; one bar over the epochs of a long schedule.
+    keras_verbose = (1 if sys.stdout.isatty() else 2) if verbose and epochs <= ONE_BAR_BEYOND else 0
     history = model.fit(pipeline(fit_samples), epochs=epochs, callbacks=fit_callbacks,
                         verbose=keras_verbose if epochs else verbose, **fit_options)
     fit_seconds = time.perf_counter() - fit_started

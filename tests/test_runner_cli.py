@@ -577,3 +577,20 @@ def test_a_feature_cache_sweep_spares_a_live_cache_and_takes_a_dead_one(tmp_path
     assert Path(live.folder).is_dir() and not dead.exists()
     live.remove(), other.remove()
     assert not list(tmp_path.iterdir())
+
+
+def test_a_long_schedule_shows_one_bar_over_its_epochs(toy_registered, tmp_path, capfd):
+    """Keras prints two lines an epoch: a 2-image SimpleNet fit, raised to 320 one-step epochs, printed 640."""
+    from adtf.run import ONE_BAR_BEYOND, fit_evaluate_export
+
+    epochs = ONE_BAR_BEYOND + 1
+    fit_evaluate_export(toy_registered, "synthetic:grass", "fast", tmp_path / "run", n_train=4, calibration_fraction=0,
+                        detector={"width": 4, "image_size": [32, 32]}, fit={"epochs": epochs}, export=False)
+    out, err = capfd.readouterr()
+    assert "Epoch 1/" not in out + err
+    assert "training: 100%" in err and f"{epochs}/{epochs}" in err
+    fit_evaluate_export(toy_registered, "synthetic:grass", "fast", tmp_path / "short", n_train=4,
+                        calibration_fraction=0, detector={"width": 4, "image_size": [32, 32]}, fit={"epochs": 2},
+                        export=False)
+    out, err = capfd.readouterr()
+    assert "Epoch 2/2" in out and "training: " not in err  # a short schedule keeps Keras' own lines
