@@ -26,7 +26,7 @@ def test_a_write_removes_what_a_killed_one_left_beside_its_path(tmp_path):
         (tmp_path / name / "big").write_text("x")
     (tmp_path / ".saved_model.keep-me").mkdir()  # not a name atomic_path makes
     (tmp_path / "saved_model").mkdir()  # the old copy was replaced: ".saved_model.old" is a leftover
-    with atomic_path(tmp_path / "saved_model") as tmp:
+    with atomic_path(tmp_path / "saved_model"):
         tmp.mkdir()
     write_json(tmp_path / "metrics.json", {})
     assert sorted(p.name for p in tmp_path.iterdir()) == [".saved_model.keep-me", "metrics.json", "saved_model"]
@@ -37,7 +37,7 @@ def test_a_folder_whose_replacement_never_arrived_is_put_back(tmp_path):
     at saved_model; the next write must not delete the only copy before its own replacement is in place."""
     (tmp_path / ".saved_model.old").mkdir()
     (tmp_path / ".saved_model.old" / "version").write_text("1")
-    with pytest.raises(RuntimeError), atomic_path(tmp_path / "saved_model") as tmp:
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "saved_model"):
         raise RuntimeError("this write fails too")
     assert (tmp_path / "saved_model" / "version").read_text() == "1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["saved_model"]
