@@ -26,7 +26,7 @@ def test_a_write_removes_what_a_killed_one_left_beside_its_path(tmp_path):
         (tmp_path / name / "big").write_text("x")
     (tmp_path / ".saved_model.keep-me").mkdir()  # not a name atomic_path makes
     (tmp_path / "saved_model").mkdir()  # the old copy was replaced: ".saved_model.old" is a leftover
-    with atomic_path(tmp_path / "saved_model"):
+    with atomic_path(tmp_path / "saved_model") as tmp:
         tmp.mkdir()
     write_json(tmp_path / "metrics.json", {})
     assert sorted(p.name for p in tmp_path.iterdir()) == [".saved_model.keep-me", "metrics.json", "saved_model"]
