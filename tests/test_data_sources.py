@@ -195,10 +195,14 @@ def test_gray_and_colour_images_in_one_set_are_named(tmp_path):
     (tmp_path / "ng").mkdir()
     Image.fromarray(gray).save(tmp_path / "ng" / "0.png")
     Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(tmp_path / "ng" / "1.png")
+    noisy = np.clip(np.stack([gray, gray.astype(int) + 1, gray.astype(int) - 2], -1), 0, 255).astype(np.uint8)
+    Image.fromarray(noisy).save(tmp_path / "ng" / "2.png")  # a gray part as lossy WebP decodes it: still gray
+    palette = Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).convert("P")
+    palette.save(tmp_path / "ng" / "3.png", transparency=bytes(range(256)))  # Pillow warns on converting it to RGB
     with pytest.warns(UserWarning) as caught:  # a gray mode and gray pixels in RGB are one kind: only the test warns
         load(f"folder:{tmp_path / 'ok'},anomalous={tmp_path / 'ng'}")
     assert [str(w.message).split(": ", 1)[1][:75] for w in caught] == [
-        "1 of the 2 test images are colour while every normal training image is gray"]
+        "2 of the 4 test images are colour while every normal training image is gray"]
     assert "1.png" in str(caught[0].message)
 
 
@@ -286,14 +290,23 @@ def test_a_dagm_split_or_root_given_the_wrong_way_says_which_spec_to_give(tmp_pa
         load(f"dagm:{root}")
 
 
-def test_a_layout_given_as_another_kind_says_which_spec_to_give(tmp_path):
+def test_a_layout_given_as_another_kind_says_which_spec_to_give(tmp_path, monkeypatch):
     mvtec = write_mvtec(tmp_path / "bottle")
     with pytest.raises(DataError, match=f"it holds an MVTec AD category: give it as mvtec:{re.escape(str(mvtec))}$"):
         load(f"dagm:{mvtec}")
+    with pytest.raises(DataError, match=f"{re.escape(str(mvtec))}: no images directly in it; it holds an MVTec AD "
+                                        f"category: give it as mvtec:{re.escape(str(mvtec))}$"):
+        load(f"folder:{mvtec}")
+    with pytest.raises(DataError, match=f"it holds an MVTec AD category: give it as mvtec:{re.escape(str(mvtec))}$"):
+        load(f"mtd:{mvtec}")
     with pytest.raises(DataError, match=f"it holds a folder of images: give it as folder:"
                                         f"{re.escape(str(mvtec / 'train' / 'good'))}$"):
         load(f"mvtec:{mvtec / 'train' / 'good'}")
     assert load(f"MVTec:{mvtec}").name == "mvtec:bottle"  # the kind in any case
+    (tmp_path / "Folder:imgs").mkdir()  # ... unless the whole spec is a folder that exists
+    write_image(tmp_path / "Folder:imgs" / "0.png")
+    monkeypatch.chdir(tmp_path)
+    assert load("Folder:imgs").counts() == {"train": 1}
     # classes: reads an MVTec category's folders as classes and its masks not at all: said, with the spec to give
     with pytest.warns(UserWarning, match=f"not its ground_truth/ masks; give it as mvtec:{re.escape(str(mvtec))} "):
         assert not load(f"classes:{mvtec}").has_masks
@@ -558,6 +571,10 @@ def test_mask_size_mismatch_raises_and_skip_bad_drops_the_mask_alone(tmp_path):
         ds = load(f"mvtec:{root}", skip_bad=True)
     assert ds.counts()["test_crack"] == 2
     assert [s.mask_path is None for s in ds.test if s.defect == "crack"] == [True, False]
+    write_image(root / "test" / "crack" / "000.png", (12, 10), "L")  # a gray image whose mask is dropped is seen
+    with pytest.warns(UserWarning, match="1 of the 4 test images are grayscale while every normal training image is "
+                                         "colour"):
+        load(f"mvtec:{root}", skip_bad=True)
 
 
 def test_every_problem_is_listed_once(tmp_path):

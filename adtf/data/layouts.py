@@ -165,7 +165,8 @@ def _read_mtd(path, *, seed=0, train_fraction=0.8):
     root = resolve_dir(path, "MTD")
     if not (root / "MT_Free" / "Imgs").is_dir():
         raise DataError(f"{root}: no MT_Free/Imgs folder (MTD layout: MT_<Class>/Imgs/<id>.jpg with a "
-                        "same-named <id>.png mask; MT_Free holds the defect-free tiles)")
+                        "same-named <id>.png mask; MT_Free holds the defect-free tiles)"
+                        + _other_kind_hint(root, SourceKind.MTD))
     if not 0 < train_fraction <= 1:
         raise DataError(f"mtd: train_fraction={train_fraction} must be in (0, 1]")
     free = _list_images(root / "MT_Free" / "Imgs", required=True, suffixes=(".jpg", ".jpeg"))
@@ -195,6 +196,8 @@ def _read_folder(path, *, seed=0, anomalous=None, masks=None, test_normal=None, 
     if (normal_dir / "Label" / "Labels.txt").is_file():  # its defective images would be fitted as normal ones
         raise DataError(f"{normal_dir} is a split of a DAGM 2007 class, whose Label/Labels.txt marks some of its "
                         f"images defective: folder: would fit them as normal; use dagm:{normal_dir.parent}")
+    if not _list_images(normal_dir) and (hint := _other_kind_hint(normal_dir, SourceKind.FOLDER)):
+        raise DataError(f"{normal_dir}: no images directly in it{hint}")  # folder: on an MVTec category, say
     normals = _list_images(normal_dir, required=True)
     if not 0 <= holdout < 1:
         raise DataError(f"folder: holdout={holdout} must be in [0, 1)")

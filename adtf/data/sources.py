@@ -78,7 +78,10 @@ def parse_spec(spec: str) -> tuple[SourceKind, str | None, dict]:
         (<SourceKind.DAGM: 'dagm'>, '/data/DAGM/Class3', {'n_train': 500})
     """
     head, _, rest = spec.partition(":")
-    kind = SourceKind(head.lower()) if head.lower() in {k.value for k in SourceKind} else None  # MVTec:, DAGM:
+    known = {k.value for k in SourceKind}
+    # The kind in any case (MVTec:, DAGM:), unless the whole spec is a path that exists (a folder named "Folder:x").
+    kind = (SourceKind(head) if head in known else
+            SourceKind(head.lower()) if head.lower() in known and not _exists(spec) else None)
     path, *parts = (rest if kind else spec).split(",")
     if any("=" not in part for part in parts):  # a folder whose name holds a comma: the longest prefix that exists
         for end in range(len(parts), 0, -1):
@@ -248,14 +251,19 @@ def _image_size(path, what):
         return None, f"{path}: cannot decode {what} ({type(e).__name__}: {e})", False, False
 
 
+GRAY_TOLERANCE = 2  # gray levels (of 255) apart that a gray image's channels may decode
+
+
 def _is_gray(image):
     """No colour in ``image``: a gray mode, or colour channels that are all equal (a gray part saved as RGB)."""
     if image.mode in ("1", "L", "LA", "La", "I", "F") or image.mode.startswith("I;"):
         return True
-    rgb = image if image.mode == "RGB" else image.convert("RGB")
-    # Block means of equal channels stay equal, and a part with colour keeps it: a 128-px copy tells as well.
-    channels = rgb.reduce(max(1, max(rgb.size) // 128)).split()
-    return all(ImageChops.difference(channels[0], other).getbbox() is None for other in channels[1:])
+    # RGBA for a palette: Pillow warns on converting a palette with transparency to RGB.
+    rgb = image if image.mode in ("RGB", "RGBA") else image.convert("RGBA" if image.mode in ("P", "PA") else "RGB")
+    # Block means of equal channels stay equal, and a part with colour keeps it: a 128-px copy tells as well. A gray
+    # image saved as lossy WebP or JPEG decodes a level or two apart between channels: still gray.
+    channels = rgb.reduce(max(1, max(rgb.size) // 128)).split()[:3]
+    return all(ImageChops.difference(channels[0], other).getextrema()[1] <= GRAY_TOLERANCE for other in channels[1:])
 
 
 def _ends_as_promised(path, marker):
@@ -321,7 +329,8 @@ def _validate(dataset, skip_bad):
         listed = "\n  ".join(problems[:MAX_LISTED_PROBLEMS])
         more = f"\n  ... and {len(problems) - MAX_LISTED_PROBLEMS} more" if len(problems) > MAX_LISTED_PROBLEMS else ""
         raise DataError(f"{dataset.name}: {len(problems)} unusable file(s) (--skip-bad, or skip_bad=True in "
-                        f"Python, leaves them out with a warning):\n  {listed}{more}")
+                        "Python, leaves them out with a warning; an image whose mask alone is unusable stays, for "
+                        f"the image metrics):\n  {listed}{more}")
     for c in checked.values():
         if c.problem:
             warnings.warn(f"skipping {c.problem}", stacklevel=3)
@@ -333,15 +342,16 @@ def _validate(dataset, skip_bad):
                     for s in dataset.test if not checked.get(s, _OK).problem]
     if not dataset.train:
         raise DataError(f"{dataset.name}: no usable training image left")
-    _warn_if_gray_and_colour_mix(dataset, {s: c.gray for s, c in checked.items() if not c.problem})
+    _warn_if_gray_and_colour_mix(dataset, {s.path: c.gray for s, c in checked.items() if not c.problem})
     _warn_if_tested_on_training_files(dataset)
 
 
 def _warn_if_gray_and_colour_mix(dataset, gray):
     """Every image is fed as three channels, a gray one as three equal ones: a model fitted on colour parts sees a
-    gray part as a change of colour (and the other way round), so a set that mixes the two is said, not averaged."""
-    train = [s for s in dataset.train if s in gray]
-    kinds = {True: [s.path for s in train if gray[s]], False: [s.path for s in train if not gray[s]]}
+    gray part as a change of colour (and the other way round), so a set that mixes the two is said, not averaged.
+    ``gray``: whether each checked file holds no colour, by path."""
+    train = [s for s in dataset.train if s.path in gray]
+    kinds = {True: [s.path for s in train if gray[s.path]], False: [s.path for s in train if not gray[s.path]]}
     if kinds[True] and kinds[False]:
         warnings.warn(f"{dataset.name}: {len(kinds[True])} of the {len(train)} normal training images are grayscale "
                       f"and the others colour (e.g. {kinds[True][0]} and {kinds[False][0]}): a grayscale image is fed "
@@ -349,7 +359,7 @@ def _warn_if_gray_and_colour_mix(dataset, gray):
                       "Give one kind, or convert them all to grayscale", stacklevel=4)
     elif train:
         trained_gray = bool(kinds[True])
-        other = [s.path for s in dataset.test if s in gray and gray[s] != trained_gray]
+        other = [s.path for s in dataset.test if s.path in gray and gray[s.path] != trained_gray]
         if other:
             warnings.warn(f"{dataset.name}: {len(other)} of the {len(dataset.test)} test images are "
                           f"{'colour' if trained_gray else 'grayscale'} while every normal training image is "
