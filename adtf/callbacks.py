@@ -186,14 +186,17 @@ class EpochProgress(keras.callbacks.Callback):
 
     def __init__(self, epochs):
         super().__init__()
-        self.epochs = epochs
+        self.epochs, self._bar = epochs, None
 
     def on_train_begin(self, logs=None):
+        self._close()  # a fit that raised left its bar open (the next fit of a bench)
+
+    def on_epoch_begin(self, epoch, logs=None):
         from tqdm.auto import tqdm
 
-        # A log file gets an update every 30 s, not every epoch; a resumed fit's bar starts where it resumed.
-        self._bar = tqdm(total=self.epochs, desc="training", unit="epoch", leave=True,
-                         mininterval=1 if sys.stderr.isatty() else 30)
+        if self._bar is None:  # made at the first epoch run: a resumed fit's bar starts there, its rate from there
+            self._bar = tqdm(total=self.epochs, initial=epoch, desc="training", unit="epoch", leave=True,
+                             mininterval=1 if sys.stderr.isatty() else 30)  # a log file: a line every 30 s
 
     def on_epoch_end(self, epoch, logs=None):
         losses = {k: f"{v:.4g}" for k, v in (logs or {}).items() if "loss" in k and isinstance(v, (int, float))}
@@ -201,7 +204,12 @@ class EpochProgress(keras.callbacks.Callback):
         self._bar.update(epoch + 1 - self._bar.n)
 
     def on_train_end(self, logs=None):
-        self._bar.close()
+        self._close()
+
+    def _close(self):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 class ShuffleByEpoch(keras.callbacks.Callback):

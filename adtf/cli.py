@@ -291,19 +291,24 @@ def _readable_parse_error(text):
         return text
     key, detail = match.groups()
     flag = "--" + (key if "." in key else key.replace("_", "-"))  # top-level options are spelled with dashes
-    value = re.search(r"(?:Given|Got) value: (.*)$", detail)
-    pair = re.search(r"Subtypes: \[tuple\[([\w, ]+)\]", detail)  # image_size: tuple[int, int]
-    if pair and value:
-        types = [t.strip() for t in pair[1].split(",")]
+    # The value as given: the last "Given value:" (a list's own errors come before it), up to the next error.
+    values = re.findall(r"(?:Given|Got) value: (.*?)(?= - |$)", detail)
+    value = values[-1] if values else None
+    # A pair (image_size): tuple[int, int] where None is allowed too, or a tuple with no subtypes named.
+    pair = re.search(r"Subtypes: \[tuple\[([\w, ]+)\]", detail)
+    if value and (pair or key.endswith("image_size") and "tuple" in detail):
+        types = [t.strip() for t in pair[1].split(",")] if pair else ["int", "int"]
         example = ", ".join("256" if t == "int" else "0.5" for t in types)
         return (f"{flag}: expected {len(types)} {'integers' if set(types) == {'int'} else 'numbers'} in brackets, "
-                f"quoted in a shell ({flag} \"[{example}]\"), got {value[1]}")
+                f"quoted in a shell ({flag} \"[{example}]\"), got {value}")
     kinds = [a or b for a, b in re.findall(r"Not of type (\w+)|Expected a <class '(?:[\w.]+\.)?(\w+)'>", detail)]
     kinds = list(dict.fromkeys(kind for kind in kinds if kind != "NoneType"))
     if not kinds or any(kind not in _TYPE_WORDS for kind in kinds):
         return f"{flag}: {detail}"
-    value = value or re.search(r"Not of type \w+: (?:invalid literal for \w+\(\) with base 10: )?'?([^' ]+)'?", detail)
-    return f"{flag}: expected {' or '.join(_TYPE_WORDS[kind] for kind in kinds)}, got {value[1] if value else detail}"
+    if value is None and (literal := re.search(
+            r"Not of type \w+: (?:invalid literal for \w+\(\) with base 10: )?'?([^' ]+)'?", detail)):
+        value = literal[1]
+    return f"{flag}: expected {' or '.join(_TYPE_WORDS[kind] for kind in kinds)}, got {value or detail}"
 
 
 def _runner_options(args):
@@ -510,10 +515,11 @@ def bench_main(argv=None):
     """``adtf-bench --data [SPEC, ...]``: the runner per dataset (no export), then one markdown table."""
     args = _parse("adtf-bench", argv, bench=True)
     from adtf.atomic import write_text
-    from adtf.run import configure_logging, fit_evaluate_export, load_dataset, log, slug
+    from adtf.run import check_calibration_options, configure_logging, fit_evaluate_export, load_dataset, log, slug
 
     configure_logging(not args.quiet)
     options = _runner_options(args)
+    check_calibration_options(options["calibration_fraction"], options["calibration_folds"])  # before any data
     options["export"] = False
     seeds = args.seeds or [args.seed]
     if len(set(seeds)) != len(seeds):  # two fits of one seed would share a run folder and fake a spread of 0

@@ -30,9 +30,10 @@ MAIN_JOB_PRESET = "fast"
 # stride-8 feature cells: SimpleNet 0.81 there, 0.92 at 256; README, "SimpleNet results").
 DEFAULT_DATA = "synthetic:weave,size=256"
 DEFAULT_PRESET = "offline"  # the preset that runs offline on a CPU, where a method has one
-# Epochs beyond which one bar over the epochs replaces Keras' lines per epoch (the offline presets train at most 40;
-# min_steps raises a few-image fit's to hundreds of one-step epochs).
+# A schedule of more epochs than this, each of fewer steps than SHORT_EPOCH_STEPS, shows one bar over its epochs
+# instead of Keras' two lines an epoch: min_steps raises a few-image fit to hundreds of one-step epochs.
 ONE_BAR_BEYOND = 40
+SHORT_EPOCH_STEPS = 8
 
 
 def is_chief():
@@ -215,6 +216,17 @@ def scale_change(fitted_size, dataset, samples, input_size):
             "training, and the scores, working points included, may not carry over")
 
 
+def check_calibration_options(fraction, folds):
+    """Refuse a calibration fraction or fold count no data makes valid, before the data loads (a large set takes
+    minutes); whether the folds fit the images' count is checked once they are read."""
+    if fraction is not None and not 0 <= fraction < 1:
+        raise AdtfError(f"--calibration-fraction is the share of normal images held out, in [0, 1); got {fraction:g}")
+    if folds and folds < 2:
+        raise AdtfError(f"--calibration-folds must be 2 or more (0: no cross-fitting), got {folds}")
+    if folds and fraction:
+        raise AdtfError("give either --calibration-fraction (a hold-out) or --calibration-folds (cross-fitting)")
+
+
 def calibration_split(samples, fraction, seed):
     """``(fit, calibration)`` normal samples; calibration is empty for ``fraction == 0``."""
     from adtf.data import split_off
@@ -295,14 +307,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     if method not in REGISTRY:
         raise AdtfError(f"unknown method {method!r}; available: {sorted(REGISTRY)}")
     cls = REGISTRY[method]
-    # Checked before the data loads (a large set takes minutes): the rest needs the images' count.
-    if calibration_fraction is not None and not 0 <= calibration_fraction < 1:
-        raise AdtfError(f"--calibration-fraction is the share of normal images held out, in [0, 1); "
-                        f"got {calibration_fraction:g}")
-    if calibration_folds and calibration_folds < 2:
-        raise AdtfError(f"--calibration-folds must be 2 or more (0: no cross-fitting), got {calibration_folds}")
-    if calibration_folds and calibration_fraction:
-        raise AdtfError("give either --calibration-fraction (a hold-out) or --calibration-folds (cross-fitting)")
+    check_calibration_options(calibration_fraction, calibration_folds)
     started = time.perf_counter()
     keras.utils.set_random_seed(seed)
     if isinstance(data, str):
@@ -346,6 +351,17 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     def pipeline(samples, **kwargs):
         return adtf_data.pipeline(samples, arrays=dataset.arrays, image_size=size, batch_size=batch_size, **kwargs)
 
+    def fit_progress(epochs, n_images):
+        """``(Keras' verbosity, callbacks)`` of a fit: Keras' live bar on a terminal and a line per epoch in a log
+        file, or one bar over the epochs (``EpochProgress``) where they are many and short."""
+        if not verbose or not epochs:
+            return 0, []
+        batch = fit_given.get("batch_size") or getattr(model, "batch_size", None) or model.default_batch_size
+        steps = getattr(model, "steps_per_epoch", None) or -(-n_images // int(batch or batch_size))
+        if epochs > ONE_BAR_BEYOND and steps < SHORT_EPOCH_STEPS:
+            return 0, [EpochProgress(epochs)]
+        return (1 if sys.stdout.isatty() else 2), []
+
     out = Path(out or Path("runs") / f"{method}-{slug(dataset.name)}")
     check_output_folder(out, dataset)
     fit_given = {k: v for k, v in (fit or {}).items() if v is not None}  # the cross-fitted folds get these too
@@ -375,6 +391,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
              + (f" (not {model.epochs}: raised so that so few images still train {model.min_steps} steps; "
                 "--fit.epochs sets them)" if raised and getattr(model, "min_steps", 0) else ""))
     fit_callbacks = list(callbacks)
+    keras_verbose, progress_callbacks = fit_progress(epochs, len(fit_samples))
     if epochs:
         # A killed run resumes from here when the same command runs again; removed once the run ends.
         _check_backup(out / "backup", {"method": method, "data": dataset.name, "fit_images": fit_images,
@@ -395,17 +412,14 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
                 fit_callbacks.append(ReconstructionImages(_examples(dataset, size), out / "tensorboard"))
         if compile:
             model.compile(**compile)
-        if verbose and epochs > ONE_BAR_BEYOND:
-            fit_callbacks.append(EpochProgress(epochs))
+        fit_callbacks += progress_callbacks
         fit_callbacks.append(backup)  # last: it records each epoch's logs as the callbacks before it left them
     elif monitor_every or tensorboard:
         log.warning(f"      {method} trains no epochs (one pass of statistics): --monitor-every and --tensorboard "
                     "have nothing to log")
     fit_started = time.perf_counter()
-    # Keras' live bar on a terminal; one line per epoch in a log file; one bar over the epochs of a long schedule.
-    keras_verbose = (1 if sys.stdout.isatty() else 2) if verbose and epochs <= ONE_BAR_BEYOND else 0
-    history = model.fit(pipeline(fit_samples), epochs=epochs, callbacks=fit_callbacks,
-                        verbose=keras_verbose if epochs else verbose, **fit_options)
+    history = model.fit(pipeline(fit_samples), epochs=epochs, callbacks=fit_callbacks, verbose=keras_verbose,
+                        progress=verbose, **fit_options)
     fit_seconds = time.perf_counter() - fit_started
     if epochs and backup.resumed_at_epoch:  # the whole fit's training time, not only this run's share of it
         log.info(f"      resumed at epoch {backup.resumed_at_epoch} of {epochs}: {fit_seconds:.0f} s of fit here, "
@@ -419,7 +433,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
                  f"({calibration_folds} more fits)")
         outputs, folds = _cross_fitted_outputs(cls, options, compile, fit_samples, calibration_folds, seed,
                                                pipeline, out / "calibration_folds", fit_given, verbose,
-                                               keras_verbose if epochs else verbose)
+                                               fit_progress)
         model.calibrate_on_outputs(outputs)
         few = _few_to_calibrate_on(len(fit_samples), model.working_point_names)
         if few:
@@ -528,11 +542,11 @@ def _epochs_and_options(model, n_images, fit_given):
 
 
 def _cross_fitted_outputs(cls, options, compile, samples, n_folds, seed, pipeline, folder, fit_options, verbose,
-                          fit_verbose=0):
+                          fit_progress=None):
     """Out-of-fold outputs of every sample (in fold order) and the folds' sample indices: fold j is scored by
     a detector fitted on the other folds. Each fold's outputs are saved to ``folder`` as they finish, so a
-    killed run that is started again with the same settings fits only the folds still missing. ``fit_verbose``:
-    Keras' progress for each fold's fit (the main fit's: a bar on a terminal, a line per epoch in a log)."""
+    killed run that is started again with the same settings fits only the folds still missing. ``fit_progress``:
+    ``(epochs, n_images) -> (Keras' verbosity, callbacks)`` for each fold's fit, as for the main fit (None: quiet)."""
     import numpy as np
 
     from adtf.atomic import atomic_path, write_text
@@ -556,7 +570,9 @@ def _cross_fitted_outputs(cls, options, compile, samples, n_folds, seed, pipelin
             if compile:
                 fold_model.compile(**compile)
             epochs, options_less_epochs = _epochs_and_options(fold_model, len(rest), fit_options)
-            fold_model.fit(pipeline(rest), epochs=epochs, verbose=fit_verbose, **options_less_epochs)  # as the main fit
+            keras_verbose, callbacks = fit_progress(epochs, len(rest)) if fit_progress else (0, [])
+            fold_model.fit(pipeline(rest), epochs=epochs, verbose=keras_verbose, progress=verbose, callbacks=callbacks,
+                           **options_less_epochs)  # shown as the main fit is
             outputs = fold_model.score_dataset(pipeline([samples[i] for i in index]), verbose=verbose,
                                                keep_maps=False, desc=f"scoring fold {j + 1}")
             with atomic_path(path) as tmp:

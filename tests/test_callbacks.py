@@ -81,3 +81,17 @@ def test_keras_auc_metric_is_wrong_for_unbounded_scores():
     keras_auc.update_state(labels, scores)
     assert roc_auc_score(labels, scores) == 1.0
     assert float(keras_auc.result()) == pytest.approx(0.5)
+
+
+def test_epoch_progress_starts_where_a_resumed_fit_starts():
+    """A fit resumed at epoch 5 of 10: its bar starts at 5, so that its rate counts only the epochs trained now."""
+    from adtf.callbacks import EpochProgress
+
+    progress = EpochProgress(10)
+    progress.on_train_begin()
+    progress.on_epoch_begin(5)
+    assert progress._bar.n == 5
+    progress.on_epoch_end(5, {"loss": 0.25, "epoch_seconds": 1.0})
+    assert progress._bar.n == 6 and progress._bar.postfix == "loss=0.25"
+    progress.on_train_end()
+    assert progress._bar is None

@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from adtf.cli import eval_main, export_main, fit_main
+from adtf.cli import bench_main, eval_main, export_main, fit_main
 
 SIZE = 64
 REQUIRED = ("method", "dataset", "image_auroc", "pixel_auroc", "aupro", "best_tpr", "best_tnr", "working_points",
@@ -382,6 +382,10 @@ def test_calibration_on_held_out_normal_images(tmp_path, capsys):
     assert "absent" not in err
     assert fit_main(["--calibration-folds", "1", "--quiet"]) == 2
     assert "--calibration-folds must be 2 or more" in capsys.readouterr().err
+    # A bench reads every spec before its first fit: refused before that too.
+    assert bench_main(["--data", f"[folder:{tmp_path / 'absent'}]", "--calibration-folds", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--calibration-folds must be 2 or more" in err and "absent" not in err
 
 
 def test_normal_images_only_still_fit_calibrate_and_export(tmp_path, datasets_dir, capsys):

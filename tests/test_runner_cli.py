@@ -83,6 +83,10 @@ def test_help_lists_the_methods_own_options_with_preset_defaults(toy_registered,
     (["--data", "folder:/tmp,holdout=abc"], "option holdout takes a float"),
     (["--method", "mon", "--data", "folder:/tmp", "--n-train", "3"], "--n-train: a folder dataset has no n_train"),
     (["--detector.imag", "3"], "unrecognized arguments: --detector.imag"),  # once read as --detector.image_size
+    (["--method", "mon", "--detector.image_size", "128"], "expected 2 integers in brackets, quoted in a shell "
+                                                            '(--detector.image_size "[256, 256]"), got 128'),
+    (["--detector.image_size", "[a, b]"], "expected 2 integers in brackets, quoted in a shell "
+                                          "(--detector.image_size \"[256, 256]\"), got ['a', 'b']"),
 ])
 def test_bad_options_stop_with_one_line(argv, words, capsys):
     assert fit_main(argv) == 2
@@ -579,16 +583,22 @@ def test_a_feature_cache_sweep_spares_a_live_cache_and_takes_a_dead_one(tmp_path
     assert not list(tmp_path.iterdir())
 
 
-def test_a_long_schedule_shows_one_bar_over_its_epochs(toy_registered, tmp_path, capfd):
-    """Keras prints two lines an epoch: a 2-image SimpleNet fit, raised to 320 one-step epochs, printed 640."""
+def test_a_long_schedule_shows_one_bar_over_its_epochs(toy_registered, tmp_path, capfd, monkeypatch):
+    """Keras prints two lines an epoch: a 2-image SimpleNet fit, raised to 320 one-step epochs, printed 640. The
+    detector's own passes (statistics, a feature cache) keep their bars, and cross-fitted folds get theirs."""
     from adtf.run import ONE_BAR_BEYOND, fit_evaluate_export
 
+    shown, statistics = [], ConvAutoencoder.fit_statistics
+    monkeypatch.setattr(ConvAutoencoder, "fit_statistics", lambda self, x, verbose=True: (
+        shown.append(verbose), statistics(self, x, verbose=verbose))[1])
     epochs = ONE_BAR_BEYOND + 1
-    fit_evaluate_export(toy_registered, "synthetic:grass", "fast", tmp_path / "run", n_train=4, calibration_fraction=0,
+    fit_evaluate_export(toy_registered, "synthetic:grass", "fast", tmp_path / "run", n_train=4, calibration_folds=2,
                         detector={"width": 4, "image_size": [32, 32]}, fit={"epochs": epochs}, export=False)
     out, err = capfd.readouterr()
     assert "Epoch 1/" not in out + err
-    assert "training: 100%" in err and f"{epochs}/{epochs}" in err
+    # the main fit and its two folds
+    assert err.count(f"training: 100%|██████████| {epochs}/{epochs}") == 3
+    assert shown == [True, True, True]
     fit_evaluate_export(toy_registered, "synthetic:grass", "fast", tmp_path / "short", n_train=4,
                         calibration_fraction=0, detector={"width": 4, "image_size": [32, 32]}, fit={"epochs": 2},
                         export=False)

@@ -300,7 +300,7 @@ class Detector(keras.Model):
         a method whose schedule depends on the data's size overrides it)."""
         return self.default_epochs
 
-    def fit(self, x=None, *, epochs=None, batch_size=None, callbacks=None, verbose="auto", **kwargs):
+    def fit(self, x=None, *, epochs=None, batch_size=None, callbacks=None, verbose="auto", progress=None, **kwargs):
         """Train on normal images: Keras' ``fit`` for gradient methods, then ``fit_statistics``.
 
         Args:
@@ -309,7 +309,9 @@ class Detector(keras.Model):
             epochs: gradient epochs (default ``default_epochs``; 0 skips gradient training).
             batch_size: training batch size (default ``default_batch_size``, else the input's).
             callbacks: Keras callbacks (``BackupAndRestore`` resumes a killed fit).
-            verbose: Keras' verbosity; also switches the statistics pass's progress bar.
+            verbose: Keras' verbosity; also switches the statistics pass's progress bar unless ``progress`` is given.
+            progress: progress bars for the detector's own passes (statistics, a feature cache) when Keras' lines
+                are off for another bar (``adtf.callbacks.EpochProgress``).
             **kwargs: passed on to ``keras.Model.fit`` (``initial_epoch``, ``steps_per_epoch``...).
 
         Returns:
@@ -332,7 +334,7 @@ class Detector(keras.Model):
             kwargs.setdefault("shuffle", False)  # training_data shuffles, per epoch, reproducibly
             history = super().fit(data, epochs=epochs, callbacks=[shuffle, *(callbacks or [])], verbose=verbose,
                                   **kwargs)
-        self.fit_statistics(x, verbose=_progress(verbose))
+        self.fit_statistics(x, verbose=_progress(verbose) if progress is None else progress)
         for backup in backups:
             backup.delete_checkpoint = True
             shutil.rmtree(backup.backup_dir, ignore_errors=True)

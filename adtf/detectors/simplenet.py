@@ -312,7 +312,8 @@ class SimpleNet(Detector):
         return max(self.epochs, -(-self.min_steps // max(steps, 1)))
 
     def fit(self, x=None, *, epochs=None, batch_size=None, **kwargs):
-        self.__dict__["_progress"] = kwargs.get("verbose", "auto") not in (0, False)
+        progress = kwargs.get("progress")
+        self.__dict__["_progress"] = kwargs.get("verbose", "auto") not in (0, False) if progress is None else progress
         x = as_dataset(x, self.batch_size, training=True)  # an array checked and converted once, not per stage
         try:
             if epochs is None:  # the schedule depends on how many images there are: cache them first
