@@ -259,7 +259,10 @@ def _is_gray(image):
     if image.mode in ("1", "L", "LA", "La", "I", "F") or image.mode.startswith("I;"):
         return True
     # RGBA for a palette: Pillow warns on converting a palette with transparency to RGB.
-    rgb = image if image.mode in ("RGB", "RGBA") else image.convert("RGBA" if image.mode in ("P", "PA") else "RGB")
+    try:
+        rgb = image if image.mode in ("RGB", "RGBA") else image.convert("RGBA" if image.mode in ("P", "PA") else "RGB")
+    except ValueError:  # a mode Pillow cannot convert (LAB): a warning's guess must never make an image unusable
+        return False
     # Block means of equal channels stay equal, and a part with colour keeps it: a 128-px copy tells as well. A gray
     # image saved as lossy WebP or JPEG decodes a level or two apart between channels: still gray.
     channels = rgb.reduce(max(1, max(rgb.size) // 128)).split()[:3]
