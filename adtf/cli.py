@@ -87,8 +87,8 @@ def _exit_cleanly_on_sigterm(prog):
 
 
 def _resume_note(prog):
-    return (" (the same command again resumes a trained method's fit from its last checkpoint)"
-            if prog in ("adtf-fit", "adtf-bench") else "")
+    return (" (the same command again resumes a trained method's fit from its last checkpoint, saved every 30 s of "
+            "training; a fit stopped before its first starts again)" if prog in ("adtf-fit", "adtf-bench") else "")
 
 
 def _friendly_errors(prog):
@@ -542,9 +542,9 @@ def bench_main(argv=None):
     for i, (spec, name) in enumerate(zip(args.data, names)):
         dataset, datasets[i] = datasets[i], None  # its arrays, if any, go once its seeds are done
         runs.append([fit_evaluate_export(data=dataset if seed == seeds[0] else load(spec, seed),
-                                         out=out / (name if len(seeds) == 1 else f"{name}-seed{seed}"),
+                                         out=out / (name if len(seeds) == 1 else f"{name}-seed{seed}"), spec=spec,
                                          **{**options, "seed": seed}) for seed in seeds])
-    table = bench_table(runs, argv, numbered=numbered)
+    table = bench_table(runs, argv, numbered=numbered, specs=args.data)
     write_text(out / "bench.md", table + "\n")
     print("\n" + table + f"\n\n(written to {out / 'bench.md'})")
     return 0
@@ -562,7 +562,7 @@ def mean_and_spread(*values):
     return text + (f" ({len(known)} of {len(values)} seeds)" if 1 < len(values) != len(known) else "")
 
 
-def bench_table(runs, argv=None, numbered=None):
+def bench_table(runs, argv=None, numbered=None, specs=None):
     """Markdown table of ``metrics.json`` dicts, a list of them per dataset spec (a dict per seed), with the command
     and machine that produced them.
 
@@ -571,7 +571,7 @@ def bench_table(runs, argv=None, numbered=None):
     images); the best TPR / TNR use the threshold that does best on the test set itself, a figure to compare
     methods by (the MVTec protocol of papers 002/003), never one a model could be deployed at. ``numbered``: for each
     spec, whether its dataset name is shown with the spec's number (two specs of one name: their run folders'
-    numbers)."""
+    numbers) and, given ``specs``, the spec itself."""
     import statistics
 
     fmt = mean_and_spread
@@ -593,7 +593,9 @@ def bench_table(runs, argv=None, numbered=None):
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for i, spec_runs in enumerate(runs):
         first = spec_runs[0]
-        number = f" ({i + 1})" if numbered and numbered[i] else ""
+        # Two specs of one dataset name: each numbered as its run folder is, and given as the command gave it.
+        number = f" ({i + 1}: `{specs[i]}`)" if numbered and numbered[i] and specs else \
+            f" ({i + 1})" if numbered and numbered[i] else ""
         head = f"| {first['method']} | {first.get('preset') or '-'} | {first['dataset']}{number} |"
         for r in spec_runs:
             lines.append(f"{head} {r.get('options', {}).get('seed', '-')} | {r['image_size'][0]}x{r['image_size'][1]} | "

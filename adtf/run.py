@@ -255,7 +255,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
                         fit=None, compile=None, calibration_fraction=None, calibration_folds=0, batch_size=16,
                         seed=0, n_train=None,
                         skip_bad=False, export=True, monitor_every=0, tensorboard=False, verbose=True, callbacks=(),
-                        command=None):
+                        command=None, spec=None):
     """Fit a detector on a dataset's normal images, calibrate, evaluate, save and export it.
 
     Args:
@@ -287,6 +287,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         verbose: progress bars.
         callbacks: more Keras callbacks for the gradient fit.
         command: the command line to record in the run folder.
+        spec: the ``--data`` spec to record in ``run.json`` where ``data`` is a loaded dataset (a bench's).
 
     Returns:
         The ``metrics.json`` dict.
@@ -527,7 +528,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         write_text(out / "command.txt", command + "\n")
     # The spec as given (`dataset.name` leaves a spec's options out: weave at 128 and at 256 px share it); not
     # compared by replaced_settings, since the images' digests already say whether the data differ.
-    write_json(out / "run.json", {**run_record, "spec": data if isinstance(data, str) else None,
+    write_json(out / "run.json", {**run_record, "spec": data if isinstance(data, str) else spec,
                                   "seconds": time.perf_counter() - started})
     shutil.rmtree(out / "backup", ignore_errors=True)
     results.update(seconds=time.perf_counter() - started, run_dir=str(out))

@@ -71,6 +71,8 @@ def test_the_python_api_takes_images_as_the_pipeline_makes_them(fitted, images):
     expected = outputs_of(detector, x)
     assert_same_outputs(outputs_of(detector, np.round(x * 255).astype(np.uint8)), expected)
     assert_same_outputs(detector.infer(np.round(x * 255).astype(np.uint8)), detector.infer(x))
+    # a 16-bit camera's frames: scaled by 1/65535 (they all came out invalid, scored +inf)
+    assert_same_outputs(outputs_of(detector, np.round(x * 65535).astype(np.uint16)), expected)
     gray = x[..., :1]
     assert_same_outputs(outputs_of(detector, gray), outputs_of(detector, np.repeat(gray, 3, axis=-1)))
     large = np.asarray(tf.image.resize(x, (3 * SIZE, 3 * SIZE)))

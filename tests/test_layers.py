@@ -48,6 +48,9 @@ def test_working_points_decide_like_numpy_and_flag_invalid_samples():
     assert np.asarray(layer(scores[:2])["anomalous"]).all() and layer.active_name == "custom"
     clone = roundtrip(layer)
     assert (clone.names, clone.score_names, clone.rules["a"]) == (["a", "b"], ["s0", "s1"], "r_a")
+    layer.set_point("custom", -1.0, "s0", rule="explicit: s0 > -1.0")
+    layer.activate("a")  # back to a calibrated point: the explicit one is gone, from the weights and the record
+    assert "custom" not in layer.rules and np.isposinf(layer.point("custom")["value"])
     with pytest.raises(ValueError, match="reserved"):
         WorkingPoints(["custom"], ["s0"])
 

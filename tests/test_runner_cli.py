@@ -225,8 +225,11 @@ def test_bench_gives_two_specs_of_the_same_folder_name_two_run_folders(toy_regis
     assert sorted(p.name for p in (tmp_path / "bench").iterdir()) == sorted([*names, "bench.md"])
     assert all((tmp_path / "bench" / name / "metrics.json").exists() for name in names)
     table = capsys.readouterr().out  # normal images only: no AUROC, no speed, and the table still prints
-    assert "| toy_autoencoder | fast | folder:glass-train (1) | 0 | 32x32 | 4 / 1 / 0 | n/a |" in table
-    assert "| folder:glass-train (3) | 0 | 32x32 | 4 / 1 / 5 |" in table
+    assert f"| toy_autoencoder | fast | folder:glass-train (1: `folder:{glass}`) | 0 | 32x32 | 4 / 1 / 0 | n/a |" in table
+    assert f"| folder:glass-train (3: `folder:{glass},anomalous={tiles}`) | 0 | 32x32 | 4 / 1 / 5 |" in table
+    # each run records its spec as given, as adtf-fit's do (a bench's were null)
+    assert json.loads((tmp_path / "bench" / names[1] / "run.json").read_text())["spec"] == \
+        f"folder:{glass},anomalous={tiles}"
     assert "| folder:tiles-train | 0 |" in table and (tmp_path / "bench" / "bench.md").read_text() in table
     assert "active working point TPR / TNR | best TPR / TNR (test-set threshold)" in table
 

@@ -75,14 +75,17 @@ def batches(dataset, desc, verbose=True):
 
 def as_images(images):
     """Images as float32 ``[B, H, W, 3]`` in [0, 1], as the data pipeline and ``serve_image_bytes`` make them: uint8
-    scaled by 1/255 (taken as they are, 0-255 values were scored against thresholds calibrated on [0, 1]), a gray
+    scaled by 1/255 and uint16 by 1/65535 (taken as they are, 0-255 values were scored against thresholds calibrated
+    on [0, 1]), a gray
     channel repeated, an alpha channel dropped. Float images pass unchanged, so calling it twice is harmless."""
     if not hasattr(images, "dtype"):
         images = np.asarray(images)
-    uint8 = keras.backend.standardize_dtype(images.dtype) == "uint8"
+    # Integer pixels in their type's range: uint8 / 255, and uint16 / 65535 (a 16-bit camera's frames; a 16-bit file
+    # decodes to its top 8 bits, the same levels to 1/255).
+    scale = {"uint8": 255.0, "uint16": 65535.0}.get(keras.backend.standardize_dtype(images.dtype))
     images = ops.convert_to_tensor(images, "float32")
-    if uint8:
-        images = images / 255.0
+    if scale:
+        images = images / scale
     if len(images.shape) != 4 or images.shape[-1] not in (1, 3, 4, None):
         raise DataError(f"images must be [B, H, W, C] with 1, 3 or 4 channels (gray, RGB, RGBA), got shape "
                         f"{tuple(images.shape)}")

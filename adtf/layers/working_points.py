@@ -76,6 +76,10 @@ class WorkingPoints(keras.layers.Layer):
             self.rules[name] = rule
 
     def activate(self, name):
+        # An explicit threshold left behind (in the weights and the export's adtf.json) would read as still in use.
+        if name != CUSTOM and (CUSTOM in self.rules or np.isfinite(self.thresholds.numpy()[len(self.names)])):
+            self.set_point(CUSTOM, np.inf, self.score_names[0])
+            self.rules.pop(CUSTOM, None)
         self.active.assign(self.slot(name))
 
     def point(self, name):
