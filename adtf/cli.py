@@ -594,8 +594,7 @@ def bench_table(runs, argv=None, numbered=None, specs=None):
     for i, spec_runs in enumerate(runs):
         first = spec_runs[0]
         # Two specs of one dataset name: each numbered as its run folder is, and given as the command gave it.
-        number = f" ({i + 1}: `{specs[i]}`)" if numbered and numbered[i] and specs else \
-            f" ({i + 1})" if numbered and numbered[i] else ""
+        number = "" if not (numbered and numbered[i]) else f" ({i + 1}: `{specs[i]}`)" if specs else f" ({i + 1})"
         head = f"| {first['method']} | {first.get('preset') or '-'} | {first['dataset']}{number} |"
         for r in spec_runs:
             lines.append(f"{head} {r.get('options', {}).get('seed', '-')} | {r['image_size'][0]}x{r['image_size'][1]} | "
