@@ -323,6 +323,12 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     preset = resolve_preset(cls, preset)
     options = {**(cls.preset_options(preset) if preset else {}), **(detector or {})}
     options.setdefault("seed", seed)
+    # Said, since a --config file written for another preset (--print_config) carries that preset's values, which
+    # win over the preset named: `--config fast.yaml --preset offline` trains fast's epochs.
+    given = options_given(cls, preset, detector)
+    if given:
+        log.info(f"      options that differ from {f'the {preset} preset' if preset else 'the defaults'}: "
+                 + ", ".join(f"{key} {value!r} (not {default!r})" for key, (value, default) in given.items()))
     size_rule = "set by the preset or the user"
     if "image_size" in options and options["image_size"] is None and cls.image_size_range:
         options["image_size"], size_rule = data_image_size(dataset, cls.image_size_range,
@@ -331,11 +337,8 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     try:
         model = cls(**options)
     except (ValueError, TypeError) as err:  # an option Keras refuses (--detector.hidden -3): one line, no traceback
-        defaults = {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()}
-        defaults.update(cls.preset_options(preset) if preset else {})
-        given = [f"{key}={value!r}" for key, value in (detector or {}).items()
-                 if key in defaults and value != defaults[key] and not (key == "image_size" and value is None)]
-        raise AdtfError(f"{method} cannot be built with {', '.join(given) or 'these options'}: {err}") from None
+        named = ", ".join(f"{key}={value!r}" for key, (value, _) in given.items())
+        raise AdtfError(f"{method} cannot be built with {named or 'these options'}: {err}") from None
     size = model.image_size
     if size_rule == "set by the preset or the user":
         warn_about_resizing(*image_sizes(dataset, dataset.train), size, notes=dataset.notes)
@@ -649,6 +652,18 @@ def _check_backup(folder, config):
         raise AdtfError(f"{folder} holds a backup this version cannot match to its settings: delete it to start afresh")
     folder.mkdir(parents=True, exist_ok=True)
     write_json(record, config)
+
+
+def options_given(cls, preset, detector):
+    """``{option: (value, the preset's value)}`` for each detector option that differs from the preset named (or
+    from the class's default where the preset says nothing, or there is no preset). A list read from YAML equals
+    the preset's tuple; an ``image_size`` of None (the data's size) is no change."""
+    defaults = {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()}
+    defaults.update(cls.preset_options(preset) if preset else {})
+    as_given = _jsonable(detector or {})
+    return {key: (value, defaults[key]) for key, value in (detector or {}).items()
+            if key in defaults and as_given[key] != _jsonable({key: defaults[key]})[key]
+            and not (key == "image_size" and value is None)}
 
 
 def _jsonable(options):

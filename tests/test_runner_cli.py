@@ -499,6 +499,25 @@ def test_an_unusable_run_folder_is_refused_before_any_work(tmp_path):
         _check_backup(tmp_path / "backup", {"seed": 2})
 
 
+def test_options_that_differ_from_the_preset_named_are_said(toy_registered, tmp_path, caplog):
+    """`--print_config` writes the preset's values, so `--config fast.yaml --preset offline` trained fast's 16 epochs
+    with no word; the options that differ from the preset named are logged now."""
+    from adtf.detectors.simplenet import LITE2_TAPS, SimpleNet
+    from adtf.run import options_given
+
+    fast = SimpleNet.preset_options("fast")
+    written = {**fast, "layers": list(LITE2_TAPS)}  # a list, as YAML gives it back
+    assert options_given(SimpleNet, "fast", written) == {}
+    assert options_given(SimpleNet, "offline", written) == {"epochs": (16, 40), "min_steps": (320, 800)}
+    config = tmp_path / "toy.yaml"
+    config.write_text("method: toy_autoencoder\ndetector:\n  width: 4\n  image_size: [32, 32]\n")
+    with caplog.at_level("INFO", logger="adtf"):
+        fit_main(["--config", str(config), "--data", "synthetic:grass,size=32,n_train=10", "--fit.epochs", "1",
+                  "--no-export", "--quiet", "--out", str(tmp_path / "run")])
+    assert "options that differ from the fast preset: width 4 (not 8)" in caplog.text
+    assert "image_size" not in caplog.text.split("differ from the fast preset")[1].splitlines()[0]
+
+
 def test_a_config_that_is_no_yaml_is_named(tmp_path, capsys):
     config = tmp_path / "run.yaml"
     config.write_text("method: mon\n  bad: [\n")
