@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/explore_simplenet_noise.py --data mtd:mtd --sigmas 0.05 0.2 0.5 1.0 --epochs 6 [--every 2]
        [--baselines] [--backbone efficientnet_lite2 --layers block3c_add block5d_add block6e_add] [--seed 1]
-       [--image-size 448 384] [--dims 768 768] [--patch-size 5]
+       [--image-size 448 384] [--dims 768 768] [--patch-size 5] [--image-context]
 
 ``--backbone``/``--layers`` compare taps and backbones the same way, ``--image-size`` another input size than the
 presets' rule gives, ``--dims`` the aggregation's per-level and final sizes (the head's adaptor follows the latter); ``--seed`` draws another synthetic set
@@ -56,6 +56,14 @@ def test_features(detector, samples, arrays, size, standardize=False):
         features.append(np.asarray(detector.fast_local_features(batch.image), np.float16))
         labels.append(np.asarray(batch.label))
     return np.concatenate(features), np.concatenate(labels)
+
+
+def with_image_context(features):
+    """Each location's features followed by its image's mean features (over the grid): whether a mark is normal can
+    depend on the whole part (its exposure, its texture's scale), which no neighbourhood of a location sees."""
+    features = features.astype(np.float32)
+    mean = np.broadcast_to(features.mean(axis=(1, 2), keepdims=True), features.shape)
+    return np.concatenate([features, mean], axis=-1).astype(np.float16)
 
 
 def sweep(train, gain, test, labels, defects, sigma, epochs, every, seed=0, batch=8, score_variants=False):
@@ -175,6 +183,9 @@ def main(argv=None):
     parser.add_argument("--per-dimension", action="store_true",
                         help="divide each feature dimension by its own std over the fit images (the presets divide "
                              "all of them by one scalar)")
+    parser.add_argument("--image-context", action="store_true",
+                        help="hand every location its image's mean feature too (the two concatenated, so the head "
+                             "is twice as wide; the scale then from both): context no 3x3 neighbourhood reaches")
     parser.add_argument("--score-variants", action="store_true",
                         help="also the image AUROC of the smoothed map's maximum, and of the grid's maximum "
                              "without its outer one or two rings of cells (the presets: the whole grid's maximum)")
@@ -200,6 +211,9 @@ def main(argv=None):
         spread = np.sqrt(train.reshape(-1, train.shape[-1]).astype(np.float64).var(0)) + 1e-6
         train, test, gain = (train / spread).astype(np.float16), (test / spread).astype(np.float16), 1.0
         print(f"per-dimension std: min {spread.min():.3g}, median {np.median(spread):.3g}, max {spread.max():.3g}")
+    if args.image_context:
+        train, test = with_image_context(train), with_image_context(test)
+        gain = 1.0 / np.sqrt(train.reshape(-1, train.shape[-1]).astype(np.float64).var(0).mean())
     print(f"{args.data}: {rule}; cache {train.shape}, test {test.shape}")
     defects = np.array([sample.defect for sample in dataset.test])
     if args.baselines:
