@@ -353,6 +353,37 @@ def test_simplenet_trains_at_least_min_steps_however_few_the_images(images):
     assert cls.preset_options("paper")["min_steps"] == 0  # the paper counts epochs
 
 
+def test_simplenet_image_context_hands_each_location_its_images_mean(images, tmp_path):
+    """With ``image_context`` a location's score depends on the rest of its image (the mean features follow its
+    own), without it on its neighbourhood alone; the features' scale then counts the means' spread over images;
+    the option trains, saves and loads."""
+    import keras
+
+    from adtf.detectors import SimpleNet
+    from adtf.detectors.simplenet import FeatureCache
+
+    local = np.random.default_rng(0).normal(size=(2, 4, 5, 16)).astype("float32")
+    changed = local.copy()
+    changed[:, 3, 4] += 5.0  # a far corner
+    for context in (False, True):
+        detector = SimpleNet(**{**SimpleNet.smoke_test_options, "weights": None, "image_context": context})
+        before, after = (np.asarray(detector.grid_scores(x)) for x in (local, changed))
+        assert np.allclose(before[:, :3], after[:, :3]) != context  # the locations the change is not at
+    cache = FeatureCache.create(tmp_path)
+    cache.append(local.astype(np.float16))
+    cache.close()
+    values = local.astype(np.float16).astype(np.float64)
+    means = np.broadcast_to(values.mean(axis=(1, 2), keepdims=True), values.shape)
+    reference = np.concatenate([values, means], -1).reshape(-1, 32).var(0).mean() ** 0.5
+    assert cache.per_dimension_std(image_means=True) == pytest.approx(reference, rel=1e-9)
+    assert cache.per_dimension_std() == pytest.approx(values.reshape(-1, 16).var(0).mean() ** 0.5, rel=1e-9)
+    cache.remove()
+    detector.fit(images["fit"], epochs=1, verbose=0)
+    detector.save(tmp_path / "context.keras")
+    loaded = keras.saving.load_model(tmp_path / "context.keras", safe_mode=True)
+    assert loaded.image_context and np.allclose(loaded.grid_scores(local), detector.grid_scores(local), atol=1e-6)
+
+
 def test_simplenet_sizes_align_its_three_levels():
     """Each side a multiple of 32, so the stride-32 level's cells tile exactly the stride-8 grid they are
     interpolated onto (MTD's median tile, 326x270, was fed at 320x272: 9 coarse cells over 34 fine ones)."""

@@ -105,6 +105,10 @@ class SimpleNet(Detector):
             outputs spread ~10x wider than post-ReLU WRN50 features, which buries sigma = 0.015) (False).
         margin: the truncated L1 loss's margin th (0.5).
         smoothing_sigma: sigma in pixels of the Gaussian smoothing of the anomaly map (4).
+        image_context: follow each location's aggregated features with its image's mean features (over the grid)
+            before the adaptor, which is then twice as wide: whether a mark is normal can depend on the whole part
+            (its exposure, its texture's scale), which no neighbourhood sees. Not in the paper; measured on
+            validation draws (benchmarks/README.md, "Image context") (False).
         epochs: training epochs, the code's meta-epochs x discriminator epochs (40 x 4 = 160).
         batch_size: training images per step; each step sees every location of its images (8).
         min_steps: the fewest optimizer steps a fit takes when its epochs are not given: with few training
@@ -147,8 +151,8 @@ class SimpleNet(Detector):
                  image_size: tuple[int, int] | None = (256, 256), weights: str | None = "imagenet",
                  crop: tuple[int, int] | None = None, patch_size: int = 3,
                  pretrain_dim: int = 768, embed_dim: int = 384, hidden: int = 384, noise_std: float = 0.5,
-                 normalize_features: bool = True, margin: float = 0.5, smoothing_sigma: float = 4.0, epochs: int = 40,
-                 batch_size: int = 8, min_steps: int = 800, **kwargs):
+                 normalize_features: bool = True, margin: float = 0.5, smoothing_sigma: float = 4.0,
+                 image_context: bool = False, epochs: int = 40, batch_size: int = 8, min_steps: int = 800, **kwargs):
         super().__init__(image_size=image_size or (256, 256), **kwargs)
         self.crop = None if crop is None else tuple(int(side) for side in crop)
         if self.crop is not None and not (len(self.crop) == 2 and all(
@@ -168,7 +172,8 @@ class SimpleNet(Detector):
         self.patch_size, self.pretrain_dim, self.embed_dim, self.hidden = (int(patch_size), int(pretrain_dim),
                                                                            int(embed_dim), int(hidden))
         self.noise_std, self.margin, self.smoothing_sigma = float(noise_std), float(margin), float(smoothing_sigma)
-        self.normalize_features = bool(normalize_features)
+        self.normalize_features, self.image_context = bool(normalize_features), bool(image_context)
+        self.feature_dim = self.embed_dim * (2 if self.image_context else 1)  # what the adaptor takes and gives
         # 1 / (features' per-dimension std over the training images), set by the feature cache; 1 when off.
         self.feature_gain = self.add_weight(name="feature_gain", shape=(), initializer="ones", trainable=False)
         self.epochs, self.batch_size, self.min_steps = int(epochs), int(batch_size), int(min_steps)
@@ -179,17 +184,17 @@ class SimpleNet(Detector):
         self._warn_if_levels_misalign()
         self.aggregate = LocalAggregation(self.patch_size, self.pretrain_dim, self.embed_dim, name="local_aggregation")
         glorot = keras.initializers.GlorotNormal
-        self.adaptor = keras_layers.Dense(self.embed_dim, kernel_initializer=glorot(), bias_initializer=_torch_bias(
-            self.embed_dim), name="feature_adaptor")
+        self.adaptor = keras_layers.Dense(self.feature_dim, kernel_initializer=glorot(), bias_initializer=_torch_bias(
+            self.feature_dim), name="feature_adaptor")
         self.discriminator = keras.Sequential([
-            keras_layers.Dense(self.hidden, kernel_initializer=glorot(), bias_initializer=_torch_bias(self.embed_dim)),
+            keras_layers.Dense(self.hidden, kernel_initializer=glorot(), bias_initializer=_torch_bias(self.feature_dim)),
             # PyTorch's BatchNorm1d: momentum 0.1 (Keras' 0.9), eps 1e-5; LeakyReLU's slope 0.2 (Keras' default 0.3).
             keras_layers.BatchNormalization(momentum=0.9, epsilon=1e-5),
             keras_layers.LeakyReLU(negative_slope=0.2),
             keras_layers.Dense(1, use_bias=False, kernel_initializer=glorot()),
         ], name="discriminator")
-        self.adaptor.build((None, self.embed_dim))
-        self.discriminator.build((None, self.embed_dim))
+        self.adaptor.build((None, self.feature_dim))
+        self.discriminator.build((None, self.feature_dim))
         self.smoothing = GaussianBlur(self.smoothing_sigma, name="smoothing")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.p_true_tracker = keras.metrics.Mean(name="p_true")
@@ -232,9 +237,17 @@ class SimpleNet(Detector):
         return self.graph_fn("fast_local_features", lambda x: frozen(self.resized(x))["local"])(images)
 
     # -- the method ---------------------------------------------------------------------
+    def with_context(self, local):
+        """``[B, h, w, feature_dim]``: the aggregated features, followed by their image's mean where
+        ``image_context`` asks for it."""
+        if not self.image_context:
+            return local
+        mean = ops.mean(local, axis=(1, 2), keepdims=True)
+        return ops.concatenate([local, ops.broadcast_to(mean, ops.shape(local))], axis=-1)
+
     def grid_scores(self, local):
         """-D of the adapted features on the feature grid ``[B, h, w]``, before upsampling."""
-        flat = ops.reshape(self.adaptor(local * self.feature_gain), (-1, self.embed_dim))
+        flat = ops.reshape(self.adaptor(self.with_context(local) * self.feature_gain), (-1, self.feature_dim))
         return ops.reshape(-self.discriminator(flat, training=False)[:, 0], ops.shape(local)[:3])
 
     def head(self, local):
@@ -284,7 +297,7 @@ class SimpleNet(Detector):
         return [self.loss_tracker, self.p_true_tracker, self.p_fake_tracker]
 
     def train_step(self, local):
-        local = ops.reshape(local, (-1, self.embed_dim)) * self.feature_gain
+        local = ops.reshape(self.with_context(local), (-1, self.feature_dim)) * self.feature_gain
         with tf.GradientTape() as tape:
             normal = self.adaptor(local)
             # Noise from (seed, step): the step count is saved with the optimizer, so a resumed fit
@@ -362,7 +375,7 @@ class SimpleNet(Detector):
         self.fit_info.update({"cache_images": len(cache), "cache_shape": list(cache.shape[1:]),
                               "cache_mib": cache.nbytes / 2**20, "cache_seconds": time.perf_counter() - started})
         if self.normalize_features:
-            spread = cache.per_dimension_std()
+            spread = cache.per_dimension_std(image_means=self.image_context)
             self.feature_gain.assign(1.0 / max(spread, 1e-12))
             self.fit_info["feature_std"] = spread
         return cache
@@ -378,7 +391,7 @@ class SimpleNet(Detector):
                       crop=None if self.crop is None else list(self.crop),
                       patch_size=self.patch_size, pretrain_dim=self.pretrain_dim, embed_dim=self.embed_dim,
                       hidden=self.hidden, noise_std=self.noise_std, normalize_features=self.normalize_features,
-                      margin=self.margin,
+                      margin=self.margin, image_context=self.image_context,
                       smoothing_sigma=self.smoothing_sigma, epochs=self.epochs, batch_size=self.batch_size,
                       min_steps=self.min_steps)
         return config
@@ -474,17 +487,23 @@ class FeatureCache:
         which = np.searchsorted(offsets, indices, side="right") - 1
         return np.stack([self.chunks[c][i - offsets[c]] for c, i in zip(which, indices)])
 
-    def per_dimension_std(self):
-        """sqrt(mean over dimensions of each dimension's variance over all cached locations), in float64."""
-        count, total, squares = 0, 0.0, 0.0
+    def per_dimension_std(self, image_means=False):
+        """sqrt(mean over dimensions of each dimension's variance over all cached locations), in float64; with
+        ``image_means``, over the dimensions of each location's features followed by its image's mean features
+        (SimpleNet's ``image_context``: the means vary over images only)."""
+        count, total, squares, images, mean_squares = 0, 0.0, 0.0, 0, 0.0
         for chunk in self.chunks:
             for image in chunk:  # one image at a time in float64: a whole chunk at 512² would take 1.5 GiB
                 values = np.asarray(image, np.float64).reshape(-1, chunk.shape[-1])
                 count += len(values)
                 total = total + values.sum(axis=0)
                 squares = squares + np.einsum("ij,ij->j", values, values)
-        mean = total / count
-        return float(np.sqrt(np.mean(np.maximum(squares / count - mean ** 2, 0.0))))
+                images, mean_squares = images + 1, mean_squares + values.mean(axis=0) ** 2
+        mean = total / count  # every image has as many locations: the mean of the image means too
+        variances = np.maximum(squares / count - mean ** 2, 0.0)
+        if image_means:
+            variances = np.concatenate([variances, np.maximum(mean_squares / images - mean ** 2, 0.0)])
+        return float(np.sqrt(np.mean(variances)))
 
     def remove(self):
         self.chunks = []
