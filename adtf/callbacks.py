@@ -15,7 +15,7 @@ import numpy as np
 
 from adtf import metrics
 from adtf.data.pipeline import unpack_batch
-from adtf.errors import AdtfError, DataError
+from adtf.errors import TERMINATED, AdtfError, DataError
 
 
 class ValidationAUROC(keras.callbacks.Callback):
@@ -210,6 +210,16 @@ class EpochProgress(keras.callbacks.Callback):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+class StopWhenTerminated(keras.callbacks.Callback):
+    """Ends a fit at the next epoch's end once SIGTERM was received (``adtf.errors.TERMINATED``): the handler's own
+    SystemExit is lost where it lands in a finalizer. At the epoch's end, not each batch's: a batch hook would make
+    Keras wait for every step's logs."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if TERMINATED.is_set():
+            raise SystemExit(128 + 15)  # SIGTERM's exit status
 
 
 class ShuffleByEpoch(keras.callbacks.Callback):

@@ -18,7 +18,7 @@ import adtf  # noqa: E402
 if adtf.USER_TF_LOG_LEVEL is None:  # a CUDA build of TF on a machine without a GPU logs a cuInit error otherwise
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 
-from adtf.errors import AdtfError  # noqa: E402
+from adtf.errors import TERMINATED, AdtfError  # noqa: E402
 
 
 # What TensorFlow prints to the process's stderr on import whatever TF_CPP_MIN_LOG_LEVEL says (TF 2.21: the log
@@ -74,9 +74,11 @@ def _exit_cleanly_on_sigterm(prog):
 
     def stop(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the clean-ups short
+        TERMINATED.set()  # raised again at the next epoch's end, should a finalizer drop this one
         print(f"{prog}: terminated{_resume_note(prog)}", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM)
 
+    TERMINATED.clear()  # a caller that went on after an earlier run's SIGTERM (a test, a script)
     try:
         previous = signal.signal(signal.SIGTERM, stop)
     except ValueError:  # not the main thread (a notebook's worker, a test runner): leave it as it is

@@ -2,6 +2,13 @@
 
 The CLI prints these as one line and exits with status 2 instead of a traceback.
 """
+import threading
+
+# Set by the console scripts' SIGTERM handler before it raises SystemExit. Python runs a signal handler wherever the
+# main thread is, a finalizer too (a dataset iterator's __del__ runs at every epoch's end), and an exception raised in
+# a finalizer is printed and dropped: the fit went on, its cache kept. adtf.callbacks.StopWhenTerminated raises it
+# again at the next epoch's end.
+TERMINATED = threading.Event()
 
 
 class AdtfError(Exception):

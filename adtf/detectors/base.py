@@ -36,7 +36,7 @@ import numpy as np
 from keras import ops
 from tqdm.auto import tqdm
 
-from adtf.callbacks import ShuffleByEpoch
+from adtf.callbacks import ShuffleByEpoch, StopWhenTerminated
 from adtf.data.pipeline import unpack_batch
 from adtf.errors import AdtfError, DataError
 from adtf.layers.working_points import CUSTOM, PIXEL_SLACK, WorkingPoints
@@ -335,8 +335,8 @@ class Detector(keras.Model):
             shuffle = ShuffleByEpoch(self.seed)
             data = self.training_data(x, batch_size or self.default_batch_size, shuffle)
             kwargs.setdefault("shuffle", False)  # training_data shuffles, per epoch, reproducibly
-            history = super().fit(data, epochs=epochs, callbacks=[shuffle, *(callbacks or [])], verbose=verbose,
-                                  **kwargs)
+            history = super().fit(data, epochs=epochs, callbacks=[shuffle, StopWhenTerminated(), *(callbacks or [])],
+                                  verbose=verbose, **kwargs)
         self.fit_statistics(x, verbose=_progress(verbose) if progress is None else progress)
         for backup in backups:
             backup.delete_checkpoint = True
