@@ -6,8 +6,8 @@ import threading
 
 # Set by the console scripts' SIGTERM handler before it raises SystemExit. Python runs a signal handler wherever the
 # main thread is, a finalizer too (a dataset iterator's __del__ runs at every epoch's end), and an exception raised in
-# a finalizer is printed and dropped: the fit went on, its cache kept. adtf.callbacks.StopWhenTerminated raises it
-# again at the next epoch's end.
+# a finalizer is printed and dropped: the likeliest reason why a fit went on after SIGTERM, its cache kept (seen
+# under load, never caught with its stderr). adtf.callbacks.StopWhenTerminated raises it again at the next epoch's end.
 TERMINATED = threading.Event()
 
 

@@ -579,7 +579,8 @@ def test_a_fit_stopped_with_sigterm_removes_its_feature_cache(tmp_path):
 def test_a_fit_whose_sigterm_exception_a_finalizer_dropped_stops_at_the_next_epoch_end(images_for_toy):
     """The SIGTERM test above failed now and then under load: the fit went on for minutes after the signal. Python
     runs the handler wherever the main thread is, a finalizer too (a dataset iterator's __del__ ends every epoch),
-    and drops an exception raised there; the handler's flag ends the fit at the next epoch's end instead."""
+    and drops an exception raised there (the likeliest cause; its stderr was not caught); the handler's flag ends the
+    fit at the next epoch's end instead."""
     import keras
 
     from adtf.errors import TERMINATED
