@@ -509,11 +509,12 @@ def test_options_that_differ_from_the_preset_named_are_said(toy_registered, tmp_
     written = {**fast, "layers": list(LITE2_TAPS)}  # a list, as YAML gives it back
     assert options_given(SimpleNet, "fast", written) == {}
     assert options_given(SimpleNet, "offline", written) == {"epochs": (16, 40), "min_steps": (320, 800)}
-    config = tmp_path / "toy.yaml"
-    config.write_text("method: toy_autoencoder\ndetector:\n  width: 4\n  image_size: [32, 32]\n")
-    with caplog.at_level("INFO", logger="adtf"):
-        fit_main(["--config", str(config), "--data", "synthetic:grass,size=32,n_train=10", "--fit.epochs", "1",
-                  "--no-export", "--quiet", "--out", str(tmp_path / "run")])
+    from adtf.run import fit_evaluate_export
+
+    with caplog.at_level("INFO", logger="adtf"):  # fit_main --quiet would set the level to WARNING
+        fit_evaluate_export(toy_registered, "synthetic:grass,size=32,n_train=10", "fast", tmp_path / "run",
+                            detector={"width": 4, "image_size": [32, 32]}, fit={"epochs": 1}, verbose=False,
+                            export=False)
     assert "options that differ from the fast preset: width 4 (not 8)" in caplog.text
     assert "image_size" not in caplog.text.split("differ from the fast preset")[1].splitlines()[0]
 
