@@ -374,14 +374,44 @@ def test_simplenet_image_context_hands_each_location_its_images_mean(images, tmp
     cache.close()
     values = local.astype(np.float16).astype(np.float64)
     means = np.broadcast_to(values.mean(axis=(1, 2), keepdims=True), values.shape)
-    reference = np.concatenate([values, means], -1).reshape(-1, 32).var(0).mean() ** 0.5
-    assert cache.per_dimension_std(image_means=True) == pytest.approx(reference, rel=1e-9)
-    assert cache.per_dimension_std() == pytest.approx(values.reshape(-1, 16).var(0).mean() ** 0.5, rel=1e-9)
+    variances, mean_variances = cache.variances()
+    assert np.allclose(variances, values.reshape(-1, 16).var(0), rtol=1e-9)
+    assert np.allclose(np.concatenate([variances, mean_variances]),
+                       np.concatenate([values, means], -1).reshape(-1, 32).var(0), rtol=1e-9)
     cache.remove()
     detector.fit(images["fit"], epochs=1, verbose=0)
     detector.save(tmp_path / "context.keras")
     loaded = keras.saving.load_model(tmp_path / "context.keras", safe_mode=True)
     assert loaded.image_context and np.allclose(loaded.grid_scores(local), detector.grid_scores(local), atol=1e-6)
+
+
+def test_simplenet_scales_each_dimension_and_scores_the_map_where_asked(images, tmp_path):
+    """``per_dimension_scale`` brings every dimension of the training features to one spread (the context's means
+    scaled with them), ``image_score="map"`` scores an image by its smoothed map's maximum; both train, save and
+    load, and a contradiction or an unknown score is refused by name."""
+    import keras
+
+    from adtf.detectors import SimpleNet
+    from adtf.errors import AdtfError
+
+    options = {**SimpleNet.smoke_test_options, "weights": None, "image_context": True}
+    detector = SimpleNet(**options, per_dimension_scale=True, image_score="map")
+    detector.fit(images["fit"], epochs=1, verbose=0)
+    local = np.concatenate([np.asarray(detector.fast_local_features(images["fit"][i:i + 4])) for i in (0, 4, 8)])
+    scaled = np.asarray(detector.scaled(local)).reshape(-1, detector.feature_dim) / float(detector.feature_gain)
+    assert np.allclose(scaled[:, :detector.embed_dim].std(0), 1.0, rtol=0.02)  # each dimension at one spread
+    assert float(detector.feature_gain) > 1.0  # the means vary less than the locations: the gain counts them
+    outputs = detector.head(local)
+    assert np.allclose(outputs["score"], np.max(outputs["anomaly_map"], axis=(1, 2)))
+    detector.save(tmp_path / "scaled.keras")
+    loaded = keras.saving.load_model(tmp_path / "scaled.keras", safe_mode=True)
+    assert loaded.per_dimension_scale and loaded.image_score == "map"
+    assert np.allclose(loaded.head(local)["score"], outputs["score"], atol=1e-6)
+    assert SimpleNet(**options).dimension_gain is None  # off: saved detectors hold the weights they always did
+    with pytest.raises(AdtfError, match="normalize_features"):
+        SimpleNet(**options, per_dimension_scale=True, normalize_features=False)
+    with pytest.raises(AdtfError, match="'maximum'"):
+        SimpleNet(**options, image_score="maximum")
 
 
 def test_simplenet_sizes_align_its_three_levels():

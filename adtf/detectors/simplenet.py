@@ -103,8 +103,15 @@ class SimpleNet(Detector):
             relative to the features' spread. The paper does not (its sigma is tuned to WRN50's
             features); a backbone whose features are on another scale needs it (Lite0's residual
             outputs spread ~10x wider than post-ReLU WRN50 features, which buries sigma = 0.015) (False).
+        per_dimension_scale: with ``normalize_features``, divide each dimension by its own standard deviation
+            instead of all by one scalar, so that ``noise_std`` is that share of every dimension's spread. Not in the
+            paper (whose one sigma suits WRN50's features); measured on validation draws (benchmarks/README.md,
+            "Three levers together") (False).
         margin: the truncated L1 loss's margin th (0.5).
         smoothing_sigma: sigma in pixels of the Gaussian smoothing of the anomaly map (4).
+        image_score: ``"grid"``, the maximum of -D over the feature grid before upsampling (the paper's S_AD and the
+            authors' code), or ``"map"``, the maximum of the smoothed anomaly map, where one cell's score alone
+            counts less than a region's ("grid").
         image_context: follow each location's aggregated features with its image's mean features (over the grid)
             before the adaptor, which is then twice as wide: whether a mark is normal can depend on the whole part
             (its exposure, its texture's scale), which no neighbourhood sees. Not in the paper; measured on
@@ -151,8 +158,8 @@ class SimpleNet(Detector):
                  image_size: tuple[int, int] | None = (256, 256), weights: str | None = "imagenet",
                  crop: tuple[int, int] | None = None, patch_size: int = 3,
                  pretrain_dim: int = 768, embed_dim: int = 384, hidden: int = 384, noise_std: float = 0.5,
-                 normalize_features: bool = True, margin: float = 0.5, smoothing_sigma: float = 4.0,
-                 image_context: bool = False, epochs: int = 40, batch_size: int = 8, min_steps: int = 800, **kwargs):
+                 normalize_features: bool = True, per_dimension_scale: bool = False, margin: float = 0.5,
+                 smoothing_sigma: float = 4.0, image_score: str = "grid", image_context: bool = False, epochs: int = 40, batch_size: int = 8, min_steps: int = 800, **kwargs):
         super().__init__(image_size=image_size or (256, 256), **kwargs)
         self.crop = None if crop is None else tuple(int(side) for side in crop)
         if self.crop is not None and not (len(self.crop) == 2 and all(
@@ -173,9 +180,20 @@ class SimpleNet(Detector):
                                                                            int(embed_dim), int(hidden))
         self.noise_std, self.margin, self.smoothing_sigma = float(noise_std), float(margin), float(smoothing_sigma)
         self.normalize_features, self.image_context = bool(normalize_features), bool(image_context)
+        self.per_dimension_scale, self.image_score = bool(per_dimension_scale), str(image_score)
+        if self.per_dimension_scale and not self.normalize_features:
+            raise AdtfError("SimpleNet's per_dimension_scale divides the features by their spread, which "
+                            "normalize_features false turns off: give normalize_features true, or leave it out")
+        if self.image_score not in ("grid", "map"):
+            raise AdtfError(f"SimpleNet's image_score is 'grid' (the paper's S_AD) or 'map' (the smoothed map's "
+                            f"maximum), not {image_score!r}")
         self.feature_dim = self.embed_dim * (2 if self.image_context else 1)  # what the adaptor takes and gives
         # 1 / (features' per-dimension std over the training images), set by the feature cache; 1 when off.
         self.feature_gain = self.add_weight(name="feature_gain", shape=(), initializer="ones", trainable=False)
+        # 1 / each dimension's own std, before the context and the gain above; only where asked for, so that
+        # detectors saved without it load as they were.
+        self.dimension_gain = self.add_weight(name="dimension_gain", shape=(self.embed_dim,), initializer="ones",
+                                              trainable=False) if self.per_dimension_scale else None
         self.epochs, self.batch_size, self.min_steps = int(epochs), int(batch_size), int(min_steps)
         self.default_epochs, self.default_batch_size = self.epochs, self.batch_size
         self.features = backbones.build(backbone, weights=weights, input_shape=(*self.backbone_size, 3),
@@ -245,9 +263,16 @@ class SimpleNet(Detector):
         mean = ops.mean(local, axis=(1, 2), keepdims=True)
         return ops.concatenate([local, ops.broadcast_to(mean, ops.shape(local))], axis=-1)
 
+    def scaled(self, local):
+        """``[B, h, w, feature_dim]``: the aggregated features as the adaptor takes them: each dimension scaled
+        (``per_dimension_scale``), the image context added, all scaled by the features' spread."""
+        if self.dimension_gain is not None:
+            local = local * self.dimension_gain
+        return self.with_context(local) * self.feature_gain
+
     def grid_scores(self, local):
         """-D of the adapted features on the feature grid ``[B, h, w]``, before upsampling."""
-        flat = ops.reshape(self.adaptor(self.with_context(local) * self.feature_gain), (-1, self.feature_dim))
+        flat = ops.reshape(self.adaptor(self.scaled(local)), (-1, self.feature_dim))
         return ops.reshape(-self.discriminator(flat, training=False)[:, 0], ops.shape(local)[:3])
 
     def head(self, local):
@@ -261,7 +286,8 @@ class SimpleNet(Detector):
             lowest = ops.min(anomaly_map, axis=(1, 2), keepdims=True)
             anomaly_map = ops.pad(anomaly_map - lowest, [[0, 0], [top, self.image_size[0] - height - top],
                                                          [left, self.image_size[1] - width - left]]) + lowest
-        return {"score": ops.max(scores, axis=(1, 2)), "anomaly_map": anomaly_map}
+        return {"score": ops.max(scores if self.image_score == "grid" else anomaly_map, axis=(1, 2)),
+                "anomaly_map": anomaly_map}
 
     def detect(self, images, training=False):
         return self.head(self.local_features(images))
@@ -297,7 +323,7 @@ class SimpleNet(Detector):
         return [self.loss_tracker, self.p_true_tracker, self.p_fake_tracker]
 
     def train_step(self, local):
-        local = ops.reshape(self.with_context(local), (-1, self.feature_dim)) * self.feature_gain
+        local = ops.reshape(self.scaled(local), (-1, self.feature_dim))
         with tf.GradientTape() as tape:
             normal = self.adaptor(local)
             # Noise from (seed, step): the step count is saved with the optimizer, so a resumed fit
@@ -375,9 +401,14 @@ class SimpleNet(Detector):
         self.fit_info.update({"cache_images": len(cache), "cache_shape": list(cache.shape[1:]),
                               "cache_mib": cache.nbytes / 2**20, "cache_seconds": time.perf_counter() - started})
         if self.normalize_features:
-            spread = cache.per_dimension_std(image_means=self.image_context)
+            variances, mean_variances = cache.variances()
+            self.fit_info["feature_std"] = _spread(variances, mean_variances if self.image_context else None)
+            if self.per_dimension_scale:  # every dimension to unit spread, the image means scaled with them
+                gains = 1.0 / (np.sqrt(variances) + 1e-6)
+                self.dimension_gain.assign(gains.astype(np.float32))
+                variances, mean_variances = variances * gains ** 2, mean_variances * gains ** 2
+            spread = _spread(variances, mean_variances if self.image_context else None)
             self.feature_gain.assign(1.0 / max(spread, 1e-12))
-            self.fit_info["feature_std"] = spread
         return cache
 
     def release_feature_cache(self):
@@ -391,10 +422,19 @@ class SimpleNet(Detector):
                       crop=None if self.crop is None else list(self.crop),
                       patch_size=self.patch_size, pretrain_dim=self.pretrain_dim, embed_dim=self.embed_dim,
                       hidden=self.hidden, noise_std=self.noise_std, normalize_features=self.normalize_features,
-                      margin=self.margin, image_context=self.image_context,
+                      per_dimension_scale=self.per_dimension_scale, margin=self.margin, image_score=self.image_score,
+                      image_context=self.image_context,
                       smoothing_sigma=self.smoothing_sigma, epochs=self.epochs, batch_size=self.batch_size,
                       min_steps=self.min_steps)
         return config
+
+
+def _spread(variances, mean_variances=None):
+    """sqrt(mean over dimensions of their variances): the features' spread that ``noise_std`` is measured in; with
+    the image means' variances (``image_context``), over the dimensions the adaptor takes."""
+    if mean_variances is not None:
+        variances = np.concatenate([variances, mean_variances])
+    return float(np.sqrt(np.mean(variances)))
 
 
 def _held_lock(path):
@@ -487,10 +527,9 @@ class FeatureCache:
         which = np.searchsorted(offsets, indices, side="right") - 1
         return np.stack([self.chunks[c][i - offsets[c]] for c, i in zip(which, indices)])
 
-    def per_dimension_std(self, image_means=False):
-        """sqrt(mean over dimensions of each dimension's variance over all cached locations), in float64; with
-        ``image_means``, over the dimensions of each location's features followed by its image's mean features
-        (SimpleNet's ``image_context``: the means vary over images only)."""
+    def variances(self):
+        """Each dimension's variance over all cached locations, and that of the images' mean features over the
+        images (SimpleNet's ``image_context``: the means vary over images only), in float64."""
         count, total, squares, images, mean_squares = 0, 0.0, 0.0, 0, 0.0
         for chunk in self.chunks:
             for image in chunk:  # one image at a time in float64: a whole chunk at 512² would take 1.5 GiB
@@ -500,10 +539,7 @@ class FeatureCache:
                 squares = squares + np.einsum("ij,ij->j", values, values)
                 images, mean_squares = images + 1, mean_squares + values.mean(axis=0) ** 2
         mean = total / count  # every image has as many locations: the mean of the image means too
-        variances = np.maximum(squares / count - mean ** 2, 0.0)
-        if image_means:
-            variances = np.concatenate([variances, np.maximum(mean_squares / images - mean ** 2, 0.0)])
-        return float(np.sqrt(np.mean(variances)))
+        return (np.maximum(squares / count - mean ** 2, 0.0), np.maximum(mean_squares / images - mean ** 2, 0.0))
 
     def remove(self):
         self.chunks = []
