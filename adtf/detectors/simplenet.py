@@ -159,7 +159,8 @@ class SimpleNet(Detector):
                  crop: tuple[int, int] | None = None, patch_size: int = 3,
                  pretrain_dim: int = 768, embed_dim: int = 384, hidden: int = 384, noise_std: float = 0.5,
                  normalize_features: bool = True, per_dimension_scale: bool = False, margin: float = 0.5,
-                 smoothing_sigma: float = 4.0, image_score: str = "grid", image_context: bool = False, epochs: int = 40, batch_size: int = 8, min_steps: int = 800, **kwargs):
+                 smoothing_sigma: float = 4.0, image_score: str = "grid", image_context: bool = False,
+                 epochs: int = 40, batch_size: int = 8, min_steps: int = 800, **kwargs):
         super().__init__(image_size=image_size or (256, 256), **kwargs)
         self.crop = None if crop is None else tuple(int(side) for side in crop)
         if self.crop is not None and not (len(self.crop) == 2 and all(
