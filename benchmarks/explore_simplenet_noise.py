@@ -66,6 +66,17 @@ def with_image_context(features):
     return np.concatenate([features, mean], axis=-1).astype(np.float16)
 
 
+def whitened(train, test, floor=0.01):
+    """ZCA-whiten both with the fit locations' covariance, each eigenvalue at least ``floor`` of their mean."""
+    flat = train.reshape(-1, train.shape[-1]).astype(np.float64)
+    mean = flat.mean(0)
+    values, vectors = np.linalg.eigh(np.cov(flat - mean, rowvar=False))
+    values = np.maximum(values, floor * values.mean())
+    transform = (vectors / np.sqrt(values)) @ vectors.T
+    print(f"whitened: eigenvalues {values.min():.3g} to {values.max():.3g}")
+    return [((x.astype(np.float32) - mean) @ transform).astype(np.float16) for x in (train, test)]
+
+
 def sweep(train, gain, test, labels, defects, sigma, epochs, every, seed=0, batch=8, score_variants=False):
     """Train a fresh head with noise ``sigma`` (in units of the features' per-dimension std, ``1 / gain``);
     yield test AUROCs."""
@@ -183,6 +194,10 @@ def main(argv=None):
     parser.add_argument("--per-dimension", action="store_true",
                         help="divide each feature dimension by its own std over the fit images (the presets divide "
                              "all of them by one scalar)")
+    parser.add_argument("--whiten", action="store_true",
+                        help="whiten the features with their covariance over the fit images' locations (ZCA, the "
+                             "eigenvalues floored at 1 %% of their mean), so that the isotropic noise is "
+                             "Mahalanobis-shaped: the per-dimension scale with the correlations too")
     parser.add_argument("--image-context", action="store_true",
                         help="hand every location its image's mean feature too (the two concatenated, so the head "
                              "is twice as wide; the scale then from both): context no 3x3 neighbourhood reaches")
@@ -211,6 +226,8 @@ def main(argv=None):
         spread = np.sqrt(train.reshape(-1, train.shape[-1]).astype(np.float64).var(0)) + 1e-6
         train, test, gain = (train / spread).astype(np.float16), (test / spread).astype(np.float16), 1.0
         print(f"per-dimension std: min {spread.min():.3g}, median {np.median(spread):.3g}, max {spread.max():.3g}")
+    if args.whiten:
+        train, test, gain = *whitened(train, test), 1.0
     if args.image_context:
         train, test = with_image_context(train), with_image_context(test)
         gain = 1.0 / np.sqrt(train.reshape(-1, train.shape[-1]).astype(np.float64).var(0).mean())
