@@ -90,7 +90,7 @@ def _exit_cleanly_on_sigterm(prog):
 
 def _resume_note(prog):
     return (" (the same command again resumes a trained method's fit from its last checkpoint, saved every 30 s of "
-            "training; a fit stopped before its first starts again)" if prog in ("adtf-fit", "adtf-bench") else "")
+            "training; a fit stopped before its first checkpoint starts again from epoch 1)" if prog in ("adtf-fit", "adtf-bench") else "")
 
 
 def _friendly_errors(prog):
@@ -127,8 +127,7 @@ def results_table(results):
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
     rows = [("dataset", results["dataset"]), ("train / test images", f"{results['n_train']} / {results['n_test']} ({results['n_test_anomalous']} anomalous)")]
-    for key, label in (("image_auroc", "image AUROC"), ("best_tpr", "best TPR"), ("best_tnr", "best TNR"),
-                       ("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO@0.3")):
+    for key, label in (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO@0.3")):
         value = results.get(key)
         rows.append((label, "n/a (no masks)" if value is None and key in ("pixel_auroc", "aupro") else
                      "n/a" if value is None else f"{value:.3f}"))
@@ -145,6 +144,9 @@ def results_table(results):
         if ranked:
             best = max(ranked, key=lambda kv: kv[1])
             rows.append(("best working point (test)", f"{best[0]}: AUC {best[1]:.3f} (reported, not selected)"))
+    if results.get("best_tpr") is not None:  # after the working point: what a threshold chosen on the answers gets
+        rows.append(("best TPR / TNR (test)", f"{results['best_tpr']:.3f} / {results['best_tnr']:.3f} (a threshold "
+                                              "chosen on the test labels: a bound, not a working point)"))
     rows += [("time per image", f"{results['ms_per_image']:.1f} ms ({results['images_per_second']:.1f} img/s)"),
              ("peak memory", f"{results['peak_rss_mb']:.0f} MiB")]
     width = max(len(name) for name, _ in rows)
@@ -191,14 +193,12 @@ def fit_parser(method=None, preset=None, prog="adtf-fit", bench=False):
     from jsonargparse import ActionConfigFile, ArgumentParser
     from jsonargparse.typing import NonNegativeInt, PositiveInt
 
-    from adtf.detectors import REGISTRY
+    from adtf.detectors import REGISTRY, detector_class
     from adtf.run import DEFAULT_DATA, DEFAULT_METHOD, MAIN_JOB_PRESET, resolve_preset
 
     if method is None:  # the main job
         method, preset = DEFAULT_METHOD, preset or MAIN_JOB_PRESET
-    if method not in REGISTRY:
-        raise AdtfError(f"unknown method {method!r}; available: {sorted(REGISTRY)}")
-    cls = REGISTRY[method]
+    cls = detector_class(method)
     preset = resolve_preset(cls, preset)
     parser = ArgumentParser(
         prog=prog, exit_on_error=False, allow_abbrev=False,  # "--detector.imag 3" must not set image_size
@@ -336,6 +336,8 @@ def fit_main(argv=None):
     print(results_table(results))
     out = Path(results["run_dir"])
     print(f"\n  report: {out / 'report.md'}\n  metrics: {out / 'metrics.json'}")
+    if (out / "saved_model").is_dir():
+        print(f"  SavedModel (TF Serving): {out / 'saved_model'}")
     return 0
 
 
@@ -509,7 +511,9 @@ def _effect_on_test_set(scores_file, detector):
     chosen = detector.postprocess.active_name == CUSTOM  # a threshold picked by hand, maybe by looking at these
     return (f"On the run's test images ({scores_file}): {', '.join(parts)}."
             + (" If they guided the choice of this threshold, these figures overstate what it does on new parts."
-               if chosen else ""))
+               if chosen else "")
+            + (f" Warning: it flags most good parts; the calibrated working points' thresholds on {point['score']} "
+               "are in the run's report.md, and the test scores in scores.csv." if tnr is not None and tnr < 0.5 else ""))
 
 
 @_friendly_errors("adtf-bench")

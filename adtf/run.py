@@ -302,12 +302,10 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     from adtf import machine
     from adtf.atomic import atomic_path, write_json, write_text
     from adtf.callbacks import EpochProgress, ReconstructionImages, ResumableBackup, Timing, ValidationAUROC
-    from adtf.detectors import REGISTRY
+    from adtf.detectors import detector_class
     from adtf.evaluate import HOLD_NORMALS_OUT, evaluate, report_markdown, thresholds_only
 
-    if method not in REGISTRY:
-        raise AdtfError(f"unknown method {method!r}; available: {sorted(REGISTRY)}")
-    cls = REGISTRY[method]
+    cls = detector_class(method)
     check_calibration_options(calibration_fraction, calibration_folds)
     started = time.perf_counter()
     keras.utils.set_random_seed(seed)
@@ -648,6 +646,8 @@ def _check_backup(folder, config):
             raise AdtfError(f"{folder} holds the backup of an interrupted fit with other settings ({', '.join(changed)} "
                             "differ): run the same command again to resume it, or delete that folder (or choose "
                             "another --out) to start afresh")
+        if nothing_saved:
+            log.info("      the fit interrupted here stopped before its first checkpoint: fitting from epoch 1")
     elif folder.is_dir() and any(folder.iterdir()):
         raise AdtfError(f"{folder} holds a backup this version cannot match to its settings: delete it to start afresh")
     folder.mkdir(parents=True, exist_ok=True)

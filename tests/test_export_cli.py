@@ -154,7 +154,9 @@ def test_export_says_what_its_threshold_does_to_the_run_s_test_images(run_dir, t
     assert export_main([str(run_dir), "--threshold=-1e9", "--score", "d_mean", "--out", str(tmp_path / "b")]) == 0
     with open(run_dir / "scores.csv", newline="") as file:
         n_good = sum(row["label"] == "0" for row in csv.DictReader(file))
-    assert f"TNR 0.000 ({n_good} of {n_good} good parts flagged), TPR 1.000 (0 of" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert f"TNR 0.000 ({n_good} of {n_good} good parts flagged), TPR 1.000 (0 of" in said
+    assert "Warning: it flags most good parts" in said  # a threshold on the wrong scale is not passed over quietly
 
 
 def test_export_logs_no_temporary_folder_where_tensorflow_logs_at_info(run_dir, tmp_path, caplog):

@@ -1,6 +1,7 @@
 """A gradient-trained method through the one runner and the CLI, named by nothing but its registry line;
 option parsing from signatures and YAML; MirroredStrategy; files saved before the contract changed."""
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -69,6 +70,7 @@ def test_help_lists_the_methods_own_options_with_preset_defaults(toy_registered,
     (["--detector.no_such_option", "1"], "no_such_option"),
     (["--batch-size", "many"], "--batch-size: expected a positive integer, got many"),
     (["--method", "nope"], "unknown method"),
+    (["--method", "SimpleNet"], "unknown method 'SimpleNet'; did you mean 'simplenet'?"),
     (["--method", "mon", "--preset", "fastest"], "unknown MoN preset"),
     (["--preset", "fastest"], "unknown SimpleNet preset"),
     (["--batch-size", "0"], "--batch-size: expected a positive integer, got 0"),
@@ -475,7 +477,7 @@ def test_a_test_set_of_defects_only_is_said_before_the_fit(toy_registered, tmp_p
     assert "every test image is defective" in capsys.readouterr().err
 
 
-def test_an_unusable_run_folder_is_refused_before_any_work(tmp_path):
+def test_an_unusable_run_folder_is_refused_before_any_work(tmp_path, caplog, monkeypatch):
     from adtf.data import load
     from adtf.run import _check_backup, check_output_folder
 
@@ -493,7 +495,10 @@ def test_an_unusable_run_folder_is_refused_before_any_work(tmp_path):
     check_output_folder(tmp_path / "runs" / "parts", load(f"folder:{tmp_path / 'parts'}"))
     # A fit killed before its first save left only its settings: another command may start afresh there.
     _check_backup(tmp_path / "backup", {"seed": 0})
-    _check_backup(tmp_path / "backup", {"seed": 1})
+    monkeypatch.setattr(logging.getLogger("adtf"), "propagate", True)  # the CLI's tests may have turned it off
+    with caplog.at_level(logging.INFO, logger="adtf"):
+        _check_backup(tmp_path / "backup", {"seed": 1})
+    assert "stopped before its first checkpoint: fitting from epoch 1" in caplog.text  # not a silent restart
     (tmp_path / "backup" / "state.json").write_text("{}")
     with pytest.raises(AdtfError, match="holds the backup of an interrupted fit with other settings"):
         _check_backup(tmp_path / "backup", {"seed": 2})

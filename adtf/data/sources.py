@@ -248,7 +248,8 @@ def _image_size(path, what):
     except FileNotFoundError:
         return None, f"{path}: {what} file not found", False, False
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ... for broken files
-        return None, f"{path}: cannot decode {what} ({type(e).__name__}: {e})", False, False
+        return (None, f"{path}: cannot decode {what}: the file is corrupt or not an image ({type(e).__name__}: {e})",
+                False, False)
 
 
 GRAY_TOLERANCE = 2  # gray levels (of 255) apart that a gray image's channels may decode

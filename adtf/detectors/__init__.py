@@ -18,13 +18,22 @@ REGISTRY = {
 }
 
 
-def create(method, preset=None, **options):
-    """Build a detector by registry name (``adtf-fit --method``), from a preset when it has them."""
+def detector_class(method):
+    """The class behind a registry name (``adtf-fit --method``); an unknown name is refused with the nearest one."""
+    import difflib
+
     from adtf.errors import AdtfError
 
     if method not in REGISTRY:
-        raise AdtfError(f"unknown method {method!r}; available: {sorted(REGISTRY)}")
-    cls = REGISTRY[method]
+        near = difflib.get_close_matches(str(method).lower(), REGISTRY, n=1, cutoff=0.6)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise AdtfError(f"unknown method {method!r}{hint} (available: {', '.join(sorted(REGISTRY))})")
+    return REGISTRY[method]
+
+
+def create(method, preset=None, **options):
+    """Build a detector by registry name (``adtf-fit --method``), from a preset when it has them."""
+    cls = detector_class(method)
     if preset is not None and hasattr(cls, "from_preset"):
         return cls.from_preset(preset, **options)
     return cls(**options)
