@@ -5,6 +5,7 @@ Every command prints one clear line and exits with status 2 on bad input
 """
 import argparse
 import functools
+import inspect
 import json
 import os
 import re
@@ -252,7 +253,9 @@ def fit_parser(method=None, preset=None, prog="adtf-fit", bench=False):
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_class_arguments(cls, "detector", skip=_NOT_OPTIONS, sub_configs=True)
     parser.add_argument("--fit.epochs", type=Optional[NonNegativeInt], default=None,
-                        help=f"epochs of gradient training (0: none; default: {_default_epochs(cls)})")
+                        help=f"epochs of gradient training in this fit (0: none; default: {_default_epochs(cls)})"
+                        + ("; overrides --detector.epochs, the schedule saved with the detector"
+                           if "epochs" in inspect.signature(cls.__init__).parameters else ""))
     parser.add_argument("--fit.batch_size", type=Optional[PositiveInt], default=None,
                         help="training batch size (default: the detector's, else the pipeline's)")
     if cls.compile is not keras.Model.compile:
