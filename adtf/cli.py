@@ -90,8 +90,10 @@ def _exit_cleanly_on_sigterm(prog):
 
 
 def _resume_note(prog):
+    if prog not in ("adtf-fit", "adtf-bench"):
+        return ""
     return (" (the same command again resumes a trained method's fit from its last checkpoint, saved every 30 s of "
-            "training; a fit stopped before its first checkpoint starts again from epoch 1)" if prog in ("adtf-fit", "adtf-bench") else "")
+            "training; a fit stopped before its first checkpoint starts again from epoch 1)")
 
 
 def _friendly_errors(prog):
@@ -516,7 +518,8 @@ def _effect_on_test_set(scores_file, detector):
             + (" If they guided the choice of this threshold, these figures overstate what it does on new parts."
                if chosen else "")
             + (f" Warning: it flags most good parts; the calibrated working points' thresholds on {point['score']} "
-               "are in the run's report.md, and the test scores in scores.csv." if tnr is not None and tnr < 0.5 else ""))
+               "are in the run's report.md, and the test scores in scores.csv."
+               if tnr is not None and tnr < 0.5 else ""))
 
 
 @_friendly_errors("adtf-bench")
