@@ -1,4 +1,5 @@
-"""Console scripts: ``adtf-fit`` (the main job), ``adtf-eval``, ``adtf-export``, ``adtf-bench``, ``adtf-verify``.
+"""Console scripts: ``adtf-fit`` (the main job), ``adtf-eval``, ``adtf-score``, ``adtf-export``, ``adtf-bench``,
+``adtf-verify``.
 
 Every command prints one clear line and exits with status 2 on bad input
 (an ``AdtfError``), never a TensorFlow traceback.
@@ -337,7 +338,10 @@ def fit_main(argv=None):
     configure_logging()
     command = shlex.join(["adtf-fit", *(sys.argv[1:] if argv is None else argv)])
     results = fit_evaluate_export(data=args.data, out=args.out, command=command, **_runner_options(args))
-    print(f"\n{args.method} on {results['dataset']}: done in {results['seconds']:.0f} s\n")
+    preset = ", ".join(([f"{results['preset']} preset"] if results.get("preset") else [])
+                       + ([f"{results['epochs']} epochs"] if results.get("epochs") else []))
+    preset = f" ({preset})" if preset else ""
+    print(f"\n{args.method}{preset} on {results['dataset']}: done in {results['seconds']:.0f} s\n")
     print(results_table(results))
     out = Path(results["run_dir"])
     print(f"\n  report: {out / 'report.md'}\n  metrics: {out / 'metrics.json'}")
@@ -400,6 +404,51 @@ def eval_main(argv=None):
     write_json(out / "eval.json", {**eval_record, "spec": args.data})
     print(results_table(results))
     print(f"\n  report: {out / 'report.md'}")
+    return 0
+
+
+@_friendly_errors("adtf-score")
+def score_main(argv=None):
+    """``adtf-score MODEL FOLDER``: score parts nobody has judged: each one's verdict, and heat maps of the flagged."""
+    from jsonargparse.typing import PositiveInt
+
+    parser = argparse.ArgumentParser(
+        prog="adtf-score", allow_abbrev=False,
+        description="Score a folder of parts with a saved detector (.keras or a run folder): scores.csv holds each "
+                    "image's score and verdict at the model's active working point, heatmaps/ an overlay of each "
+                    "flagged part. No labels are read: for figures against known good and defective parts, "
+                    "use adtf-eval.")
+    parser.add_argument("model", help="model.keras, or a run folder holding one")
+    parser.add_argument("folder", help="a folder of images (PNG, JPEG, BMP, GIF or WebP)")
+    parser.add_argument("--out", default=None, help="output folder (default: <run>/score-<folder>)")
+    parser.add_argument("--heatmaps", choices=("flagged", "all", "none"), default="flagged",
+                        help="which parts get a heat-map overlay (default: the flagged ones)")
+    parser.add_argument("--batch-size", type=PositiveInt, default=16, help="images scored at a time (default 16)")
+    parser.add_argument("--skip-bad", action="store_true", help="leave unreadable images out with a warning")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    from adtf import data
+    from adtf.detectors import load
+    from adtf.evaluate import score_parts
+    from adtf.run import check_output_folder, slug
+
+    model_path = _model_path(args.model)
+    if "," in args.folder:  # a data spec's separator
+        raise AdtfError(f"{args.folder}: a folder whose path holds a comma cannot be named; rename or link it")
+    detector = load(model_path)
+    dataset = data.load(f"folder:{args.folder}", skip_bad=args.skip_bad)
+    out = Path(args.out or model_path.parent / f"score-{slug(dataset.name)}")
+    check_output_folder(out, dataset)
+    if not detector.working_point:
+        print("adtf-score: warning: the model has no working point (never calibrated): only invalid images are "
+              "flagged; set one with adtf-export --working-point or --threshold", file=sys.stderr)
+    summary = score_parts(detector, dataset, out, batch_size=args.batch_size, heatmaps=args.heatmaps,
+                          verbose=not args.quiet)
+    point = (f"working point {summary['working_point']}, threshold {summary['threshold']:.4g}"
+             if summary["working_point"] else "no working point")
+    print(f"{summary['n_flagged']} of {summary['n']} parts flagged ({point})"
+          + (f"; {summary['n_invalid']} invalid (unreadable values: flagged)" if summary["n_invalid"] else ""))
+    print(f"\n  scores: {out / 'scores.csv'}" + (f"\n  heat maps: {out / 'heatmaps'}" if summary["heatmaps"] else ""))
     return 0
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from adtf import data, machine, metrics, thresholds, viz
 from adtf.atomic import write_json, write_text
+from adtf.errors import AdtfError
 from adtf.data.pipeline import unpack_batch
 
 
@@ -132,27 +133,71 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
         results["plots"].update(plots)
         results["report_lines"] = lines
         results.update(detector.extra_metrics(outputs))
-        results["scores_file"] = _write_scores(out_dir / "scores.csv", dataset, outputs, detector)
+        results["scores_file"] = _write_scores(out_dir / "scores.csv", dataset.test, outputs, detector)
         results["peak_rss_mb"] = machine.peak_rss_mb()  # the plots and report too, not only the scoring
         write_json(out_dir / "metrics.json", results)
         write_text(out_dir / "report.md", report_markdown(results))
     return results
 
 
-def _write_scores(path, dataset, outputs, detector):
-    """Every test image's scores and verdict at the active working point, one row each: which good parts a
-    threshold fails and which defects it passes, where the report's plots show only a few."""
+def _write_scores(path, samples, outputs, detector, labelled=True):
+    """Every image's scores and verdict at the active working point, one row each: which good parts a threshold
+    fails and which defects it passes, where the report's plots show only a few (``labelled=False``: parts nobody
+    has judged, no label or defect columns)."""
     names = [name for name in detector.score_names if name in outputs and name != "score"]
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     verdict = f"anomalous ({detector.working_point})" if detector.working_point else "anomalous (no working point)"
-    writer.writerow(["path", "label", "defect", "score", *names, verdict, "invalid"])
-    for i, sample in enumerate(dataset.test):  # float32's shortest round-trip digits: ties with a threshold stay ties
-        writer.writerow([sample.path, sample.label, sample.defect, str(np.float32(outputs["score"][i])),
-                         *(str(np.float32(outputs[name][i])) for name in names), int(outputs["anomalous"][i]),
-                         int(outputs["invalid"][i])])
+    known = ["label", "defect"] if labelled else []
+    writer.writerow(["path", *known, "score", *names, verdict, "invalid"])
+    for i, sample in enumerate(samples):  # float32's shortest round-trip digits: ties with a threshold stay ties
+        writer.writerow([sample.path, *([sample.label, sample.defect] if labelled else []),
+                         str(np.float32(outputs["score"][i])), *(str(np.float32(outputs[name][i])) for name in names),
+                         int(outputs["anomalous"][i]), int(outputs["invalid"][i])])
     write_text(path, text.getvalue())
     return path.name
+
+
+def colour_scale(maps):
+    """One colour scale for every overlay of ``maps``, from at most 256 of them (every map's values, copied and
+    sorted, cost 2-3 times the maps: a one-class MNIST run held 9,192 maps of 224x224). Maps may be negative
+    (SimpleNet's -D), so both ends come from the data."""
+    sampled = maps[:: max(1, len(maps) // 256)]
+    finite = sampled[np.isfinite(sampled)]
+    vmin, vmax = (float(np.percentile(finite, 0.1)), float(np.percentile(finite, 99.9))) if finite.size else (0.0, 1.0)
+    return vmin, max(vmax, vmin + 1e-12)
+
+
+def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged", verbose=True):
+    """Score parts nobody has judged (every image of ``dataset``, no labels read): ``scores.csv`` with each part's
+    score and verdict at the active working point, and a heat-map overlay per flagged part (``heatmaps``:
+    "flagged", "all" or "none") under ``out_dir/heatmaps``. Returns ``{n, n_flagged, n_invalid, ...}``."""
+    samples = list(dataset.train) + list(dataset.test)
+    if not samples:
+        raise AdtfError(f"{dataset.name} holds no images to score")
+    batches = data.pipeline(samples, arrays=dataset.arrays, image_size=detector.image_size, batch_size=batch_size)
+    outputs = detector.score_dataset(batches, verbose=verbose, desc="scoring", keep_masks=False)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_scores(out_dir / "scores.csv", samples, outputs, detector, labelled=False)
+    flagged = outputs["anomalous"].astype(bool)
+    picked = {"flagged": np.flatnonzero(flagged), "all": np.arange(len(samples)), "none": np.arange(0)}[heatmaps]
+    if len(picked):
+        vmin, vmax = colour_scale(outputs["anomaly_map"])
+        for start in range(0, len(picked), batch_size):  # the images of a batch at a time: not all in memory at once
+            chunk = picked[start:start + batch_size]
+            images = viz.images_of([samples[i] for i in chunk], dataset.arrays, detector.image_size, batch_size)
+            for image, i in zip(images, chunk):
+                name = Path(samples[i].path).name
+                title = f"{'ANOMALOUS' if flagged[i] else 'normal'} {name}\nscore {outputs['score'][i]:.4g}"
+                viz.heatmap_grid(image[None], outputs["anomaly_map"][i][None], [title],
+                                 out_dir / "heatmaps" / f"{i:05d}_{Path(name).stem}.png", vmin=vmin, vmax=vmax)
+    summary = {"data": dataset.name, "n": len(samples), "n_flagged": int(flagged.sum()),
+               "n_invalid": int(outputs["invalid"].sum()), "working_point": detector.working_point,
+               "threshold": float(detector.threshold) if detector.working_point else None,
+               "heatmaps": int(len(picked)), "machine": machine.description(), "date": machine.today()}
+    write_json(out_dir / "score.json", summary)
+    return summary
 
 
 def _mask_notes(labels, masks, samples):
@@ -281,13 +326,7 @@ def _plots(detector, dataset, outputs, labels, image_scores, out_dir, batch_size
     if labels.min() == 0 and labels.max() == 1:
         plots["roc"] = _roc(labels, image_scores, out_dir, dataset.name, working_points, detector.working_point)
     order = np.argsort(outputs["score"])
-    # The colour scale from at most 256 maps: every map's values, copied and sorted, cost 2-3 times the maps (a
-    # one-class MNIST run held 9,192 maps of 224x224).
-    sampled = outputs["anomaly_map"][:: max(1, len(outputs["anomaly_map"]) // 256)]
-    finite = sampled[np.isfinite(sampled)]
-    # One colour scale for every overlay; maps may be negative (SimpleNet's -D), so both ends come from the data.
-    vmin, vmax = (float(np.percentile(finite, 0.1)), float(np.percentile(finite, 99.9))) if finite.size else (0.0, 1.0)
-    vmax = max(vmax, vmin + 1e-12)
+    vmin, vmax = colour_scale(outputs["anomaly_map"])
     panels = [("most_anomalous", order[::-1][:n_examples])]
     if labels.min() == 0 and labels.max() == 1:  # what an inspector looks for first: the false alarms and the misses
         panels += [("good_scored_highest", order[labels[order] == 0][::-1][:n_examples]),

@@ -1,6 +1,7 @@
 """adtf-fit end to end on tiny synthetic data, and SavedModel parity in a fresh process."""
 import csv
 import json
+import pathlib
 import re
 import shutil
 import subprocess
@@ -10,7 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from adtf.cli import bench_main, eval_main, export_main, fit_main
+from adtf.cli import bench_main, eval_main, export_main, fit_main, score_main
 
 SIZE = 64
 REQUIRED = ("method", "dataset", "image_auroc", "pixel_auroc", "aupro", "best_tpr", "best_tnr", "working_points",
@@ -315,6 +316,42 @@ def test_eval_on_good_parts_alone_says_how_many_each_working_point_passes(run_di
         assert point["tpr"] is None and point["auc"] is None
         assert point["tnr"] == pytest.approx(np.mean(outputs[point["score"]] <= point["threshold"]))
     assert "all normal" in (out / "report.md").read_text()
+
+
+def test_score_gives_each_unjudged_part_a_verdict_and_the_flagged_ones_a_heat_map(run_dir, tmp_path, capsys):
+    """A folder of parts nobody has labelled: adtf-eval would count them all as good parts; adtf-score reads no
+    label, writes each part's score and verdict, and an overlay of each flagged part."""
+    from PIL import Image
+
+    from adtf.detectors import load
+
+    rng = np.random.default_rng(1)
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for i in range(5):
+        image = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+        image[8:40, 8:40] = 255 * (i % 2)  # some parts with a large flat square: scored far from grass
+        Image.fromarray(image).save(parts / f"{i}.png")
+    out = tmp_path / "scored"
+    assert score_main([str(run_dir), str(parts), "--out", str(out), "--quiet"]) == 0
+    with open(out / "scores.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    detector = load(run_dir / "model.keras")
+    verdict = f"anomalous ({detector.working_point})"
+    assert len(rows) == 5 and "label" not in rows[0] and verdict in rows[0]
+    images = np.stack([np.asarray(Image.open(parts / f"{i}.png"), np.float32) / 255 for i in range(5)])
+    expected = np.asarray(detector.infer(images)["anomalous"]).astype(int)
+    by_name = {pathlib.Path(row["path"]).name: int(row[verdict]) for row in rows}
+    assert [by_name[f"{i}.png"] for i in range(5)] == expected.tolist()  # the model's own verdicts, in any order
+    heatmaps = sorted(p.name for p in (out / "heatmaps").glob("*.png")) if (out / "heatmaps").exists() else []
+    assert len(heatmaps) == expected.sum()
+    assert f"{expected.sum()} of 5 parts flagged (working point {detector.working_point}" in capsys.readouterr().out
+    assert json.loads((out / "score.json").read_text())["n_flagged"] == expected.sum()
+    assert score_main([str(run_dir), str(parts), "--out", str(out), "--quiet", "--heatmaps", "all"]) == 0
+    assert len(list((out / "heatmaps").glob("*.png"))) == 5
+    (tmp_path / "empty").mkdir()
+    assert score_main([str(run_dir), str(tmp_path / "empty"), "--quiet"]) == 2
+    assert "no images" in capsys.readouterr().err
 
 
 def test_eval_on_a_folder_counts_its_normal_images_as_test_normals(run_dir, tmp_path, capsys):

@@ -43,7 +43,9 @@ def test_a_trained_toy_goes_through_the_runner_and_cli(toy_registered, tmp_path,
     assert not (out / "backup").exists()  # BackupAndRestore removes its checkpoint after a finished fit
     for name in ("model.keras", "saved_model/saved_model.pb", "roc.png", "command.txt"):
         assert (out / name).exists(), name
-    assert "toy_autoencoder on synthetic:grass" in capsys.readouterr().out
+    said = capsys.readouterr().out  # which preset and schedule ran, said where the run ends
+    assert "toy_autoencoder (fast preset, 2 epochs) on synthetic:grass" in said
+    assert f"SavedModel (TF Serving): {out / 'saved_model'}" in said
 
 
 def test_help_lists_the_methods_own_options_with_preset_defaults(toy_registered, capsys):
