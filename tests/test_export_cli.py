@@ -349,6 +349,8 @@ def test_score_gives_each_unjudged_part_a_verdict_and_the_flagged_ones_a_heat_ma
     assert json.loads((out / "score.json").read_text())["n_flagged"] == expected.sum()
     assert score_main([str(run_dir), str(parts), "--out", str(out), "--quiet", "--heatmaps", "all"]) == 0
     assert len(list((out / "heatmaps").glob("*.png"))) == 5
+    assert score_main([str(run_dir), str(parts), "--out", str(out), "--quiet", "--heatmaps", "none"]) == 0
+    assert not list((out / "heatmaps").glob("*.png"))  # no overlay left from an earlier scoring to mislead
     (tmp_path / "empty").mkdir()
     assert score_main([str(run_dir), str(tmp_path / "empty"), "--quiet"]) == 2
     assert "no images" in capsys.readouterr().err
