@@ -127,6 +127,7 @@ def test_mvtec_masks_and_category_option(tmp_path):
     write_mvtec(tmp_path / "root" / "bottle", defects=("crack", "hole"))
     ds = load(f"mvtec:{tmp_path / 'root'},category=bottle")
     assert ds.name == "mvtec:bottle" and ds.has_masks
+    assert load(f"mvtec:{tmp_path / 'root'},category=Bottle").name == "mvtec:bottle"  # the folder's own case
     assert ds.counts() == {"train": 3, "test_good": 2, "test_crack": 2, "test_hole": 2}
     for s in ds.test:
         assert (s.mask_path is None) == (s.label == 0)
@@ -169,10 +170,11 @@ def test_12_bit_data_in_16_bit_images_is_named(tmp_path):
     with pytest.warns(UserWarning, match=r"2 16-bit image\(s\) with every value below 4096"):
         dataset = load(f"folder:{tmp_path / 'ok'}")
     assert len(dataset.notes) == 1 and "below 4096" in dataset.notes[0]  # for the run's report to repeat
-    Image.fromarray(rng.integers(0, 65536, (10, 12), dtype=np.uint16)).save(tmp_path / "full.png")
+    (tmp_path / "full").mkdir()
+    Image.fromarray(rng.integers(0, 65536, (10, 12), dtype=np.uint16)).save(tmp_path / "full" / "full.png")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert load(f"folder:{tmp_path}").notes == []  # full-range 16-bit data: no warning
+        assert load(f"folder:{tmp_path / 'full'}").notes == []  # full-range 16-bit data: no warning
 
 
 def test_gray_and_colour_images_in_one_set_are_named(tmp_path):
@@ -297,6 +299,8 @@ def test_a_layout_given_as_another_kind_says_which_spec_to_give(tmp_path, monkey
     with pytest.raises(DataError, match=f"{re.escape(str(mvtec))}: no images directly in it; it holds an MVTec AD "
                                         f"category: give it as mvtec:{re.escape(str(mvtec))}$"):
         load(f"folder:{mvtec}")
+    with pytest.raises(DataError, match=f"it holds MVTec AD categories: give it as mvtec:{re.escape(str(tmp_path))}$"):
+        load(f"folder:{tmp_path}")  # the root above the categories: once "no images (no file there ends in ...)"
     with pytest.raises(DataError, match=f"it holds an MVTec AD category: give it as mvtec:{re.escape(str(mvtec))}$"):
         load(f"mtd:{mvtec}")
     with pytest.raises(DataError, match=f"it holds a folder of images: give it as folder:"
@@ -335,6 +339,18 @@ def test_dagm_official_split_and_root_with_category(tmp_path):
     ds = load(f"dagm:{tmp_path / 'DAGM'},category=Class2,n_train=none")
     assert ds.counts() == {"train": 4, "test_good": 4, "test_defective": 2}
     assert all("/Train/" in s.path for s in ds.train) and all("/Test/" in s.path for s in ds.test)
+
+
+def test_dagm_copy_whose_file_names_changed_case_is_read(tmp_path):
+    """Unpacked or synced through a tool that lower-cased names (0001.png, labels.txt), the files were "not found"
+    while the labels file named them in DAGM's upper case."""
+    root = write_dagm_class(tmp_path / "Class1")
+    for path in sorted(root.rglob("*"), key=lambda p: -len(p.parts)):  # deepest first: rename files, then folders
+        if path.name != path.name.lower() and path.name not in ("Train", "Test"):
+            path.rename(path.with_name(path.name.lower()))
+    ds = load(f"dagm:{root},n_train=none")
+    assert ds.counts() == {"train": 4, "test_good": 4, "test_defective": 2}
+    assert all(os.path.exists(s.path) and (s.mask_path is None or os.path.exists(s.mask_path)) for s in ds.test)
 
 
 def test_dagm_errors(tmp_path):
@@ -410,6 +426,25 @@ def test_folder_with_anomalous_masks_and_test_normal(tmp_path):
     masks = {s.defect: s.mask_path for s in ds.test if s.label}
     assert masks == {"anomalous": str(tmp_path / "masks" / "loose_mask.png"),
                      "scratch": str(tmp_path / "masks" / "scratch" / "s1.PNG")}
+
+
+def test_folder_says_which_images_in_subfolders_it_does_not_read(tmp_path):
+    """`ok/old/` beside `ok/`'s own images was left out without a word; the folders the spec names itself, nested
+    or not, are read and not warned about."""
+    for i in range(2):
+        write_image(tmp_path / "ok" / f"{i}.png", seed=i)
+    write_image(tmp_path / "ok" / "old" / "2.png")                  # not read: said
+    write_image(tmp_path / "ok" / "ng" / "scratch" / "s.png")        # the anomalous folder, inside the normal one
+    write_image(tmp_path / "ok" / "ng" / "scratch" / "deeper" / "d.png")  # below a defect folder: not read, said
+    with pytest.warns(UserWarning, match=r"2 image\(s\) in subfolders are not read") as caught:
+        ds = load(f"folder:{tmp_path / 'ok'},anomalous={tmp_path / 'ok' / 'ng'}")
+    assert ds.counts() == {"train": 2, "test_scratch": 1}
+    said = " ".join(str(w.message) for w in caught)
+    assert "old" in said or "deeper" in said
+    write_image(tmp_path / "flat" / "0.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a flat folder: nothing to say
+        load(f"folder:{tmp_path / 'flat'}")
 
 
 def test_folder_anomalous_dir_in_mvtec_layout_keeps_its_good_images_normal(tmp_path):
@@ -499,7 +534,8 @@ def test_synthetic_delegates_to_materialize(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("breakage", ["garbage", "truncated_png", "truncated_jpeg", "jpeg_without_end", "empty", "tiff",
-                                      "tif_file", "bmp_1bit", "bmp_palette", "png_bad_checksum", "latin1_name"])
+                                      "tif_file", "heic_file", "bmp_1bit", "bmp_palette", "png_bad_checksum",
+                                      "latin1_name"])
 def test_unusable_image_raises_naming_it_and_skip_bad_leaves_it_out(tmp_path, breakage):
     root = write_mvtec(tmp_path / "m", masks=False, size=(64, 48))
     bad = root / "train" / "good" / "001.png"
@@ -521,6 +557,10 @@ def test_unusable_image_raises_naming_it_and_skip_bad_leaves_it_out(tmp_path, br
         Image.open(bad).save(bad.with_suffix(".tif"), format="TIFF")
         bad.unlink()
         bad = bad.with_suffix(".tif")
+    elif breakage == "heic_file":  # a phone's photo: a format to name, not a "corrupt" file
+        bad.unlink()
+        bad = bad.with_suffix(".heic")
+        bad.write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(32))
     elif breakage.startswith("bmp"):  # TensorFlow refuses 1-bit BMPs and reads palette indices as gray levels
         Image.open(bad).convert("1" if breakage == "bmp_1bit" else "P").save(bad.with_suffix(".bmp"))
         bad.unlink()
@@ -542,6 +582,7 @@ def test_unusable_image_raises_naming_it_and_skip_bad_leaves_it_out(tmp_path, br
     with pytest.raises(DataError, match=bad) as error:
         load(f"mvtec:{root}")
     assert "--skip-bad" in str(error.value)
+    assert breakage != "heic_file" or "HEIC images are not supported" in str(error.value)
     with pytest.warns(UserWarning, match=bad):
         ds = load(f"mvtec:{root}", skip_bad=True)
     assert len(ds.train) == 2 and all("001" not in s.path for s in ds.train)
@@ -607,7 +648,8 @@ def test_counts_and_repr():
     ("size=64", r"an option with no dataset; in a list, quote"),
     ("mtd:mtd,train_fraction=abc", r"option train_fraction takes a float \(default 0.8\), got 'abc'"),
     ("synthetic:weave,size=big", r"option size takes an int \(default 128\), got 'big'"),
-    ("mvtec:{tmp},category=3", r"no train/good folder .* it holds the categories \['bottle'\]"),
+    ("mvtec:{tmp},category=3", r"no train/good folder .* category=3 is none of its folders, which hold the "
+                                r"categories \['bottle'\]"),
 ])
 def test_a_bad_spec_is_named_before_any_reader_runs(spec, message, tmp_path):
     """Each of these used to end in a TypeError from inside a reader (category=3: a path joined with an int)."""

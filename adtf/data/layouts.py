@@ -38,7 +38,7 @@ def _read_mvtec(path, *, seed=0, category=None):
     train_good = next((folder for folder in _subfolders(root / "train") if _is_good(folder)), None)
     if train_good is None:
         found = sorted(p.name for p in root.iterdir() if any(_is_good(f) for f in _subfolders(p / "train")))
-        hint = (f"; it holds the categories {found}: use mvtec:{root / found[0]} or category=..." if found else
+        hint = (f"{_asked(category)} the categories {found}: use mvtec:{root / found[0]} or category=..." if found else
                 _other_kind_hint(root, SourceKind.MVTEC))
         raise DataError(f"{root}: no train/good folder (MVTec AD layout: train/good, test/<defect>, "
                         f"optional ground_truth/<defect>/<stem>_mask.png){hint}")
@@ -69,9 +69,19 @@ def _read_mvtec(path, *, seed=0, category=None):
 
 
 def _category(root, category):
-    """``root/category`` where that folder exists, else ``root`` (a category folder of another name; the reader
-    says what it holds if it is none). The dataset is named after the folder read, never after the option."""
-    return root / str(category) if category and (root / str(category)).is_dir() else root
+    """``root/category`` where that folder exists (in any case: `Screw` finds `screw`), else ``root`` (a category
+    folder of another name, as adtf-verify's manifest config; the reader says what it holds if it is none). The
+    dataset is named after the folder read, never after the option."""
+    if not category:
+        return root
+    if (root / str(category)).is_dir():
+        return root / str(category)
+    return next((p for p in _subfolders(root) if p.name.lower() == str(category).lower()), root)
+
+
+def _asked(category):
+    """The start of a hint that lists a root's categories: which one was asked for, if any."""
+    return f"; category={category} is none of its folders, which hold" if category else "; it holds"
 
 
 def _read_dagm(path, *, seed=0, category=None, n_train=500, n_test_normal=500):
@@ -95,7 +105,7 @@ def _read_dagm(path, *, seed=0, category=None, n_train=500, n_test_normal=500):
     if not (root / "Train").is_dir():
         classes = sorted(p.name for p in _subfolders(root) if (p / "Train").is_dir())
         first_release = root.name.endswith("_def") or (root.parent / f"{root.name}_def").is_dir()
-        hint = (f"; it holds the classes {classes}: use dagm:{root / classes[0]} or category=..." if classes else
+        hint = (f"{_asked(category)} the classes {classes}: use dagm:{root / classes[0]} or category=..." if classes else
                 f"; it is one split of a class: use dagm:{root.parent}" if (root / "Label" / "Labels.txt").is_file() else
                 "; this is the first release's ClassN/ + ClassN_def/ layout, which has no labels file: use the "
                 "later release (ClassN/Train, ClassN/Test)" if first_release else
@@ -128,10 +138,14 @@ def _read_dagm(path, *, seed=0, category=None, n_train=500, n_test_normal=500):
 
 
 def _dagm_labels(split_dir):
-    labels_file = split_dir / "Label" / "Labels.txt"
+    # A copy unpacked or synced through a tool that changed case (0001.png, labels.txt) is still DAGM: names are
+    # looked up in any case, as the layout's other readers do.
+    label_dir = _in_any_case(split_dir, "Label")
+    labels_file = _in_any_case(label_dir, "Labels.txt")
     if not labels_file.is_file():
         raise DataError(f"{labels_file}: not found (DAGM 2007 layout: ClassN/{split_dir.name}/Label/Labels.txt)")
     samples = []
+    images, masks = ({p.name.lower(): p for p in d.iterdir()} if d.is_dir() else {} for d in (split_dir, label_dir))
     for line_no, line in enumerate(labels_file.read_text(errors="replace").splitlines(), 1):
         fields = line.split()
         if len(fields) <= 1:  # the header line, or blank
@@ -143,9 +157,10 @@ def _dagm_labels(split_dir):
             raise DataError(f"{labels_file}, line {line_no}: {fields[2]} is marked defective (flag 1) but names no "
                             f"mask file (its last field is 0); DAGM 2007 gives every defective image one")
         if fields[1] == "1":
-            samples.append(Sample(str(split_dir / fields[2]), 1, "defective", str(split_dir / "Label" / fields[4])))
+            samples.append(Sample(str(_in_any_case(split_dir, fields[2], images)), 1, "defective",
+                                  str(_in_any_case(label_dir, fields[4], masks))))
         else:
-            samples.append(Sample(str(split_dir / fields[2]), 0, "good"))
+            samples.append(Sample(str(_in_any_case(split_dir, fields[2], images)), 0, "good"))
     if not samples:
         raise DataError(f"{labels_file}: lists no images")
     listed = {Path(s.path).name.lower() for s in samples}
@@ -154,6 +169,17 @@ def _dagm_labels(split_dir):
         warnings.warn(f"{labels_file} does not list {len(unlisted)} image(s) of {split_dir} (e.g. {unlisted[0].name}): "
                       "they are not read", stacklevel=4)
     return samples
+
+
+def _in_any_case(folder, name, listing=None):
+    """``folder / name``, or the entry of ``folder`` whose name differs from ``name`` only in case (else
+    ``folder / name``, for the caller to report as missing). ``listing``: ``{name.lower(): path}`` of the folder's
+    entries, where a caller looks up many names in one folder."""
+    exact = folder / name
+    if exact.exists() or not folder.is_dir():
+        return exact
+    listing = {p.name.lower(): p for p in folder.iterdir()} if listing is None else listing
+    return listing.get(name.lower(), exact)
 
 
 def _read_mtd(path, *, seed=0, train_fraction=0.8):
@@ -202,13 +228,16 @@ def _read_folder(path, *, seed=0, anomalous=None, masks=None, test_normal=None, 
     if not 0 <= holdout < 1:
         raise DataError(f"folder: holdout={holdout} must be in [0, 1)")
     train, test = split_off([Sample(str(p), 0, "good") for p in normals], holdout, seed)
+    flat = [normal_dir]  # folders read without their subfolders
     if test_normal:
-        test += [Sample(str(p), 0, "good") for p in _list_images(resolve_dir(test_normal, "test_normal"), required=True)]
+        flat.append(resolve_dir(test_normal, "test_normal"))
+        test += [Sample(str(p), 0, "good") for p in _list_images(flat[-1], required=True)]
     mask_dir = resolve_dir(masks, "masks") if masks else None
+    anomalous_dir = resolve_dir(anomalous, "anomalous") if anomalous else None
     if anomalous:
-        anomalous_dir = resolve_dir(anomalous, "anomalous")
         groups = [("anomalous", _list_images(anomalous_dir))]
         for folder in _subfolders(anomalous_dir):
+            flat.append(folder)
             if _is_good(folder):  # an MVTec-style test/ folder's good images: test normals, not a defect type
                 test += [Sample(str(p), 0, "good") for p in _list_images(folder)]
             else:
@@ -220,6 +249,18 @@ def _read_folder(path, *, seed=0, anomalous=None, masks=None, test_normal=None, 
             test += [Sample(str(p), 1, defect, _find_mask(masks, p.stem)) for p in images]
     if mask_dir:
         _warn_of_unmasked(test, mask_dir, "in <defect>/ and directly")
+    given = {d.resolve() for d in (*flat, anomalous_dir, mask_dir) if d is not None}
+
+    def named_elsewhere(sub, folder):  # a folder the spec names itself, or one above or below such a folder
+        others = {d for d in given if d != folder and d not in folder.parents}
+        return any(d == sub or sub in d.parents or d in sub.parents for d in others)
+
+    unread = [p for folder in flat for sub in _subfolders(folder) if not sub.name.startswith(".")
+              and not named_elsewhere(sub.resolve(), folder.resolve()) for p in _images_below(sub)]
+    if unread:  # an "old/" or "2024-05/" subfolder of good parts: read nowhere, so said
+        warnings.warn(f"{len(unread)} image(s) in subfolders are not read (e.g. {unread[0]}): folder: reads its "
+                      "normal folder, test_normal and each anomalous/<defect>/ folder without their subfolders; "
+                      "move them up, or name them in the spec", stacklevel=3)
     has_masks = bool(anomalous and masks) and any(s.mask_path for s in test)
     # Named by the parent too: normal folders are often called "train", "good" or "ok", and two sets of the same
     # name would share a default run folder, the second overwriting the first one's finished run.
@@ -455,12 +496,15 @@ def _other_kind_hint(root, kind):
     what = {SourceKind.MVTEC: "an MVTec AD category", SourceKind.MTD: "Magnetic Tile Defect data",
             SourceKind.DAGM: "DAGM 2007 data", SourceKind.FOLDER: "a folder of images"}
     what = what.get(found, f"{found.value} data")
+    if found is SourceKind.MVTEC and not (root / "train").is_dir():
+        what = "MVTec AD categories"  # the root of several: the mvtec: reader's error names them
     return f"; it holds {what}: give it as {found.value}:{root}"
 
 
 def detect_kind(root):
-    if any(_is_good(folder) for folder in _subfolders(root / "train")):
-        return SourceKind.MVTEC
+    if any(_is_good(folder) for folder in _subfolders(root / "train")) or not _list_images(root) and any(
+            _is_good(folder) for category in _subfolders(root) for folder in _subfolders(category / "train")):
+        return SourceKind.MVTEC  # a category, or the root of several: its reader says which to give
     if (root / "MT_Free").is_dir():
         return SourceKind.MTD
     if (root / "Train").is_dir() and (root / "Test").is_dir() or (root / "Label" / "Labels.txt").is_file() or (

@@ -58,7 +58,7 @@ from typing import NamedTuple
 from PIL import Image, ImageChops
 
 from adtf.data.cifar import CIFAR_ARCHIVE
-from adtf.data.layouts import READERS, detect_kind, resolve_dir
+from adtf.data.layouts import IMAGE_SUFFIXES, READERS, detect_kind, resolve_dir
 from adtf.data.pipeline import END_MARKERS, END_SLACK
 from adtf.data.samples import AnomalyDataset, SourceKind
 from adtf.errors import DataError
@@ -248,6 +248,10 @@ def _image_size(path, what):
     except FileNotFoundError:
         return None, f"{path}: {what} file not found", False, False
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ... for broken files
+        suffix = Path(path).suffix.lower()
+        if suffix not in IMAGE_SUFFIXES:  # a phone's HEIC, a JPEG 2000: a format, not a broken file
+            return (None, f"{path}: {suffix[1:].upper()} {what}s are not supported (use PNG, JPEG, BMP, GIF or WebP)",
+                    False, False)
         return (None, f"{path}: cannot decode {what}: the file is corrupt or not an image ({type(e).__name__}: {e})",
                 False, False)
 
