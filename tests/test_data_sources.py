@@ -455,6 +455,23 @@ def test_folder_anomalous_dir_in_mvtec_layout_keeps_its_good_images_normal(tmp_p
     assert ds.counts() == {"train": 1, "test_good": 1, "test_crack": 1}  # test/good was once a defect type
 
 
+def test_a_test_image_the_spec_names_twice_is_counted_once(tmp_path):
+    write_image(tmp_path / "train" / "0.png")
+    write_image(tmp_path / "test" / "good" / "g.png")
+    write_image(tmp_path / "test" / "crack" / "c.png")
+    with pytest.warns(UserWarning, match=r"1 test image\(s\) are named twice by the spec"):
+        ds = load(f"folder:{tmp_path / 'train'},anomalous={tmp_path / 'test'},test_normal={tmp_path / 'test' / 'good'}")
+    assert ds.counts() == {"train": 1, "test_good": 1, "test_crack": 1}  # test_good was 2
+
+
+def test_mvtec_ground_truth_folders_that_match_no_defect_are_named(tmp_path):
+    root = write_mvtec(tmp_path / "bottle", defects=("scratch_head",))
+    (root / "ground_truth" / "scratch_head").rename(root / "ground_truth" / "scratch-head")
+    with pytest.warns(UserWarning, match=r"\['scratch-head'\] match no test/<defect>/ folder"):
+        ds = load(f"mvtec:{root}")
+    assert not ds.has_masks
+
+
 def test_folder_anomalous_image_without_a_mask_is_kept_for_the_image_metrics(tmp_path):
     write_image(tmp_path / "ok" / "0.png")
     write_image(tmp_path / "ng" / "masked.png")

@@ -58,6 +58,11 @@ def _read_mvtec(path, *, seed=0, category=None):
                  for image in _list_images(folder)]
     if has_masks:
         _warn_of_unmasked(test, ground_truth, "in ground_truth/<defect>/")
+        defects = {folder.name.lower() for folder in _subfolders(root / "test")}
+        unmatched = [folder.name for folder in _subfolders(ground_truth) if folder.name.lower() not in defects]
+        if unmatched:  # ground_truth/scratch-head beside test/scratch_head: its masks pair with nothing
+            warnings.warn(f"{ground_truth}: {unmatched} match no test/<defect>/ folder, so their masks are not read "
+                          f"(the test folders: {sorted(defects)})", stacklevel=3)
     unread = [p for folder in (train_good, *_subfolders(root / "test")) for sub in _subfolders(folder)
               if not sub.name.startswith(".") for p in _images_below(sub)]
     unread += _list_images(root / "test") if (root / "test").is_dir() else []
@@ -261,6 +266,17 @@ def _read_folder(path, *, seed=0, anomalous=None, masks=None, test_normal=None, 
         warnings.warn(f"{len(unread)} image(s) in subfolders are not read (e.g. {unread[0]}): folder: reads its "
                       "normal folder, test_normal and each anomalous/<defect>/ folder without their subfolders; "
                       "move them up, or name them in the spec", stacklevel=3)
+    unique, repeated = {}, []
+    for sample in test:  # test_normal=DIR/good with anomalous=DIR reads DIR/good twice: count each image once
+        real = os.path.realpath(sample.path)
+        if real in unique:
+            repeated.append(sample.path)
+        else:
+            unique[real] = sample
+    if repeated:
+        warnings.warn(f"{len(repeated)} test image(s) are named twice by the spec (e.g. {repeated[0]}): each is "
+                      "counted once", stacklevel=3)
+        test = list(unique.values())
     has_masks = bool(anomalous and masks) and any(s.mask_path for s in test)
     # Named by the parent too: normal folders are often called "train", "good" or "ok", and two sets of the same
     # name would share a default run folder, the second overwriting the first one's finished run.
