@@ -605,6 +605,26 @@ def test_unusable_image_raises_naming_it_and_skip_bad_leaves_it_out(tmp_path, br
     assert len(ds.train) == 2 and all("001" not in s.path for s in ds.train)
 
 
+def test_an_exif_orientation_is_said_and_named_in_a_mask_size_mismatch(tmp_path):
+    """A phone's portrait is stored sideways and shown upright: adtf reads it as stored (as the SavedModel does),
+    which a user drawing masks in a viewer could not tell from the size check's message alone."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to show
+    for i in range(2):
+        path = tmp_path / "ok" / f"{i}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (10, 16, 3), dtype=np.uint8)).save(path, exif=exif)
+    path = tmp_path / "ng" / "d.jpg"
+    path.parent.mkdir()
+    Image.fromarray(np.zeros((10, 16, 3), np.uint8)).save(path, exif=exif)
+    write_image(tmp_path / "masks" / "d.png", (10, 16), "L", value=255)  # drawn upright, as a viewer shows it
+    with pytest.warns(UserWarning, match=r"2 image\(s\) carry an EXIF orientation"):
+        load(f"folder:{tmp_path / 'ok'}")
+    with pytest.raises(DataError, match=r"mask is 10x16 but its image .*d.jpg is 16x10 \(width x height\) \(the "
+                                        r"image's EXIF orientation turns it in viewers"):
+        load(f"folder:{tmp_path / 'ok'},anomalous={tmp_path / 'ng'},masks={tmp_path / 'masks'}")
+
+
 def test_gray_and_24_bit_bmps_decode_as_pil_reads_them(tmp_path):
     from adtf.data.pipeline import decode_image
 

@@ -219,41 +219,54 @@ def _parse_value(text):
     return text
 
 
+class _Decoded(NamedTuple):
+    """What decoding one file found: its ``size`` (width, height), or the ``problem`` that makes it unusable;
+    ``dim``: a 16-bit file whose values all stay below 4096 (12-bit camera data); ``gray``: no colour in it (a gray
+    mode, or equal channels); ``turned``: an EXIF orientation that viewers apply and decoding does not."""
+    size: tuple | None
+    problem: str | None = None
+    dim: bool = False
+    gray: bool = False
+    turned: bool = False
+
+
 def _image_size(path, what):
-    """``(size, None, dim, gray)`` after a full decode, or ``(None, problem, False, False)``; ``dim``: a 16-bit file
-    whose values all stay below 4096 (12-bit camera data); ``gray``: no colour in it (a gray mode, or equal channels)."""
+    """Decode ``path`` fully, as TensorFlow will: a ``_Decoded``."""
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:  # a Latin-1 name from a zip made on Windows: TensorFlow's file ops take UTF-8 only
-        return None, (f"{ascii(path)}: the {what}'s file name is not valid UTF-8, which TensorFlow cannot open "
-                      "(rename it, e.g. `convmv -f latin1 -t utf8 --notest -r DIR`)"), False, False
+        return _Decoded(None, f"{ascii(path)}: the {what}'s file name is not valid UTF-8, which TensorFlow cannot "
+                              "open (rename it, e.g. `convmv -f latin1 -t utf8 --notest -r DIR`)")
     try:
         with Image.open(path) as image:
             if image.format not in _TF_DECODABLE:
-                return (None, f"{path}: {image.format} {what}s are not supported (use PNG, JPEG, BMP, GIF or WebP)",
-                        False, False)
+                return _Decoded(None, f"{path}: {image.format} {what}s are not supported (use PNG, JPEG, BMP, GIF "
+                                      "or WebP)")
             if image.format == "BMP":
                 problem = _bmp_problem(path, image.mode, what)
                 if problem:
-                    return None, problem, False, False
+                    return _Decoded(None, problem)
             if image.format in END_MARKERS and not _ends_as_promised(path, END_MARKERS[image.format]):
-                return None, (f"{path}: the {image.format} {what} file has no end marker within its last "
-                              f"{END_SLACK} bytes (cut short?), which TensorFlow refuses to decode"), False, False
+                return _Decoded(None, f"{path}: the {image.format} {what} file has no end marker within its last "
+                                      f"{END_SLACK} bytes (cut short?), which TensorFlow refuses to decode")
             if image.format == "PNG":
                 image.verify()  # chunk checksums: PIL's decode skips them, TensorFlow's refuses a bad one
         with Image.open(path) as image:
             image.load()  # decodes every pixel: PIL finds a truncated file only here
-            return (image.size, None, image.mode.startswith("I;16") and 0 < image.getextrema()[1] < 4096,
-                    _is_gray(image))
+            return _Decoded(image.size, None, image.mode.startswith("I;16") and 0 < image.getextrema()[1] < 4096,
+                            _is_gray(image), image.getexif().get(_EXIF_ORIENTATION, 1) not in (0, 1))
     except FileNotFoundError:
-        return None, f"{path}: {what} file not found", False, False
+        return _Decoded(None, f"{path}: {what} file not found")
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ... for broken files
         suffix = Path(path).suffix.lower()
         if suffix not in IMAGE_SUFFIXES:  # a phone's HEIC, a JPEG 2000: a format, not a broken file
-            return (None, f"{path}: {suffix[1:].upper()} {what}s are not supported (use PNG, JPEG, BMP, GIF or WebP)",
-                    False, False)
-        return (None, f"{path}: cannot decode {what}: the file is corrupt or not an image ({type(e).__name__}: {e})",
-                False, False)
+            return _Decoded(None, f"{path}: {suffix[1:].upper()} {what}s are not supported (use PNG, JPEG, BMP, GIF "
+                                  "or WebP)")
+        return _Decoded(None, f"{path}: cannot decode {what}: the file is corrupt or not an image "
+                              f"({type(e).__name__}: {e})")
+
+
+_EXIF_ORIENTATION = 0x0112
 
 
 GRAY_TOLERANCE = 2  # gray levels (of 255) apart that a gray image's channels may decode
@@ -298,27 +311,28 @@ def _bmp_problem(path, mode, what):
 
 class _Checked(NamedTuple):
     """What decoding one sample found: ``problem`` makes its image unusable, ``mask_problem`` its mask alone (the
-    image still counts for the image metrics); ``dim``: 16-bit data below 4096; ``gray``: no colour in the image."""
+    image still counts for the image metrics); ``image``: the image's ``_Decoded``."""
     problem: str | None
     mask_problem: str | None
-    dim: bool
-    gray: bool
+    image: _Decoded
 
 
-_OK = _Checked(None, None, False, False)  # in-memory samples: nothing to check
+_OK = _Checked(None, None, _Decoded(None))  # in-memory samples: nothing to check
 
 
 def _check(sample):
-    size, problem, dim, gray = _image_size(sample.path, "image")
-    if problem or not sample.mask_path:
-        return _Checked(problem, None, dim, gray)
-    mask_size, problem, _, _ = _image_size(sample.mask_path, "mask")
-    if problem:
-        return _Checked(None, f"{problem} (the mask of {sample.path})", dim, gray)
-    if mask_size != size:
-        return _Checked(None, f"{sample.mask_path}: mask is {mask_size[0]}x{mask_size[1]} but its image "
-                              f"{sample.path} is {size[0]}x{size[1]} (width x height)", dim, gray)
-    return _Checked(None, None, dim, gray)
+    image = _image_size(sample.path, "image")
+    if image.problem or not sample.mask_path:
+        return _Checked(image.problem, None, image)
+    mask = _image_size(sample.mask_path, "mask")
+    if mask.problem:
+        return _Checked(None, f"{mask.problem} (the mask of {sample.path})", image)
+    if mask.size != image.size:
+        turned = (" (the image's EXIF orientation turns it in viewers, not in decoding: rotate the image file "
+                  "itself)" if image.turned and mask.size == image.size[::-1] else "")
+        return _Checked(None, f"{sample.mask_path}: mask is {mask.size[0]}x{mask.size[1]} but its image "
+                              f"{sample.path} is {image.size[0]}x{image.size[1]} (width x height){turned}", image)
+    return _Checked(None, None, image)
 
 
 def _validate(dataset, skip_bad):
@@ -326,7 +340,7 @@ def _validate(dataset, skip_bad):
     # PIL releases the GIL while decoding, so threads overlap the decoding work.
     with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
         checked = dict(zip(files, pool.map(_check, files)))
-    dim = [s.path for s, c in checked.items() if c.dim and not c.problem]
+    dim = [s.path for s, c in checked.items() if c.image.dim and not c.problem]
     if dim:
         # Decoding keeps a 16-bit value's top 8 bits (the SavedModel decodes the same way): 12-bit data reads dark.
         warnings.warn(f"{dataset.name}: {len(dim)} 16-bit image(s) with every value below 4096 (e.g. {dim[0]}): "
@@ -350,7 +364,13 @@ def _validate(dataset, skip_bad):
                     for s in dataset.test if not checked.get(s, _OK).problem]
     if not dataset.train:
         raise DataError(f"{dataset.name}: no usable training image left")
-    _warn_if_gray_and_colour_mix(dataset, {s.path: c.gray for s, c in checked.items() if not c.problem})
+    turned = [s.path for s, c in checked.items() if c.image.turned and not c.problem]
+    if turned:  # a phone's portrait: stored sideways, shown upright; TensorFlow and the SavedModel read it as stored
+        warnings.warn(f"{dataset.name}: {len(turned)} image(s) carry an EXIF orientation (e.g. {turned[0]}): they "
+                      "are read as stored, as the SavedModel will read them, not turned as viewers show them; "
+                      "rotate the files themselves (e.g. `mogrify -auto-orient`) if parts should be upright",
+                      stacklevel=3)
+    _warn_if_gray_and_colour_mix(dataset, {s.path: c.image.gray for s, c in checked.items() if not c.problem})
     _warn_if_tested_on_training_files(dataset)
 
 
