@@ -433,10 +433,8 @@ def score_main(argv=None):
     from adtf.run import check_output_folder, slug
 
     model_path = _model_path(args.model)
-    if "," in args.folder:  # a data spec's separator
-        raise AdtfError(f"{args.folder}: a folder whose path holds a comma cannot be named; rename or link it")
+    dataset = data.load(f"folder:{args.folder}", skip_bad=args.skip_bad)  # a bad file is named before the model loads
     detector = load(model_path)
-    dataset = data.load(f"folder:{args.folder}", skip_bad=args.skip_bad)
     out = Path(args.out or model_path.parent / f"score-{slug(dataset.name)}")
     check_output_folder(out, dataset)
     if not detector.working_point:

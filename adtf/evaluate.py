@@ -14,8 +14,8 @@ import numpy as np
 
 from adtf import data, machine, metrics, thresholds, viz
 from adtf.atomic import write_json, write_text
-from adtf.errors import AdtfError
 from adtf.data.pipeline import unpack_batch
+from adtf.errors import AdtfError
 
 
 # Where a data spec leaves no normal image to test on, what to give it (the runner's warning and the report's).

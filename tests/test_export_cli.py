@@ -326,7 +326,7 @@ def test_score_gives_each_unjudged_part_a_verdict_and_the_flagged_ones_a_heat_ma
     from adtf.detectors import load
 
     rng = np.random.default_rng(1)
-    parts = tmp_path / "parts"
+    parts = tmp_path / "parts, lot 2"  # a comma, a data spec's separator, in the folder's name
     parts.mkdir()
     for i in range(5):
         image = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
