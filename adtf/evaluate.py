@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from adtf import data, machine, metrics, thresholds, viz
 from adtf.atomic import write_json, write_text
@@ -187,6 +188,7 @@ def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged"
     picked = {"flagged": np.flatnonzero(flagged), "all": np.arange(len(samples)), "none": np.arange(0)}[heatmaps]
     if len(picked):
         vmin, vmax = colour_scale(outputs["anomaly_map"])
+        bar = tqdm(total=len(picked), desc="heat maps", unit="image", disable=not verbose)  # a figure each
         for start in range(0, len(picked), batch_size):  # the images of a batch at a time: not all in memory at once
             chunk = picked[start:start + batch_size]
             images = viz.images_of([samples[i] for i in chunk], dataset.arrays, detector.image_size, batch_size)
@@ -195,6 +197,8 @@ def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged"
                 title = f"{'ANOMALOUS' if flagged[i] else 'normal'} {name}\nscore {outputs['score'][i]:.4g}"
                 viz.heatmap_grid(image[None], outputs["anomaly_map"][i][None], [title],
                                  out_dir / "heatmaps" / f"{i:05d}_{Path(name).stem}.png", vmin=vmin, vmax=vmax)
+                bar.update()
+        bar.close()
     summary = {"data": dataset.name, "n": len(samples), "n_flagged": int(flagged.sum()),
                "n_invalid": int(outputs["invalid"].sum()), "working_point": detector.working_point,
                "threshold": float(detector.threshold) if detector.working_point else None,
