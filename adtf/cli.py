@@ -424,7 +424,6 @@ def score_main(argv=None):
     parser.add_argument("--heatmaps", choices=("flagged", "all", "none"), default="flagged",
                         help="which parts get a heat-map overlay (default: the flagged ones)")
     parser.add_argument("--batch-size", type=PositiveInt, default=16, help="images scored at a time (default 16)")
-    parser.add_argument("--skip-bad", action="store_true", help="leave unreadable images out with a warning")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     from adtf import data
@@ -433,7 +432,13 @@ def score_main(argv=None):
     from adtf.run import check_output_folder, slug
 
     model_path = _model_path(args.model)
-    dataset = data.load(f"folder:{args.folder}", skip_bad=args.skip_bad)  # a bad file is named before the model loads
+    # An unreadable file is a part too: named here, before the model loads, and flagged in scores.csv; one bad
+    # capture neither stops a day's scoring nor passes as a good part.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="skipping ")  # the loader's word; here they are flagged instead
+        dataset = data.load(f"folder:{args.folder}", skip_bad=True)
+    for path, problem in dataset.skipped:
+        print(f"adtf-score: warning: flagged, as it cannot be read: {problem}", file=sys.stderr)
     detector = load(model_path)
     out = Path(args.out or model_path.parent / f"score-{slug(dataset.name)}")
     check_output_folder(out, dataset)
@@ -444,8 +449,11 @@ def score_main(argv=None):
                           verbose=not args.quiet)
     point = (f"working point {summary['working_point']}, threshold {summary['threshold']:.4g}"
              if summary["working_point"] else "no working point")
+    invalid = summary["n_invalid"] - summary["n_unreadable"]
     print(f"{summary['n_flagged']} of {summary['n']} parts flagged ({point})"
-          + (f"; {summary['n_invalid']} invalid (unreadable values: flagged)" if summary["n_invalid"] else ""))
+          + (f"; {summary['n_unreadable']} unreadable file(s), flagged (why: scores.csv)"
+             if summary["n_unreadable"] else "")
+          + (f"; {invalid} invalid (unreadable values: flagged)" if invalid else ""))
     print(f"\n  scores: {out / 'scores.csv'}" + (f"\n  heat maps: {out / 'heatmaps'}" if summary["heatmaps"] else ""))
     return 0
 

@@ -141,20 +141,23 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
     return results
 
 
-def _write_scores(path, samples, outputs, detector, labelled=True):
+def _write_scores(path, samples, outputs, detector, labelled=True, unreadable=()):
     """Every image's scores and verdict at the active working point, one row each: which good parts a threshold
     fails and which defects it passes, where the report's plots show only a few (``labelled=False``: parts nobody
-    has judged, no label or defect columns)."""
+    has judged, no label or defect columns, and a ``problem`` column: ``unreadable`` files, ``(path, problem)``
+    each, are rows too, flagged, as the SavedModel flags a file it cannot decode)."""
     names = [name for name in detector.score_names if name in outputs and name != "score"]
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     verdict = f"anomalous ({detector.working_point})" if detector.working_point else "anomalous (no working point)"
     known = ["label", "defect"] if labelled else []
-    writer.writerow(["path", *known, "score", *names, verdict, "invalid"])
+    writer.writerow(["path", *known, "score", *names, verdict, "invalid", *([] if labelled else ["problem"])])
     for i, sample in enumerate(samples):  # float32's shortest round-trip digits: ties with a threshold stay ties
         writer.writerow([sample.path, *([sample.label, sample.defect] if labelled else []),
                          str(np.float32(outputs["score"][i])), *(str(np.float32(outputs[name][i])) for name in names),
-                         int(outputs["anomalous"][i]), int(outputs["invalid"][i])])
+                         int(outputs["anomalous"][i]), int(outputs["invalid"][i]), *([] if labelled else [""])])
+    for file, problem in unreadable:
+        writer.writerow([file, "inf", *("inf" for _ in names), 1, 1, problem])
     write_text(path, text.getvalue())
     return path.name
 
@@ -172,7 +175,9 @@ def colour_scale(maps):
 def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged", verbose=True):
     """Score parts nobody has judged (every image of ``dataset``, no labels read): ``scores.csv`` with each part's
     score and verdict at the active working point, and a heat-map overlay per flagged part (``heatmaps``:
-    "flagged", "all" or "none") under ``out_dir/heatmaps``. Returns ``{n, n_flagged, n_invalid, ...}``."""
+    "flagged", "all" or "none") under ``out_dir/heatmaps``. The files loading left out as unusable
+    (``dataset.skipped``: ``data.load(..., skip_bad=True)``) are parts too, flagged, with their problem: a capture
+    that cannot be read must not pass as a good part. Returns ``{n, n_flagged, n_invalid, n_unreadable, ...}``."""
     samples = list(dataset.train) + list(dataset.test)
     if not samples:
         raise AdtfError(f"{dataset.name} holds no images to score")
@@ -181,7 +186,7 @@ def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged"
                                      keep_maps=heatmaps != "none")  # 1 GiB for 1,000 parts at 512x512
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_scores(out_dir / "scores.csv", samples, outputs, detector, labelled=False)
+    _write_scores(out_dir / "scores.csv", samples, outputs, detector, labelled=False, unreadable=dataset.skipped)
     for stale in (out_dir / "heatmaps").glob("[0-9][0-9][0-9][0-9][0-9]_*.png"):  # an earlier scoring's overlays
         stale.unlink()
     flagged = outputs["anomalous"].astype(bool)
@@ -199,8 +204,10 @@ def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged"
                                  out_dir / "heatmaps" / f"{i:05d}_{Path(name).stem}.png", vmin=vmin, vmax=vmax)
                 bar.update()
         bar.close()
-    summary = {"data": dataset.name, "n": len(samples), "n_flagged": int(flagged.sum()),
-               "n_invalid": int(outputs["invalid"].sum()), "working_point": detector.working_point,
+    unreadable = len(dataset.skipped)
+    summary = {"data": dataset.name, "n": len(samples) + unreadable, "n_flagged": int(flagged.sum()) + unreadable,
+               "n_invalid": int(outputs["invalid"].sum()) + unreadable, "n_unreadable": unreadable,
+               "working_point": detector.working_point,
                "threshold": float(detector.threshold) if detector.working_point else None,
                "heatmaps": int(len(picked)), "machine": machine.description(), "date": machine.today()}
     write_json(out_dir / "score.json", summary)

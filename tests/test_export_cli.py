@@ -351,6 +351,18 @@ def test_score_gives_each_unjudged_part_a_verdict_and_the_flagged_ones_a_heat_ma
     assert len(list((out / "heatmaps").glob("*.png"))) == 5
     assert score_main([str(run_dir), str(parts), "--out", str(out), "--quiet", "--heatmaps", "none"]) == 0
     assert not list((out / "heatmaps").glob("*.png"))  # no overlay left from an earlier scoring to mislead
+    broken = parts / "broken.png"  # a capture cut short: scored as flagged, the rest as before
+    broken.write_bytes((parts / "0.png").read_bytes()[:200])
+    capsys.readouterr()
+    assert score_main([str(run_dir), str(parts), "--out", str(out), "--quiet", "--heatmaps", "none"]) == 0
+    with open(out / "scores.csv", newline="") as file:
+        rows = {pathlib.Path(row["path"]).name: row for row in csv.DictReader(file)}
+    assert len(rows) == 6 and [int(rows[f"{i}.png"][verdict]) for i in range(5)] == expected.tolist()
+    assert (rows["broken.png"][verdict], rows["broken.png"]["invalid"], rows["broken.png"]["score"]) == ("1", "1", "inf")
+    assert "broken.png" in rows["broken.png"]["problem"] and not rows["0.png"]["problem"]
+    printed = capsys.readouterr()
+    assert f"{expected.sum() + 1} of 6 parts flagged" in printed.out and "1 unreadable file(s), flagged" in printed.out
+    assert f"flagged, as it cannot be read: {broken}" in printed.err and "skipping" not in printed.err
     (tmp_path / "empty").mkdir()
     assert score_main([str(run_dir), str(tmp_path / "empty"), "--quiet"]) == 2
     assert "no images" in capsys.readouterr().err

@@ -53,6 +53,7 @@ class AnomalyDataset:
         has_masks: pixel ground truth exists for the anomalous test images.
         arrays: in-memory uint8 images ``[N, H, W]`` or ``[N, H, W, C]`` (MNIST), else None.
         notes: what loading warned about, for a report to repeat.
+        skipped: ``(path, problem)`` of each image that ``skip_bad`` left out as unusable.
 
     Example:
         >>> ds = AnomalyDataset("demo", [Sample("a.png", 0, "good")], [], has_masks=False)
@@ -66,6 +67,7 @@ class AnomalyDataset:
     has_masks: bool
     arrays: np.ndarray | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
+    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
     def counts(self) -> dict:
         """``{"train": n, "test_good": n, "test_<defect>": n, ...}`` (good first, then by name)."""

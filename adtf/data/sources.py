@@ -359,6 +359,7 @@ def _validate(dataset, skip_bad):
         elif c.mask_problem:  # the image is fine: it counts for the image metrics, as an image without a mask does
             warnings.warn(f"skipping the mask {c.mask_problem}; its image counts for the image metrics, not the "
                           "pixel metrics", stacklevel=3)
+    dataset.skipped = [(s.path, c.problem) for s, c in checked.items() if c.problem]
     dataset.train = [s for s in dataset.train if not checked.get(s, _OK).problem]
     dataset.test = [dataclasses.replace(s, mask_path=None) if checked.get(s, _OK).mask_problem else s
                     for s in dataset.test if not checked.get(s, _OK).problem]
