@@ -182,8 +182,8 @@ def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged"
     if not samples:
         raise AdtfError(f"{dataset.name} holds no images to score")
     batches = data.pipeline(samples, arrays=dataset.arrays, image_size=detector.image_size, batch_size=batch_size)
-    outputs = detector.score_dataset(batches, verbose=verbose, desc="scoring", keep_masks=False,
-                                     keep_maps=heatmaps != "none")  # 1 GiB for 1,000 parts at 512x512
+    # No maps kept (a day's 10,000 parts at 512x512 hold 10 GiB of them): the overlays' parts are scored again below.
+    outputs = detector.score_dataset(batches, verbose=verbose, desc="scoring", keep_masks=False, keep_maps=False)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_scores(out_dir / "scores.csv", samples, outputs, detector, labelled=False, unreadable=dataset.skipped)
@@ -192,15 +192,21 @@ def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged"
     flagged = outputs["anomalous"].astype(bool)
     picked = {"flagged": np.flatnonzero(flagged), "all": np.arange(len(samples)), "none": np.arange(0)}[heatmaps]
     if len(picked):
-        vmin, vmax = colour_scale(outputs["anomaly_map"])
+        def maps_and_images(indices):  # a batch at a time: never every map in memory at once
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start:start + batch_size]
+                images = viz.images_of([samples[i] for i in chunk], dataset.arrays, detector.image_size, batch_size)
+                yield chunk, np.asarray(detector.infer(images)["anomaly_map"]), images
+
+        # One colour scale for every overlay, from the maps of up to 256 parts spread over the whole folder.
+        spread = np.unique(np.linspace(0, len(samples) - 1, min(256, len(samples))).astype(int))
+        vmin, vmax = colour_scale(np.concatenate([maps for _, maps, _ in maps_and_images(spread)]))
         bar = tqdm(total=len(picked), desc="heat maps", unit="image", disable=not verbose)  # a figure each
-        for start in range(0, len(picked), batch_size):  # the images of a batch at a time: not all in memory at once
-            chunk = picked[start:start + batch_size]
-            images = viz.images_of([samples[i] for i in chunk], dataset.arrays, detector.image_size, batch_size)
-            for image, i in zip(images, chunk):
+        for chunk, maps, images in maps_and_images(picked):
+            for image, anomaly_map, i in zip(images, maps, chunk):
                 name = Path(samples[i].path).name
                 title = f"{'ANOMALOUS' if flagged[i] else 'normal'} {name}\nscore {outputs['score'][i]:.4g}"
-                viz.heatmap_grid(image[None], outputs["anomaly_map"][i][None], [title],
+                viz.heatmap_grid(image[None], anomaly_map[None], [title],
                                  out_dir / "heatmaps" / f"{i:05d}_{Path(name).stem}.png", vmin=vmin, vmax=vmax)
                 bar.update()
         bar.close()
