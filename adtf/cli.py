@@ -429,7 +429,7 @@ def score_main(argv=None):
     from adtf import data
     from adtf.detectors import load
     from adtf.evaluate import score_parts
-    from adtf.run import check_output_folder, slug
+    from adtf.run import check_output_folder, scale_change, slug
 
     model_path = _model_path(args.model)
     # An unreadable file is a part too: named here, before the model loads, and flagged in scores.csv; one bad
@@ -440,6 +440,11 @@ def score_main(argv=None):
     for path, problem in dataset.skipped:
         print(f"adtf-score: warning: flagged, as it cannot be read: {problem}", file=sys.stderr)
     detector = load(model_path)
+    note = scale_change(_fit_record(model_path).get("fit_median_size"), dataset, dataset.train + dataset.test,
+                        detector.image_size)
+    if note:  # as adtf-eval says it: the verdicts may not carry over to parts shown at another scale
+        print(f"adtf-score: warning: {note}", file=sys.stderr)
+        dataset.notes.append(note)
     out = Path(args.out or model_path.parent / f"score-{slug(dataset.name)}")
     check_output_folder(out, dataset)
     if not detector.working_point:

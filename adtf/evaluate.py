@@ -215,7 +215,8 @@ def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged"
                "n_invalid": int(outputs["invalid"].sum()) + unreadable, "n_unreadable": unreadable,
                "working_point": detector.working_point,
                "threshold": float(detector.threshold) if detector.working_point else None,
-               "heatmaps": int(len(picked)), "machine": machine.description(), "date": machine.today()}
+               "heatmaps": int(len(picked)), "notes": list(dataset.notes), "machine": machine.description(),
+               "date": machine.today()}
     write_json(out_dir / "score.json", summary)
     return summary
 
