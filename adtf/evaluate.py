@@ -6,6 +6,7 @@ call, so every number adtf prints is computed in one place (with ``adtf.metrics`
 import csv
 import io
 import json
+import os
 import time
 import warnings
 from pathlib import Path
@@ -156,8 +157,9 @@ def _write_scores(path, samples, outputs, detector, labelled=True, unreadable=()
         writer.writerow([sample.path, *([sample.label, sample.defect] if labelled else []),
                          str(np.float32(outputs["score"][i])), *(str(np.float32(outputs[name][i])) for name in names),
                          int(outputs["anomalous"][i]), int(outputs["invalid"][i]), *([] if labelled else [""])])
-    for file, problem in unreadable:
-        writer.writerow([file, "inf", *("inf" for _ in names), 1, 1, problem])
+    for file, problem in unreadable:  # a name that is not UTF-8 (unreadable for that alone) written escaped
+        writer.writerow([os.fsencode(file).decode("utf-8", "backslashreplace"), "inf", *("inf" for _ in names), 1, 1,
+                         problem])
     write_text(path, text.getvalue())
     return path.name
 
@@ -179,11 +181,12 @@ def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged"
     (``dataset.skipped``: ``data.load(..., skip_bad=True)``) are parts too, flagged, with their problem: a capture
     that cannot be read must not pass as a good part. Returns ``{n, n_flagged, n_invalid, n_unreadable, ...}``."""
     samples = list(dataset.train) + list(dataset.test)
-    if not samples:
+    if not samples and not dataset.skipped:
         raise AdtfError(f"{dataset.name} holds no images to score")
-    batches = data.pipeline(samples, arrays=dataset.arrays, image_size=detector.image_size, batch_size=batch_size)
-    # No maps kept (a day's 10,000 parts at 512x512 hold 10 GiB of them): the overlays' parts are scored again below.
-    outputs = detector.score_dataset(batches, verbose=verbose, desc="scoring", keep_masks=False, keep_maps=False)
+    outputs = {key: np.zeros(0, dtype) for key, dtype in (("score", np.float32), ("anomalous", bool), ("invalid", bool))}
+    if samples:  # no maps kept (a day's 10,000 parts at 512x512 hold 10 GiB): the overlays' parts are scored again
+        batches = data.pipeline(samples, arrays=dataset.arrays, image_size=detector.image_size, batch_size=batch_size)
+        outputs = detector.score_dataset(batches, verbose=verbose, desc="scoring", keep_masks=False, keep_maps=False)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_scores(out_dir / "scores.csv", samples, outputs, detector, labelled=False, unreadable=dataset.skipped)

@@ -1,6 +1,7 @@
 """adtf-fit end to end on tiny synthetic data, and SavedModel parity in a fresh process."""
 import csv
 import json
+import os
 import pathlib
 import re
 import shutil
@@ -368,6 +369,18 @@ def test_score_gives_each_unjudged_part_a_verdict_and_the_flagged_ones_a_heat_ma
     printed = capsys.readouterr()
     assert f"{expected.sum() + 1} of 6 parts flagged" in printed.out and "1 unreadable file(s), flagged" in printed.out
     assert f"flagged, as it cannot be read: {broken}" in printed.err and "skipping" not in printed.err
+    assert not any(note.startswith("skipping") for note in json.loads((out / "score.json").read_text())["notes"])
+    unreadable = tmp_path / "unreadable"  # every file unreadable, one named in Latin-1: each flagged, none lost
+    unreadable.mkdir()
+    broken.rename(unreadable / "broken.png")
+    (unreadable / "0.png").write_bytes((parts / "0.png").read_bytes())
+    os.rename(os.fsencode(unreadable / "0.png"), os.fsencode(unreadable) + b"/\xe9t\xe9.png")
+    assert score_main([str(run_dir), str(unreadable), "--out", str(tmp_path / "none_read"), "--quiet"]) == 0
+    with open(tmp_path / "none_read" / "scores.csv", newline="", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    assert sorted(pathlib.Path(row["path"]).name for row in rows) == ["\\xe9t\\xe9.png", "broken.png"]
+    assert all(row[verdict] == "1" and row["invalid"] == "1" for row in rows)
+    assert "2 of 2 parts flagged" in capsys.readouterr().out
     (tmp_path / "empty").mkdir()
     assert score_main([str(run_dir), str(tmp_path / "empty"), "--quiet"]) == 2
     assert "no images" in capsys.readouterr().err

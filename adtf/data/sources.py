@@ -157,7 +157,7 @@ def _checked_options(spec, kind, options):
     return options
 
 
-def load(spec: str, *, seed: int = 0, skip_bad: bool = False, **options) -> AnomalyDataset:
+def load(spec: str, *, seed: int = 0, skip_bad: bool = False, need_train: bool = True, **options) -> AnomalyDataset:
     """Read a dataset, split it for anomaly detection and check every file before returning.
 
     Every image (and mask) is decoded once, so an unreadable or truncated file, a format
@@ -170,6 +170,8 @@ def load(spec: str, *, seed: int = 0, skip_bad: bool = False, **options) -> Anom
             (and the README's table).
         seed: seed of every random split (mtd, dagm, mnist, folder holdout, synthetic).
         skip_bad: leave unusable files out with a warning naming each, instead of raising.
+        need_train: raise where ``skip_bad`` leaves no training image (False: return the set empty, each file in
+            ``skipped``: a folder of parts to score whose every file is unreadable).
         **options: options of the kind (override the ``key=value`` parts of ``spec``).
 
     Returns:
@@ -194,7 +196,7 @@ def load(spec: str, *, seed: int = 0, skip_bad: bool = False, **options) -> Anom
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             dataset = READERS[kind](path, seed=seed, **options)
-            _validate(dataset, skip_bad)
+            _validate(dataset, skip_bad, need_train)
     finally:  # shown before an error too
         for warning in caught:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
@@ -335,7 +337,7 @@ def _check(sample):
     return _Checked(None, None, image)
 
 
-def _validate(dataset, skip_bad):
+def _validate(dataset, skip_bad, need_train=True):
     files = [s for s in dataset.train + dataset.test if s.index is None]
     # PIL releases the GIL while decoding, so threads overlap the decoding work.
     with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
@@ -363,7 +365,7 @@ def _validate(dataset, skip_bad):
     dataset.train = [s for s in dataset.train if not checked.get(s, _OK).problem]
     dataset.test = [dataclasses.replace(s, mask_path=None) if checked.get(s, _OK).mask_problem else s
                     for s in dataset.test if not checked.get(s, _OK).problem]
-    if not dataset.train:
+    if not dataset.train and need_train:
         raise DataError(f"{dataset.name}: no usable training image left")
     turned = [s.path for s, c in checked.items() if c.image.turned and not c.problem]
     if turned:  # a phone's portrait: stored sideways, shown upright; TensorFlow and the SavedModel read it as stored
