@@ -277,7 +277,8 @@ class Detector(keras.Model):
     def score_dataset(self, dataset, verbose=True, keep_maps=True, desc="scoring", timings=None, keep_masks=True):
         """Run the detector over a dataset; return numpy arrays of every output (and labels, masks, paths).
 
-        ``timings``: a list to append ``(seconds, images)`` of each batch's inference to. ``keep_masks=False`` drops
+        ``timings``: a list to append ``(seconds, images)`` of each batch's inference to. ``keep_maps=False`` drops
+        every per-pixel output (``anomaly_map``, FlowDictionary's ``top_regions``). ``keep_masks=False`` drops
         the batches' masks (a set without masks yields zeros, as large as the maps: 2 GB for 10,000 images at 224).
         """
         collected = {}
@@ -287,8 +288,8 @@ class Detector(keras.Model):
             outputs = self.infer(batch.image)
             if timings is not None:
                 timings.append((time.perf_counter() - start, len(outputs["score"])))
-            if not keep_maps:
-                outputs.pop("anomaly_map")
+            if not keep_maps:  # every per-pixel output: the anomaly map, and a method's own (top_regions)
+                outputs = {key: value for key, value in outputs.items() if np.ndim(value) < 3}
             outputs.update({k: v for k, v in zip(("label", "mask", "path"), batch[1:])
                             if v is not None and (keep_masks or k != "mask")})
             for key, value in outputs.items():
