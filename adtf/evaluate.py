@@ -153,13 +153,16 @@ def _write_scores(path, samples, outputs, detector, labelled=True, unreadable=()
     verdict = f"anomalous ({detector.working_point})" if detector.working_point else "anomalous (no working point)"
     known = ["label", "defect"] if labelled else []
     writer.writerow(["path", *known, "score", *names, verdict, "invalid", *([] if labelled else ["problem"])])
-    for i, sample in enumerate(samples):  # float32's shortest round-trip digits: ties with a threshold stay ties
-        writer.writerow([sample.path, *([sample.label, sample.defect] if labelled else []),
-                         str(np.float32(outputs["score"][i])), *(str(np.float32(outputs[name][i])) for name in names),
-                         int(outputs["anomalous"][i]), int(outputs["invalid"][i]), *([] if labelled else [""])])
-    for file, problem in unreadable:  # a name that is not UTF-8 (unreadable for that alone) written escaped
-        writer.writerow([os.fsencode(file).decode("utf-8", "backslashreplace"), "inf", *("inf" for _ in names), 1, 1,
-                         problem])
+    # float32's shortest round-trip digits: ties with a threshold stay ties
+    rows = [[sample.path, *([sample.label, sample.defect] if labelled else []),
+             str(np.float32(outputs["score"][i])), *(str(np.float32(outputs[name][i])) for name in names),
+             int(outputs["anomalous"][i]), int(outputs["invalid"][i]), *([] if labelled else [""])]
+            for i, sample in enumerate(samples)]
+    # A name that is not UTF-8 (unreadable for that alone) is written escaped; the unreadable files take their place
+    # in the folder's order (the order it was read in: by name).
+    rows += [[os.fsencode(file).decode("utf-8", "backslashreplace"), "inf", *("inf" for _ in names), 1, 1, problem]
+             for file, problem in unreadable]
+    writer.writerows(sorted(rows, key=lambda row: row[0]) if unreadable else rows)
     write_text(path, text.getvalue())
     return path.name
 

@@ -357,28 +357,30 @@ def test_score_gives_each_unjudged_part_a_verdict_and_the_flagged_ones_a_heat_ma
     assert len(list((out / "heatmaps").glob("*.png"))) == 5
     assert score_main([str(run_dir), str(parts), "--out", str(out), "--quiet", "--heatmaps", "none"]) == 0
     assert not list((out / "heatmaps").glob("*.png"))  # no overlay left from an earlier scoring to mislead
-    broken = parts / "broken.png"  # a capture cut short: scored as flagged, the rest as before
+    broken = parts / "2_broken.png"  # a capture cut short: scored as flagged, the rest as before
     broken.write_bytes((parts / "0.png").read_bytes()[:200])
     capsys.readouterr()
     assert score_main([str(run_dir), str(parts), "--out", str(out), "--quiet", "--heatmaps", "none"]) == 0
     with open(out / "scores.csv", newline="") as file:
         rows = {pathlib.Path(row["path"]).name: row for row in csv.DictReader(file)}
+    assert list(rows) == ["0.png", "1.png", "2.png", "2_broken.png", "3.png", "4.png"]  # the folder's order
     assert len(rows) == 6 and [int(rows[f"{i}.png"][verdict]) for i in range(5)] == expected.tolist()
-    assert (rows["broken.png"][verdict], rows["broken.png"]["invalid"], rows["broken.png"]["score"]) == ("1", "1", "inf")
-    assert "broken.png" in rows["broken.png"]["problem"] and not rows["0.png"]["problem"]
+    broken_row = rows["2_broken.png"]
+    assert (broken_row[verdict], broken_row["invalid"], broken_row["score"]) == ("1", "1", "inf")
+    assert "2_broken.png" in broken_row["problem"] and not rows["0.png"]["problem"]
     printed = capsys.readouterr()
     assert f"{expected.sum() + 1} of 6 parts flagged" in printed.out and "1 unreadable file(s), flagged" in printed.out
     assert f"flagged, as it cannot be read: {broken}" in printed.err and "skipping" not in printed.err
     assert not any(note.startswith("skipping") for note in json.loads((out / "score.json").read_text())["notes"])
     unreadable = tmp_path / "unreadable"  # every file unreadable, one named in Latin-1: each flagged, none lost
     unreadable.mkdir()
-    broken.rename(unreadable / "broken.png")
+    broken.rename(unreadable / "2_broken.png")
     (unreadable / "0.png").write_bytes((parts / "0.png").read_bytes())
     os.rename(os.fsencode(unreadable / "0.png"), os.fsencode(unreadable) + b"/\xe9t\xe9.png")
     assert score_main([str(run_dir), str(unreadable), "--out", str(tmp_path / "none_read"), "--quiet"]) == 0
     with open(tmp_path / "none_read" / "scores.csv", newline="", encoding="utf-8") as file:
         rows = list(csv.DictReader(file))
-    assert sorted(pathlib.Path(row["path"]).name for row in rows) == ["\\xe9t\\xe9.png", "broken.png"]
+    assert sorted(pathlib.Path(row["path"]).name for row in rows) == ["2_broken.png", "\\xe9t\\xe9.png"]
     assert all(row[verdict] == "1" and row["invalid"] == "1" for row in rows)
     assert "2 of 2 parts flagged" in capsys.readouterr().out
     (tmp_path / "empty").mkdir()
