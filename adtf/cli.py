@@ -435,11 +435,7 @@ def score_main(argv=None):
     model_path = _model_path(args.model)
     # An unreadable file is a part too: named here, before the model loads, and flagged in scores.csv; one bad
     # capture neither stops a day's scoring nor passes as a good part.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="skipping ")  # the loader's word; here they are flagged instead
-        dataset = data.load(f"folder:{args.folder}", skip_bad=True, need_train=False)
-    skipped = {f"skipping {problem}" for _, problem in dataset.skipped}
-    dataset.notes = [note for note in dataset.notes if note not in skipped]  # score.json's notes: flagged, not skipped
+    dataset = data.load(f"folder:{args.folder}", flag_unusable=True)
     for _, problem in dataset.skipped:
         print(f"adtf-score: warning: flagged, as it cannot be read: {problem}", file=sys.stderr)
     detector = load(model_path)

@@ -181,7 +181,7 @@ def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged"
     """Score parts nobody has judged (every image of ``dataset``, no labels read): ``scores.csv`` with each part's
     score and verdict at the active working point, and a heat-map overlay per flagged part (``heatmaps``:
     "flagged", "all" or "none") under ``out_dir/heatmaps``. The files loading left out as unusable
-    (``dataset.skipped``: ``data.load(..., skip_bad=True)``) are parts too, flagged, with their problem: a capture
+    (``dataset.skipped``: ``data.load(..., flag_unusable=True)``) are parts too, flagged, with their problem: a capture
     that cannot be read must not pass as a good part. Returns ``{n, n_flagged, n_invalid, n_unreadable, ...}``."""
     samples = list(dataset.train) + list(dataset.test)
     if not samples and not dataset.skipped:

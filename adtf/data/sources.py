@@ -157,7 +157,8 @@ def _checked_options(spec, kind, options):
     return options
 
 
-def load(spec: str, *, seed: int = 0, skip_bad: bool = False, need_train: bool = True, **options) -> AnomalyDataset:
+def load(spec: str, *, seed: int = 0, skip_bad: bool = False, flag_unusable: bool = False,
+         **options) -> AnomalyDataset:
     """Read a dataset, split it for anomaly detection and check every file before returning.
 
     Every image (and mask) is decoded once, so an unreadable or truncated file, a format
@@ -170,8 +171,8 @@ def load(spec: str, *, seed: int = 0, skip_bad: bool = False, need_train: bool =
             (and the README's table).
         seed: seed of every random split (mtd, dagm, mnist, folder holdout, synthetic).
         skip_bad: leave unusable files out with a warning naming each, instead of raising.
-        need_train: raise where ``skip_bad`` leaves no training image (False: return the set empty, each file in
-            ``skipped``: a folder of parts to score whose every file is unreadable).
+        flag_unusable: for a caller that flags unusable files itself (adtf-score): they are left out and listed in
+            ``skipped``, with no warning each, and a set with none left is returned empty instead of raising.
         **options: options of the kind (override the ``key=value`` parts of ``spec``).
 
     Returns:
@@ -196,7 +197,7 @@ def load(spec: str, *, seed: int = 0, skip_bad: bool = False, need_train: bool =
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             dataset = READERS[kind](path, seed=seed, **options)
-            _validate(dataset, skip_bad, need_train)
+            _validate(dataset, skip_bad, flag_unusable)
     finally:  # shown before an error too
         for warning in caught:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
@@ -337,7 +338,7 @@ def _check(sample):
     return _Checked(None, None, image)
 
 
-def _validate(dataset, skip_bad, need_train=True):
+def _validate(dataset, skip_bad, flag_unusable=False):
     files = [s for s in dataset.train + dataset.test if s.index is None]
     # PIL releases the GIL while decoding, so threads overlap the decoding work.
     with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
@@ -349,14 +350,14 @@ def _validate(dataset, skip_bad, need_train=True):
                       "decoded to 8 bits as 16-bit data, 12-bit camera data is 1/16 as bright, with 16 gray levels; "
                       "scale them to 8 bits or to the full 16-bit range", stacklevel=3)
     problems = [c.problem or c.mask_problem for c in checked.values() if c.problem or c.mask_problem]
-    if problems and not skip_bad:
+    if problems and not (skip_bad or flag_unusable):
         listed = "\n  ".join(problems[:MAX_LISTED_PROBLEMS])
         more = f"\n  ... and {len(problems) - MAX_LISTED_PROBLEMS} more" if len(problems) > MAX_LISTED_PROBLEMS else ""
         raise DataError(f"{dataset.name}: {len(problems)} unusable file(s) (--skip-bad, or skip_bad=True in "
                         "Python, leaves them out with a warning; an image whose mask alone is unusable stays, for "
                         f"the image metrics):\n  {listed}{more}")
     for c in checked.values():
-        if c.problem:
+        if c.problem and not flag_unusable:  # flagged by the caller instead
             warnings.warn(f"skipping {c.problem}", stacklevel=3)
         elif c.mask_problem:  # the image is fine: it counts for the image metrics, as an image without a mask does
             warnings.warn(f"skipping the mask {c.mask_problem}; its image counts for the image metrics, not the "
@@ -365,7 +366,7 @@ def _validate(dataset, skip_bad, need_train=True):
     dataset.train = [s for s in dataset.train if not checked.get(s, _OK).problem]
     dataset.test = [dataclasses.replace(s, mask_path=None) if checked.get(s, _OK).mask_problem else s
                     for s in dataset.test if not checked.get(s, _OK).problem]
-    if not dataset.train and need_train:
+    if not dataset.train and not flag_unusable:
         raise DataError(f"{dataset.name}: no usable training image left")
     turned = [s.path for s, c in checked.items() if c.image.turned and not c.problem]
     if turned:  # a phone's portrait: stored sideways, shown upright; TensorFlow and the SavedModel read it as stored
