@@ -236,10 +236,10 @@ class SimpleNet(Detector):
     @property
     def scored_region(self):
         """``(top, left, height, width)`` of the input the backbone sees and the pixel metrics score: the centre
-        ``crop``, cut as torchvision's CenterCrop cuts it (the odd pixel goes below and right; None: all of it)."""
+        ``crop``, its offset rounded as torchvision's CenterCrop rounds it (half to even; None: all of it)."""
         if self.crop is None:
             return None
-        return (*((side - cut) // 2 for side, cut in zip(self.image_size, self.crop)), *self.crop)
+        return (*(int(round((side - cut) / 2)) for side, cut in zip(self.image_size, self.crop)), *self.crop)
 
     def local_features(self, images):
         """Aggregated local features ``[B, h, w, embed_dim]`` of images at ``image_size`` (Keras path)."""
