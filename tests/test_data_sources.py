@@ -1,11 +1,13 @@
 """adtf.data.load: each source on the shared data or a tiny fixture in its exact layout, and bad input."""
 import gzip
+import io
 import os
 import re
 import warnings
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 import adtf.data.synthetic
@@ -552,7 +554,7 @@ def test_synthetic_delegates_to_materialize(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("breakage", ["garbage", "truncated_png", "truncated_jpeg", "jpeg_without_end", "empty", "tiff",
                                       "tif_file", "heic_file", "bmp_1bit", "bmp_palette", "png_bad_checksum",
-                                      "latin1_name"])
+                                      "latin1_name", "animated_webp"])
 def test_unusable_image_raises_naming_it_and_skip_bad_leaves_it_out(tmp_path, breakage):
     root = write_mvtec(tmp_path / "m", masks=False, size=(64, 48))
     bad = root / "train" / "good" / "001.png"
@@ -588,6 +590,17 @@ def test_unusable_image_raises_naming_it_and_skip_bad_leaves_it_out(tmp_path, br
         length = int.from_bytes(data[idat - 4:idat], "big")
         data[idat + 4 + length] ^= 0xFF  # the first byte of the IDAT chunk's CRC
         bad.write_bytes(bytes(data))
+    elif breakage == "animated_webp":  # TensorFlow's WebP decoder aborts the process on one
+        frames = [Image.open(bad).convert("RGB"), Image.open(bad).convert("RGB").transpose(Image.FLIP_LEFT_RIGHT)]
+        bad.unlink()
+        bad = bad.with_suffix(".webp")
+        frames[0].save(bad, save_all=True, append_images=frames[1:])
+        from adtf.data.pipeline import is_complete_image_file  # the SavedModel's check before it decodes
+
+        assert not bool(is_complete_image_file(tf.constant(bad.read_bytes())))
+        buffer = io.BytesIO()
+        frames[0].save(buffer, format="WEBP")
+        assert bool(is_complete_image_file(tf.constant(buffer.getvalue())))
     elif breakage == "latin1_name":  # a zip made on Windows: TensorFlow's file ops take UTF-8 names only
         latin1 = root / "train" / "good" / os.fsdecode(b"Pr\xfcfteil.png")
         bad.rename(latin1)

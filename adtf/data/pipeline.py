@@ -150,8 +150,9 @@ def is_complete_image_file(contents):
     truncated file, and a graph cannot catch that, so a served batch holding one failed as a whole. PNG and JPEG
     end with a marker (IEND, EOI) that their compressed data cannot hold; up to 4 KiB after it are allowed, as some
     cameras append data there. GIF ends with its trailer byte; BMP and WebP headers give their size (BMP:
-    TensorFlow's own check, pixel offset + rows, and the 8, 24 or 32 bits it decodes). A file corrupt elsewhere
-    passes, and fails in the decoder.
+    TensorFlow's own check, pixel offset + rows, and the 8, 24 or 32 bits it decodes). An animated WebP is not
+    one either: decoding it aborts the whole process (a served one took the server down). A file corrupt
+    elsewhere passes, and fails in the decoder.
     """
     padded = tf.strings.join([contents, tf.constant(b"\0" * 32)])  # substr fails past a string's end
     length = tf.cast(tf.strings.length(contents), tf.int64)
@@ -170,12 +171,15 @@ def is_complete_image_file(contents):
         end = little_endian(10, 4) + row_bytes * tf.abs(little_endian(22, 4, signed=True))
         return tf.reduce_any(tf.equal(bits, [8, 24, 32])) & tf.equal(end, length)
 
+    def animated_webp():  # TensorFlow's WebP decoder (2.21) corrupts the heap on one and aborts the process
+        return starts(b"VP8X", offset=12) & tf.not_equal(tf.bitwise.bitwise_and(little_endian(20, 1), 2), 0)
+
     return tf.case([
         (starts(b"\x89PNG\r\n\x1a\n"), lambda: _ends_with(contents, END_MARKERS["PNG"], slack=END_SLACK)),
         (starts(b"\xff\xd8\xff"), lambda: _ends_with(contents, END_MARKERS["JPEG"], slack=END_SLACK)),
         (starts(b"GIF8"), lambda: _ends_with(contents, b";")),
         (starts(b"BM"), whole_bmp),
-        (starts(b"WEBP", offset=8), lambda: little_endian(4, 4) + 8 <= length),
+        (starts(b"WEBP", offset=8), lambda: (little_endian(4, 4) + 8 <= length) & ~animated_webp()),
     ], default=lambda: tf.constant(False))
 
 

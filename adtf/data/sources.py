@@ -245,6 +245,9 @@ def _image_size(path, what):
             if image.format not in _TF_DECODABLE:
                 return _Decoded(None, f"{path}: {image.format} {what}s are not supported (use PNG, JPEG, BMP, GIF "
                                       "or WebP)")
+            if image.format == "WEBP" and getattr(image, "is_animated", False):
+                return _Decoded(None, f"{path}: an animated WebP {what}, which TensorFlow's decoder crashes on "
+                                      "(save the frame to use as PNG)")
             if image.format == "BMP":
                 problem = _bmp_problem(path, image.mode, what)
                 if problem:
