@@ -8,6 +8,7 @@ import argparse
 import functools
 import inspect
 import json
+import math
 import os
 import re
 import shlex
@@ -446,9 +447,11 @@ def score_main(argv=None):
         dataset.notes.append(note)
     out = Path(args.out or model_path.parent / f"score-{slug(dataset.name)}")
     check_output_folder(out, dataset)
-    if not detector.working_point:
-        print("adtf-score: warning: the model has no working point (never calibrated): only invalid images are "
-              "flagged; set one with adtf-export --working-point or --threshold", file=sys.stderr)
+    if not detector.working_point or not detector.threshold < math.inf:  # +inf flags nothing, NaN everything
+        state = f"a threshold of {detector.threshold}" if detector.working_point else "no working point (never calibrated)"
+        effect = "every part is flagged" if math.isnan(detector.threshold) else "only invalid images are flagged"
+        print(f"adtf-score: warning: the model has {state}: {effect}; set one with adtf-export --working-point or "
+              "--threshold", file=sys.stderr)
     summary = score_parts(detector, dataset, out, batch_size=args.batch_size, heatmaps=args.heatmaps,
                           verbose=not args.quiet)
     point = (f"working point {summary['working_point']}, threshold {summary['threshold']:.4g}"

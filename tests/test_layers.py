@@ -46,6 +46,8 @@ def test_working_points_decide_like_numpy_and_flag_invalid_samples():
     layer.set_point("custom", -1.0, "s0")
     layer.activate("custom")
     assert np.asarray(layer(scores[:2])["anomalous"]).all() and layer.active_name == "custom"
+    layer.set_point("custom", np.nan, "s0")  # a damaged model file's threshold passes no part as normal
+    assert np.asarray(layer(scores[:2])["anomalous"]).all()
     clone = roundtrip(layer)
     assert (clone.names, clone.score_names, clone.rules["a"]) == (["a", "b"], ["s0", "s1"], "r_a")
     layer.set_point("custom", -1.0, "s0", rule="explicit: s0 > -1.0")

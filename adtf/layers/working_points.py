@@ -104,7 +104,8 @@ class WorkingPoints(keras.layers.Layer):
             invalid = ops.logical_or(invalid, ops.logical_or(ops.logical_not(finite_pixels), outside))
         scores = ops.where(invalid[:, None], np.inf, scores)
         chosen = ops.take(scores, self.score_index, axis=1)  # [B, slots]: each slot's score
-        above = ops.logical_or(ops.greater(chosen, self.thresholds[None, :]), invalid[:, None])
+        # "not at or below" rather than "above": a NaN threshold (a damaged model file) flags every part, never none.
+        above = ops.logical_or(ops.logical_not(ops.less_equal(chosen, self.thresholds[None, :])), invalid[:, None])
         return {
             "scores": scores,
             "decisions": above[:, : len(self.names)],
