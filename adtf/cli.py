@@ -389,7 +389,7 @@ def eval_main(argv=None):
         print(f"adtf-eval: warning: {note}", file=sys.stderr)
         dataset.notes.append(note)
     out = Path(args.out or model_path.parent / f"eval-{slug(dataset.name)}")
-    check_output_folder(out, dataset)
+    check_output_folder(out, dataset, command="adtf-eval")
     eval_record = {"model": os.path.realpath(model_path), "data": dataset.name,
                    "test_images": images_digest(dataset.test, labels=True)}
     changed = replaced_settings(out / "eval.json", eval_record)
@@ -446,7 +446,7 @@ def score_main(argv=None):
         print(f"adtf-score: warning: {note}", file=sys.stderr)
         dataset.notes.append(note)
     out = Path(args.out or model_path.parent / f"score-{slug(dataset.name)}")
-    check_output_folder(out, dataset)
+    check_output_folder(out, dataset, command="adtf-score")
     if not detector.working_point or not detector.threshold < math.inf:  # +inf flags nothing, NaN everything
         state = f"a threshold of {detector.threshold}" if detector.working_point else "no working point (never calibrated)"
         effect = "every part is flagged" if math.isnan(detector.threshold) else "only invalid images are flagged"

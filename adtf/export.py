@@ -20,6 +20,7 @@ import tensorflow as tf
 from adtf.atomic import atomic_path
 from adtf.data.pipeline import decode_image, is_complete_image_file, prepare_image
 from adtf.errors import AdtfError
+from adtf.paths import run_files
 
 
 def _check_replaceable(path):
@@ -32,9 +33,8 @@ def _check_replaceable(path):
         return
     if path.is_dir():
         held = sorted(entry.name for entry in path.iterdir())
-        if "run.json" in held or "model.keras" in held:  # a version folder below it would sit inside the run
-            run_files = ", ".join(name for name in held if name in ("run.json", "model.keras"))
-            raise AdtfError(f"{path} is a run folder ({run_files}) "
+        if run_files(path):  # a version folder below it would sit inside the run
+            raise AdtfError(f"{path} is a run folder ({', '.join(run_files(path))}) "
                             "and no SavedModel: exporting there would delete the run. Give a new folder, or leave "
                             "out --out: adtf-export then writes the run's saved_model-<working point>/")
         raise AdtfError(f"{path} holds {', '.join(held[:5])}{', ...' if len(held) > 5 else ''} and is no adtf SavedModel: "

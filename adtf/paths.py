@@ -20,3 +20,11 @@ def datasets_root() -> Path:
         if (base / "shared" / "datasets").is_dir():
             return base / "shared" / "datasets"
     return Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+RUN_FILES = ("run.json", "model.keras")  # what adtf-fit leaves in a run folder and nothing else writes
+
+
+def run_files(folder) -> list:
+    """The names of ``RUN_FILES`` in ``folder``: non-empty where it is an adtf run (a place no other output may go)."""
+    return [name for name in RUN_FILES if (Path(folder) / name).exists()]

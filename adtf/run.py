@@ -612,11 +612,19 @@ def replaced_settings(record_file, record):
     return sorted(key for key in current if key in previous and previous[key] != current[key])
 
 
-def check_output_folder(out, dataset=None):
+def check_output_folder(out, dataset=None, command=None):
     """Create the run folder and make sure a file can be written there, before any work: a read-only or misnamed
     ``--out`` once failed only when the fitted model was saved. A folder the dataset reads images from is refused:
-    the run's plots would be read as images by the next run."""
+    the run's plots would be read as images by the next run. ``command`` (adtf-eval, adtf-score) writes a report
+    beside a run, never into one: its metrics.json, report and scores.csv would replace the run's own."""
     import tempfile
+
+    from adtf.paths import run_files
+
+    if command and out.is_dir() and run_files(out):
+        raise AdtfError(f"--out {out} is a run folder ({', '.join(run_files(out))}): {command}'s report would "
+                        "replace the run's own metrics.json, report.md and scores.csv; give a new folder, or leave "
+                        "out --out to write one inside the run")
 
     read = {os.path.realpath(os.path.dirname(s.path)) for s in (dataset.train + dataset.test if dataset else [])
             if s.index is None}

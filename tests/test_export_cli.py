@@ -11,6 +11,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from adtf.cli import bench_main, eval_main, export_main, fit_main, score_main
 
@@ -244,7 +245,15 @@ def test_export_by_default_writes_beside_the_run_s_own_savedmodel(run_dir):
     assert json.loads((run_dir / "saved_model" / "assets.extra" / "adtf.json").read_text())["working_point"] == active
 
 
-def test_eval_reuses_a_saved_run(run_dir, tmp_path):
+def test_eval_reuses_a_saved_run(run_dir, tmp_path, capsys):
+    # never into a run folder (this one, or another): its report would replace the run's own metrics and scores
+    metrics = (run_dir / "metrics.json").read_bytes()
+    assert eval_main([str(run_dir), "--data", "synthetic:grass", "--out", str(run_dir), "--quiet"]) == 2
+    (tmp_path / "parts").mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "parts" / "a.png")
+    assert score_main([str(run_dir), str(tmp_path / "parts"), "--out", str(run_dir), "--quiet"]) == 2
+    assert capsys.readouterr().err.count("is a run folder (run.json, model.keras)") == 2
+    assert (run_dir / "metrics.json").read_bytes() == metrics
     assert eval_main([str(run_dir), "--data", "synthetic:grass", "--out", str(tmp_path / "ev"), "--quiet"]) == 0
     first = json.loads((run_dir / "metrics.json").read_text())
     again = json.loads((tmp_path / "ev" / "metrics.json").read_text())
