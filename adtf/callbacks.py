@@ -113,12 +113,17 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         self.history, self.resumed_at_epoch, self.seconds_before_resume = {}, 0, 0.0
         if not self._state_path.is_file():
             return
-        state = json.loads(self._state_path.read_text())
-        self.history = state.get("history", {})
-        self.resumed_at_epoch, self.seconds_before_resume = int(state["epoch"]), float(state.get("fit_seconds", 0.0))
-        if self.model.optimizer is not None and not self.model.optimizer.built:
-            self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(str(self._state_path.parent / state["weights"]))
+        try:  # a checkpoint cut short (a full disk, a copy interrupted): named, with the way out
+            state = json.loads(self._state_path.read_text())
+            weights = self._state_path.parent / state["weights"]
+            self.history = state.get("history", {})
+            self.resumed_at_epoch, self.seconds_before_resume = int(state["epoch"]), float(state.get("fit_seconds", 0.0))
+            if self.model.optimizer is not None and not self.model.optimizer.built:
+                self.model.optimizer.build(self.model.trainable_variables)
+            self.model.load_weights(str(weights))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise AdtfError(f"the interrupted fit's checkpoint in {self._state_path.parent} cannot be read "
+                            f"({type(err).__name__}: {err}): delete that folder to fit from the start") from None
         self.model._initial_epoch = int(state["epoch"])  # what Keras' own BackupAndRestore sets for fit to read
         logging.getLogger("adtf").info(f"      resuming the interrupted fit after epoch {self.resumed_at_epoch} of "
                                        f"{self.params.get('epochs', '?')} ({self._state_path.parent})")

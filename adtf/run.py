@@ -366,6 +366,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
 
     out = Path(out or Path("runs") / f"{method}-{slug(dataset.name)}")
     check_output_folder(out, dataset)
+    claim = claim_run_folder(out)
     fit_given = {k: v for k, v in (fit or {}).items() if v is not None}  # the cross-fitted folds get these too
     epochs, fit_options = _epochs_and_options(model, len(fit_samples), fit_given)
     # The fit's images by their paths, not the dataset's name alone: two folders both called "train" share a name
@@ -487,10 +488,11 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     for stale in (*_plots_of(out / "metrics.json"), "metrics.json", "report.md", "scores.csv", "command.txt",
                   "run.json"):
         (out / stale).unlink(missing_ok=True)
-    for evaluation in sorted(out.glob("eval-*/")):  # adtf-eval's reports of the previous model
-        if (evaluation / "metrics.json").exists():
-            log.info(f"      removing {evaluation.name}/: an evaluation of the model this fit replaces")
-            shutil.rmtree(evaluation, ignore_errors=True)
+    for pattern, record, what in (("eval-*/", "metrics.json", "an evaluation"), ("score-*/", "score.json", "verdicts")):
+        for folder in sorted(out.glob(pattern)):  # adtf-eval's reports and adtf-score's verdicts of the previous model
+            if (folder / record).exists():
+                log.info(f"      removing {folder.name}/: {what} of the model this fit replaces")
+                shutil.rmtree(folder, ignore_errors=True)
     for exported in sorted(out.glob("saved_model-*/")):  # adtf-export's other working points of the previous model
         if (exported / "assets.extra" / "adtf.json").exists():
             log.info(f"      removing {exported.name}/: exported from the model this fit replaces")
@@ -532,6 +534,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     write_json(out / "run.json", {**run_record, "spec": data if isinstance(data, str) else spec,
                                   "seconds": time.perf_counter() - started})
     shutil.rmtree(out / "backup", ignore_errors=True)
+    claim.unlink(missing_ok=True)
     results.update(seconds=time.perf_counter() - started, run_dir=str(out))
     return results
 
@@ -641,13 +644,46 @@ def check_output_folder(out, dataset=None, command=None):
         raise AdtfError(f"--out {out}: cannot write there ({err.strerror})") from None
 
 
+RUN_CLAIM = ".adtf-fit.pid"  # the process writing a run folder
+
+
+def claim_run_folder(out):
+    """Make ``out`` this process's to write (``RUN_CLAIM`` holds its pid; removed when the run ends): two fits into
+    one folder deleted each other's temporary files, and the second resumed from the first's live checkpoint. A
+    claim whose process is gone (killed) or is this one (a notebook's run that failed) is taken over."""
+    import psutil
+
+    claim = out / RUN_CLAIM
+    mine = out / f"{RUN_CLAIM}.{os.getpid()}"
+    mine.write_text(str(os.getpid()))
+    try:
+        while True:
+            try:
+                os.link(mine, claim)  # atomic, and fails where a claim stands: never two owners
+                return claim
+            except FileExistsError:
+                try:
+                    pid = int(claim.read_text())
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and pid != os.getpid() and psutil.pid_exists(pid):
+                    raise AdtfError(f"another adtf-fit (process {pid}) is writing {out}: wait for it to end, or give "
+                                    f"another --out (if no fit runs there, delete {claim})") from None
+                claim.unlink(missing_ok=True)
+    finally:
+        mine.unlink(missing_ok=True)
+
+
 def _check_backup(folder, config):
     """Resume only the fit that was interrupted: a backup made with other options is an error, not a crash."""
     from adtf.atomic import write_json
 
     record = folder / "run_config.json"
     if record.is_file():
-        saved = json.loads(record.read_text())
+        try:
+            saved = json.loads(record.read_text())
+        except ValueError as err:
+            raise AdtfError(f"{record} cannot be read ({err}): delete {folder} to fit from the start") from None
         nothing_saved = not any(p.name != record.name for p in folder.iterdir())  # killed before its first save
         if saved != json.loads(json.dumps(config)) and not nothing_saved:
             changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != json.loads(json.dumps(config)).get(k))

@@ -283,6 +283,8 @@ def test_a_failed_evaluation_keeps_the_fit_and_a_rerun_without_export_leaves_no_
     assert (out / "saved_model").is_dir() and (out / "command.txt").exists() and (out / "roc.png").exists()
     (out / "eval-other").mkdir()  # what adtf-eval wrote about the first model
     (out / "eval-other" / "metrics.json").write_text("{}")
+    (out / "score-parts").mkdir()  # adtf-score's verdicts of the first model
+    (out / "score-parts" / "score.json").write_text("{}")
     (out / "saved_model-fpr1_normal" / "assets.extra").mkdir(parents=True)  # adtf-export's, of the first model
     (out / "saved_model-fpr1_normal" / "assets.extra" / "adtf.json").write_text("{}")
     first = (out / "model.keras").stat().st_mtime_ns
@@ -297,9 +299,24 @@ def test_a_failed_evaluation_keeps_the_fit_and_a_rerun_without_export_leaves_no_
     # the first run's SavedModel and metrics no longer describe the model beside them
     assert not any((out / name).exists() for name in ("saved_model", "metrics.json", "report.md", "command.txt"))
     assert not list(out.glob("*.png")) and not (out / "eval-other").exists()  # plots and evaluations of the old model
-    assert not (out / "saved_model-fpr1_normal").exists()
+    assert not (out / "saved_model-fpr1_normal").exists() and not (out / "score-parts").exists()
+    # the failed run's claim on the folder is this process's: taken over; another live process's is not
+    from adtf.errors import AdtfError
+    from adtf.run import RUN_CLAIM
+
+    assert int((out / RUN_CLAIM).read_text()) == os.getpid()
+    (out / RUN_CLAIM).write_text(str(os.getppid()))
+    with pytest.raises(AdtfError, match=f"another adtf-fit \\(process {os.getppid()}\\) is writing"):
+        fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, export=False, seed=1, **kwargs)
+    (out / RUN_CLAIM).write_text(str(os.getpid()))
+    state = (out / "backup" / "state.json").read_text()  # a checkpoint cut short: named, with the way out
+    (out / "backup" / "state.json").write_text(state[: len(state) // 2])
+    with pytest.raises(AdtfError, match="checkpoint in .*backup cannot be read .*delete that folder"):
+        fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, export=False, seed=1, **kwargs)
+    (out / "backup" / "state.json").write_text(state)
     # the same command again resumes after the fit's last epoch (it refitted from scratch), and ends the backup
     fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, export=False, seed=1, **kwargs)
+    assert not (out / RUN_CLAIM).exists()
     assert json.loads((out / "metrics.json").read_text())["resumed_at_epoch"] == 1 and not (out / "backup").exists()
     fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, command="adtf-fit ...", **kwargs)
     (out / "saved_model-fpr1_normal" / "assets.extra").mkdir(parents=True)  # an export removed before the fit used
