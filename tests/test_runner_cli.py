@@ -80,6 +80,9 @@ def test_help_lists_the_methods_own_options_with_preset_defaults(toy_registered,
     (["--fit.epochs", "-1"], "--fit.epochs: expected a non-negative integer, got -1"),
     (["--calibration-fraction", "x"], "--calibration-fraction: expected a number, got x"),
     (["--detector.hidden", "-3"], "simplenet cannot be built with hidden=-3"),  # was a traceback from Keras' Dense
+    (["--detector.batch_size", "0"], "SimpleNet's batch_size must be at least 1, got 0"),  # was a ZeroDivisionError
+    (["--detector.noise_std", "-1"], "SimpleNet's noise_std must be above 0, got -1"),  # these two trained silently
+    (["--compile.adaptor_learning_rate=-1e-4"], "SimpleNet's adaptor_learning_rate must be above 0, got -0.0001"),
     (["--detector.image_size", "[0, 0]"], "image_size is [height, width] in pixels"),
     (["--detector.image_size", "128"],  # was jsonargparse's Union error, its subtypes and Python class names
      '--detector.image_size: expected 2 integers in brackets, quoted in a shell (--detector.image_size "[256, 256]"), '

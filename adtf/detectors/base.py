@@ -120,6 +120,15 @@ def as_dataset(x, batch_size=16, training=False):
                     f"{' of shape ' + str(tuple(x.shape)) if hasattr(x, 'shape') else ''}")
 
 
+def check_ranges(owner, **options):
+    """Refuse an option out of its range in one line that names it, before it fails deep in a fit (a batch size of 0
+    divided by zero) or trains without a word (a negative learning rate or noise): ``name=(value, lowest, strict)``,
+    where ``strict`` asks for a value above ``lowest`` rather than at least it. NaN is refused too."""
+    for name, (value, lowest, strict) in options.items():
+        if not (float(value) > lowest if strict else float(value) >= lowest):
+            raise AdtfError(f"{owner}'s {name} must be {'above' if strict else 'at least'} {lowest}, got {value}")
+
+
 def _progress(verbose):
     return verbose not in (0, False, None)
 

@@ -33,7 +33,7 @@ from keras import ops
 
 from adtf import backbones
 from adtf.data.pipeline import unpack_batch
-from adtf.detectors.base import Detector, as_dataset, batches
+from adtf.detectors.base import Detector, as_dataset, batches, check_ranges
 from adtf.errors import AdtfError, DataError
 from adtf.layers import GaussianBlur, LocalAggregation
 
@@ -179,6 +179,9 @@ class SimpleNet(Detector):
             raise AdtfError("SimpleNet needs at least one backbone layer to aggregate")
         self.patch_size, self.pretrain_dim, self.embed_dim, self.hidden = (int(patch_size), int(pretrain_dim),
                                                                            int(embed_dim), int(hidden))
+        check_ranges("SimpleNet", patch_size=(patch_size, 1, False), noise_std=(noise_std, 0, True),
+                     margin=(margin, 0, True), smoothing_sigma=(smoothing_sigma, 0, False), epochs=(epochs, 0, False),
+                     batch_size=(batch_size, 1, False), min_steps=(min_steps, 0, False))
         self.noise_std, self.margin, self.smoothing_sigma = float(noise_std), float(margin), float(smoothing_sigma)
         self.normalize_features, self.image_context = bool(normalize_features), bool(image_context)
         self.per_dimension_scale, self.image_score = bool(per_dimension_scale), str(image_score)
@@ -309,6 +312,10 @@ class SimpleNet(Detector):
         PyTorch after, so Keras' acts 1/sqrt(1 - 0.999^t) times larger: 32x at step 1, 1.26x at step 1,000,
         within 2 % after 3,300. It only matters where a gradient is near zero.
         """
+        check_ranges("SimpleNet", adaptor_learning_rate=(adaptor_learning_rate, 0, True),
+                     discriminator_learning_rate=(discriminator_learning_rate, 0, True),
+                     adaptor_weight_decay=(adaptor_weight_decay, 0, False),
+                     discriminator_weight_decay=(discriminator_weight_decay, 0, False))
         self.discriminator_weight_decay = float(discriminator_weight_decay)
         self.adaptor_optimizer = keras.optimizers.AdamW(adaptor_learning_rate, weight_decay=adaptor_weight_decay,
                                                         epsilon=1e-8, name="adaptor_adamw")
