@@ -554,7 +554,7 @@ def test_synthetic_delegates_to_materialize(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("breakage", ["garbage", "truncated_png", "truncated_jpeg", "jpeg_without_end", "empty", "tiff",
                                       "tif_file", "heic_file", "bmp_1bit", "bmp_palette", "png_bad_checksum",
-                                      "latin1_name", "animated_webp"])
+                                      "latin1_name", "animated_webp", "broken_link", "link_loop"])
 def test_unusable_image_raises_naming_it_and_skip_bad_leaves_it_out(tmp_path, breakage):
     root = write_mvtec(tmp_path / "m", masks=False, size=(64, 48))
     bad = root / "train" / "good" / "001.png"
@@ -601,6 +601,9 @@ def test_unusable_image_raises_naming_it_and_skip_bad_leaves_it_out(tmp_path, br
         buffer = io.BytesIO()
         frames[0].save(buffer, format="WEBP")
         assert bool(is_complete_image_file(tf.constant(buffer.getvalue())))
+    elif breakage in ("broken_link", "link_loop"):  # a link to a file gone (or to itself): once left out unseen
+        bad.unlink()
+        bad.symlink_to(bad.name if breakage == "link_loop" else "moved_away.png")
     elif breakage == "latin1_name":  # a zip made on Windows: TensorFlow's file ops take UTF-8 names only
         latin1 = root / "train" / "good" / os.fsdecode(b"Pr\xfcfteil.png")
         bad.rename(latin1)

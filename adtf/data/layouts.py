@@ -540,8 +540,13 @@ def detect_kind(root):
 
 def _images_below(folder):
     """The image files anywhere below ``folder``, hidden files and folders left out, in path order."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in LISTED_SUFFIXES and p.is_file()
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in LISTED_SUFFIXES and _is_file_or_broken_link(p)
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def _is_file_or_broken_link(path):
+    """A file, or a link to none (kept so that the check names it: left out, it vanished from a run without a word)."""
+    return path.is_file() or path.is_symlink() and not path.exists()
 
 
 def _subfolders(folder, pattern="*"):
@@ -550,7 +555,7 @@ def _subfolders(folder, pattern="*"):
 
 def _list_images(folder, *, required=False, suffixes=LISTED_SUFFIXES):
     images = sorted(p for p in folder.iterdir()
-                    if p.suffix.lower() in suffixes and not p.name.startswith(".") and p.is_file())
+                    if p.suffix.lower() in suffixes and not p.name.startswith(".") and _is_file_or_broken_link(p))
     if required and not images:
         # Only the suffixes adtf reads: the wider list (TIFF, HEIC...) is looked for to name such files, not read.
         readable = [suffix for suffix in suffixes if suffix in IMAGE_SUFFIXES]

@@ -240,6 +240,9 @@ def _image_size(path, what):
     except UnicodeEncodeError:  # a Latin-1 name from a zip made on Windows: TensorFlow's file ops take UTF-8 only
         return _Decoded(None, f"{ascii(path)}: the {what}'s file name is not valid UTF-8, which TensorFlow cannot "
                               "open (rename it, e.g. `convmv -f latin1 -t utf8 --notest -r DIR`)")
+    if os.path.islink(path) and not os.path.exists(path):
+        return _Decoded(None, f"{path}: the {what} is a link to {os.readlink(path)}, which does not exist (or links "
+                              "back to itself)")
     try:
         with Image.open(path) as image:
             if image.format not in _TF_DECODABLE:
