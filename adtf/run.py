@@ -475,6 +475,12 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
                         "out with --calibration-fraction)")
         else:
             calibration += " (paper 000's protocol)"
+            few = _few_to_calibrate_on(len(fit_samples), model.working_point_names)
+            if few:  # and fitted images score lower than new ones: one image's own score is MoN's zero distance
+                calibration += (f". **Few images to calibrate on**: {few}, and less, since they are the fitted "
+                                f"images; cross-fit (`{cross_fit}`) or move the threshold later (`adtf-export --threshold`)")
+                log.warning(f"      few images to calibrate on: {few}, and less, since they are the fitted images "
+                            f"(cross-fit with {cross_fit})")
         model.calibrate(pipeline(fit_samples), verbose=verbose)
     # The fitted, calibrated model is saved before the evaluation, and the backup is removed only once the run is
     # done: a run that fails or is killed while evaluating or exporting keeps its fit (model.keras, for adtf-eval and

@@ -362,7 +362,8 @@ def test_a_run_in_a_folder_holding_another_finished_run_says_so_before_its_fit(t
         assert "finished run with other settings (test_images differ)" in caplog.text
 
 
-def test_working_points_from_few_held_out_images_say_how_many_good_parts_they_pass(toy_registered, tmp_path):
+def test_working_points_from_few_held_out_images_say_how_many_good_parts_they_pass(toy_registered, tmp_path,
+                                                                                   monkeypatch):
     """The largest of N held-out normal scores passes about N/(N+1) of new normal images (weave, 10 images:
     2 held out kept 48-76 %): with few held out, the report must say what to expect and what to do."""
     from adtf.run import fit_evaluate_export
@@ -378,6 +379,13 @@ def test_working_points_from_few_held_out_images_say_how_many_good_parts_they_pa
     fit_evaluate_export(toy_registered, "synthetic:grass", "fast", tmp_path / "four", n_train=4,
                         detector={"width": 4, "image_size": [32, 32]}, fit={"epochs": 1}, export=False, verbose=False)
     assert "`--calibration-folds 4`" in (tmp_path / "four" / "report.md").read_text()  # 5 folds of 4 are refused
+    # a method calibrated on its fitted images (MoN, paper 000): one image gave thresholds of 0 without a word
+    monkeypatch.setattr(ConvAutoencoder, "calibration_fraction", 0.0)
+    fit_evaluate_export(toy_registered, "synthetic:grass", "fast", tmp_path / "own", n_train=3,
+                        detector={"width": 4, "image_size": [32, 32]}, fit={"epochs": 1}, export=False, verbose=False)
+    report = (tmp_path / "own" / "report.md").read_text()
+    assert "Few images to calibrate on" in report and "about 75% of new normal images" in report
+    assert "since they are the fitted images" in report and "`--calibration-folds 3`" in report
 
 
 def test_adtfs_own_graphs_do_not_warn_of_retracing(caplog):
