@@ -492,6 +492,20 @@ def test_empty_folder_names_the_folder(tmp_path):
         load(f"folder:{tmp_path / 'empty'}")
     with pytest.raises(DataError, match="folder not found"):
         load(f"folder:{tmp_path / 'nowhere'}")
+    write_image(tmp_path / "one" / "part.png", (8, 8))
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'one' / 'part.png'} is a file; normal images: give "
+                                                  "the folder")):  # was "folder not found" for a file that is there
+        load(f"folder:{tmp_path / 'one' / 'part.png'}")
+    with pytest.raises(DataError, match="masks=.* needs anomalous=DIR"):  # the masks were ignored without a word
+        load(f"folder:{tmp_path / 'one'},masks={tmp_path / 'one'}")
+
+
+def test_an_image_too_large_to_read_says_so_and_not_that_it_is_corrupt(tmp_path, monkeypatch):
+    write_image(tmp_path / "ok" / "a.png", (64, 64))
+    write_image(tmp_path / "ok" / "b.png", (64, 64))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL refuses twice this many pixels: a line-scan frame
+    with pytest.raises(DataError, match="a.png: the image is larger than PIL reads.*cut it into tiles"):
+        load(f"folder:{tmp_path / 'ok'}")
 
 
 # --------------------------------------------------------------------------- mnist

@@ -237,6 +237,8 @@ def _read_folder(path, *, seed=0, anomalous=None, masks=None, test_normal=None, 
     if test_normal:
         flat.append(resolve_dir(test_normal, "test_normal"))
         test += [Sample(str(p), 0, "good") for p in _list_images(flat[-1], required=True)]
+    if masks and not anomalous:  # masks mark defects in anomalous images: without them they were ignored unseen
+        raise DataError(f"folder: masks={masks} needs anomalous=DIR, the defective images whose masks they are")
     mask_dir = resolve_dir(masks, "masks") if masks else None
     anomalous_dir = resolve_dir(anomalous, "anomalous") if anomalous else None
     if anomalous:
@@ -498,6 +500,8 @@ def resolve_dir(path, what):
     folder = Path(str(path)).expanduser()
     if not folder.exists() and not folder.is_absolute() and (datasets_root() / folder).exists():
         folder = datasets_root() / folder
+    if folder.is_file():  # a single image given where its folder belongs
+        raise DataError(f"{folder} is a file; {what}: give the folder that holds the images")
     if not folder.is_dir():
         raise DataError(f"{what} folder not found: {folder}")
     return folder

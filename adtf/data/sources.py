@@ -266,6 +266,9 @@ def _image_size(path, what):
                             _is_gray(image), image.getexif().get(_EXIF_ORIENTATION, 1) not in (0, 1))
     except FileNotFoundError:
         return _Decoded(None, f"{path}: {what} file not found")
+    except Image.DecompressionBombError as err:  # a valid file, not a corrupt one: say what is wrong with it
+        return _Decoded(None, f"{path}: the {what} is larger than PIL reads, as a guard against decompression "
+                              f"bombs ({err}); cut it into tiles or scale it down")
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ... for broken files
         suffix = Path(path).suffix.lower()
         if suffix not in IMAGE_SUFFIXES:  # a phone's HEIC, a JPEG 2000: a format, not a broken file
