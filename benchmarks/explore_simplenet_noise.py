@@ -66,6 +66,19 @@ def with_image_context(features):
     return np.concatenate([features, mean], axis=-1).astype(np.float16)
 
 
+def per_cell(train, test, scale=False, floor=0.1):
+    """Each grid cell's features less their mean over the fit images at that cell (``scale``: and divided by their
+    spread there, each at least ``floor`` of the dimension's spread over all cells): what a model per position (the
+    per-cell Gaussian, far ahead on aligned MTD) knows, handed to the position-blind head. Where parts are turned at
+    random, the cells' means tend to the overall one and this does nothing."""
+    fit = train.astype(np.float64)
+    mean = fit.mean(0)
+    spread = np.maximum(fit.std(0), floor * fit.reshape(-1, fit.shape[-1]).std(0)) if scale else 1.0
+    print(f"per cell: means spread {mean.std(axis=(0, 1)).mean():.3g} across cells"
+          + (f"; spreads {np.min(spread):.3g} to {np.max(spread):.3g}" if scale else ""))
+    return [((x.astype(np.float32) - mean) / spread).astype(np.float16) for x in (train, test)]
+
+
 def whitened(train, test, floor=0.01):
     """ZCA-whiten both with the fit locations' covariance, each eigenvalue at least ``floor`` of their mean."""
     flat = train.reshape(-1, train.shape[-1]).astype(np.float64)
@@ -198,6 +211,9 @@ def main(argv=None):
                         help="whiten the features with their covariance over the fit images' locations (ZCA, the "
                              "eigenvalues floored at 1 %% of their mean), so that the isotropic noise is "
                              "Mahalanobis-shaped: the per-dimension scale with the correlations too")
+    parser.add_argument("--per-cell", choices=("center", "scale"), default=None,
+                        help="each grid cell's features less their mean over the fit images there (scale: and divided "
+                             "by their spread there); needs one input size for every image")
     parser.add_argument("--image-context", action="store_true",
                         help="hand every location its image's mean feature too (the two concatenated, so the head "
                              "is twice as wide; the scale then from both): context no 3x3 neighbourhood reaches")
@@ -228,6 +244,9 @@ def main(argv=None):
         print(f"per-dimension std: min {spread.min():.3g}, median {np.median(spread):.3g}, max {spread.max():.3g}")
     if args.whiten:
         train, test, gain = *whitened(train, test), 1.0
+    if args.per_cell:
+        train, test = per_cell(train, test, scale=args.per_cell == "scale")
+        gain = 1.0 / np.sqrt(train.reshape(-1, train.shape[-1]).astype(np.float64).var(0).mean())
     if args.image_context:
         train, test = with_image_context(train), with_image_context(test)
         gain = 1.0 / np.sqrt(train.reshape(-1, train.shape[-1]).astype(np.float64).var(0).mean())
