@@ -546,9 +546,9 @@ def load(path):
     except (OSError, KeyError, zipfile.BadZipFile, ValueError) as err:
         raise AdtfError(f"cannot load a detector from {path}: not a .keras file ({err})") from None
     if "adtf_format" not in config.get("config", {}):
-        raise AdtfError(f"{path} was saved by adtf 0.1, before working points became a layer; it cannot be "
-                        "loaded by this version: fit it again (adtf-fit writes a new model.keras), or load it "
-                        "with adtf 0.1 and use its SavedModel, which keeps working")
+        raise AdtfError(f"{path} was saved by an earlier adtf, before working points became a layer (its config has "
+                        "no adtf_format); it cannot be loaded by this version: fit it again (adtf-fit writes a new "
+                        "model.keras), or keep serving its SavedModel, which keeps working")
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except (OSError, ValueError, TypeError) as err:
