@@ -172,6 +172,12 @@ def test_12_bit_data_in_16_bit_images_is_named(tmp_path):
     with pytest.warns(UserWarning, match=r"2 16-bit image\(s\) with every value below 4096"):
         dataset = load(f"folder:{tmp_path / 'ok'}")
     assert len(dataset.notes) == 1 and "below 4096" in dataset.notes[0]  # for the run's report to repeat
+    (tmp_path / "colour").mkdir()  # 16-bit colour: PIL reads it as 8 bits, and the gray check alone missed it
+    for i in range(3):
+        pixels = rng.integers(0, 4096, (10, 12, 3), dtype=np.uint16)
+        (tmp_path / "colour" / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    with pytest.warns(UserWarning, match=r"3 16-bit image\(s\) with every value below 4096"):
+        load(f"folder:{tmp_path / 'colour'}")
     (tmp_path / "full").mkdir()
     Image.fromarray(rng.integers(0, 65536, (10, 12), dtype=np.uint16)).save(tmp_path / "full" / "full.png")
     with warnings.catch_warnings():

@@ -262,7 +262,7 @@ def _image_size(path, what):
                 image.verify()  # chunk checksums: PIL's decode skips them, TensorFlow's refuses a bad one
         with Image.open(path) as image:
             image.load()  # decodes every pixel: PIL finds a truncated file only here
-            return _Decoded(image.size, None, image.mode.startswith("I;16") and 0 < image.getextrema()[1] < 4096,
+            return _Decoded(image.size, None, _is_12_bit_in_16(path, image),
                             _is_gray(image), image.getexif().get(_EXIF_ORIENTATION, 1) not in (0, 1))
     except FileNotFoundError:
         return _Decoded(None, f"{path}: {what} file not found")
@@ -279,6 +279,19 @@ def _image_size(path, what):
 
 
 _EXIF_ORIENTATION = 0x0112
+
+
+def _is_12_bit_in_16(path, image):
+    """A 16-bit file whose values all stay below 4096 (12-bit camera data). PIL keeps 16-bit gray as it is, but reads a
+    16-bit colour PNG as 8 bits (each value's top byte, as TensorFlow decodes it): there, below 16, from the header's
+    bit depth (byte 24 of a PNG)."""
+    if image.mode.startswith("I;16"):
+        return 0 < image.getextrema()[1] < 4096
+    if image.format != "PNG" or image.mode not in ("RGB", "RGBA"):
+        return False
+    with open(path, "rb") as file:
+        header = file.read(26)
+    return len(header) == 26 and header[24] == 16 and 0 < max(high for _, high in image.getextrema()[:3]) < 16
 
 
 GRAY_TOLERANCE = 2  # gray levels (of 255) apart that a gray image's channels may decode
