@@ -548,7 +548,8 @@ def export_main(argv=None):
                   f"{detector.working_point} (from the evaluation's saved scores)")
         elif (model_path.parent / "metrics.json").exists():  # a run with no test images saves no scores
             print(f"{model_path.parent}: its metrics.json and report.md still describe working point {saved_point} "
-                  f"(no saved test scores to recompute them from); model.keras and the SavedModel use "
+                  f"(its metrics.json or scores.csv holds no evaluation to recompute them from); model.keras and "
+                  f"the SavedModel use "
                   f"{detector.working_point}", file=sys.stderr)
     effect = _effect_on_test_set(model_path.parent / "scores.csv", detector)
     if effect:

@@ -328,6 +328,8 @@ def refresh_working_points(out_dir, detector):
         results = json.loads((out_dir / "metrics.json").read_text())
     except (OSError, ValueError):
         return False
+    if not isinstance(results, dict):  # a metrics.json edited or written by something else
+        return False
     points = evaluated_points(detector)
     if saved is None or any(point["score"] not in saved["scores"] for point in points.values()):
         return False
@@ -335,7 +337,7 @@ def refresh_working_points(out_dir, detector):
     results["working_points"] = thresholds.evaluate_working_points(points, labels, scores)
     results["active_working_point"] = detector.working_point
     active = points[detector.working_point]
-    flagged = scores[active["score"]] > active["value"]  # an invalid image's score is +inf
+    flagged = ~(scores[active["score"]] <= active["value"])  # an invalid image's score is +inf; as the layer decides
     header[-2] = f"anomalous ({detector.working_point})"
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows([header, *([*row[:-2], int(f), row[-1]] for row, f in zip(rows, flagged))])
