@@ -45,7 +45,7 @@ from keras import ops
 from adtf import backbones
 from adtf.data.cutpaste import cutpaste_pairs, random_crops
 from adtf.data.pipeline import unpack_batch
-from adtf.detectors.base import Detector, as_dataset, batches
+from adtf.detectors.base import Detector, as_dataset, batches, check_ranges
 from adtf.errors import AdtfError, DataError
 from adtf.layers import GaussianBlur
 from adtf.layers.flow import RealNVPFlow, flow_nll
@@ -176,6 +176,12 @@ class FlowDictionary(Detector):
                                                              and self.dictionary_input == "latent")):
             raise AdtfError(f"scoring={self.scoring!r} with dictionary_input={self.dictionary_input!r} needs the "
                             "flow: set flow=True, or dictionary_input='features', or scoring='gde'")
+        check_ranges("FlowDictionary", atoms=(atoms, 1, False), sparsity=(sparsity, 0, False),
+                     coding_steps=(coding_steps, 1, False), patches_per_image=(patches_per_image, 1, False),
+                     dictionary_epochs=(dictionary_epochs, 1, False), top_k=(top_k, 1, False),
+                     region_size=(region_size, 1, False), smoothing_sigma=(smoothing_sigma, 0, False),
+                     epochs=(epochs, 0, False), batch_size=(batch_size, 1, False),
+                     learning_rate=(learning_rate, 0, True), flow_learning_rate=(flow_learning_rate, 0, True))
         self.atoms, self.sparsity, self.coding_steps = int(atoms), float(sparsity), int(coding_steps)
         self.patches_per_image, self.dictionary_epochs = int(patches_per_image), int(dictionary_epochs)
         self.top_k, self.region_size, self.smoothing_sigma = int(top_k), int(region_size), float(smoothing_sigma)
@@ -273,6 +279,9 @@ class FlowDictionary(Detector):
 
         ``weight_decay`` is a coupled L2 penalty added to the gradients, as Li et al.'s optimizer has it.
         """
+        check_ranges("FlowDictionary", learning_rate=(learning_rate or self.learning_rate, 0, True),
+                     flow_learning_rate=(flow_learning_rate or self.flow_learning_rate, 0, True),
+                     weight_decay=(weight_decay, 0, False))
         steps = max(1, self.epochs * (self.steps_per_epoch or 1))
         schedule = keras.optimizers.schedules.CosineDecay(learning_rate or self.learning_rate, steps)
         self.__dict__["_schedule"] = schedule  # its length is set when the fit's data is known

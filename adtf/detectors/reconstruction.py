@@ -21,7 +21,7 @@ import tensorflow as tf
 from keras import ops
 
 from adtf import backbones, losses
-from adtf.detectors.base import Detector, as_images, batches
+from adtf.detectors.base import Detector, as_images, batches, check_ranges
 from adtf.errors import AdtfError
 
 ORTHOGONAL = keras.initializers.Orthogonal  # papers 002/003: "orthogonal initialization" of every new weight
@@ -120,6 +120,8 @@ class ReconstructionDetector(Detector):
         self.perceptual_weights_source = perceptual_weights
         self.perceptual_weight, self.ssim_weight = float(perceptual_weight), float(ssim_weight)
         self.decoder_name, self.resize_crop = decoder, None if resize_crop is None else int(resize_crop)
+        check_ranges(type(self).__name__, epochs=(epochs, 0, False), batch_size=(batch_size, 1, False),
+                     learning_rate=(learning_rate, 0, True), weight_decay=(weight_decay, 0, False))
         self.epochs, self.batch_size = int(epochs), int(batch_size)
         self.learning_rate, self.weight_decay = float(learning_rate), float(weight_decay)
         self.default_epochs, self.default_batch_size = self.epochs, self.batch_size
@@ -220,6 +222,8 @@ class ReconstructionDetector(Detector):
     def compile(self, learning_rate: float | None = None, weight_decay: float | None = None, **kwargs):
         """Adam (PyTorch's defaults, eps 1e-8) with PyTorch's ``weight_decay``: an L2 term added to the
         gradients before Adam's scaling (coupled), not Keras' decoupled ``weight_decay``."""
+        check_ranges(type(self).__name__, learning_rate=(learning_rate or self.learning_rate, 0, True),
+                     weight_decay=(self.weight_decay if weight_decay is None else weight_decay, 0, False))
         if weight_decay is not None:
             self.weight_decay = float(weight_decay)
         optimizer = keras.optimizers.Adam(learning_rate or self.learning_rate, epsilon=1e-8)
