@@ -422,7 +422,8 @@ def score_main(argv=None):
     parser.add_argument("model", help="model.keras, or a run folder holding one")
     parser.add_argument("folder", help="a folder of images (PNG, JPEG, BMP, GIF or WebP; a file that cannot be read "
                                        "is flagged, with its problem in scores.csv)")
-    parser.add_argument("--out", default=None, help="output folder (default: <run>/score-folder-<parent>-<folder>, as a folder: dataset is named)")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default: <run>/score-folder-<parent>-<folder>, as a folder: dataset is named)")
     parser.add_argument("--heatmaps", choices=("flagged", "all", "none"), default="flagged",
                         help="which parts get a heat-map overlay (default: the flagged ones)")
     parser.add_argument("--batch-size", type=PositiveInt, default=16, help="images scored at a time (default 16)")
