@@ -84,6 +84,7 @@ def test_help_lists_the_methods_own_options_with_preset_defaults(toy_registered,
     (["--detector.noise_std", "-1"], "SimpleNet's noise_std must be above 0, got -1"),  # these two trained silently
     (["--compile.adaptor_learning_rate=-1e-4"], "SimpleNet's adaptor_learning_rate must be above 0, got -0.0001"),
     (["--method", "piade", "--compile.learning_rate=-1e-3"], "PIADE's learning_rate must be above 0, got -0.001"),
+    (["--method", "pyramid_ae", "--compile.learning_rate", "0"], "PyramidAE's learning_rate must be above 0, got 0"),
     (["--method", "flow_dictionary", "--detector.atoms", "0"], "FlowDictionary's atoms must be at least 1, got 0"),
     (["--detector.image_size", "[0, 0]"], "image_size is [height, width] in pixels"),
     (["--detector.image_size", "128"],  # was jsonargparse's Union error, its subtypes and Python class names

@@ -279,15 +279,16 @@ class FlowDictionary(Detector):
 
         ``weight_decay`` is a coupled L2 penalty added to the gradients, as Li et al.'s optimizer has it.
         """
-        check_ranges("FlowDictionary", learning_rate=(learning_rate or self.learning_rate, 0, True),
-                     flow_learning_rate=(flow_learning_rate or self.flow_learning_rate, 0, True),
-                     weight_decay=(weight_decay, 0, False))
+        learning_rate = self.learning_rate if learning_rate is None else learning_rate  # an explicit 0 is refused
+        flow_learning_rate = self.flow_learning_rate if flow_learning_rate is None else flow_learning_rate
+        check_ranges("FlowDictionary", learning_rate=(learning_rate, 0, True),
+                     flow_learning_rate=(flow_learning_rate, 0, True), weight_decay=(weight_decay, 0, False))
         steps = max(1, self.epochs * (self.steps_per_epoch or 1))
-        schedule = keras.optimizers.schedules.CosineDecay(learning_rate or self.learning_rate, steps)
+        schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps)
         self.__dict__["_schedule"] = schedule  # its length is set when the fit's data is known
         self.weight_decay = float(weight_decay)
         self.network_optimizer = keras.optimizers.SGD(schedule, momentum=0.9, name="network_sgd")
-        self.flow_optimizer = keras.optimizers.Adam(flow_learning_rate or self.flow_learning_rate, name="flow_adam")
+        self.flow_optimizer = keras.optimizers.Adam(flow_learning_rate, name="flow_adam")
         super().compile(optimizer=self.network_optimizer, **kwargs)
 
     def optimizer_parts(self):

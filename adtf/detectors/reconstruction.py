@@ -222,11 +222,12 @@ class ReconstructionDetector(Detector):
     def compile(self, learning_rate: float | None = None, weight_decay: float | None = None, **kwargs):
         """Adam (PyTorch's defaults, eps 1e-8) with PyTorch's ``weight_decay``: an L2 term added to the
         gradients before Adam's scaling (coupled), not Keras' decoupled ``weight_decay``."""
-        check_ranges(type(self).__name__, learning_rate=(learning_rate or self.learning_rate, 0, True),
+        learning_rate = self.learning_rate if learning_rate is None else learning_rate  # an explicit 0 is refused
+        check_ranges(type(self).__name__, learning_rate=(learning_rate, 0, True),
                      weight_decay=(self.weight_decay if weight_decay is None else weight_decay, 0, False))
         if weight_decay is not None:
             self.weight_decay = float(weight_decay)
-        optimizer = keras.optimizers.Adam(learning_rate or self.learning_rate, epsilon=1e-8)
+        optimizer = keras.optimizers.Adam(learning_rate, epsilon=1e-8)
         super().compile(optimizer=optimizer, **kwargs)
 
     @property
