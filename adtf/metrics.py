@@ -24,11 +24,13 @@ from adtf.errors import DataError
 
 def _most_anomalous_for_inf(values):
     """+inf is how a detector scores an invalid image or pixel (NaN/inf input): the most anomalous rank, one
-    above the largest finite value, so that rankings and curves stay finite."""
+    above the largest finite value (or the next value up, where adding one is lost to rounding: 2**24 in a
+    float32 map), so that rankings and curves stay finite."""
     if not np.isposinf(values).any():
         return values
     finite = values[np.isfinite(values)]
-    return np.where(np.isposinf(values), (finite.max() + 1.0) if finite.size else 1.0, values)
+    top = finite.max() if finite.size else values.dtype.type(0)
+    return np.where(np.isposinf(values), np.maximum(top + 1, np.nextafter(top, np.inf)), values)
 
 
 def _labelled_scores(labels, scores, both_classes=True):

@@ -183,6 +183,16 @@ def test_an_invalid_images_inf_map_ranks_most_anomalous_not_an_error(fn):
     assert fn(masks, np.where(masks, np.inf, maps)) == fn(masks, np.where(masks, finite_max + 1.0, maps))
 
 
+def test_inf_ranks_above_a_largest_score_that_adding_one_cannot_pass():
+    """Above 2**53 (float64) or 2**24 (a float32 map) "the largest + 1" rounded back to the largest: a tie."""
+    assert metrics.image_auroc([0, 0, 1, 1], [1e16, 0, np.inf, 5]) == 0.75
+    masks = np.zeros((1, 4, 4), bool)
+    masks[0, 0, 0] = True
+    maps = np.full((1, 4, 4), 2.0 ** 24, np.float32)
+    maps[0, 0, 0] = np.inf
+    assert metrics.pixel_auroc(masks, maps) == 1.0
+
+
 def test_the_roc_plot_takes_an_invalid_images_inf_score(tmp_path):
     from adtf import viz
 
