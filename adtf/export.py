@@ -72,6 +72,8 @@ def metadata(detector):
         "working_points": detector.working_points,
         "working_point": detector.working_point,
         "threshold": detector.threshold,
+        # the score the threshold applies to: an explicit one's may not be `score` (the first score)
+        "threshold_score": detector.postprocess.point(detector.postprocess.active_name)["score"],
         "config": {k: v for k, v in config.items() if k not in ("working_points",)},
     }
 

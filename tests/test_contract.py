@@ -154,6 +154,7 @@ def test_a_nan_or_inf_pixel_is_never_normal(fitted, images):
         np.testing.assert_array_equal(out["invalid"], [True, True, True, False])
         np.testing.assert_array_equal(out["anomalous"], [True, True, True, False])
         assert np.isposinf(out["score"][:3]).all() and out["decisions"][:3].all()
+        assert np.isposinf(out["anomaly_map"][:3]).all() and np.isfinite(out["anomaly_map"][3]).all()  # 255s too
     detector.set_working_point(detector.working_point_names[0])
 
 

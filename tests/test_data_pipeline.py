@@ -109,6 +109,22 @@ def test_a_whole_image_file_is_complete_and_one_cut_short_is_not(fmt):
             tf.io.decode_image(whole + appended)
 
 
+def test_an_8_bit_bmp_is_whole_only_with_a_gray_palette():
+    """TensorFlow decodes an 8-bit BMP's palette indices as gray levels: right for a gray camera's ramp, wrong for
+    a colour palette, which the SavedModel scored on the wrong pixels (the loader already refused such a file)."""
+    from adtf.data.pipeline import decode_image, is_complete_image_file
+
+    def bmp(image):
+        buffer = io.BytesIO()
+        image.save(buffer, format="BMP")
+        return buffer.getvalue()
+
+    gray = Image.fromarray(_smooth(40, 56)).convert("L")
+    assert bool(is_complete_image_file(tf.constant(bmp(gray))))
+    np.testing.assert_array_equal(decode_image(tf.constant(bmp(gray))).numpy()[..., 0], np.asarray(gray))
+    assert not bool(is_complete_image_file(tf.constant(bmp(Image.fromarray(_smooth(40, 56)).convert("P")))))
+
+
 @pytest.mark.parametrize("payload", [b"", b"<html>502 Bad Gateway</html>", b"II*\0" + b"\0" * 64, b"BM", b"GIF8"])
 def test_what_is_no_image_file_is_not_complete(payload):
     from adtf.data.pipeline import is_complete_image_file

@@ -213,6 +213,8 @@ def test_export_save_model_brings_the_run_s_report_to_the_new_working_point(run_
     metrics = json.loads((run / "metrics.json").read_text())
     active = metrics["active_working_point"]
     assert active.startswith("explicit:d_max>") and f"{active} (active)" in (run / "report.md").read_text()
+    exported = [json.loads(p.read_text()) for p in run.glob("saved_model*/assets.extra/adtf.json")]
+    assert [m["threshold_score"] for m in exported if m["working_point"] == active] == ["d_max"]  # not only in a name
     assert eval_main([str(run), "--data", "synthetic:grass", "--out", str(tmp_path / "ev"), "--quiet"]) == 0
     again = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert again["active_working_point"] == active and again["method"] == metrics["method"] == "mon"

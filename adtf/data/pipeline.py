@@ -150,11 +150,12 @@ def is_complete_image_file(contents):
     truncated file, and a graph cannot catch that, so a served batch holding one failed as a whole. PNG and JPEG
     end with a marker (IEND, EOI) that their compressed data cannot hold; up to 4 KiB after it are allowed, as some
     cameras append data there. GIF ends with its trailer byte; BMP and WebP headers give their size (BMP:
-    TensorFlow's own check, pixel offset + rows, and the 8, 24 or 32 bits it decodes). An animated WebP is not
+    TensorFlow's own check, pixel offset + rows, and the 8, 24 or 32 bits it decodes; an 8-bit one's palette must
+    be the gray ramp, as TensorFlow reads its indices as gray levels). An animated WebP is not
     one either: decoding it aborts the whole process (a served one took the server down). A file corrupt
     elsewhere passes, and fails in the decoder.
     """
-    padded = tf.strings.join([contents, tf.constant(b"\0" * 32)])  # substr fails past a string's end
+    padded = tf.strings.join([contents, tf.constant(b"\0" * 64)])  # substr fails past a string's end (BMP: byte 50)
     length = tf.cast(tf.strings.length(contents), tf.int64)
 
     def starts(magic, offset=0):
@@ -169,7 +170,18 @@ def is_complete_image_file(contents):
         bits = little_endian(28, 2)
         row_bytes = (bits * tf.abs(little_endian(18, 4, signed=True)) + 31) // 32 * 4
         end = little_endian(10, 4) + row_bytes * tf.abs(little_endian(22, 4, signed=True))
-        return tf.reduce_any(tf.equal(bits, [8, 24, 32])) & tf.equal(end, length)
+        return (tf.reduce_any(tf.equal(bits, [8, 24, 32])) & tf.equal(end, length)
+                & (tf.not_equal(bits, 8) | gray_palette()))
+
+    def gray_palette():  # TensorFlow reads an 8-bit BMP's palette indices as gray levels: right for a gray ramp only
+        used = little_endian(46, 4)
+        entries = tf.where(tf.equal(used, 0) | (used > 256), tf.constant(256, tf.int64), used)
+        start = tf.minimum(14 + little_endian(14, 4), length)  # after the file and DIB headers
+        table = tf.io.decode_raw(tf.strings.substr(padded, start, 1024), tf.uint8)
+        complete = tf.cast(tf.size(table), tf.int64) >= 4 * entries
+        table = tf.reshape(tf.pad(table, [[0, 1024 - tf.size(table)]]), [256, 4])[:, :3]  # blue, green, red
+        ramp = tf.cast(tf.range(256)[:, None], tf.uint8)
+        return complete & tf.reduce_all(tf.equal(table, ramp) | (tf.range(256, dtype=tf.int64) >= entries)[:, None])
 
     def animated_webp():  # TensorFlow's WebP decoder (2.21) corrupts the heap on one and aborts the process
         return starts(b"VP8X", offset=12) & tf.not_equal(tf.bitwise.bitwise_and(little_endian(20, 1), 2), 0)

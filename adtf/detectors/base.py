@@ -227,8 +227,10 @@ class Detector(keras.Model):
         if anomaly_map.shape[1:3] != images.shape[1:3] or None in images.shape[1:3]:
             size = tuple(ops.shape(images)[1:3])
             anomaly_map = ops.image.resize(anomaly_map[..., None], size, interpolation="bilinear")[..., 0]
-        outputs["anomaly_map"] = ops.where(ops.isfinite(anomaly_map), anomaly_map, np.inf)
         post = self.postprocess(ops.stack([outputs[name] for name in self.score_names], axis=-1), images)
+        # An invalid image's map is +inf whole, as its score is (pixels outside [0, 1] left the map finite).
+        unusable = ops.logical_or(ops.logical_not(ops.isfinite(anomaly_map)), post["invalid"][:, None, None])
+        outputs["anomaly_map"] = ops.where(unusable, np.inf, anomaly_map)
         for i, name in enumerate(self.score_names):
             outputs[name] = post["scores"][:, i]
         outputs["score"] = ops.where(post["invalid"], np.inf, ops.cast(outputs["score"], "float32"))
