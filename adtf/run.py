@@ -540,7 +540,8 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     write_json(out / "run.json", {**run_record, "spec": data if isinstance(data, str) else spec,
                                   "seconds": time.perf_counter() - started})
     shutil.rmtree(out / "backup", ignore_errors=True)
-    claim.unlink(missing_ok=True)
+    if claim:
+        claim.unlink(missing_ok=True)
     results.update(seconds=time.perf_counter() - started, run_dir=str(out))
     return results
 
@@ -656,7 +657,8 @@ RUN_CLAIM = ".adtf-fit.pid"  # the process writing a run folder
 def claim_run_folder(out):
     """Make ``out`` this process's to write (``RUN_CLAIM`` holds its pid; removed when the run ends): two fits into
     one folder deleted each other's temporary files, and the second resumed from the first's live checkpoint. A
-    claim whose process is gone (killed) or is this one (a notebook's run that failed) is taken over."""
+    claim whose process is gone (killed) or is this one (a notebook's run that failed) is taken over. None where the
+    file system has no hard links: nothing is claimed there."""
     import psutil
 
     claim = out / RUN_CLAIM
@@ -676,6 +678,9 @@ def claim_run_folder(out):
                     raise AdtfError(f"another adtf-fit (process {pid}) is writing {out}: wait for it to end, or give "
                                     f"another --out (if no fit runs there, delete {claim})") from None
                 claim.unlink(missing_ok=True)
+            except OSError:  # a file system without hard links (some network shares): unclaimed, as before
+                log.debug(f"      cannot claim {out} (no hard links there): another adtf-fit into it is not detected")
+                return None
     finally:
         mine.unlink(missing_ok=True)
 

@@ -333,6 +333,18 @@ def test_a_failed_evaluation_keeps_the_fit_and_a_rerun_without_export_leaves_no_
     assert (out / "metrics.json").exists()
 
 
+def test_a_run_folder_on_a_file_system_without_hard_links_is_left_unclaimed(tmp_path, monkeypatch):
+    """The claim is made with os.link (atomic: never two owners); a network share without hard links must not stop
+    the fit (it ran unclaimed before the claim existed)."""
+    from adtf.run import claim_run_folder
+
+    def no_hard_links(*args):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    assert claim_run_folder(tmp_path) is None and not list(tmp_path.iterdir())
+
+
 def test_a_run_in_a_folder_holding_another_finished_run_says_so_before_its_fit(toy_registered, tmp_path, caplog):
     """The default run folder is named after the method and the dataset alone: another size, split or seed of the
     same data replaces the earlier run's outputs, which the user hears while the fit can still be stopped."""
