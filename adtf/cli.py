@@ -603,10 +603,18 @@ def bench_main(argv=None):
     load = lambda spec, seed: load_dataset(spec, seed=seed, skip_bad=args.skip_bad, n_train=args.n_train)  # noqa: E731
     # Every spec is read and checked before the first fit: a typo in the last one must not cost the others' fits.
     # (Its other seeds' splits are drawn when their turn comes: only the first is held in memory meanwhile.)
-    datasets = []
+    datasets, problems = [], []
     for i, spec in enumerate(args.data):
         log.info(f"checking dataset {i + 1} of {len(args.data)}: {spec}")
-        datasets.append(load(spec, seeds[0]))
+        try:
+            datasets.append(load(spec, seeds[0]))
+        except AdtfError as error:  # go on: every bad spec is named at once, not one per try
+            problems.append((f"--data {spec}", error))
+    if len(problems) == 1:
+        raise problems[0][1]
+    if problems:
+        raise AdtfError(f"{len(problems)} of the {len(args.data)} datasets cannot be read:\n"
+                        + "\n".join(f"- {name}: {error}" for name, error in problems))
     # Named as adtf-fit names its run folders, after the method (a bench of another method must not overwrite this
     # one's) and the dataset, and numbered where two specs share a dataset name (folder:ok and
     # folder:ok,anomalous=ng): the table then numbers them too.

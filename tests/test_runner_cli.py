@@ -274,6 +274,12 @@ def test_bench_checks_every_spec_before_the_first_fit(toy_registered, tmp_path, 
             "--out", str(tmp_path / "bench"), "--quiet"]
     assert bench_main(argv) == 2
     assert "missing" in capsys.readouterr().err and not (tmp_path / "bench").exists()
+    # Two bad specs are both named in one try, not one per rerun.
+    argv[3] = f"[folder:{tmp_path / 'first'}, synthetic:grass, folder:{tmp_path / 'second'}]"
+    assert bench_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "2 of the 3 datasets cannot be read" in err and "first" in err and "second" in err
+    assert not (tmp_path / "bench").exists()
 
 
 def test_a_failed_evaluation_keeps_the_fit_and_a_rerun_without_export_leaves_no_stale_saved_model(
