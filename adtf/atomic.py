@@ -23,8 +23,14 @@ def atomic_path(path, suffix=""):
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     tmp = tmp_dir / (path.name + suffix)
     try:
-        yield tmp
-        _sync(tmp)
+        try:
+            yield tmp
+            _sync(tmp)
+        except OSError as error:
+            if error.filename is not None or error.errno is None:
+                raise
+            # A full disk fails a write() or fsync(), whose error names no file: name the output it was for.
+            raise OSError(error.errno, error.strerror, str(path)) from error
         if path.is_dir() and not path.is_symlink():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

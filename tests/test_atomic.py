@@ -66,3 +66,13 @@ def test_a_link_to_a_folder_keeps_pointing_at_the_new_copy(tmp_path):
         tmp.mkdir()
         (tmp / "new.txt").write_text("new")
     assert (tmp_path / "current").is_symlink() and sorted(p.name for p in (tmp_path / "current").iterdir()) == ["new.txt"]
+
+
+def test_a_full_disk_names_the_output_it_was_writing(tmp_path):
+    """write() and fsync() fail on a full disk with no file name: the CLI printed "No space left on device" alone."""
+    import errno
+
+    with pytest.raises(OSError) as caught, atomic_path(tmp_path / "metrics.json"):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(tmp_path / "metrics.json")
+    assert list(tmp_path.iterdir()) == []
