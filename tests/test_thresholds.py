@@ -98,6 +98,14 @@ def test_at_normal_quantile_is_lowest_threshold_within_target_fpr(fpr, ties):
         assert scores.max() + 1e-7 < t <= scores.max() + thresholds.RESCORE_TOLERANCE * np.abs(scores).max()
 
 
+def test_the_rescoring_margin_never_passes_a_score_the_target_flags():
+    """Scores far from zero with a narrow spread: a margin of 1e-4 of their magnitude (0.1 here) passed the next
+    higher scores too, and a 5 % target flagged none of the 100 normal images."""
+    scores = 1000 + np.arange(100) * 1e-3
+    t = thresholds.at_normal_quantile(scores, fpr=0.05)
+    assert np.count_nonzero(scores > t) == 5 and t > scores[94]
+
+
 def test_at_normal_quantile_hand_case_and_errors():
     assert thresholds.at_normal_quantile([0.1, 0.2, 0.3, 0.4], fpr=0.25) == pytest.approx(0.3 + 1e-4 * 0.4)
     with pytest.raises(DataError, match="fpr must be in"):
