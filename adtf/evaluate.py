@@ -62,6 +62,9 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
     >>> results = evaluate(detector, adtf.data.load("mvtec:/data/bottle"), "runs/bottle")
     >>> results["image_auroc"]
     """
+    if not dataset.test:  # a folder of normal images only: the pipeline's "no samples given" named nothing
+        raise AdtfError(f"{dataset.name} has no test images to evaluate; give a dataset with test images (a folder "
+                        "spec's anomalous= or test_normal=, or an MVTec-style test/ folder)")
     calibration = calibration or _calibration_in_words(detector, n_calibration)
     test_ds = data.pipeline(dataset.test, arrays=dataset.arrays, image_size=detector.image_size, batch_size=batch_size)
     timings = []

@@ -90,6 +90,7 @@ def export_saved_model(detector, path):
     >>> served = tf.saved_model.load("runs/mon/saved_model")
     >>> served.signatures["serving_default"](images=tf.zeros([1, 224, 224, 3]))
     """
+    detector.check_fitted("export a SavedModel")
     if detector.working_point is None or not detector.threshold < math.inf:  # +inf or NaN: no score crosses it
         raise AdtfError(f"the {type(detector).__name__} has no working point, and served so it would pass every part: "
                         "calibrate it on normal images first (detector.calibrate(...)), or set a threshold "

@@ -166,11 +166,12 @@ def test_a_training_image_with_a_nan_or_out_of_range_pixel_is_refused_by_name(na
 
     bad = images["fit"].copy()
     bad[3, 10, 10, 0] = np.nan
+    epochs = 1 if ENTRIES[name].default_epochs else 0  # MoN refuses gradient epochs
     with pytest.raises(DataError, match=r"1 of the 12 training images hold NaN/inf pixels or pixels outside "
                                         r"\[0, 1\] \(images \[3\]"):
-        build(ENTRIES[name]).fit(bad, epochs=1, verbose=0)
+        build(ENTRIES[name]).fit(bad, epochs=epochs, verbose=0)
     with pytest.raises(DataError, match=r"12 of the 12 training images .* outside \[0, 1\] .*values \d+ to \d+"):
-        build(ENTRIES[name]).fit(images["fit"] * 255, epochs=1, verbose=0)  # floats in 0-255
+        build(ENTRIES[name]).fit(images["fit"] * 255, epochs=epochs, verbose=0)  # floats in 0-255
 
 
 def test_serialisation_round_trip(fitted):
@@ -185,6 +186,7 @@ def test_save_and_load_with_safe_mode(fitted, images, tmp_path):
     _, detector, _ = fitted
     detector.save(tmp_path / "detector.keras")
     restored = load(tmp_path / "detector.keras")
+    assert detector.fitted and restored.fitted
     assert restored.working_points == detector.working_points and restored.working_point == detector.working_point
     assert_same_outputs(outputs_of(restored, images["test"]), outputs_of(detector, images["test"]))
 
@@ -321,10 +323,42 @@ def test_calibration_on_an_invalid_image_names_it(images):
     from adtf.errors import DataError
 
     detector = build(DOUBLES["toy_autoencoder"])
+    detector.fit(images["fit"], epochs=0, verbose=0)
     bad = images["calibrate"].copy()
     bad[2, 0, 0, 0] = np.nan
     with pytest.raises(DataError, match=r"1 calibration images are invalid \(NaN/inf pixels, or pixels outside \[0, 1\]\).*image 2"):
         detector.calibrate(bad, verbose=False)
+
+
+@pytest.mark.parametrize("name", sorted(ENTRIES))
+def test_a_detector_never_fitted_is_not_calibrated_evaluated_or_exported(name, images, tmp_path):
+    """An unfitted detector scores its random weights (or MoN's empty mean): calibrated and exported, it went to
+    the line without a word. It says so, and stays so through a save and a load; a fitted one is saved fitted."""
+    detector = build(ENTRIES[name])
+    with pytest.raises(AdtfError, match=f"this {ENTRIES[name].__name__} is not fitted, so it cannot be used to "
+                                        "calibrate working points: call fit"):
+        detector.calibrate(images["calibrate"], verbose=False)
+    with pytest.raises(AdtfError, match="not fitted, so it cannot be used to score images"):
+        detector.score_dataset(images["test"], verbose=False)
+    detector.set_working_point(value=1.0)
+    with pytest.raises(AdtfError, match="not fitted, so it cannot be used to export a SavedModel"):
+        detector.export(tmp_path / "saved_model")
+    assert not (tmp_path / "saved_model").exists()
+    detector.save(tmp_path / "unfitted.keras")
+    assert load(tmp_path / "unfitted.keras").fitted is False
+
+
+def test_fit_refuses_an_unknown_option_and_epochs_where_nothing_trains(images):
+    """A typo (epoch=2) reached Keras' fit only after SimpleNet's feature cache, and nowhere on MoN."""
+    toy = build(DOUBLES["toy_autoencoder"])
+    with pytest.raises(AdtfError, match="fit\\(\\) has no option 'epoch'; did you mean 'epochs'\\?"):
+        toy.fit(images["fit"], epoch=2, verbose=0)
+    mon = build(REGISTRY["mon"])
+    with pytest.raises(AdtfError, match="ModelOfNormality has no gradient training .* leave epochs out, got 3"):
+        mon.fit(images["fit"], epochs=3, verbose=0)
+    with pytest.raises(AdtfError, match="has no option 'epoch'"):
+        mon.fit(images["fit"], epoch=3, verbose=0)
+    assert not toy.fitted and not mon.fitted
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -494,3 +528,17 @@ def test_the_runner_says_why_few_images_train_more_epochs_than_the_preset(tmp_pa
                             verbose=False)
     assert ("8 normal images (the other 2 are held out to calibrate), 5 epochs (not 2: raised so that so few images "
             "still train 9 steps") in caplog.text
+
+
+def test_evaluating_a_dataset_without_test_images_says_so(images, tmp_path):
+    """A folder of good parts alone reached the pipeline's "no samples given", which named nothing."""
+    from PIL import Image
+
+    from adtf.evaluate import evaluate
+
+    for i in range(3):
+        Image.fromarray((images["fit"][i] * 255).astype(np.uint8)).save(tmp_path / f"good{i}.png")
+    detector = build(DOUBLES["toy_autoencoder"])
+    detector.fit(images["fit"], epochs=0, verbose=0)
+    with pytest.raises(AdtfError, match=r"has no test images to evaluate; give a dataset with test images"):
+        evaluate(detector, data.load(f"folder:{tmp_path}"), tmp_path / "report", verbose=False)

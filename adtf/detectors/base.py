@@ -133,6 +133,19 @@ def _progress(verbose):
     return verbose not in (0, False, None)
 
 
+def _check_fit_options(options):
+    """Refuse a ``fit`` keyword that Keras' ``fit`` does not take, naming those it does."""
+    import difflib
+    import inspect
+
+    known = [name for name in inspect.signature(keras.Model.fit).parameters if name not in ("self", "x", "epochs")]
+    for name in options:
+        if name not in known:
+            close = difflib.get_close_matches(name, [*known, "epochs", "progress"], n=1)
+            raise AdtfError(f"fit() has no option {name!r}{f'; did you mean {close[0]!r}?' if close else ''} "
+                            f"(it takes epochs, progress and Keras' {', '.join(known)})")
+
+
 class Detector(keras.Model):
     """Base class of every detector: resizing, post-processing, fit, calibration, presets.
 
@@ -142,6 +155,8 @@ class Detector(keras.Model):
             come from Keras' global seed: call ``keras.utils.set_random_seed(seed)`` before building the
             detector for a repeatable fit (``fit_evaluate_export`` and ``adtf-fit`` do).
         working_point_rules: the calibration's record, restored from a saved config.
+        fitted: whether ``fit`` has run (restored from a saved config): an unfitted detector scores its random or
+            empty state, so calibrating, evaluating or exporting one is refused.
 
     Class attributes a method sets:
         score_names: image scores it returns (working points apply to these); ``("score",)``.
@@ -173,8 +188,9 @@ class Detector(keras.Model):
     smoke_test_options = {}
 
     def __init__(self, image_size: tuple[int, int] = (224, 224), seed: int = 0, working_point_rules: dict | None = None,
-                 **kwargs):
+                 fitted: bool = False, **kwargs):
         super().__init__(**kwargs)
+        self.fitted = bool(fitted)
         self.image_size = tuple(int(s) for s in image_size)
         if len(self.image_size) != 2 or min(self.image_size) < 1:
             raise AdtfError(f"image_size is [height, width] in pixels, both at least 1; got {list(image_size)}")
@@ -292,6 +308,7 @@ class Detector(keras.Model):
         every per-pixel output (``anomaly_map``, FlowDictionary's ``top_regions``). ``keep_masks=False`` drops
         the batches' masks (a set without masks yields zeros, as large as the maps: 2 GB for 10,000 images at 224).
         """
+        self.check_fitted("score images")
         collected = {}
         for batch in batches(as_dataset(dataset), desc, verbose):
             batch = unpack_batch(batch)
@@ -335,6 +352,10 @@ class Detector(keras.Model):
         epochs = self.default_epochs if epochs is None else int(epochs)
         if epochs < 0:
             raise AdtfError(f"epochs must be 0 (no gradient training) or more, got {epochs}")
+        if epochs and not type(self).default_epochs:
+            raise AdtfError(f"{type(self).__name__} has no gradient training (its fit is one pass of statistics over "
+                            f"the images): leave epochs out, got {epochs}")
+        _check_fit_options(kwargs)  # a typo must not wait for a feature cache, nor pass unseen where nothing trains
         x = as_dataset(x, batch_size or self.default_batch_size or 16, training=True)
         # A BackupAndRestore that deletes its checkpoint does so when the gradient epochs end, before the statistics
         # stage (paper 001's dictionary): a kill there lost every epoch. Kept until both stages are done.
@@ -353,6 +374,7 @@ class Detector(keras.Model):
         for backup in backups:
             backup.delete_checkpoint = True
             shutil.rmtree(backup.backup_dir, ignore_errors=True)
+        self.fitted = True
         if history is None:
             history = keras.callbacks.History()
             history.set_model(self)
@@ -417,12 +439,14 @@ class Detector(keras.Model):
         image flagged) and the score that flags 1% of them; a method with its own rules
         (MoN's six) overrides ``working_points_from``.
         """
+        self.check_fitted("calibrate working points")
         return self.calibrate_on_outputs(self.score_dataset(normal_ds, verbose=verbose, keep_maps=False,
                                                             desc="calibrating"))
 
     def calibrate_on_outputs(self, outputs):
         """``calibrate`` from normal images' outputs already scored (``score_dataset(..., keep_maps=False)``),
         by this detector or, in cross-fitted calibration, by detectors fitted without those images."""
+        self.check_fitted("calibrate working points")
         if outputs["invalid"].any():
             where = np.flatnonzero(outputs["invalid"])[:5]
             named = ([p.decode() if isinstance(p, bytes) else str(p) for p in outputs["path"][where]]
@@ -508,7 +532,7 @@ class Detector(keras.Model):
     def get_config(self):
         config = super().get_config()
         config.update(image_size=list(self.image_size), seed=self.seed,
-                      working_point_rules=dict(self.postprocess.rules), adtf_format=FORMAT_VERSION)
+                      working_point_rules=dict(self.postprocess.rules), fitted=self.fitted, adtf_format=FORMAT_VERSION)
         return config
 
     def get_compile_config(self):
@@ -520,7 +544,14 @@ class Detector(keras.Model):
     def from_config(cls, config):
         config = dict(config)
         config.pop("adtf_format", None)
+        config.setdefault("fitted", True)  # saved before the flag existed: by adtf-fit, after its fit
         return cls(**config)
+
+    def check_fitted(self, action):
+        """Refuse ``action`` on a detector never fitted: it would score its random or empty state."""
+        if not self.fitted:
+            raise AdtfError(f"this {type(self).__name__} is not fitted, so it cannot be used to {action}: call "
+                            "fit(normal images) first, or load a fitted one (adtf.detectors.load)")
 
     def ensure_built(self):
         """Trace ``call`` once: scoring runs through faster graphs, but saving and export need a built model."""
