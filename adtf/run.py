@@ -74,6 +74,14 @@ def configure_logging(verbose=True):
     log.setLevel(logging.INFO if verbose else logging.WARNING)
 
 
+def _log_like_the_cli(verbose):
+    """From Python, the runner's progress lines (the data's size, the input size chosen, a resume) show as adtf-fit
+    shows them, unless the caller set up logging of their own, which then decides."""
+    if logging.getLogger().handlers or any(not getattr(h, "_adtf", False) for h in log.handlers):
+        return
+    configure_logging(verbose)
+
+
 def _plots_of(metrics_file):
     """The plot files a run's ``metrics.json`` lists (none where it is absent or unreadable)."""
     try:
@@ -284,7 +292,8 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         tensorboard: write TensorBoard logs to ``<out>/tensorboard``: the training losses and, for a
             detector with ``reconstruct`` (the autoencoders), its reconstructions of up to four normal
             and four anomalous test images after every epoch.
-        verbose: progress bars.
+        verbose: progress bars, and the runner's progress lines on stderr (the ``adtf`` logger's INFO; where the
+            caller has set up logging, it decides instead).
         callbacks: more Keras callbacks for the gradient fit.
         command: the command line to record in the run folder.
         spec: the ``--data`` spec to record in ``run.json`` where ``data`` is a loaded dataset (a bench's).
@@ -305,6 +314,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     from adtf.detectors import detector_class
     from adtf.evaluate import HOLD_NORMALS_OUT, evaluate, report_markdown, thresholds_only
 
+    _log_like_the_cli(verbose)
     cls = detector_class(method)
     check_calibration_options(calibration_fraction, calibration_folds)
     started = time.perf_counter()
