@@ -187,6 +187,8 @@ def test_save_and_load_with_safe_mode(fitted, images, tmp_path):
     detector.save(tmp_path / "detector.keras")
     restored = load(tmp_path / "detector.keras")
     assert detector.fitted and restored.fitted
+    with pytest.raises(AdtfError, match="a folder, not a .keras file"):  # the model.keras file inside it was meant
+        load(tmp_path)
     assert restored.working_points == detector.working_points and restored.working_point == detector.working_point
     assert_same_outputs(outputs_of(restored, images["test"]), outputs_of(detector, images["test"]))
 
@@ -542,3 +544,12 @@ def test_evaluating_a_dataset_without_test_images_says_so(images, tmp_path):
     detector.fit(images["fit"], epochs=0, verbose=0)
     with pytest.raises(AdtfError, match=r"has no test images to evaluate; give a dataset with test images"):
         evaluate(detector, data.load(f"folder:{tmp_path}"), tmp_path / "report", verbose=False)
+
+
+@pytest.mark.parametrize("name", sorted(ENTRIES))
+def test_a_misspelt_option_is_named_with_the_options_there_are(name):
+    """Keras' "Unrecognized keyword arguments" named the typo but not what the detector takes."""
+    cls = ENTRIES[name]
+    with pytest.raises(AdtfError, match=rf"{cls.__name__} has no option 'imag_size'; did you mean 'image_size'\? "
+                                        r"\(its options: .*image_size.*seed"):
+        cls(imag_size=(32, 32))

@@ -30,6 +30,7 @@ import shutil
 import sys
 import time
 import zipfile
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -133,6 +134,30 @@ def _progress(verbose):
     return verbose not in (0, False, None)
 
 
+# What keras.Model's __init__ takes beside a detector's own options (a saved config carries name, trainable, dtype).
+_KERAS_OPTIONS = ("name", "trainable", "dtype", "autocast", "activity_regularizer")
+
+
+def _check_options(cls, options):
+    """Refuse a detector option that none of its classes takes, naming those they do (Keras' own message named the
+    typo but not the options)."""
+    import difflib
+    import inspect
+
+    unknown = [name for name in options if name not in _KERAS_OPTIONS]
+    if not unknown:
+        return
+    known = []
+    for klass in cls.__mro__:
+        if issubclass(klass, Detector) and "__init__" in vars(klass):
+            known += [name for name, parameter in inspect.signature(klass.__init__).parameters.items()
+                      if parameter.kind is parameter.POSITIONAL_OR_KEYWORD and name != "self" and name not in known
+                      and name not in ("working_point_rules", "fitted")]
+    close = difflib.get_close_matches(unknown[0], known, n=1)
+    raise AdtfError(f"{cls.__name__} has no option {unknown[0]!r}{f'; did you mean {close[0]!r}?' if close else ''} "
+                    f"(its options: {', '.join(known)})")
+
+
 def _check_fit_options(options):
     """Refuse a ``fit`` keyword that Keras' ``fit`` does not take, naming those it does."""
     import difflib
@@ -189,6 +214,7 @@ class Detector(keras.Model):
 
     def __init__(self, image_size: tuple[int, int] = (224, 224), seed: int = 0, working_point_rules: dict | None = None,
                  fitted: bool = False, **kwargs):
+        _check_options(type(self), kwargs)
         super().__init__(**kwargs)
         self.fitted = bool(fitted)
         self.image_size = tuple(int(s) for s in image_size)
@@ -573,6 +599,12 @@ def load(path):
     """Load a detector saved with ``detector.save(path)`` (``.keras``), with safe mode on."""
     import adtf.detectors  # noqa: F401  registers the detector classes
 
+    folder = Path(path)
+    if folder.is_dir():  # a run folder or a SavedModel, where a .keras file was meant
+        hint = (f"the run's model is {folder / 'model.keras'}" if (folder / "model.keras").is_file() else
+                "a SavedModel is served, not loaded as a detector: tf.saved_model.load(path)"
+                if (folder / "saved_model.pb").is_file() else "give the .keras file that detector.save wrote")
+        raise AdtfError(f"cannot load a detector from {path}: a folder, not a .keras file ({hint})")
     try:
         with zipfile.ZipFile(path) as archive:
             config = json.loads(archive.read("config.json"))
