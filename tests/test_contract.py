@@ -553,3 +553,12 @@ def test_a_misspelt_option_is_named_with_the_options_there_are(name):
     with pytest.raises(AdtfError, match=rf"{cls.__name__} has no option 'imag_size'; did you mean 'image_size'\? "
                                         r"\(its options: .*image_size.*seed"):
         cls(imag_size=(32, 32))
+
+
+def test_a_list_of_images_of_several_sizes_is_named():
+    from adtf.detectors.base import as_images
+    from adtf.errors import DataError
+
+    with pytest.raises(DataError, match=r"a list of images of 2 shapes \(\(60, 80, 3\), \(64, 64, 3\)\): a batch is one"):
+        as_images([np.zeros((64, 64, 3), "uint8"), np.zeros((60, 80, 3), "uint8")])
+    assert tuple(as_images([np.zeros((64, 64, 3), "uint8")] * 2).shape) == (2, 64, 64, 3)

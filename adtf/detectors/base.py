@@ -80,6 +80,12 @@ def as_images(images):
     on [0, 1]), a gray
     channel repeated, an alpha channel dropped. Float images pass unchanged, so calling it twice is harmless."""
     if not hasattr(images, "dtype"):
+        shapes = {np.shape(image) for image in images} if isinstance(images, (list, tuple)) else set()
+        if len(shapes) > 1:  # numpy's "inhomogeneous shape" error, wrapped by Keras, said nothing of images
+            raise DataError(f"a list of images of {len(shapes)} shapes ({', '.join(map(str, sorted(shapes)[:3]))}"
+                            f"{', ...' if len(shapes) > 3 else ''}): a batch is one array of one size; score each "
+                            "as a batch of one (image[None]), resize them first, or read their files with "
+                            "adtf.data.pipeline(adtf.data.load('folder:DIR').train, image_size=...)")
         images = np.asarray(images)
     # Integer pixels in their type's range: uint8 / 255, and uint16 / 65535 (a 16-bit camera's frames; a 16-bit file
     # decodes to its top 8 bits, the same levels to 1/255).
