@@ -2,6 +2,7 @@
 
 The CLI prints these as one line and exits with status 2 instead of a traceback.
 """
+import difflib
 import threading
 
 # Set by the console scripts' SIGTERM handler before it raises SystemExit. Python runs a signal handler wherever the
@@ -25,3 +26,9 @@ class WeightsError(AdtfError, RuntimeError):
 
 class UnsafeCheckpointError(WeightsError):
     """A checkpoint asks the unpickler for something a plain state dict never needs."""
+
+
+def did_you_mean(name, choices):
+    """``"; did you mean 'x'?"`` for the choice nearest a misspelt ``name`` (difflib's default closeness), or ``""``."""
+    near = difflib.get_close_matches(str(name), list(choices), n=1)
+    return f"; did you mean {near[0]!r}?" if near else ""

@@ -20,14 +20,11 @@ REGISTRY = {
 
 def detector_class(method):
     """The class behind a registry name (``adtf-fit --method``); an unknown name is refused with the nearest one."""
-    import difflib
-
-    from adtf.errors import AdtfError
+    from adtf.errors import AdtfError, did_you_mean
 
     if method not in REGISTRY:
-        near = difflib.get_close_matches(str(method).lower(), REGISTRY, n=1, cutoff=0.6)
-        hint = f"; did you mean {near[0]!r}?" if near else ""
-        raise AdtfError(f"unknown method {method!r}{hint} (available: {', '.join(sorted(REGISTRY))})")
+        raise AdtfError(f"unknown method {method!r}{did_you_mean(str(method).lower(), REGISTRY)} "
+                        f"(available: {', '.join(sorted(REGISTRY))})")
     return REGISTRY[method]
 
 

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from adtf.callbacks import ShuffleByEpoch, StopWhenTerminated
 from adtf.data.pipeline import unpack_batch
-from adtf.errors import AdtfError, DataError
+from adtf.errors import AdtfError, DataError, did_you_mean
 from adtf.layers.working_points import CUSTOM, PIXEL_SLACK, WorkingPoints
 from adtf.thresholds import at_normal_quantile
 
@@ -147,7 +147,6 @@ _KERAS_OPTIONS = ("name", "trainable", "dtype", "autocast", "activity_regularize
 def _check_options(cls, options):
     """Refuse a detector option that none of its classes takes, naming those they do (Keras' own message named the
     typo but not the options)."""
-    import difflib
     import inspect
 
     unknown = [name for name in options if name not in _KERAS_OPTIONS]
@@ -159,21 +158,18 @@ def _check_options(cls, options):
             known += [name for name, parameter in inspect.signature(klass.__init__).parameters.items()
                       if parameter.kind is parameter.POSITIONAL_OR_KEYWORD and name != "self" and name not in known
                       and name not in ("working_point_rules", "fitted")]
-    close = difflib.get_close_matches(unknown[0], known, n=1)
-    raise AdtfError(f"{cls.__name__} has no option {unknown[0]!r}{f'; did you mean {close[0]!r}?' if close else ''} "
+    raise AdtfError(f"{cls.__name__} has no option {unknown[0]!r}{did_you_mean(unknown[0], known)} "
                     f"(its options: {', '.join(known)})")
 
 
 def _check_fit_options(options):
     """Refuse a ``fit`` keyword that Keras' ``fit`` does not take, naming those it does."""
-    import difflib
     import inspect
 
     known = [name for name in inspect.signature(keras.Model.fit).parameters if name not in ("self", "x", "epochs")]
     for name in options:
         if name not in known:
-            close = difflib.get_close_matches(name, [*known, "epochs", "progress"], n=1)
-            raise AdtfError(f"fit() has no option {name!r}{f'; did you mean {close[0]!r}?' if close else ''} "
+            raise AdtfError(f"fit() has no option {name!r}{did_you_mean(name, [*known, 'epochs', 'progress'])} "
                             f"(it takes epochs, progress and Keras' {', '.join(known)})")
 
 
