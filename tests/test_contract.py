@@ -562,3 +562,14 @@ def test_a_list_of_images_of_several_sizes_is_named():
     with pytest.raises(DataError, match=r"a list of images of 2 shapes \(\(60, 80, 3\), \(64, 64, 3\)\): a batch is one"):
         as_images([np.zeros((64, 64, 3), "uint8"), np.zeros((60, 80, 3), "uint8")])
     assert tuple(as_images([np.zeros((64, 64, 3), "uint8")] * 2).shape) == (2, 64, 64, 3)
+
+
+def test_float_pixels_in_0_255_are_said_to_come_back_invalid(images):
+    """Every such image is invalid (+inf), by the contract; handed over directly, that went unsaid."""
+    detector = build(DOUBLES["toy_autoencoder"])
+    with pytest.warns(UserWarning, match=r"float images with pixels up to \d+: adtf takes float pixels in \[0, 1\]"):
+        out = detector(images["test"] * 255, training=False)
+    assert np.asarray(out["invalid"]).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        detector(images["test"], training=False)  # [0, 1]: nothing to say

@@ -101,6 +101,22 @@ def as_images(images):
     return images[..., :3] if images.shape[-1] == 4 else images
 
 
+def _warn_of_0_255_floats(images):
+    """Float pixels in 0-255 handed to a detector come back invalid (+inf) one and all: said, where the caller's
+    pixels can be looked at (a NumPy array or an eager tensor, as Keras hands one over; not a tensor in a graph)."""
+    if not hasattr(images, "dtype") or not keras.backend.standardize_dtype(images.dtype).startswith("float"):
+        return
+    try:
+        pixels = images if isinstance(images, np.ndarray) else images.numpy()
+    except (AttributeError, NotImplementedError, TypeError, ValueError):  # symbolic: no values yet
+        return
+    if pixels.size and not np.isnan(pixels).all() and 1 + PIXEL_SLACK < float(np.nanmax(pixels)) <= 255.5:
+        import warnings
+
+        warnings.warn(f"float images with pixels up to {float(np.nanmax(pixels)):g}: adtf takes float pixels in [0, 1] "
+                      "and scores these invalid (+inf); divide them by 255, or give them as uint8")
+
+
 def as_dataset(x, batch_size=16, training=False):
     """``x`` as a tf.data dataset of batches: a dataset as it is, an image array ``[N, H, W, C]`` batched.
 
@@ -282,6 +298,7 @@ class Detector(keras.Model):
         return outputs
 
     def call(self, images, training=False):
+        _warn_of_0_255_floats(images)
         images = as_images(images)
         # TensorFlow's convolutions mis-shape an empty batch ("input depth must be evenly divisible by filter
         # depth: 3 vs 32"): one blank image runs in its place and none of its outputs is returned.
