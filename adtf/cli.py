@@ -159,7 +159,7 @@ def results_table(results):
 
 
 # Detector options the CLI does not offer: state a fit sets, and what the top level sets.
-_NOT_OPTIONS = {"n_normal", "working_point_rules", "seed"}
+_NOT_OPTIONS = {"n_normal", "working_point_rules", "fitted", "seed"}
 
 
 def _peek(argv, name):

@@ -8,6 +8,7 @@ Progress goes through ``logging`` (logger ``"adtf"``); ``configure_logging`` giv
 handler that prints on the chief worker only, so a multi-worker run prints once.
 """
 import dataclasses
+import functools
 import hashlib
 import inspect
 import json
@@ -74,12 +75,22 @@ def configure_logging(verbose=True):
     log.setLevel(logging.INFO if verbose else logging.WARNING)
 
 
-def _log_like_the_cli(verbose):
-    """From Python, the runner's progress lines (the data's size, the input size chosen, a resume) show as adtf-fit
-    shows them, unless the caller set up logging of their own, which then decides."""
-    if logging.getLogger().handlers or any(not getattr(h, "_adtf", False) for h in log.handlers):
-        return
-    configure_logging(verbose)
+def _prints_progress_lines(run):
+    """From Python, ``run``'s progress lines (the data's size, the input size chosen, a resume) show as adtf-fit
+    shows them, for the call's duration only, where nobody has set up logging (the CLI or the caller, whose setup then
+    decides, also after a call)."""
+    @functools.wraps(run)
+    def wrapper(*args, **kwargs):
+        if logging.getLogger().handlers or log.handlers:
+            return run(*args, **kwargs)
+        configure_logging(kwargs.get("verbose", True))
+        try:
+            return run(*args, **kwargs)
+        finally:
+            for handler in list(log.handlers):
+                log.removeHandler(handler)
+            log.propagate, log.level = True, logging.NOTSET
+    return wrapper
 
 
 def _plots_of(metrics_file):
@@ -259,6 +270,7 @@ def load_dataset(spec, *, seed=0, skip_bad=False, n_train=None):
     return adtf_data.load(spec, seed=seed, skip_bad=skip_bad, **({"n_train": n_train} if n_train is not None else {}))
 
 
+@_prints_progress_lines
 def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, out=None, *, detector=None,
                         fit=None, compile=None, calibration_fraction=None, calibration_folds=0, batch_size=16,
                         seed=0, n_train=None,
@@ -314,7 +326,6 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     from adtf.detectors import detector_class
     from adtf.evaluate import HOLD_NORMALS_OUT, evaluate, report_markdown, thresholds_only
 
-    _log_like_the_cli(verbose)
     cls = detector_class(method)
     check_calibration_options(calibration_fraction, calibration_folds)
     started = time.perf_counter()

@@ -362,6 +362,10 @@ def test_fit_refuses_an_unknown_option_and_epochs_where_nothing_trains(images):
     with pytest.raises(AdtfError, match="has no option 'epoch'"):
         mon.fit(images["fit"], epoch=3, verbose=0)
     assert not toy.fitted and not mon.fitted
+    simplenet = build(REGISTRY["simplenet"])  # whose fit caches the backbone's features first
+    with pytest.raises(AdtfError, match="has no option 'epoch'"):
+        simplenet.fit(images["fit"], epoch=2, verbose=0)
+    assert "cache_images" not in simplenet.fit_info  # refused before the cache was built
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -571,6 +575,8 @@ def test_float_pixels_in_0_255_are_said_to_come_back_invalid(images):
     with pytest.warns(UserWarning, match=r"float images with pixels up to \d+: adtf takes float pixels in \[0, 1\]"):
         out = detector(images["test"] * 255, training=False)
     assert np.asarray(out["invalid"]).all()
+    with pytest.warns(UserWarning, match=r"pixels up to 1.05: .* invalid \(\+inf\); clip them to \[0, 1\]"):
+        detector(np.clip(images["test"] * 1.5, 0, 1.05), training=False)  # a resize's overshoot, not 0-255
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         detector(images["test"], training=False)  # [0, 1]: nothing to say

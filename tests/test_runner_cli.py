@@ -713,3 +713,22 @@ def test_a_long_schedule_shows_one_bar_over_its_epochs(toy_registered, tmp_path,
                         export=False)
     out, err = capfd.readouterr()
     assert "Epoch 2/2" in out and "training: " not in err  # a short schedule keeps Keras' own lines
+
+
+def test_the_runner_prints_its_lines_from_python_for_the_call_only(monkeypatch, capsys):
+    """Nobody set up logging (a notebook): the runner's lines print as adtf-fit's do, and nothing is left behind
+    that would shadow the caller's own setup later (or print a later quiet call's lines)."""
+    import adtf.run as run
+
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # pytest's own capture handlers aside
+    monkeypatch.setattr(run.log, "handlers", [])
+
+    @run._prints_progress_lines
+    def runner(*, verbose=True):
+        run.log.info("[1/5] loading")
+
+    runner()
+    assert "[1/5] loading" in capsys.readouterr().err
+    assert run.log.handlers == [] and run.log.propagate and run.log.level == logging.NOTSET
+    runner(verbose=False)
+    assert "[1/5] loading" not in capsys.readouterr().err

@@ -110,11 +110,14 @@ def _warn_of_0_255_floats(images):
         pixels = images if isinstance(images, np.ndarray) else images.numpy()
     except (AttributeError, NotImplementedError, TypeError, ValueError):  # symbolic: no values yet
         return
-    if pixels.size and not np.isnan(pixels).all() and 1 + PIXEL_SLACK < float(np.nanmax(pixels)) <= 255.5:
+    high = float(np.nanmax(pixels)) if pixels.size and not np.isnan(pixels).all() else 0.0
+    if 1 + PIXEL_SLACK < high <= 255.5:
         import warnings
 
-        warnings.warn(f"float images with pixels up to {float(np.nanmax(pixels)):g}: adtf takes float pixels in [0, 1] "
-                      "and scores these invalid (+inf); divide them by 255, or give them as uint8")
+        advice = ("divide them by 255, or give them as uint8" if high > 2 else  # else a resize's overshoot, say
+                  "clip them to [0, 1]")
+        warnings.warn(f"float images with pixels up to {high:g}: adtf takes float pixels in [0, 1] and scores these "
+                      f"invalid (+inf); {advice}")
 
 
 def as_dataset(x, batch_size=16, training=False):
@@ -178,13 +181,13 @@ def _check_options(cls, options):
                     f"(its options: {', '.join(known)})")
 
 
-def _check_fit_options(options):
+def check_fit_options(options):
     """Refuse a ``fit`` keyword that Keras' ``fit`` does not take, naming those it does."""
     import inspect
 
     known = [name for name in inspect.signature(keras.Model.fit).parameters if name not in ("self", "x", "epochs")]
     for name in options:
-        if name not in known:
+        if name not in known and name != "progress":
             raise AdtfError(f"fit() has no option {name!r}{did_you_mean(name, [*known, 'epochs', 'progress'])} "
                             f"(it takes epochs, progress and Keras' {', '.join(known)})")
 
@@ -400,7 +403,7 @@ class Detector(keras.Model):
         if epochs and not type(self).default_epochs:
             raise AdtfError(f"{type(self).__name__} has no gradient training (its fit is one pass of statistics over "
                             f"the images): leave epochs out, got {epochs}")
-        _check_fit_options(kwargs)  # a typo must not wait for a feature cache, nor pass unseen where nothing trains
+        check_fit_options(kwargs)  # a typo must not wait for a feature cache, nor pass unseen where nothing trains
         x = as_dataset(x, batch_size or self.default_batch_size or 16, training=True)
         # A BackupAndRestore that deletes its checkpoint does so when the gradient epochs end, before the statistics
         # stage (paper 001's dictionary): a kill there lost every epoch. Kept until both stages are done.
@@ -596,7 +599,8 @@ class Detector(keras.Model):
         """Refuse ``action`` on a detector never fitted: it would score its random or empty state."""
         if not self.fitted:
             raise AdtfError(f"this {type(self).__name__} is not fitted, so it cannot be used to {action}: call "
-                            "fit(normal images) first, or load a fitted one (adtf.detectors.load)")
+                            "fit(normal images) first, or load a fitted one (adtf.detectors.load; after load_weights "
+                            "of a fitted one's weights, set detector.fitted = True)")
 
     def ensure_built(self):
         """Trace ``call`` once: scoring runs through faster graphs, but saving and export need a built model."""

@@ -33,7 +33,7 @@ from keras import ops
 
 from adtf import backbones
 from adtf.data.pipeline import unpack_batch
-from adtf.detectors.base import Detector, as_dataset, batches, check_ranges
+from adtf.detectors.base import Detector, as_dataset, batches, check_fit_options, check_ranges
 from adtf.errors import AdtfError, DataError
 from adtf.layers import GaussianBlur, LocalAggregation
 
@@ -359,6 +359,7 @@ class SimpleNet(Detector):
         return max(self.epochs, -(-self.min_steps // max(steps, 1)))
 
     def fit(self, x=None, *, epochs=None, batch_size=None, **kwargs):
+        check_fit_options(kwargs)  # before the feature cache, which takes minutes on real data
         progress = kwargs.get("progress")
         self.__dict__["_progress"] = kwargs.get("verbose", "auto") not in (0, False) if progress is None else progress
         x = as_dataset(x, self.batch_size, training=True)  # an array checked and converted once, not per stage
