@@ -298,6 +298,14 @@ def evaluated_points(detector):
     return points
 
 
+def _score_histograms(labels, image_scores, out_dir, title, working_points, active):
+    """The active working point's score, with the thresholds of every working point on that score."""
+    name = working_points[active]["score"] if active in working_points else next(iter(image_scores))
+    lines = {point: (wp["threshold"], point == active) for point, wp in working_points.items() if wp["score"] == name}
+    return viz.score_histograms(labels, image_scores[name], out_dir / "scores.png", score_name=name, title=title,
+                                thresholds=lines).name
+
+
 def _roc(labels, image_scores, out_dir, title, working_points, active):
     points = {name: (1 - wp["tnr"], wp["tpr"], name == active)
               for name, wp in working_points.items() if wp["tpr"] is not None and wp["tnr"] is not None}
@@ -321,8 +329,8 @@ def read_scores(path):
 
 
 def refresh_working_points(out_dir, detector):
-    """Make a run's evaluation (``metrics.json``, ``report.md``, ``scores.csv``, ``roc.png``) describe the detector's
-    working points as they are now, from the scores that evaluation saved: no image is scored again. For a model
+    """Make a run's evaluation (``metrics.json``, ``report.md``, ``scores.csv``, ``roc.png``, ``scores.png``) describe
+    the detector's working points as they are now, from the scores that evaluation saved: no image is scored again. For a model
     whose working point moved after its evaluation (``adtf-export --save-model``), which the report would otherwise
     still describe at the old one. Returns False where the folder holds no evaluation of this kind."""
     out_dir = Path(out_dir)
@@ -345,9 +353,12 @@ def refresh_working_points(out_dir, detector):
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows([header, *([*row[:-2], int(f), row[-1]] for row, f in zip(rows, flagged))])
     write_text(out_dir / "scores.csv", text.getvalue())
+    image_scores = {name: scores[name] for name in detector.score_names if name in scores}
     if results.get("plots", {}).get("roc") and labels.min() == 0 and labels.max() == 1:
-        image_scores = {name: scores[name] for name in detector.score_names if name in scores}
         _roc(labels, image_scores, out_dir, results["dataset"], results["working_points"], detector.working_point)
+    if results.get("plots", {}).get("scores"):
+        _score_histograms(labels, image_scores, out_dir, results["dataset"], results["working_points"],
+                          detector.working_point)
     write_json(out_dir / "metrics.json", results)
     write_text(out_dir / "report.md", report_markdown(results))
     return True
@@ -357,6 +368,8 @@ def _plots(detector, dataset, outputs, labels, image_scores, out_dir, batch_size
     plots = {}
     if labels.min() == 0 and labels.max() == 1:
         plots["roc"] = _roc(labels, image_scores, out_dir, dataset.name, working_points, detector.working_point)
+    plots["scores"] = _score_histograms(labels, image_scores, out_dir, dataset.name, working_points,
+                                        detector.working_point)
     order = np.argsort(outputs["score"])
     vmin, vmax = colour_scale(outputs["anomaly_map"])
     panels = [("most_anomalous", order[::-1][:n_examples])]

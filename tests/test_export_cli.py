@@ -39,7 +39,7 @@ def test_fit_writes_metrics_report_plots_model_and_savedmodel(run_dir):
     assert set(metrics["working_points"]) == {f"threshold{i}" for i in range(1, 7)}
     for point in metrics["working_points"].values():
         assert point["auc"] == pytest.approx((point["tpr"] + point["tnr"]) / 2)
-    for name in ("report.md", "roc.png", "scatter.png", "heatmaps_most_anomalous.png", "model.keras",
+    for name in ("report.md", "roc.png", "scores.png", "scatter.png", "heatmaps_most_anomalous.png", "model.keras",
                  "heatmaps_good_scored_highest.png", "heatmaps_defective_scored_lowest.png",  # false alarms, misses
                  "saved_model/saved_model.pb", "saved_model/assets.extra/adtf.json"):
         assert (run_dir / name).exists(), name
@@ -209,7 +209,9 @@ def test_export_save_model_brings_the_run_s_report_to_the_new_working_point(run_
 
     d_max = sorted(float(row[4]) for row in rows(run)[1:])
     value = (d_max[len(d_max) // 2] + d_max[len(d_max) // 2 + 1]) / 2  # between two test scores: flags half of them
+    plot = (run / "scores.png").read_bytes()
     assert export_main([str(run), f"--threshold={value}", "--score", "d_max", "--save-model"]) == 0
+    assert (run / "scores.png").read_bytes() != plot  # drawn again, with the new threshold
     metrics = json.loads((run / "metrics.json").read_text())
     active = metrics["active_working_point"]
     assert active.startswith("explicit:d_max>") and f"{active} (active)" in (run / "report.md").read_text()
