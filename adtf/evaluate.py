@@ -196,6 +196,10 @@ def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged"
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_scores(out_dir / "scores.csv", samples, outputs, detector, labelled=False, unreadable=dataset.skipped)
+    (out_dir / "scores.png").unlink(missing_ok=True)  # an earlier scoring's
+    if samples:  # how today's parts spread about the thresholds
+        _score_histograms(np.zeros(len(samples), int), outputs, out_dir, dataset.name, detector,
+                          groups={0: "parts scored"})
     for stale in (out_dir / "heatmaps").glob("[0-9][0-9][0-9][0-9][0-9]_*.png"):  # an earlier scoring's overlays
         stale.unlink()
     flagged = outputs["anomalous"].astype(bool)
@@ -298,12 +302,13 @@ def evaluated_points(detector):
     return points
 
 
-def _score_histograms(labels, image_scores, out_dir, title, working_points, active):
+def _score_histograms(labels, image_scores, out_dir, title, detector, groups=None):
     """The active working point's score, with the thresholds of every working point on that score."""
-    name = working_points[active]["score"] if active in working_points else next(iter(image_scores))
-    lines = {point: (wp["threshold"], point == active) for point, wp in working_points.items() if wp["score"] == name}
+    points, active = evaluated_points(detector), detector.working_point
+    name = points[active]["score"] if active in points else detector.score_names[0]
+    lines = {point: (p["value"], point == active) for point, p in points.items() if p["score"] == name}
     return viz.score_histograms(labels, image_scores[name], out_dir / "scores.png", score_name=name, title=title,
-                                thresholds=lines).name
+                                thresholds=lines, groups=groups).name
 
 
 def _roc(labels, image_scores, out_dir, title, working_points, active):
@@ -357,8 +362,7 @@ def refresh_working_points(out_dir, detector):
     if results.get("plots", {}).get("roc") and labels.min() == 0 and labels.max() == 1:
         _roc(labels, image_scores, out_dir, results["dataset"], results["working_points"], detector.working_point)
     if results.get("plots", {}).get("scores"):
-        _score_histograms(labels, image_scores, out_dir, results["dataset"], results["working_points"],
-                          detector.working_point)
+        _score_histograms(labels, image_scores, out_dir, results["dataset"], detector)
     write_json(out_dir / "metrics.json", results)
     write_text(out_dir / "report.md", report_markdown(results))
     return True
@@ -368,8 +372,7 @@ def _plots(detector, dataset, outputs, labels, image_scores, out_dir, batch_size
     plots = {}
     if labels.min() == 0 and labels.max() == 1:
         plots["roc"] = _roc(labels, image_scores, out_dir, dataset.name, working_points, detector.working_point)
-    plots["scores"] = _score_histograms(labels, image_scores, out_dir, dataset.name, working_points,
-                                        detector.working_point)
+    plots["scores"] = _score_histograms(labels, image_scores, out_dir, dataset.name, detector)
     order = np.argsort(outputs["score"])
     vmin, vmax = colour_scale(outputs["anomaly_map"])
     panels = [("most_anomalous", order[::-1][:n_examples])]

@@ -38,10 +38,11 @@ def roc_curves(labels, scores, path, title="", points=None):
     return _save(fig, path)
 
 
-def score_histograms(labels, scores, path, score_name="score", title="", thresholds=None):
+def score_histograms(labels, scores, path, score_name="score", title="", thresholds=None, groups=None):
     """How the normal and the anomalous test images' scores spread, with the working points' thresholds on that score
     (``thresholds``: name -> ``(value, active)``): where a threshold sits among the good parts' scores, which a
-    ROC curve does not show. Invalid images (score +inf) are counted in the legend, not drawn."""
+    ROC curve does not show. Invalid images (score +inf) are counted in the legend, not drawn. ``groups``: label ->
+    name (default ``{0: "normal", 1: "anomalous"}``; unlabelled parts are one group)."""
     labels, scores = np.asarray(labels).astype(int), np.asarray(scores, float)
     finite = np.isfinite(scores)
     fig, ax = _subplots(figsize=(6.5, 3.4))
@@ -49,7 +50,9 @@ def score_histograms(labels, scores, path, score_name="score", title="", thresho
     lines = [v for v, _ in (thresholds or {}).values() if np.isfinite(v)]
     low, high = (min([*values, *lines]), max([*values, *lines])) if len(values) else (0.0, 1.0)
     bins = np.linspace(low, high if high > low else low + 1, 41)
-    for label, name, colour in ((0, "normal", "tab:green"), (1, "anomalous", "tab:red")):
+    what = "test images" if groups is None else "images"
+    groups = groups or {0: "normal", 1: "anomalous"}
+    for (label, name), colour in zip(groups.items(), ("tab:green", "tab:red")):
         part = scores[(labels == label) & finite]
         invalid = int(np.count_nonzero((labels == label) & ~finite))
         if part.size or invalid:
@@ -59,8 +62,7 @@ def score_histograms(labels, scores, path, score_name="score", title="", thresho
         if np.isfinite(value):
             ax.axvline(value, color="k", linestyle="-" if active else ":", linewidth=1.2 if active else 0.8,
                        label=f"{name}{' (active)' if active else ''} = {value:.4g}")
-    ax.set(xlabel=score_name, ylabel="test images",
-           title=f"{title + ': ' if title else ''}{score_name} of the test images and the thresholds")
+    ax.set(xlabel=score_name, ylabel=what, title=f"{title + ': ' if title else ''}{score_name} of the {what} and the thresholds")
     ax.legend(fontsize=7)
     return _save(fig, path)
 

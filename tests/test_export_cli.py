@@ -361,6 +361,7 @@ def test_score_gives_each_unjudged_part_a_verdict_and_the_flagged_ones_a_heat_ma
     assert [by_name[f"{i}.png"] for i in range(5)] == expected.tolist()  # the model's own verdicts, in any order
     heatmaps = sorted(p.name for p in (out / "heatmaps").glob("*.png")) if (out / "heatmaps").exists() else []
     assert len(heatmaps) == expected.sum()
+    assert (out / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the parts' scores about the thresholds
     printed = capsys.readouterr()
     assert f"{expected.sum()} of 5 parts flagged (working point {detector.working_point}" in printed.out
     # The parts are 64 px, the fit's images 128 (synthetic:grass): as adtf-eval, adtf-score says so, and records it.
