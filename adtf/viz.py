@@ -50,9 +50,9 @@ def score_histograms(labels, scores, path, score_name="score", title="", thresho
     lines = [v for v, _ in (thresholds or {}).values() if np.isfinite(v)]
     low, high = (min([*values, *lines]), max([*values, *lines])) if len(values) else (0.0, 1.0)
     bins = np.linspace(low, high if high > low else low + 1, 41)
-    what = "test images" if groups is None else "images"
+    what, colours = ("test images", ("tab:green", "tab:red")) if groups is None else ("images", ("tab:blue",) * 2)
     groups = groups or {0: "normal", 1: "anomalous"}
-    for (label, name), colour in zip(groups.items(), ("tab:green", "tab:red")):
+    for (label, name), colour in zip(groups.items(), colours):  # parts nobody judged: not a good part's green
         part = scores[(labels == label) & finite]
         invalid = int(np.count_nonzero((labels == label) & ~finite))
         if part.size or invalid:
