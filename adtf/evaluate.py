@@ -353,7 +353,7 @@ def refresh_working_points(out_dir, detector):
     results["working_points"] = thresholds.evaluate_working_points(points, labels, scores)
     results["active_working_point"] = detector.working_point
     active = points[detector.working_point]
-    flagged = ~(scores[active["score"]] <= active["value"])  # an invalid image's score is +inf; as the layer decides
+    flagged = metrics.flagged(scores[active["score"]], active["value"])  # an invalid image's score is +inf
     header[-2] = f"anomalous ({detector.working_point})"
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows([header, *([*row[:-2], int(f), row[-1]] for row, f in zip(rows, flagged))])

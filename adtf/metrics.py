@@ -10,7 +10,8 @@ is strictly **above** the threshold (paper 000: "anomaly will be detected if the
 resultant anomaly score is above decision threshold"). So ``threshold = max(normal
 scores)`` flags no normal image. Every threshold returned here is one that
 ``rates_at`` reproduces exactly: the highest observed score still called normal
-(just below the lowest score when all are flagged).
+(just below the lowest score when all are flagged). ``flagged`` is that decision, as the served model's
+working-points layer takes it: "not at or below", so that a NaN threshold (a damaged model file) flags every image.
 
 Labels: 1 (or True) = anomalous. Masks: values > 0.5 are anomalous pixels, so
 ``{0, 1}``, ``{0, 255}`` and boolean masks all work.
@@ -223,6 +224,11 @@ def aupro(masks, maps, fpr_limit=0.3):
     return float(np.trapezoid(pro, fpr) / fpr_limit)
 
 
+def flagged(scores, threshold):
+    """Which scores a threshold flags: above it, or not comparable with it (a NaN threshold flags every one)."""
+    return ~(np.asarray(scores) <= threshold)
+
+
 def rates_at(labels, scores, threshold):
     """(TPR, TNR) when a sample is called anomalous iff its score > ``threshold``; None for a class with no
     samples (a batch of good parts has a TNR and no TPR).
@@ -234,9 +240,9 @@ def rates_at(labels, scores, threshold):
     (None, 0.5)
     """
     labels, scores = _labelled_scores(labels, scores, both_classes=False)
-    flagged = scores > threshold
-    return (float(flagged[labels].mean()) if labels.any() else None,
-            float(1.0 - flagged[~labels].mean()) if (~labels).any() else None)
+    flags = flagged(scores, threshold)
+    return (float(flags[labels].mean()) if labels.any() else None,
+            float(1.0 - flags[~labels].mean()) if (~labels).any() else None)
 
 
 def threshold_auc(labels, scores, threshold):

@@ -69,6 +69,8 @@ def test_rates_at_uses_strictly_above():
     # one class: its own rate, None for the other (a batch of good parts has a TNR); the AUC needs both
     assert metrics.rates_at([0, 0], [0.1, 0.4], 0.3) == (None, 0.5)
     assert metrics.rates_at([1, 1], [0.1, 0.4], 0.3) == (0.5, None)
+    # a NaN threshold flags every image, as the served model's layer decides (a report said it flagged none)
+    assert metrics.rates_at(labels, scores, float("nan")) == (1.0, 0.0)
     with pytest.raises(DataError, match="one class"):
         metrics.threshold_auc([0, 0], [0.1, 0.4], 0.3)
 
