@@ -573,7 +573,7 @@ def test_synthetic_delegates_to_materialize(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("breakage", ["garbage", "truncated_png", "truncated_jpeg", "jpeg_without_end", "empty", "tiff",
-                                      "tif_file", "heic_file", "bmp_1bit", "bmp_palette", "png_bad_checksum",
+                                      "tif_file", "heic_file", "bmp_1bit", "bmp_palette", "bmp_padded", "png_bad_checksum",
                                       "latin1_name", "animated_webp", "broken_link", "link_loop"])
 def test_unusable_image_raises_naming_it_and_skip_bad_leaves_it_out(tmp_path, breakage):
     root = write_mvtec(tmp_path / "m", masks=False, size=(64, 48))
@@ -600,6 +600,15 @@ def test_unusable_image_raises_naming_it_and_skip_bad_leaves_it_out(tmp_path, br
         bad.unlink()
         bad = bad.with_suffix(".heic")
         bad.write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(32))
+    elif breakage == "bmp_padded":  # 2 bytes past its rows, as some editors write: PIL decodes it, TensorFlow
+        Image.open(bad).convert("RGB").save(bad.with_suffix(".bmp"))  # stopped the fit on it
+        bad.unlink()
+        bad = bad.with_suffix(".bmp")
+        bad.write_bytes(bad.read_bytes() + b"\0\0")
+        from adtf.data.pipeline import is_complete_image_file  # the SavedModel's check: the same rule
+
+        assert not bool(is_complete_image_file(tf.constant(bad.read_bytes())))
+        assert bool(is_complete_image_file(tf.constant(bad.read_bytes()[:-2])))
     elif breakage.startswith("bmp"):  # TensorFlow refuses 1-bit BMPs and reads palette indices as gray levels
         Image.open(bad).convert("1" if breakage == "bmp_1bit" else "P").save(bad.with_suffix(".bmp"))
         bad.unlink()

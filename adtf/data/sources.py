@@ -324,14 +324,25 @@ def _bmp_problem(path, mode, what):
     16-bit BMPs deep in the pipeline, and reads an 8-bit BMP's colour palette indices as gray without a word."""
     with open(path, "rb") as file:
         header = file.read(34)
+        size = file.seek(0, os.SEEK_END)
     info_size = int.from_bytes(header[14:18], "little")
     bits = int.from_bytes(header[24:26] if info_size == 12 else header[28:30], "little")
     compression = 0 if info_size == 12 else int.from_bytes(header[30:34], "little")
-    if compression in (0, 3) and (bits in (24, 32) or (bits == 8 and mode == "L")):
-        return None
-    kind = "colour-palette " if mode == "P" else "compressed " if compression not in (0, 3) else ""
-    return (f"{path}: a {bits}-bit {kind}BMP {what}, which TensorFlow does not decode right "
-            "(save it as PNG, or as a 24-bit or 8-bit gray BMP)")
+    if not (compression in (0, 3) and (bits in (24, 32) or (bits == 8 and mode == "L"))):
+        kind = "colour-palette " if mode == "P" else "compressed " if compression not in (0, 3) else ""
+        return (f"{path}: a {bits}-bit {kind}BMP {what}, which TensorFlow does not decode right "
+                "(save it as PNG, or as a 24-bit or 8-bit gray BMP)")
+    # TensorFlow reads the header's fields at these offsets whatever its version, and refuses a file of any other
+    # size than pixel offset + rows (pipeline.is_complete_image_file's BMP rule, which the SavedModel checks): PIL
+    # decodes one with a few bytes more (some editors pad the file), and the fit stopped at it with a traceback.
+    def field(offset, width):
+        return int.from_bytes(header[offset:offset + width], "little", signed=True)
+
+    promised = field(10, 4) + (field(28, 2) * abs(field(18, 4)) + 31) // 32 * 4 * abs(field(22, 4))
+    if size != promised:
+        return (f"{path}: the BMP {what} file holds {size} bytes where its header promises {promised} (pixel offset "
+                "+ rows), which TensorFlow refuses to decode (save it again, or as PNG)")
+    return None
 
 
 class _Checked(NamedTuple):
