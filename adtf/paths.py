@@ -3,10 +3,19 @@ import os
 from pathlib import Path
 
 
+def expand_user(path) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded; left as written where no such user exists (as a shell
+    leaves it), so that the caller's "not found" names it, instead of pathlib's RuntimeError."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        return Path(path)
+
+
 def adtf_home() -> Path:
     """Cache root: ``$ADTF_HOME`` or ``~/.keras/adtf`` (converted weights, synthetic data)."""
     root = os.environ.get("ADTF_HOME")
-    path = Path(root).expanduser() if root else Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser() / "adtf"
+    path = expand_user(root) if root else expand_user(os.environ.get("KERAS_HOME", "~/.keras")) / "adtf"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -15,7 +24,7 @@ def datasets_root() -> Path:
     """Folder holding the shared datasets: ``$ADTF_DATASETS`` or ``../shared/datasets`` next to the repo."""
     root = os.environ.get("ADTF_DATASETS")
     if root:
-        return Path(root).expanduser()
+        return expand_user(root)
     for base in (Path(__file__).resolve().parents[2], Path.cwd().parent):
         if (base / "shared" / "datasets").is_dir():
             return base / "shared" / "datasets"

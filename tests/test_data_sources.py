@@ -239,6 +239,14 @@ def test_missing_train_good_names_the_folder_and_categories(tmp_path):
         load(f"mvtec:{tmp_path / 'root'}")
 
 
+@pytest.mark.parametrize("kind", ["mvtec", "folder", "mtd", "cifar", "synthetic-free"])
+def test_a_path_under_an_unknown_users_home_is_not_found_not_a_traceback(kind):
+    """pathlib raises RuntimeError expanding ``~nosuchuser``; a shell leaves it as written, and so do we."""
+    spec = "~adtf_no_such_user/parts" if kind == "synthetic-free" else f"{kind}:~adtf_no_such_user/parts"
+    with pytest.raises(DataError, match="adtf_no_such_user"):
+        load(spec)
+
+
 def test_missing_masks_are_reported_and_the_images_kept_for_the_image_metrics(tmp_path):
     """A glass set converted to this layout may have masks for some defect types only: it must not stop the run,
     nor lose those images (--skip-bad once dropped the whole type)."""

@@ -19,7 +19,7 @@ import keras
 from adtf.atomic import atomic_path
 from adtf.backbones.checkpoint import load_torch_state_dict
 from adtf.errors import WeightsError
-from adtf.paths import adtf_home
+from adtf.paths import adtf_home, expand_user
 
 IMAGENET = "imagenet"
 REACH_TIMEOUT_S = 3.0
@@ -29,7 +29,7 @@ OFFLINE_NOTE = ("Offline, the methods' `offline` and `fast` presets need no netw
 
 def keras_cache_dir():
     """Keras' download cache for model files: ``$KERAS_HOME/models`` or ``~/.keras/models``."""
-    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser() / "models"
+    return expand_user(os.environ.get("KERAS_HOME", "~/.keras")) / "models"
 
 
 def reachable(url, timeout=REACH_TIMEOUT_S):
@@ -138,7 +138,7 @@ def locate(backbone, weights, *, imagenet_name, imagenet_file):
     if isinstance(weights, str) and weights == IMAGENET:
         cache = converted_path(backbone, imagenet_name)
         return cache if cache.is_file() else Path(imagenet_file())
-    path = Path(weights).expanduser()
+    path = expand_user(weights)
     if not path.is_file():
         raise WeightsError(f"{backbone}: weights={str(weights)!r} is neither 'imagenet', None nor an existing file")
     if path.suffix not in (".pth", ".pt", ".h5"):

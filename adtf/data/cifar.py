@@ -26,6 +26,7 @@ import numpy as np
 
 from adtf.data.samples import one_class_dataset
 from adtf.errors import DataError
+from adtf.paths import expand_user
 
 CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 _PIXELS = 32 * 32 * 3
@@ -105,7 +106,7 @@ class _Files:
         from adtf.data.layouts import resolve_dir
         from adtf.paths import datasets_root
 
-        given = Path(str(path)).expanduser() if path else None
+        given = expand_user(str(path)) if path else None
         if given is not None and not given.exists() and not given.is_absolute():
             given = datasets_root() / given
         if given is not None and given.is_file() and given.name in _KNOWN:  # one of the files: its folder

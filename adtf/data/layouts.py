@@ -18,7 +18,7 @@ import numpy as np
 from adtf.data.cifar import is_cifar_folder, read_cifar
 from adtf.data.samples import AnomalyDataset, Sample, SourceKind, one_class_dataset, split_off
 from adtf.errors import DataError
-from adtf.paths import datasets_root
+from adtf.paths import datasets_root, expand_user
 
 
 # What tf.io.decode_image reads: a file PIL can open but TF cannot would fail mid-training.
@@ -497,7 +497,7 @@ READERS = {SourceKind.MVTEC: _read_mvtec, SourceKind.DAGM: _read_dagm, SourceKin
 def resolve_dir(path, what):
     if not path:
         raise DataError(f"{what}: no folder given (a spec reads KIND:PATH)")
-    folder = Path(str(path)).expanduser()
+    folder = expand_user(str(path))
     if not folder.exists() and not folder.is_absolute() and (datasets_root() / folder).exists():
         folder = datasets_root() / folder
     if folder.is_file():  # a single image given where its folder belongs

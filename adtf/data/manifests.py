@@ -25,7 +25,7 @@ from pathlib import Path
 from adtf.data.layouts import resolve_dir
 from adtf.data.sources import MAX_LISTED_PROBLEMS, SourceKind, load, parse_spec
 from adtf.errors import DataError
-from adtf.paths import datasets_root
+from adtf.paths import datasets_root, expand_user
 
 _MANIFEST_FOR_KIND = {SourceKind.MVTEC: "mvtec_ad", SourceKind.DAGM: "dagm2007", SourceKind.MTD: "mtd",
                       SourceKind.MNIST: "mnist", SourceKind.CIFAR: "cifar", SourceKind.COIL: "coil",
@@ -138,7 +138,7 @@ def verify(spec_or_path: str, manifest_name: str | None = None, *, config: str |
             differences.append("ground-truth masks: " + ("expected, none found" if expected["has_masks"]
                                                          else "found, none expected"))
     digests = manifest.get("sha256", {})
-    archive = Path(str(path)).expanduser()
+    archive = expand_user(str(path))
     if kind is SourceKind.SYNTHETIC or archive.is_file() or (datasets_root() / archive).is_file():  # a CIFAR archive
         root = path
     else:
@@ -166,7 +166,7 @@ def _pick_config(manifest, config, path):
     if config is None and path:
         # The folder's name, else the one subfolder named for a config: a copy given by the folder holding it
         # (/data holding coil-20-proc/) is checked against its own counts, not the default config's.
-        folder = Path(path).expanduser()
+        folder = expand_user(path)
         folder = folder if folder.is_dir() or folder.is_absolute() else datasets_root() / folder
         config = _config_named(configs, folder.name)
         if config is None and folder.is_dir():

@@ -62,7 +62,7 @@ from adtf.data.layouts import IMAGE_SUFFIXES, READERS, detect_kind, resolve_dir
 from adtf.data.pipeline import END_MARKERS, END_SLACK
 from adtf.data.samples import AnomalyDataset, SourceKind
 from adtf.errors import DataError
-from adtf.paths import datasets_root
+from adtf.paths import datasets_root, expand_user
 
 _TF_DECODABLE = {"PNG", "JPEG", "BMP", "GIF", "WEBP"}
 MAX_LISTED_PROBLEMS = 10  # a message lists this many bad files, then a count
@@ -118,7 +118,7 @@ def parse_spec(spec: str) -> tuple[SourceKind, str | None, dict]:
 
 def _exists(path):
     """Whether ``path`` names something, as given or under the datasets root."""
-    return Path(path).expanduser().exists() or (not Path(path).is_absolute() and (datasets_root() / path).exists())
+    return expand_user(path).exists() or (not Path(path).is_absolute() and (datasets_root() / path).exists())
 
 
 def spec_options(kind):
