@@ -191,6 +191,12 @@ def test_save_and_load_with_safe_mode(fitted, images, tmp_path):
         load(tmp_path)
     assert restored.working_points == detector.working_points and restored.working_point == detector.working_point
     assert_same_outputs(outputs_of(restored, images["test"]), outputs_of(detector, images["test"]))
+    damaged = bytearray((tmp_path / "detector.keras").read_bytes())  # bytes flipped by a copy or a disk
+    start = damaged.index(b"model.weights.h5") + 4096  # inside that member's data, past its local header
+    damaged[start:start + 64] = bytes(b ^ 0xFF for b in damaged[start:start + 64])
+    (tmp_path / "damaged.keras").write_bytes(bytes(damaged))
+    with pytest.raises(AdtfError, match=r"damaged.keras: the file is damaged \(model.weights.h5 fails its checksum"):
+        load(tmp_path / "damaged.keras")
 
 
 class Killed(Exception):

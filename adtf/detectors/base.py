@@ -631,13 +631,17 @@ def load(path):
     try:
         with zipfile.ZipFile(path) as archive:
             config = json.loads(archive.read("config.json"))
+            damaged = archive.testzip()  # a copy or a disk that flipped bytes: Keras met it as a zipfile traceback
     except (OSError, KeyError, zipfile.BadZipFile, ValueError) as err:
         raise AdtfError(f"cannot load a detector from {path}: not a .keras file ({err})") from None
+    if damaged:
+        raise AdtfError(f"cannot load a detector from {path}: the file is damaged ({damaged} fails its checksum): "
+                        "copy it again from where it was written, or fit again")
     if "adtf_format" not in config.get("config", {}):
         raise AdtfError(f"{path} was saved by an earlier adtf, before working points became a layer (its config has "
                         "no adtf_format); it cannot be loaded by this version: fit it again (adtf-fit writes a new "
                         "model.keras), or keep serving its SavedModel, which keeps working")
     try:
         return keras.saving.load_model(path, safe_mode=True)
-    except (OSError, ValueError, TypeError) as err:
+    except (OSError, ValueError, TypeError, zipfile.BadZipFile) as err:
         raise AdtfError(f"cannot load a detector from {path}: {err}") from None
