@@ -567,6 +567,9 @@ def _effect_on_test_set(scores_file, detector):
 
     point = detector.postprocess.point(detector.postprocess.active_name)
     saved = read_scores(scores_file)
+    if saved is None and Path(scores_file).exists():  # not one that adtf wrote whole: say so, not nothing
+        return (f"{scores_file} cannot be read as the run's evaluation wrote it (damaged or edited?), so what this "
+                "threshold does to the run's test images is not shown: adtf-eval the run again to see it")
     if saved is None or point["score"] not in saved["scores"]:
         return None
     labels = saved["labels"]

@@ -160,6 +160,12 @@ def test_export_says_what_its_threshold_does_to_the_run_s_test_images(run_dir, t
     said = capsys.readouterr().out
     assert f"TNR 0.000 ({n_good} of {n_good} good parts flagged), TPR 1.000 (0 of" in said
     assert "Warning: it flags most good parts" in said  # a threshold on the wrong scale is not passed over quietly
+    damaged = tmp_path / "damaged_run"
+    damaged.mkdir()
+    shutil.copy(run_dir / "model.keras", damaged)
+    (damaged / "scores.csv").write_text((run_dir / "scores.csv").read_text()[:200])  # cut short inside a row
+    assert export_main([str(damaged), "--working-point", metrics["active_working_point"], "--out", str(tmp_path / "c")]) == 0
+    assert "scores.csv cannot be read as the run's evaluation wrote it" in capsys.readouterr().out
 
 
 def test_export_logs_no_temporary_folder_where_tensorflow_logs_at_info(run_dir, tmp_path, caplog):
