@@ -278,9 +278,18 @@ def _parse(prog, argv, bench=False):
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = fit_parser(_peek(argv, "method"), _peek(argv, "preset"), prog=prog, bench=bench)
     try:
-        return parser.parse_args(argv)
+        args = parser.parse_args(argv)
     except ArgumentError as err:
         raise AdtfError(_readable_parse_error(str(err))) from None
+    from jsonargparse import Namespace
+
+    for section in ("detector", "fit", "compile"):  # a config's `detector: 3` replaced the section, unchecked
+        if section in args and args[section] is None:
+            raise AdtfError(f"--config: '{section}:' is empty: remove that line, or put its options under it, indented")
+        if section in args and not isinstance(args[section], Namespace):
+            raise AdtfError(f"--config: '{section}' holds {args[section]!r}, where it must be a section of options "
+                            f"(e.g. '{section}:' then indented 'name: value' lines); `{prog} --print_config` shows them")
+    return args
 
 
 # jsonargparse's words for a value of the wrong type, and ours.

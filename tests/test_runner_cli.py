@@ -583,6 +583,17 @@ def test_a_config_that_is_no_yaml_is_named(tmp_path, capsys):
     assert f"--config {config}: not valid YAML (mapping values are not allowed" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("section, said", [("detector: 3", "'detector' holds 3, where it must be a section"),
+                                           ("fit: [1]", "'fit' holds [1], where it must be a section"),
+                                           ("detector:", "'detector:' is empty: remove that line")])
+def test_a_config_section_that_is_no_section_is_named(tmp_path, capsys, section, said):
+    """jsonargparse lets a YAML scalar replace a whole section: the runner met it as an AttributeError traceback."""
+    config = tmp_path / "run.yaml"
+    config.write_text(f"method: mon\n{section}\n")
+    assert fit_main(["--config", str(config)]) == 2
+    assert said in capsys.readouterr().err
+
+
 def test_no_normal_test_image_is_said_with_advice_for_the_spec_given(toy_registered, tmp_path, caplog, monkeypatch):
     """A one-class set whose normal class has one image tests on defects alone; the advice once named only the
     options of a folder: spec."""
