@@ -79,7 +79,10 @@ def test_help_lists_the_methods_own_options_with_preset_defaults(toy_registered,
     # it trained nothing and exported an untrained discriminator; then jsonargparse's Union error named its types
     (["--fit.epochs", "-1"], "--fit.epochs: expected a non-negative integer, got -1"),
     (["--calibration-fraction", "x"], "--calibration-fraction: expected a number, got x"),
-    (["--detector.hidden", "-3"], "simplenet cannot be built with hidden=-3"),  # was a traceback from Keras' Dense
+    (["--detector.hidden", "-3"], "SimpleNet's hidden must be at least 1, got -3"),  # was a traceback from Keras' Dense
+    (["--detector.embed_dim", "0"], "SimpleNet's embed_dim must be at least 1, got 0"),  # was a ZeroDivisionError
+    (["--method", "piade", "--detector.image_size", "[8, 8]"],  # was tf.image.ssim's failed assertion, after a fit
+     "PIADE: image_size [8, 8] is smaller than SSIM's 11x11 window"),
     (["--detector.batch_size", "0"], "SimpleNet's batch_size must be at least 1, got 0"),  # was a ZeroDivisionError
     (["--detector.noise_std", "-1"], "SimpleNet's noise_std must be above 0, got -1"),  # these two trained silently
     (["--compile.adaptor_learning_rate=-1e-4"], "SimpleNet's adaptor_learning_rate must be above 0, got -0.0001"),

@@ -112,6 +112,10 @@ class ReconstructionDetector(Detector):
         super().__init__(image_size=image_size or (120, 120), **kwargs)
         if decoder not in DECODERS:
             raise AdtfError(f"{type(self).__name__}: decoder must be one of {sorted(DECODERS)}, got {decoder!r}")
+        if min(self.image_size) < losses.SSIM_WINDOW:  # tf.image.ssim failed deep in the first call instead
+            raise AdtfError(f"{type(self).__name__}: image_size {list(self.image_size)} is smaller than SSIM's "
+                            f"{losses.SSIM_WINDOW}x{losses.SSIM_WINDOW} window; give at least "
+                            f"[{losses.SSIM_WINDOW}, {losses.SSIM_WINDOW}] (the presets follow the data, from 32 px)")
         self.backbone_name, self.encoder_layer, self.weights_source = backbone, encoder_layer, weights
         self.train_backbone, self.freeze_batch_norm = bool(train_backbone), bool(freeze_batch_norm)
         self.recompute_batch_norm = bool(recompute_batch_norm)
