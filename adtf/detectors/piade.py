@@ -16,6 +16,7 @@ from typing import Literal
 import keras
 from keras import ops
 
+from adtf.detectors.base import check_ranges
 from adtf.detectors.reconstruction import ORTHOGONAL, Preset, ReconstructionDetector, flatten_channels_first
 from adtf.errors import AdtfError
 from adtf.layers.capsule_routing import CapsuleRouting
@@ -94,6 +95,9 @@ class PIADE(ReconstructionDetector):
                  capsule_dim: int = 8, num_vectors: int = 2, vector_dim: int = 64, routing_iterations: int = 3,
                  squash_constant: float = 1.0, train_decode: Literal["first", "longest"] = "first",
                  learning_rate: float = 1e-3, **kwargs):
+        check_ranges("PIADE", capsule_dim=(capsule_dim, 1, False), num_vectors=(num_vectors, 1, False),
+                     vector_dim=(vector_dim, 1, False), routing_iterations=(routing_iterations, 1, False),
+                     squash_constant=(squash_constant, 0, True))
         self.squeeze_excite = bool(squeeze_excite)
         self.pyramid_bins, self.pyramid_filters = tuple(int(b) for b in pyramid_bins), tuple(int(f) for f in pyramid_filters)
         self.pyramid_relu, self.capsule_dim = bool(pyramid_relu), int(capsule_dim)

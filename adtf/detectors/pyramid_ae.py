@@ -15,6 +15,7 @@ Tanh's (-1, 1) is mapped to the images' [0, 1].
 import keras
 from keras import ops
 
+from adtf.detectors.base import check_ranges
 from adtf.detectors.reconstruction import ORTHOGONAL, Preset, ReconstructionDetector
 from adtf.errors import AdtfError
 from adtf.layers.pyramid_pooling import PyramidPooling
@@ -60,8 +61,9 @@ class PyramidAE(ReconstructionDetector):
 
     def __init__(self, encoders: int = 4, latent_dim: int = 8, ssim_weight: float = 0.0,
                  learning_rate: float = 1e-4, epochs: int = 600, **kwargs):
-        if int(encoders) not in ENCODER_DIVISORS:
+        if encoders not in ENCODER_DIVISORS:  # NaN too
             raise AdtfError(f"PyramidAE: encoders must be one of {sorted(ENCODER_DIVISORS)}, got {encoders}")
+        check_ranges("PyramidAE", latent_dim=(latent_dim, 1, False))
         self.encoders, self.latent_dim = int(encoders), int(latent_dim)
         super().__init__(ssim_weight=ssim_weight, learning_rate=learning_rate, epochs=epochs, **kwargs)
 

@@ -124,7 +124,8 @@ class ReconstructionDetector(Detector):
         self.perceptual_weights_source = perceptual_weights
         self.perceptual_weight, self.ssim_weight = float(perceptual_weight), float(ssim_weight)
         self.decoder_name, self.resize_crop = decoder, None if resize_crop is None else int(resize_crop)
-        check_ranges(type(self).__name__, epochs=(epochs, 0, False), batch_size=(batch_size, 1, False),
+        check_ranges(type(self).__name__, perceptual_weight=(perceptual_weight, 0, False),
+                     ssim_weight=(ssim_weight, 0, False), epochs=(epochs, 0, False), batch_size=(batch_size, 1, False),
                      learning_rate=(learning_rate, 0, True), weight_decay=(weight_decay, 0, False))
         self.epochs, self.batch_size = int(epochs), int(batch_size)
         self.learning_rate, self.weight_decay = float(learning_rate), float(weight_decay)
