@@ -163,7 +163,10 @@ def test_export_says_what_its_threshold_does_to_the_run_s_test_images(run_dir, t
     damaged = tmp_path / "damaged_run"
     damaged.mkdir()
     shutil.copy(run_dir / "model.keras", damaged)
-    (damaged / "scores.csv").write_text((run_dir / "scores.csv").read_text()[:200])  # cut short inside a row
+    header, first, *rest = (run_dir / "scores.csv").read_text().splitlines()
+    fields = first.split(",")
+    fields[3] = "n/a"  # a score edited by hand
+    (damaged / "scores.csv").write_text("\n".join([header, ",".join(fields), *rest]) + "\n")
     assert export_main([str(damaged), "--working-point", metrics["active_working_point"], "--out", str(tmp_path / "c")]) == 0
     assert "scores.csv cannot be read as the run's evaluation wrote it" in capsys.readouterr().out
 
