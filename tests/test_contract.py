@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -573,6 +574,26 @@ def test_a_list_of_images_of_several_sizes_is_named():
     with pytest.raises(DataError, match=r"a list of images of 2 shapes \(\(60, 80, 3\), \(64, 64, 3\)\): a batch is one"):
         as_images([np.zeros((64, 64, 3), "uint8"), np.zeros((60, 80, 3), "uint8")])
     assert tuple(as_images([np.zeros((64, 64, 3), "uint8")] * 2).shape) == (2, 64, 64, 3)
+
+
+def test_what_is_not_pixels_is_named_when_a_detector_is_called():
+    """Keras' own errors said nothing of what to pass: "Only input tensors may be passed as positional arguments" for
+    a path or a PIL image, a TypeError about TensorShapes for a list of images of two sizes; int64 pixels (numpy's
+    default integer) came back invalid one and all, unsaid."""
+    from PIL import Image
+
+    from adtf.errors import DataError
+
+    detector = build(DOUBLES["toy_autoencoder"])
+    for given, said in [("part.png", "not paths: read files with adtf.data.pipeline"),
+                        ([Path("a.png"), Path("b.png")], "not paths"),
+                        (Image.new("RGB", (32, 32)), r"not PIL images: np.asarray\(image\)\[None\]"),
+                        ([np.zeros((32, 32, 3), "uint8"), np.zeros((30, 32, 3), "uint8")], "a list of images of 2 shapes"),
+                        (np.zeros((1, 32, 32, 3), "int64"), r"images of dtype int64: adtf takes uint8 \(0-255\)"),
+                        (np.zeros((1, 32, 32, 3), bool), "images of dtype bool")]:
+        with pytest.raises(DataError, match=said):
+            detector(given)
+    assert detector([np.zeros((32, 32, 3), "uint8")] * 2)["score"].shape == (2,)
 
 
 def test_float_pixels_in_0_255_are_said_to_come_back_invalid(images):

@@ -26,6 +26,7 @@ A method writes three things (see the README's "Adding a method"):
 """
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -80,7 +81,8 @@ def as_images(images):
     on [0, 1]), a gray
     channel repeated, an alpha channel dropped. Float images pass unchanged, so calling it twice is harmless."""
     if not hasattr(images, "dtype"):
-        shapes = {np.shape(image) for image in images} if isinstance(images, (list, tuple)) else set()
+        # (Keras hands a detector's call a list's arrays as tensors, whose TensorShapes do not sort: as tuples)
+        shapes = {tuple(np.shape(image)) for image in images} if isinstance(images, (list, tuple)) else set()
         if len(shapes) > 1:  # numpy's "inhomogeneous shape" error, wrapped by Keras, said nothing of images
             raise DataError(f"a list of images of {len(shapes)} shapes ({', '.join(map(str, sorted(shapes)[:3]))}"
                             f"{', ...' if len(shapes) > 3 else ''}): a batch is one array of one size; score each "
@@ -89,7 +91,11 @@ def as_images(images):
         images = np.asarray(images)
     # Integer pixels in their type's range: uint8 / 255, and uint16 / 65535 (a 16-bit camera's frames; a 16-bit file
     # decodes to its top 8 bits, the same levels to 1/255).
-    scale = {"uint8": 255.0, "uint16": 65535.0}.get(keras.backend.standardize_dtype(images.dtype))
+    dtype = keras.backend.standardize_dtype(images.dtype)
+    scale = {"uint8": 255.0, "uint16": 65535.0}.get(dtype)
+    if not scale and not dtype.startswith("float"):  # int64 0-255 values (numpy's default) came back invalid, unsaid
+        raise DataError(f"images of dtype {dtype}: adtf takes uint8 (0-255), uint16 (0-65535) or float pixels in "
+                        "[0, 1]; convert them first (e.g. images.astype(np.uint8) for 0-255 values)")
     images = ops.convert_to_tensor(images, "float32")
     if scale:
         images = images / scale
@@ -299,6 +305,18 @@ class Detector(keras.Model):
         outputs["score"] = ops.where(post["invalid"], np.inf, ops.cast(outputs["score"], "float32"))
         outputs.update(decisions=post["decisions"], anomalous=post["anomalous"], invalid=post["invalid"])
         return outputs
+
+    def __call__(self, *args, **kwargs):
+        given = args[0] if args else kwargs.get("images")
+        first = given[0] if isinstance(given, (list, tuple)) and given else given
+        if isinstance(first, (str, os.PathLike)) or type(first).__module__.startswith("PIL."):
+            # Keras' "Only input tensors may be passed as positional arguments" said nothing of what to pass
+            path = isinstance(first, (str, os.PathLike))
+            raise DataError(f"a detector scores pixels, an array [B, H, W, C], not {'paths' if path else 'PIL images'}: "
+                            + ("read files with adtf.data.pipeline(adtf.data.load('folder:DIR').train, "
+                               "image_size=detector.image_size), or score a folder with adtf.evaluate.score_parts "
+                               "(adtf-score)" if path else "np.asarray(image)[None] for one PIL image"))
+        return super().__call__(*args, **kwargs)
 
     def call(self, images, training=False):
         _warn_of_0_255_floats(images)
