@@ -582,7 +582,8 @@ def test_synthetic_delegates_to_materialize(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("breakage", ["garbage", "truncated_png", "truncated_jpeg", "jpeg_without_end", "empty", "tiff",
                                       "tif_file", "heic_file", "bmp_1bit", "bmp_palette", "bmp_padded", "png_bad_checksum",
-                                      "latin1_name", "animated_webp", "broken_link", "link_loop"])
+                                      "latin1_name", "animated_webp", "animated_webp_damaged", "broken_link",
+                                      "link_loop"])
 def test_unusable_image_raises_naming_it_and_skip_bad_leaves_it_out(tmp_path, breakage):
     root = write_mvtec(tmp_path / "m", masks=False, size=(64, 48))
     bad = root / "train" / "good" / "001.png"
@@ -638,6 +639,13 @@ def test_unusable_image_raises_naming_it_and_skip_bad_leaves_it_out(tmp_path, br
         buffer = io.BytesIO()
         frames[0].save(buffer, format="WEBP")
         assert bool(is_complete_image_file(tf.constant(buffer.getvalue())))
+    elif breakage == "animated_webp_damaged":  # its first frame's chunk tag damaged: PIL reads one still frame, and
+        frames = [Image.open(bad).convert("RGB"), Image.open(bad).convert("RGB").transpose(Image.FLIP_LEFT_RIGHT)]
+        bad.unlink()  # TensorFlow's decoder crashed the process on it ("double free or corruption") in the check
+        bad = bad.with_suffix(".webp")
+        frames[0].save(bad, save_all=True, append_images=frames[1:])
+        bad.write_bytes(bad.read_bytes().replace(b"ANMF", b"ANVF", 1))
+        assert Image.open(bad).n_frames == 1
     elif breakage in ("broken_link", "link_loop"):  # a link to a file gone (or to itself): once left out unseen
         bad.unlink()
         bad.symlink_to(bad.name if breakage == "link_loop" else "moved_away.png")
