@@ -160,6 +160,26 @@ def test_a_nan_or_inf_pixel_is_never_normal(fitted, images):
 
 
 @pytest.mark.parametrize("name", sorted(ENTRIES))
+def test_images_labelled_anomalous_in_a_fit_or_a_calibration_are_said(name, images):
+    """A test set handed to fit or calibrate by mistake was learnt as normal, unsaid: each method's training pass
+    (gradient epochs, a feature cache, a statistics pass) and calibration count the images labelled 1."""
+    import tensorflow as tf
+
+    labels = np.array([0, 1] * 6)  # 6 of the 12 fit images labelled defective, as adtf.data labels them
+    mixed = tf.data.Dataset.from_tensor_slices((images["fit"], labels)).batch(4)
+    detector = build(ENTRIES[name])
+    epochs = 1 if ENTRIES[name].default_epochs else 0
+    with pytest.warns(UserWarning, match="6 of the 12 images fitted on are labelled anomalous"):
+        detector.fit(mixed, epochs=epochs, verbose=0)
+    with pytest.warns(UserWarning, match="6 of the 12 images calibrated on are labelled anomalous"):
+        detector.calibrate(mixed, verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # normal images alone: not a word
+        normal = tf.data.Dataset.from_tensor_slices((images["fit"], np.zeros(12, "int64"))).batch(4)
+        build(ENTRIES[name]).fit(normal, epochs=epochs, verbose=0)
+
+
+@pytest.mark.parametrize("name", sorted(ENTRIES))
 def test_a_training_image_with_a_nan_or_out_of_range_pixel_is_refused_by_name(name, images):
     """Scoring marks such an image invalid; a fit would learn it as normal (SimpleNet's frozen backbone turned the NaN
     into finite features), so it stops before any work, naming the image."""

@@ -75,6 +75,19 @@ def batches(dataset, desc, verbose=True):
     return tqdm(dataset, desc=desc, total=total, unit="batch", disable=not verbose, leave=not sys.stderr.isatty())
 
 
+def normal_images(dataset, desc, verbose=True):
+    """The image batches of a dataset a detector learns from, with a progress bar; those labelled anomalous are
+    counted and said once the pass is done (``_warn_of_anomalous_labels``)."""
+    count = anomalous = 0
+    for batch in batches(dataset, desc, verbose):
+        parts = unpack_batch(batch)
+        count += int(parts.image.shape[0])
+        if parts.label is not None and np.issubdtype(np.asarray(parts.label).dtype, np.integer):
+            anomalous += int((np.asarray(parts.label) == 1).sum())
+        yield parts.image
+    _warn_of_anomalous_labels(anomalous, count, "fitted on")
+
+
 def as_images(images):
     """Images as float32 ``[B, H, W, 3]`` in [0, 1], as the data pipeline and ``serve_image_bytes`` make them: uint8
     scaled by 1/255 and uint16 by 1/65535 (taken as they are, 0-255 values were scored against thresholds calibrated
@@ -124,6 +137,18 @@ def _warn_of_0_255_floats(images):
                   "clip them to [0, 1]")
         warnings.warn(f"float images with pixels up to {high:g}: adtf takes float pixels in [0, 1] and scores these "
                       f"invalid (+inf); {advice}")
+
+
+def _warn_of_anomalous_labels(anomalous, count, done):
+    """Images labelled anomalous handed to fit or calibrate (a test set passed by mistake) were learnt as normal,
+    unsaid: a detector so fitted, or a max-of-normals threshold over defects, passes defects. A warning, not an
+    error: a dataset of another's making may give label 1 another meaning."""
+    if anomalous:
+        import warnings
+
+        warnings.warn(f"{anomalous} of the {count} images {done} are labelled anomalous (label 1, as adtf.data labels "
+                      "defective parts): they are taken as normal; give normal images only (dataset.train, or "
+                      "data.split_off(dataset.train, ...) for a hold-out)")  # one place: said once per fit
 
 
 def as_dataset(x, batch_size=16, training=False):
@@ -461,9 +486,17 @@ class Detector(keras.Model):
             batch_size = images.element_spec.shape[0] or 16
         # Keras runs one extra optimizer step per epoch on a dataset of unknown length (an Adam
         # step on no data still moves the weights), so count the images once and say how many batches.
-        count = int(images.reduce(tf.constant(0, tf.int64), lambda n, b: n + tf.cast(tf.shape(b)[0], tf.int64)))
+        def counts(*batch):  # images, and those labelled anomalous (adtf.data's label 1), in one pass
+            parts = unpack_batch(batch if len(batch) > 1 else batch[0])
+            flagged = (tf.reduce_sum(tf.cast(tf.equal(tf.cast(parts.label, tf.int64), 1), tf.int64))
+                       if parts.label is not None and parts.label.dtype.is_integer else tf.constant(0, tf.int64))
+            return tf.cast(tf.shape(parts.image)[0], tf.int64), flagged
+
+        count, anomalous = (int(n) for n in x.map(counts).reduce(
+            (tf.constant(0, tf.int64), tf.constant(0, tf.int64)), lambda total, c: (total[0] + c[0], total[1] + c[1])))
         if count == 0:
             raise DataError("no training images")
+        _warn_of_anomalous_labels(anomalous, count, "fitted on")
         images = images.unbatch()
         if shuffle is not None:
             images = shuffle.apply(images, self.shuffle_block)
@@ -519,6 +552,9 @@ class Detector(keras.Model):
                      if "path" in outputs else [f"image {i}" for i in where])
             raise DataError(f"{int(outputs['invalid'].sum())} calibration images are invalid (NaN/inf pixels, or "
                             f"pixels outside [0, 1]), e.g. {named}")
+        if "label" in outputs and np.issubdtype(np.asarray(outputs["label"]).dtype, np.integer):
+            _warn_of_anomalous_labels(int((np.asarray(outputs["label"]) == 1).sum()), len(outputs["invalid"]),
+                                      "calibrated on")
         points = self.working_points_from(outputs)
         self.fit_info["calibration_images"] = int(len(outputs["invalid"]))  # evaluate's report says how many
         if set(points) != set(self.working_point_names):

@@ -45,7 +45,7 @@ from keras import ops
 from adtf import backbones
 from adtf.data.cutpaste import cutpaste_pairs, random_crops
 from adtf.data.pipeline import unpack_batch
-from adtf.detectors.base import Detector, as_dataset, batches, check_ranges
+from adtf.detectors.base import Detector, as_dataset, batches, check_ranges, normal_images
 from adtf.errors import AdtfError, DataError
 from adtf.layers import GaussianBlur
 from adtf.layers.flow import RealNVPFlow, flow_nll
@@ -364,8 +364,8 @@ class FlowDictionary(Detector):
         x = as_dataset(x, self.batch_size, training=True)
         features = self.graph_fn("statistics_features", self._statistics_features)
         patch_sums, embeddings = _Moments(self.patch_dim), []
-        for batch in batches(x, "normal statistics", verbose):
-            patches, embedding = (np.asarray(v, np.float64) for v in features(unpack_batch(batch).image))
+        for images in normal_images(x, "normal statistics", verbose):
+            patches, embedding = (np.asarray(v, np.float64) for v in features(images))
             patch_sums.add(patches.reshape(-1, self.patch_dim))
             embeddings.append(embedding)  # one vector per image: small, unlike the patches
         if not embeddings:

@@ -27,7 +27,7 @@ from keras import ops
 
 from adtf import backbones
 from adtf.data.pipeline import unpack_batch
-from adtf.detectors.base import Detector, batches
+from adtf.detectors.base import Detector, normal_images
 from adtf.errors import AdtfError
 from adtf.layers import DistanceToMean
 from adtf.thresholds import WorkingPoint, working_points as table1_working_points
@@ -128,8 +128,8 @@ class ModelOfNormality(Detector):
     def fit_statistics(self, x, verbose=True):
         """Set the MoN to the mean feature map of the normal images in ``x`` (eq. 1)."""
         total, count = None, 0
-        for batch in batches(x, "model of normality", verbose):
-            features = np.asarray(self.fast_feature_map(unpack_batch(batch).image), dtype=np.float64)
+        for images in normal_images(x, "model of normality", verbose):
+            features = np.asarray(self.fast_feature_map(images), dtype=np.float64)
             total = features.sum(axis=0) if total is None else total + features.sum(axis=0)
             count += features.shape[0]
         if count == 0:

@@ -32,8 +32,7 @@ from keras import layers as keras_layers
 from keras import ops
 
 from adtf import backbones
-from adtf.data.pipeline import unpack_batch
-from adtf.detectors.base import Detector, as_dataset, batches, check_fit_options, check_ranges
+from adtf.detectors.base import Detector, as_dataset, check_fit_options, check_ranges, normal_images
 from adtf.errors import AdtfError, DataError
 from adtf.layers import GaussianBlur, LocalAggregation
 
@@ -402,8 +401,8 @@ class SimpleNet(Detector):
         cache = FeatureCache.create(os.environ.get("ADTF_CACHE_DIR"))
         self.__dict__["_feature_cache"] = cache
         started = time.perf_counter()
-        for batch in batches(as_dataset(x, self.batch_size, training=True), "caching features", verbose):
-            cache.append(np.asarray(self.fast_local_features(unpack_batch(batch).image), np.float16))
+        for images in normal_images(as_dataset(x, self.batch_size, training=True), "caching features", verbose):
+            cache.append(np.asarray(self.fast_local_features(images), np.float16))
         cache.close()
         if not len(cache):
             self.release_feature_cache()
