@@ -2,7 +2,7 @@
 
 Run: python benchmarks/bench_data.py [--image-size 224] [--batch-size 16]
 
-``load`` decodes every image and mask once to validate them. ``pipeline`` is measured
+``load`` decodes every image and mask to validate them (with PIL, and with TensorFlow as training does). ``pipeline`` is measured
 without its cache (every pass decodes and resizes again), over train + test of each
 dataset; the first pass includes building the tf.data graph.
 """
