@@ -191,6 +191,19 @@ def test_colour_and_16_bit_masks_keep_their_defects(tmp_path, kind):
     np.testing.assert_array_equal(out[0], where)
 
 
+@pytest.mark.parametrize("fmt", ["WEBP", "GIF", "BMP"])
+def test_masks_of_every_format_read_as_the_png_ones(tmp_path, fmt):
+    """decode_image(dtype=uint16) refused WebP (the evaluation stopped at the first WebP mask) and scaled a GIF's 255
+    to 0.996, where a PNG's is 1."""
+    mask = np.zeros((12, 16), np.uint8)
+    mask[3:6, 4:9] = 255
+    image = _save(tmp_path / "i.png", _smooth(12, 16))
+    path = tmp_path / f"m.{fmt.lower()}"
+    Image.fromarray(mask).save(path, format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    out = _one([Sample(image, 1, "x", str(path))], image_size=(12, 16))[2].numpy()
+    np.testing.assert_array_equal(out[0], mask / 255.0)
+
+
 def _order(data):
     return [p.decode() for _, _, _, paths in data for p in paths.numpy()]
 

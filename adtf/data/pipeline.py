@@ -208,7 +208,12 @@ def read_mask(contents):
     defects, and palette PNGs decode to colour); alpha is ignored. 16-bit files keep their values (a 16-bit 0/1
     label map cut to 8 bits was empty): read at 16 bits and brought to the 0-255 scale of 8-bit files.
     """
-    decoded = tf.io.decode_image(contents, dtype=tf.uint16, expand_animations=False)  # 8-bit files scaled by 257
+    # PNG alone holds 16 bits; 8-bit files are scaled by 257 here, since decode_image's dtype=uint16 scales other
+    # formats by 256 (a GIF's 255 read as 0.996) and TensorFlow's WebP decoder refuses it (a WebP mask stopped the
+    # evaluation).
+    png = tf.equal(tf.strings.substr(tf.strings.join([contents, tf.constant(b"\0" * 8)]), 0, 8), b"\x89PNG\r\n\x1a\n")
+    decoded = tf.cond(png, lambda: tf.io.decode_png(contents, dtype=tf.uint16),
+                      lambda: tf.cast(tf.io.decode_image(contents, expand_animations=False), tf.uint16) * 257)
     colour = tf.cond(tf.shape(decoded)[-1] >= 3, lambda: decoded[..., :3], lambda: decoded[..., :1])
     mask = tf.cast(tf.reduce_max(colour, axis=-1), tf.float32) / 257.0
     return tf.cond(tf.reduce_max(mask) < LABEL_MAP_MAX,
