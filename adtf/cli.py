@@ -134,7 +134,8 @@ def results_table(results):
     rows = [("dataset", results["dataset"]), ("train / test images", f"{results['n_train']} / {results['n_test']} ({results['n_test_anomalous']} anomalous)")]
     for key, label in (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO@0.3")):
         value = results.get(key)
-        rows.append((label, "n/a (no masks)" if value is None and key in ("pixel_auroc", "aupro") else
+        rows.append((label, f"n/a ({results.get('pixel_metrics_missing', 'no masks')})"
+                     if value is None and key in ("pixel_auroc", "aupro") else
                      "n/a" if value is None else f"{value:.3f}"))
     if len(results["image_auroc_by_score"]) > 1:
         for name, score in results["image_auroc_by_score"].items():

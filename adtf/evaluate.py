@@ -112,6 +112,8 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
         if masks[labels[pixel_truth] == 1].any():
             results["pixel_auroc"] = metrics.pixel_auroc(masks, maps)
             results["aupro"] = metrics.aupro(masks, maps)
+    if results["pixel_auroc"] is None:  # the summary said "no masks" of masks that marked nothing
+        results["pixel_metrics_missing"] = "no mask marks a defect pixel" if dataset.has_masks else "no masks"
     # With one class the working points still say what a user needs: the share of good parts passed (TNR) or of
     # defects caught (TPR).
     points = evaluated_points(detector)

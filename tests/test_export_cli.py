@@ -533,6 +533,7 @@ def test_an_evaluation_at_another_scale_than_the_fit_says_so(run_dir, tmp_path, 
 @pytest.mark.parametrize("fault, message", [
     ("inverted", "the masks mark most of their defective images' pixels"),
     ("empty", r"1 of the 2 defective images' masks mark no pixel at the \d+x\d+ the maps are scored at \(e.g. .*b1.png"),
+    ("all_empty", r"2 of the 2 defective images' masks mark no pixel"),
 ])
 def test_masks_that_contradict_their_labels_are_named_in_the_warnings_and_the_report(run_dir, tmp_path, capsys,
                                                                                     fault, message):
@@ -550,7 +551,7 @@ def test_masks_that_contradict_their_labels_are_named_in_the_warnings_and_the_re
                 mask[8:24, 8:24] = 255
                 if fault == "inverted":
                     mask = 255 - mask
-                elif fault == "empty" and name == "b1":
+                elif fault == "empty" and name == "b1" or fault == "all_empty":
                     mask[:] = 0
             Image.fromarray(image).save(tmp_path / folder / f"{name}.png")
             if folder == "bad":
@@ -558,8 +559,11 @@ def test_masks_that_contradict_their_labels_are_named_in_the_warnings_and_the_re
     spec = f"folder:{tmp_path / 'good'},anomalous={tmp_path / 'bad'},masks={tmp_path / 'masks'}"
     capsys.readouterr()
     assert eval_main([str(run_dir), "--data", spec, "--out", str(tmp_path / "ev"), "--quiet"]) == 0
-    assert re.search("adtf-eval: warning: " + message, capsys.readouterr().err)
+    said = capsys.readouterr()
+    assert re.search("adtf-eval: warning: " + message, said.err)
     assert re.search(message, (tmp_path / "ev" / "report.md").read_text())
+    if fault == "all_empty":  # the summary said "no masks" of masks that were there and marked nothing
+        assert "pixel AUROC                n/a (no mask marks a defect pixel)" in said.out
 
 
 def test_mask_notes_on_a_test_set_without_defects_and_name_the_inverted_example():
