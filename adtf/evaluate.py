@@ -39,6 +39,20 @@ def ms_per_image(timings):
     return 1000.0 * sum(t for t, _ in timed) / sum(n for _, n in timed)
 
 
+def _checked(dataset, out_dir, who, **load_options):
+    """``dataset`` as an ``AnomalyDataset`` (a spec string is loaded), with ``out_dir`` checked before any scoring: a
+    spec, a pipeline or a file where the folder goes met an AttributeError or FileExistsError deep inside."""
+    if isinstance(dataset, (str, os.PathLike)):
+        dataset = data.load(str(dataset), **load_options)
+    if not isinstance(dataset, data.AnomalyDataset):
+        raise AdtfError(f"{who} takes a dataset of adtf.data.load(spec), or the spec itself, not a "
+                        f"{type(dataset).__name__} (its report names every file and defect type, which batches do not "
+                        "carry); score batches with detector.score_dataset")
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise AdtfError(f"{out_dir} is a file: {who} writes a folder of results there; give a folder's path")
+    return dataset
+
+
 def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_examples=4,
              verbose=True, n_calibration=0, n_fit=None, calibration=None, extra=None):
     """Score ``dataset.test`` with ``detector``; return the metrics dict (and write a report).
@@ -62,6 +76,7 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
     >>> results = evaluate(detector, adtf.data.load("mvtec:/data/bottle"), "runs/bottle")
     >>> results["image_auroc"]
     """
+    dataset = _checked(dataset, out_dir, "evaluate")
     if not dataset.test:  # a folder of normal images only: the pipeline's "no samples given" named nothing
         raise AdtfError(f"{dataset.name} has no test images to evaluate; give a dataset with test images (a folder "
                         "spec's anomalous= or test_normal=, or an MVTec-style test/ folder)")
@@ -188,6 +203,7 @@ def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged"
     "flagged", "all" or "none") under ``out_dir/heatmaps``. The files loading left out as unusable
     (``dataset.skipped``: ``data.load(..., flag_unusable=True)``) are parts too, flagged, with their problem: a capture
     that cannot be read must not pass as a good part. Returns ``{n, n_flagged, n_invalid, n_unreadable, ...}``."""
+    dataset = _checked(dataset, out_dir, "score_parts", flag_unusable=True)
     samples = list(dataset.train) + list(dataset.test)
     if not samples and not dataset.skipped:
         raise AdtfError(f"{dataset.name} holds no images to score")

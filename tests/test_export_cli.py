@@ -578,3 +578,33 @@ def test_mask_notes_on_a_test_set_without_defects_and_name_the_inverted_example(
     samples = [Sample(f"{i}.png", 1, "crack", f"m{i}.png") for i in range(3)]
     note, = _mask_notes(np.ones(3, int), masks, samples)
     assert "are they inverted" in note and "e.g. m1.png" in note
+
+
+def test_the_python_api_names_what_it_was_handed_instead_of_a_dataset(run_dir, tmp_path):
+    """A spec string met AttributeError: 'str' object has no attribute 'test' inside evaluate, a pipeline or an array
+    the same, a file where the report folder goes a FileExistsError after all the scoring; pipeline and split_off
+    handed the whole dataset, TypeError: 'AnomalyDataset' object is not iterable."""
+    from adtf import data
+    from adtf.detectors import load
+    from adtf.errors import AdtfError, DataError
+    from adtf.evaluate import evaluate, score_parts
+
+    detector = load(run_dir / "model.keras")
+    results = evaluate(detector, "synthetic:grass", tmp_path / "from_spec", verbose=False)  # a spec is loaded
+    assert results["image_auroc"] == json.loads((run_dir / "metrics.json").read_text())["image_auroc"]
+    dataset = data.load("synthetic:grass")
+    for given, said in [(data.pipeline(dataset.test, image_size=SIZE), "evaluate takes a dataset of adtf.data.load"),
+                        (np.zeros((2, SIZE, SIZE, 3), "float32"), "not a ndarray")]:
+        with pytest.raises(AdtfError, match=said):
+            evaluate(detector, given, tmp_path / "x", verbose=False)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(AdtfError, match="a_file is a file: evaluate writes a folder"):
+        evaluate(detector, dataset, tmp_path / "a_file", verbose=False)
+    with pytest.raises(AdtfError, match="a_file is a file: score_parts writes a folder"):
+        score_parts(detector, dataset, tmp_path / "a_file", verbose=False)
+    for call, said in [(lambda: data.pipeline(dataset), "pipeline takes samples, dataset.train or dataset.test, not the whole"),
+                       (lambda: data.pipeline("synthetic:grass"), r"read it with adtf.data.load\('synthetic:grass'\)"),
+                       (lambda: data.pipeline(dataset.test, image_size="big"), "image_size is \\(height, width\\)"),
+                       (lambda: data.split_off(dataset, 0.2), "split_off takes samples")]:
+        with pytest.raises(DataError, match=said):
+            call()

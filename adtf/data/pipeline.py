@@ -6,6 +6,7 @@ import collections
 import numpy as np
 import tensorflow as tf
 
+from adtf.data.samples import as_samples
 from adtf.errors import DataError
 
 # A mask pixel is defective when its value, scaled to [0, 1], is above this (MTD masks
@@ -53,10 +54,12 @@ def pipeline(samples, *, arrays=None, image_size=(224, 224), batch_size=16, shuf
         ...     print(image.shape, label.numpy())
         (8, 224, 224, 3) [1 1 1 1 1 1 1 1]
     """
-    samples = list(samples)
+    samples = as_samples(samples, "pipeline")
     if not samples:
         raise DataError("pipeline: no samples given")
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if len(size) != 2 or not all(isinstance(side, (int, np.integer)) and side > 0 for side in size):
+        raise DataError(f"pipeline: image_size is (height, width) in pixels, or one int for a square; got {image_size!r}")
     labels = np.array([s.label for s in samples], np.int32)
     paths = np.array([s.path for s in samples])
     in_memory = [s.index is not None for s in samples]
