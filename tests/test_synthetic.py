@@ -117,6 +117,7 @@ def test_complete_folder_is_reused_incomplete_or_overwrite_regenerates(tmp_path)
     (dict(size=8), "size"),
     (dict(seed=-1), "seed"),
     (dict(n_train=-2), "n_train"),
+    (dict(n_train=0), "n_train must be at least 1"),  # was "no train/good folder" of the folder it had just written
 ])
 def test_bad_options_raise_clear_errors(tmp_path, kwargs, words):
     with pytest.raises(DataError, match=words):

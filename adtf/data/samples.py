@@ -79,9 +79,10 @@ class AnomalyDataset:
         return f"AnomalyDataset({self.name!r}, {self.counts()}, has_masks={self.has_masks})"
 
 
-def as_samples(samples, who):
-    """``samples`` as a list of ``Sample``, or a one-line error saying what to pass (a whole dataset, a spec string
-    or a pipeline met an AttributeError deep inside)."""
+def as_samples(samples, who, any_items=False):
+    """``samples`` as a list of ``Sample`` (of anything, with ``any_items``: split_off also splits row indices), or a
+    one-line error saying what to pass (a whole dataset, a spec string or a pipeline met an AttributeError deep
+    inside)."""
     if isinstance(samples, AnomalyDataset):
         raise DataError(f"{who} takes samples, dataset.train or dataset.test, not the whole dataset")
     if isinstance(samples, (str, bytes)) or hasattr(samples, "__fspath__"):
@@ -91,7 +92,7 @@ def as_samples(samples, who):
         raise DataError(f"{who} takes samples (dataset.train or dataset.test of adtf.data.load), not a "
                         f"{type(samples).__name__}")
     samples = list(samples)
-    if samples and not isinstance(samples[0], Sample):
+    if samples and not any_items and not isinstance(samples[0], Sample):
         raise DataError(f"{who} takes samples (dataset.train or dataset.test of adtf.data.load), not a list of "
                         f"{type(samples[0]).__name__}")
     return samples
@@ -108,7 +109,7 @@ def split_off(samples, fraction=None, seed=0, *, count=None, what="images"):
     Example:
         >>> fit, calibration = split_off(dataset.train, 0.2, seed=0)   # doctest: +SKIP
     """
-    samples = as_samples(samples, "split_off")
+    samples = as_samples(samples, "split_off", any_items=True)
     if count is None:
         if fraction is None or not 0 <= fraction <= 1:
             raise DataError(f"a held-out fraction of {what} must be in [0, 1], got {fraction}")

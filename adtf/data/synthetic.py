@@ -152,6 +152,8 @@ def materialize(name=DEFAULT, *, seed=0, root=None, size=128, n_train=200, n_tes
     """
     _texture(name)
     _check_params(seed, size, n_train, n_test_good, n_test_defect)
+    if n_train < 1:  # a set of no training image was written, then read back as a folder without train/good
+        raise DataError("synthetic: n_train must be at least 1 (the normal images to fit on), got 0")
     params = dict(texture=name, seed=seed, size=size, n_train=n_train, n_test_good=n_test_good,
                   n_test_defect=n_test_defect, version=_VERSION)
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
