@@ -60,7 +60,7 @@ from PIL import Image, ImageChops
 
 from adtf.data.cifar import CIFAR_ARCHIVE
 from adtf.data.layouts import IMAGE_SUFFIXES, READERS, detect_kind, resolve_dir
-from adtf.data.pipeline import END_MARKERS, END_SLACK, decode_image, is_complete_image_file
+from adtf.data.pipeline import END_SLACK, decode_image, is_complete_image_file
 from adtf.data.samples import AnomalyDataset, SourceKind
 from adtf.errors import DataError
 from adtf.paths import datasets_root, expand_user
@@ -249,22 +249,15 @@ def _image_size(path, what):
             if image.format not in _TF_DECODABLE:
                 return _Decoded(None, f"{path}: {image.format} {what}s are not supported (use PNG, JPEG, BMP, GIF "
                                       "or WebP)")
-            if image.format == "WEBP" and getattr(image, "is_animated", False):
-                return _Decoded(None, f"{path}: an animated WebP {what}, which TensorFlow's decoder crashes on "
-                                      "(save the frame to use as PNG)")
             if image.format == "BMP":
                 problem = _bmp_problem(path, image.mode, what)
                 if problem:
                     return _Decoded(None, problem)
-            if image.format in END_MARKERS and not _ends_as_promised(path, END_MARKERS[image.format]):
-                return _Decoded(None, f"{path}: the {image.format} {what} file has no end marker within its last "
-                                      f"{END_SLACK} bytes (cut short?), which TensorFlow refuses to decode")
         with Image.open(path) as image:
             image.load()  # decodes every pixel: PIL finds a truncated file only here
-            refused = _tensorflow_refuses(path)
+            refused = _tensorflow_refuses(path, image.format, what)
             if refused:
-                return _Decoded(None, f"{path}: TensorFlow cannot decode the {what} ({refused}), which PIL reads "
-                                      "past: the file is damaged (save it again from its source)")
+                return _Decoded(None, refused)
             return _Decoded(image.size, None, _is_12_bit_in_16(path, image),
                             _is_gray(image), image.getexif().get(_EXIF_ORIENTATION, 1) not in (0, 1))
     except FileNotFoundError:
@@ -300,21 +293,34 @@ def _read_check_decode():
     return read_check_decode
 
 
-def _tensorflow_refuses(path):
-    """TensorFlow's decoder's complaint about a file PIL decoded, or None. PIL recovers from damage that TensorFlow
-    refuses (a GIF with bytes inserted, a JPEG damaged near its end: 15 of 1,243 mutated files that PIL read), and
-    the fit met such a file mid-way, as a traceback; decoding it here as training will costs a fraction of PIL's.
-    The served model's check comes first: an animated WebP whose frame chunk is damaged reads as one still frame
-    to PIL and crashed TensorFlow's decoder ("double free or corruption"), so it must never reach it."""
+# What pipeline.is_complete_image_file (the served model's check) refuses, format by format, in words.
+_NOT_WHOLE = {
+    "PNG": f"has no end marker (IEND) within its last {END_SLACK} bytes: cut short?",
+    "JPEG": f"has no end marker (EOI) within its last {END_SLACK} bytes: cut short?",
+    "GIF": "does not end with its trailer byte: cut short?",
+    "BMP": "is not the size its header promises (pixel offset + rows), or its 8-bit palette is not the gray ramp",
+    "WEBP": "is animated (TensorFlow's decoder crashes on one: save the frame to use as PNG), or shorter than its "
+            "header promises",
+}
+
+
+def _tensorflow_refuses(path, image_format, what):
+    """Why TensorFlow would refuse a file that PIL decoded, in one message, or None: the served model's whole-file
+    check first (which training must follow too: an animated WebP whose frame chunk is damaged reads as one still
+    frame to PIL and crashed TensorFlow's decoder, "double free or corruption"), then TensorFlow's decoder itself,
+    since PIL recovers from damage that it refuses (a GIF with bytes inserted, a JPEG damaged near its end: 15 of
+    1,243 mutated files that PIL read), which the fit met mid-way, as a traceback."""
     import tensorflow as tf
 
     try:
         complete, _ = _read_check_decode()(path)
     except tf.errors.OpError as err:  # "{{function_node ...}} Invalid GIF data (...): ... [Op:DecodeImage]"
-        return re.sub(r"^.*?\}\} |\s*\[Op:.*$", "", str(err).splitlines()[0]).strip() or type(err).__name__
-    if not complete:  # the SavedModel's own check: what it refuses, training must not take
-        return ("its end, or its header's size or flags, are not what its format promises; a WebP flagged as "
-                "animated, which TensorFlow's decoder crashes on, is refused here too")
+        detail = re.sub(r"^.*?\}\} |\s*\[Op:.*$", "", str(err).splitlines()[0]).strip() or type(err).__name__
+        return (f"{path}: TensorFlow cannot decode the {what} ({detail}), which PIL reads past: the file is damaged "
+                "(save it again from its source)")
+    if not complete:
+        return (f"{path}: the {image_format} {what} file {_NOT_WHOLE.get(image_format, 'is not whole')}; TensorFlow "
+                "and the served model refuse it")
     return None
 
 
@@ -347,13 +353,6 @@ def _is_gray(image):
     # image saved as lossy WebP or JPEG decodes a level or two apart between channels: still gray.
     channels = rgb.reduce(max(1, max(rgb.size) // 128)).split()[:3]
     return all(ImageChops.difference(channels[0], other).getextrema()[1] <= GRAY_TOLERANCE for other in channels[1:])
-
-
-def _ends_as_promised(path, marker):
-    with open(path, "rb") as file:
-        file.seek(0, os.SEEK_END)
-        file.seek(max(0, file.tell() - len(marker) - END_SLACK))
-        return marker in file.read()
 
 
 def _bmp_problem(path, mode, what):
