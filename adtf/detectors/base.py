@@ -82,8 +82,7 @@ def normal_images(dataset, desc, verbose=True):
     for batch in batches(dataset, desc, verbose):
         parts = unpack_batch(batch)
         count += int(parts.image.shape[0])
-        if parts.label is not None and np.issubdtype(np.asarray(parts.label).dtype, np.integer):
-            anomalous += int((np.asarray(parts.label) == 1).sum())
+        anomalous += _labelled_anomalous(parts.label)
         yield parts.image
     _warn_of_anomalous_labels(anomalous, count, "fitted on")
 
@@ -137,6 +136,12 @@ def _warn_of_0_255_floats(images):
                   "clip them to [0, 1]")
         warnings.warn(f"float images with pixels up to {high:g}: adtf takes float pixels in [0, 1] and scores these "
                       f"invalid (+inf); {advice}")
+
+
+def _labelled_anomalous(labels):
+    """How many of a batch's integer labels say anomalous (adtf.data's 1); 0 without labels."""
+    labels = None if labels is None else np.asarray(labels)
+    return int((labels == 1).sum()) if labels is not None and np.issubdtype(labels.dtype, np.integer) else 0
 
 
 def _warn_of_anomalous_labels(anomalous, count, done):
@@ -552,9 +557,7 @@ class Detector(keras.Model):
                      if "path" in outputs else [f"image {i}" for i in where])
             raise DataError(f"{int(outputs['invalid'].sum())} calibration images are invalid (NaN/inf pixels, or "
                             f"pixels outside [0, 1]), e.g. {named}")
-        if "label" in outputs and np.issubdtype(np.asarray(outputs["label"]).dtype, np.integer):
-            _warn_of_anomalous_labels(int((np.asarray(outputs["label"]) == 1).sum()), len(outputs["invalid"]),
-                                      "calibrated on")
+        _warn_of_anomalous_labels(_labelled_anomalous(outputs.get("label")), len(outputs["invalid"]), "calibrated on")
         points = self.working_points_from(outputs)
         self.fit_info["calibration_images"] = int(len(outputs["invalid"]))  # evaluate's report says how many
         if set(points) != set(self.working_point_names):
