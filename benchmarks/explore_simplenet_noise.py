@@ -3,8 +3,10 @@
 Usage: python benchmarks/explore_simplenet_noise.py --data mtd:mtd --sigmas 0.05 0.2 0.5 1.0 --epochs 6 [--every 2]
        [--baselines] [--backbone efficientnet_lite2 --layers block3c_add block5d_add block6e_add] [--seed 1]
        [--image-size 448 384] [--dims 768 768] [--patch-size 5] [--image-context]
+       [--second efficientnet_lite0 block3b_add block5c_add block6d_add]
 
-``--backbone``/``--layers`` compare taps and backbones the same way, ``--image-size`` another input size than the
+``--backbone``/``--layers`` compare taps and backbones the same way (``--second`` appends another backbone's
+features to the first's), ``--image-size`` another input size than the
 presets' rule gives, ``--dims`` the aggregation's per-level and final sizes (the head's adaptor follows the latter); ``--seed`` draws another synthetic set
 (and other splits): a validation draw whose test labels are not those of the main job's seed-0 set.
 ``--baselines`` scores the same cached features with references that are blind to position (nearest
@@ -220,6 +222,9 @@ def main(argv=None):
     parser.add_argument("--score-variants", action="store_true",
                         help="also the image AUROC of the smoothed map's maximum, and of the grid's maximum "
                              "without its outer one or two rings of cells (the presets: the whole grid's maximum)")
+    parser.add_argument("--second", nargs="+", default=None, metavar=("BACKBONE", "LAYER"),
+                        help="a second backbone and its taps (strides 8, 16, ...), aggregated the same way; its "
+                             "features follow the first's at every location (an ensemble of frozen backbones)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the data's splits (and of a synthetic set's draw) and of the head")
     args = parser.parse_args(argv)
@@ -238,6 +243,16 @@ def main(argv=None):
     train, gain = cache[np.arange(len(cache))], float(detector.feature_gain)  # the preset normalises: gain is set
     detector.release_feature_cache()
     test, labels = test_features(detector, dataset.test, dataset.arrays, size, args.standardize)
+    if args.second:
+        other = SimpleNet.from_preset("offline", image_size=size, backbone=args.second[0],
+                                      layers=tuple(args.second[1:]))
+        batches = pipeline(fit, arrays=dataset.arrays, image_size=size, batch_size=16)
+        other_cache = other.feature_cache(standardized(batches) if args.standardize else batches, verbose=False)
+        other_train = other_cache[np.arange(len(other_cache))]
+        other.release_feature_cache()
+        other_test, _ = test_features(other, dataset.test, dataset.arrays, size, args.standardize)
+        train, test = np.concatenate([train, other_train], -1), np.concatenate([test, other_test], -1)
+        gain = 1.0 / np.sqrt(train.reshape(-1, train.shape[-1]).astype(np.float64).var(0).mean())
     if args.per_dimension:  # each dimension in units of its own spread; the head's gain is then 1
         spread = np.sqrt(train.reshape(-1, train.shape[-1]).astype(np.float64).var(0)) + 1e-6
         train, test, gain = (train / spread).astype(np.float16), (test / spread).astype(np.float16), 1.0
