@@ -2,8 +2,10 @@
 
 The CLI prints these as one line and exits with status 2 instead of a traceback.
 """
+import contextlib
 import difflib
 import threading
+import warnings
 
 # Set by the console scripts' SIGTERM handler before it raises SystemExit. Python runs a signal handler wherever the
 # main thread is, a finalizer too (a dataset iterator's __del__ runs at every epoch's end), and an exception raised in
@@ -32,3 +34,18 @@ def did_you_mean(name, choices):
     """``"; did you mean 'x'?"`` for the choice nearest a misspelt ``name`` (difflib's default closeness), or ``""``."""
     near = difflib.get_close_matches(str(name), list(choices), n=1)
     return f"; did you mean {near[0]!r}?" if near else ""
+
+
+@contextlib.contextmanager
+def unfilled_layers_refused(failure):
+    """Keras' weight loaders warn once per part of a network that a file holds no weights for (a hundred lines
+    before their own error, if any), and where they then succeed, those parts keep their random initial weights:
+    raise ``failure(reason)`` instead, and pass every other warning on."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    unfilled = [str(w.message) for w in caught if "freshly-initialized" in str(w.message)]
+    if unfilled:
+        raise failure(f"{len(unfilled)} parts of the network found no weights in it (e.g. {unfilled[0]})")
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

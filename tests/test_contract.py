@@ -4,11 +4,13 @@ A new method gets every check here by adding its registry line (and ``smoke_test
 serialisation, save/load in safe mode, a fit step, kill-and-resume equality, calibration,
 resizing, NaN safety, and a SavedModel that matches Keras in a fresh process.
 """
+import io
 import json
 import subprocess
 import sys
 import textwrap
 import warnings
+import zipfile
 from pathlib import Path
 
 import keras
@@ -218,6 +220,32 @@ def test_save_and_load_with_safe_mode(fitted, images, tmp_path):
     (tmp_path / "damaged.keras").write_bytes(bytes(damaged))
     with pytest.raises(AdtfError, match=r"damaged.keras: the file is damaged \(model.weights.h5 fails its checksum"):
         load(tmp_path / "damaged.keras")
+
+
+def test_a_model_file_whose_weights_lack_a_part_of_the_network_is_refused_in_one_message(fitted, tmp_path):
+    """Keras warns once per nested part that finds no weights (dozens of lines) and, where it then succeeds, leaves
+    those parts random: a detector from another version's or a damaged file must not score with them."""
+    h5py = pytest.importorskip("h5py")  # Keras' own dependency
+    _, detector, _ = fitted
+    detector.save(tmp_path / "detector.keras")
+    with zipfile.ZipFile(tmp_path / "detector.keras") as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    weights = io.BytesIO(members["model.weights.h5"])
+    with h5py.File(weights, "r+") as file:
+        names = []
+        file.visit(names.append)
+        nested = [name for name in names if name.endswith("/layers") and "/" not in name[:-7]]
+        if not nested:
+            pytest.skip("no nested network in this detector's weights")
+        del file[max(nested, key=lambda group: sum(name.startswith(group + "/") for name in names))]  # the backbone
+    members["model.weights.h5"] = weights.getvalue()
+    with zipfile.ZipFile(tmp_path / "partial.keras", "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(AdtfError, match="partial.keras"):
+        warnings.simplefilter("always")
+        load(tmp_path / "partial.keras")
+    assert not [w for w in caught if "Skipping" in str(w.message)], "Keras' per-layer warnings reached the user"
 
 
 class Killed(Exception):

@@ -8,6 +8,7 @@ import socket
 import sys
 import time
 import types
+import warnings
 
 import keras
 import numpy as np
@@ -171,8 +172,11 @@ def test_bad_local_weight_files_are_weights_errors(tmp_path, stub_nets):
         build("vgg16", weights=tmp_path / "w.pth", input_shape=(32, 32, 3))
     tiny = build("resnet18", weights=None, input_shape=(4, 4, 3)).get_layer("resnet18_network")
     tiny.save_weights(tmp_path / "tiny.weights.h5")
-    with pytest.raises(WeightsError, match="does not fit the efficientnet_lite0"):
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(WeightsError, match="does not fit the "
+                                                                                  "efficientnet_lite0"):
+        warnings.simplefilter("always")
         build("efficientnet_lite0", weights=tmp_path / "tiny.weights.h5", input_shape=(32, 32, 3))
+    assert not [w for w in caught if "Skipping" in str(w.message)], "Keras' per-layer warnings reached the user"
 
 
 def test_caffe_preprocessing_matches_keras_preprocess_input():

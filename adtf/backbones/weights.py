@@ -18,7 +18,7 @@ import keras
 
 from adtf.atomic import atomic_path
 from adtf.backbones.checkpoint import load_torch_state_dict
-from adtf.errors import WeightsError
+from adtf.errors import WeightsError, unfilled_layers_refused
 from adtf.paths import adtf_home, expand_user
 
 IMAGENET = "imagenet"
@@ -176,10 +176,16 @@ def load_weights(network, backbone, path, *, from_torch=None, cache=None):
 
 
 def _load_keras_file(network, backbone, path):
+    def unfit(reason):
+        return WeightsError(f"{backbone}: {path} does not fit the {backbone} architecture ({reason})")
+
     try:
-        network.load_weights(str(path))
+        with unfilled_layers_refused(unfit):
+            network.load_weights(str(path))
+    except WeightsError:
+        raise
     except Exception as error:
-        raise WeightsError(f"{backbone}: {path} does not fit the {backbone} architecture ({error})") from None
+        raise unfit(error) from None
 
 
 def _digest(path, algorithm="sha256"):

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from adtf.callbacks import ShuffleByEpoch, StopWhenTerminated
 from adtf.data.pipeline import unpack_batch
-from adtf.errors import AdtfError, DataError, did_you_mean
+from adtf.errors import AdtfError, DataError, did_you_mean, unfilled_layers_refused
 from adtf.layers.working_points import CUSTOM, PIXEL_SLACK, WorkingPoints
 from adtf.thresholds import at_normal_quantile
 
@@ -699,6 +699,7 @@ def load(path):
                         "no adtf_format); it cannot be loaded by this version: fit it again (adtf-fit writes a new "
                         "model.keras), or keep serving its SavedModel, which keeps working")
     try:
-        return keras.saving.load_model(path, safe_mode=True)
+        with unfilled_layers_refused(lambda reason: AdtfError(f"cannot load a detector from {path}: {reason}")):
+            return keras.saving.load_model(path, safe_mode=True)
     except (OSError, ValueError, TypeError, zipfile.BadZipFile) as err:
         raise AdtfError(f"cannot load a detector from {path}: {err}") from None
