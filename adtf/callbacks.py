@@ -15,7 +15,7 @@ import numpy as np
 
 from adtf import metrics
 from adtf.data.pipeline import unpack_batch
-from adtf.errors import TERMINATED, AdtfError, DataError
+from adtf.errors import TERMINATED, AdtfError, DataError, unfilled_layers_refused
 
 
 class ValidationAUROC(keras.callbacks.Callback):
@@ -113,6 +113,10 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         self.history, self.resumed_at_epoch, self.seconds_before_resume = {}, 0, 0.0
         if not self._state_path.is_file():
             return
+        def unreadable(reason):
+            return AdtfError(f"the interrupted fit's checkpoint in {self._state_path.parent} cannot be read "
+                             f"({reason}): delete that folder to fit from the start")
+
         try:  # a checkpoint cut short (a full disk, a copy interrupted): named, with the way out
             state = json.loads(self._state_path.read_text())
             weights = self._state_path.parent / state["weights"]
@@ -120,10 +124,10 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
             self.resumed_at_epoch, self.seconds_before_resume = int(state["epoch"]), float(state.get("fit_seconds", 0.0))
             if self.model.optimizer is not None and not self.model.optimizer.built:
                 self.model.optimizer.build(self.model.trainable_variables)
-            self.model.load_weights(str(weights))
+            with unfilled_layers_refused(unreadable):
+                self.model.load_weights(str(weights))
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise AdtfError(f"the interrupted fit's checkpoint in {self._state_path.parent} cannot be read "
-                            f"({type(err).__name__}: {err}): delete that folder to fit from the start") from None
+            raise unreadable(f"{type(err).__name__}: {err}") from None
         self.model._initial_epoch = int(state["epoch"])  # what Keras' own BackupAndRestore sets for fit to read
         logging.getLogger("adtf").info(f"      resuming the interrupted fit after epoch {self.resumed_at_epoch} of "
                                        f"{self.params.get('epochs', '?')} ({self._state_path.parent})")
