@@ -248,6 +248,16 @@ def test_a_model_file_whose_weights_lack_a_part_of_the_network_is_refused_in_one
     assert not [w for w in caught if "Skipping" in str(w.message)], "Keras' per-layer warnings reached the user"
 
 
+@pytest.mark.parametrize("options, message", [
+    (dict(hidden=float("nan")), "SimpleNet's hidden must be at least 1, got nan"),  # was int()'s ValueError
+    (dict(embed_dim=float("inf")), "SimpleNet's embed_dim must be a finite number, got inf"),  # was an OverflowError
+    (dict(noise_std=float("inf")), "SimpleNet's noise_std must be a finite number, got inf"),  # was taken
+])
+def test_options_out_of_range_are_named_from_python_too(options, message):
+    with pytest.raises(AdtfError, match=message):
+        REGISTRY["simplenet"](**options)
+
+
 class Killed(Exception):
     pass
 

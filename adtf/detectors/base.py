@@ -26,6 +26,7 @@ A method writes three things (see the README's "Adding a method"):
 """
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -185,8 +186,10 @@ def as_dataset(x, batch_size=16, training=False):
 def check_ranges(owner, **options):
     """Refuse an option out of its range in one line that names it, before it fails deep in a fit (a batch size of 0
     divided by zero) or trains without a word (a negative learning rate or noise): ``name=(value, lowest, strict)``,
-    where ``strict`` asks for a value above ``lowest`` rather than at least it. NaN is refused too."""
+    where ``strict`` asks for a value above ``lowest`` rather than at least it. NaN and infinity are refused too."""
     for name, (value, lowest, strict) in options.items():
+        if math.isinf(float(value)):  # NaN fails the comparison below
+            raise AdtfError(f"{owner}'s {name} must be a finite number, got {value}")
         if not (float(value) > lowest if strict else float(value) >= lowest):
             raise AdtfError(f"{owner}'s {name} must be {'above' if strict else 'at least'} {lowest}, got {value}")
 

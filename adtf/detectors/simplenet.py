@@ -176,12 +176,12 @@ class SimpleNet(Detector):
         self.backbone_name, self.layer_names, self.weights_source = backbone, tuple(layers), weights
         if len(self.layer_names) < 1:
             raise AdtfError("SimpleNet needs at least one backbone layer to aggregate")
-        self.patch_size, self.pretrain_dim, self.embed_dim, self.hidden = (int(patch_size), int(pretrain_dim),
-                                                                           int(embed_dim), int(hidden))
         check_ranges("SimpleNet", patch_size=(patch_size, 1, False), noise_std=(noise_std, 0, True),
                      margin=(margin, 0, True), smoothing_sigma=(smoothing_sigma, 0, False), epochs=(epochs, 0, False),
                      batch_size=(batch_size, 1, False), min_steps=(min_steps, 0, False),
                      pretrain_dim=(pretrain_dim, 1, False), embed_dim=(embed_dim, 1, False), hidden=(hidden, 1, False))
+        self.patch_size, self.pretrain_dim, self.embed_dim, self.hidden = (int(patch_size), int(pretrain_dim),
+                                                                           int(embed_dim), int(hidden))
         self.noise_std, self.margin, self.smoothing_sigma = float(noise_std), float(margin), float(smoothing_sigma)
         self.normalize_features, self.image_context = bool(normalize_features), bool(image_context)
         self.per_dimension_scale, self.image_score = bool(per_dimension_scale), str(image_score)
