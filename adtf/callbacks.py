@@ -113,6 +113,7 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         self.history, self.resumed_at_epoch, self.seconds_before_resume = {}, 0, 0.0
         if not self._state_path.is_file():
             return
+
         def unreadable(reason):
             return AdtfError(f"the interrupted fit's checkpoint in {self._state_path.parent} cannot be read "
                              f"({reason}): delete that folder to fit from the start")
