@@ -34,8 +34,10 @@ def _most_anomalous_for_inf(values):
     return np.where(np.isposinf(values), np.maximum(top + 1, np.nextafter(top, np.inf)), values)
 
 
-def _labelled_scores(labels, scores, both_classes=True):
-    """Validated 1-D (bool labels, float64 scores), with both classes present where ``both_classes``."""
+def _labelled_scores(labels, scores, both_classes=True, ranked=True):
+    """Validated 1-D (bool labels, float64 scores), with both classes present where ``both_classes``; +inf ranked
+    just above the largest finite score where ``ranked``, kept (for decisions at a threshold: the served model flags
+    an invalid image whatever its threshold) where not."""
     labels, scores = np.asarray(labels).reshape(-1), np.asarray(scores, dtype=np.float64).reshape(-1)
     if labels.shape != scores.shape:
         raise DataError(f"labels ({labels.size}) and scores ({scores.size}) differ in length")
@@ -43,7 +45,7 @@ def _labelled_scores(labels, scores, both_classes=True):
         raise DataError(f"labels must be 0 (normal) or 1 (anomalous), got values {np.unique(labels)[:5]}")
     if np.isnan(scores).any() or np.isneginf(scores).any():
         raise DataError(f"{np.count_nonzero(np.isnan(scores) | np.isneginf(scores))} scores are NaN or -inf")
-    scores = _most_anomalous_for_inf(scores)
+    scores = _most_anomalous_for_inf(scores) if ranked else scores
     labels = labels.astype(bool)
     if both_classes and (labels.all() or not labels.any()):
         raise DataError(
@@ -74,7 +76,8 @@ def _pixel_arrays(masks, maps):
 
 
 def operating_points(labels, scores):
-    """Every distinct decision an ROC sweep can make, from flagging nothing to flagging all.
+    """Every distinct decision an ROC sweep can make, from flagging nothing (or only the invalid images, scored
+    +inf) to flagging all.
 
     Args:
         labels: ``[N]`` 1 = anomalous, 0 = normal.
@@ -88,13 +91,20 @@ def operating_points(labels, scores):
     >>> operating_points([0, 1, 1], [0.1, 0.5, 0.9])[1]
     array([0, 1, 2, 2])
     """
+    any_invalid = bool(np.isposinf(np.asarray(scores, dtype=np.float64)).any())
     labels, scores = _labelled_scores(labels, scores)
     order = np.argsort(-scores, kind="stable")
     ranked, hits = scores[order], labels[order]
     last = np.r_[np.flatnonzero(np.diff(ranked)), ranked.size - 1]  # last index of each distinct score
     distinct = ranked[last]
-    thresholds = np.r_[distinct, np.nextafter(distinct[-1], -np.inf)]
-    return thresholds, np.r_[0, np.cumsum(hits)[last]], np.r_[0, np.cumsum(~hits)[last]]
+    # Flagging all: just below the lowest score in float32, as the working-points layer stores a threshold (a step
+    # taken in float64 rounded back onto the lowest score there, and passed that image).
+    all_flagged = float(np.nextafter(np.float32(distinct[-1]), np.float32(-np.inf)))
+    thresholds = np.r_[distinct, all_flagged]
+    tp, fp = np.r_[0, np.cumsum(hits)[last]], np.r_[0, np.cumsum(~hits)[last]]
+    # Invalid images (+inf) are flagged at any threshold: flagging none of them is no decision a model makes.
+    start = int(any_invalid)
+    return thresholds[start:], tp[start:], fp[start:]
 
 
 def image_auroc(labels, scores):
@@ -239,7 +249,7 @@ def rates_at(labels, scores, threshold):
     >>> rates_at([0, 0], [0.1, 0.4], threshold=0.3)
     (None, 0.5)
     """
-    labels, scores = _labelled_scores(labels, scores, both_classes=False)
+    labels, scores = _labelled_scores(labels, scores, both_classes=False, ranked=False)
     flags = flagged(scores, threshold)
     return (float(flags[labels].mean()) if labels.any() else None,
             float(1.0 - flags[~labels].mean()) if (~labels).any() else None)

@@ -58,6 +58,10 @@ def _past_rescoring_noise(threshold, scores):
     higher = scores[scores > threshold]
     if higher.size:
         margin = min(margin, (higher.min() - threshold) / 2)
+    # The working-points layer keeps float32: where the next higher normal score is a float32 step or two away,
+    # the halfway point rounds onto it there, and that score would pass too; float32 has no room for a margin then.
+    if higher.size and np.float32(threshold + margin) >= np.float32(higher.min()):
+        margin = 0.0
     return float(threshold + margin)
 
 
@@ -151,7 +155,7 @@ def at_normal_quantile(normal_scores, fpr=0.01):
     if not 0 <= fpr < 1:
         raise DataError(f"fpr must be in [0, 1), got {fpr}")
     scores = np.sort(_normal_scores(normal_scores, "normal_scores"))
-    allowed = int(np.floor(fpr * scores.size + 1e-9))  # normal scores allowed above the threshold
+    allowed = min(int(np.floor(fpr * scores.size + 1e-9)), scores.size - 1)  # normal scores allowed above it
     return _past_rescoring_noise(scores[scores.size - 1 - allowed], scores)
 
 

@@ -139,7 +139,7 @@ def test_calibration_sets_every_working_point_from_normal_images(fitted, images)
         np.testing.assert_array_equal(out["decisions"][:, i], out[point["score"]] > point["value"])
     detector.set_working_point(value=-np.inf, score=detector.score_names[0])
     assert detector.working_point.startswith("explicit") and outputs_of(detector, images["test"])["anomalous"].all()
-    for never_crossed in (np.inf, np.nan):  # every valid part would pass
+    for never_crossed in (np.inf, np.nan, 1e39):  # every valid part would pass (1e39 is +inf in float32)
         with pytest.raises(AdtfError, match="must be a number below"):
             detector.set_working_point(value=never_crossed, score=detector.score_names[0])
     detector.set_working_point(value=0.5000004, score=detector.score_names[0])  # named exactly: not "0.5"

@@ -48,6 +48,8 @@ def test_working_points_decide_like_numpy_and_flag_invalid_samples():
     assert np.asarray(layer(scores[:2])["anomalous"]).all() and layer.active_name == "custom"
     layer.set_point("custom", np.nan, "s0")  # a damaged model file's threshold passes no part as normal
     assert np.asarray(layer(scores[:2])["anomalous"]).all()
+    # in a graph too, as predict and the SavedModel run it (the optimiser turned "not at or below" into "above")
+    assert np.asarray(tf.function(lambda s: layer(s)["anomalous"])(tf.constant(scores[:2]))).all()
     clone = roundtrip(layer)
     assert (clone.names, clone.score_names, clone.rules["a"]) == (["a", "b"], ["s0", "s1"], "r_a")
     layer.set_point("custom", -1.0, "s0", rule="explicit: s0 > -1.0")

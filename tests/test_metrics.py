@@ -16,8 +16,9 @@ def random_scores(seed, n=40, ties=False):
 
 
 def candidate_thresholds(scores):
-    """Every threshold that changes a `score > t` decision: each distinct score, and one below all."""
-    return np.r_[np.unique(scores), np.nextafter(np.min(scores), -np.inf)]
+    """Every threshold that changes a `score > t` decision: each distinct score, and one below all (in float32 too,
+    as the working-points layer keeps a threshold)."""
+    return np.r_[np.unique(scores), np.nextafter(np.float32(np.min(scores)), np.float32(-np.inf))]
 
 
 def brute_rates(labels, scores, t):
@@ -71,6 +72,14 @@ def test_rates_at_uses_strictly_above():
     assert metrics.rates_at([1, 1], [0.1, 0.4], 0.3) == (0.5, None)
     # a NaN threshold flags every image, as the served model's layer decides (a report said it flagged none)
     assert metrics.rates_at(labels, scores, float("nan")) == (1.0, 0.0)
+    # an invalid image (+inf) is flagged at any threshold, as the model flags it (it counted as passed above
+    # the largest finite score + 1)
+    assert metrics.rates_at([0, 0, 0], [12.0, 18.0, np.inf], 20.0) == (None, pytest.approx(2 / 3))
+    assert metrics.rates_at([0, 1], [np.inf, np.inf], 1.5) == (1.0, 0.0)
+    thresholds, tp, fp = metrics.operating_points([0, 1, 1], [0.1, np.inf, 0.5])
+    assert (tp[0], fp[0]) == (1, 0)  # flagging none of them is no decision the model makes
+    for t, positives in zip(thresholds, tp):
+        assert metrics.rates_at([0, 1, 1], [0.1, np.inf, 0.5], t)[0] == positives / 2
     with pytest.raises(DataError, match="one class"):
         metrics.threshold_auc([0, 0], [0.1, 0.4], 0.3)
 
@@ -122,6 +131,17 @@ def test_fpr_at_full_recall_hand_case():
     assert (fpr, threshold) == (0.5, 0.2)
     assert metrics.fpr_at_full_recall([0, 0, 1], [0.1, 0.2, 0.9]) == (0.0, 0.2)
     assert metrics.fpr_at_full_recall([0, 0, 1], [0.1, 0.2, 0.1])[0] == 1.0  # anomaly at the bottom
+
+
+def test_the_flag_all_threshold_flags_the_lowest_score_in_float32_as_the_layer_keeps_it():
+    from adtf.layers import WorkingPoints
+
+    scores = np.float32([0.5, 0.6, 0.1])
+    _, threshold = metrics.fpr_at_recall([0, 0, 1], scores, 1.0)
+    layer = WorkingPoints(["all"], ["score"])
+    layer.set_point("all", threshold, "score")
+    layer.activate("all")
+    assert np.asarray(layer(scores[:, None])["anomalous"]).all()  # the lowest, 0.1, passed: float32 rounded back
 
 
 @pytest.mark.parametrize("seed,ties", [(12, False), (13, True)])

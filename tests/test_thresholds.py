@@ -106,6 +106,18 @@ def test_the_rescoring_margin_never_passes_a_score_the_target_flags():
     assert np.count_nonzero(scores > t) == 5 and t > scores[94]
 
 
+def test_a_threshold_between_two_normal_scores_one_float32_step_apart_flags_the_higher_in_float32():
+    low = np.nextafter(np.float32(1.0), np.float32(2))  # odd last bit: the halfway point rounds up, to even
+    high = np.nextafter(low, np.float32(2))
+    threshold = thresholds.at_normal_quantile(np.float64([low, high]), fpr=0.5)
+    assert low <= np.float32(threshold) < high  # the layer keeps float32: the margin rounded onto the higher score
+
+
+def test_an_fpr_just_below_one_flags_all_but_the_lowest_normal_score():
+    threshold = thresholds.at_normal_quantile(np.arange(1000.0), fpr=1 - 1e-13)
+    assert np.mean(np.arange(1000.0) > threshold) == 0.999  # it wrapped round to the largest: none flagged
+
+
 def test_at_normal_quantile_hand_case_and_errors():
     assert thresholds.at_normal_quantile([0.1, 0.2, 0.3, 0.4], fpr=0.25) == pytest.approx(0.3 + 1e-4 * 0.4)
     with pytest.raises(DataError, match="fpr must be in"):

@@ -618,8 +618,11 @@ class Detector(keras.Model):
             return
         if value is None:
             raise AdtfError("give a working point name or an explicit threshold value")
-        if not float(value) < np.inf:  # `score > nan` or `> inf` is never true: every valid part would pass
-            raise AdtfError(f"an explicit threshold must be a number below +inf, got {value}")
+        # `score > nan` or `> inf` is never true: every valid part would pass; the layer keeps float32, in which
+        # anything from 3.4e38 up is +inf.
+        if not float(value) <= float(np.finfo(np.float32).max):
+            raise AdtfError(f"an explicit threshold must be a number below +inf (in float32, as the model keeps it: "
+                            f"below 3.4e38), got {value}")
         score = score or self.score_names[0]
         if score not in self.score_names:
             raise AdtfError(f"unknown score {score!r}; this detector has {list(self.score_names)}")

@@ -104,8 +104,10 @@ class WorkingPoints(keras.layers.Layer):
             invalid = ops.logical_or(invalid, ops.logical_or(ops.logical_not(finite_pixels), outside))
         scores = ops.where(invalid[:, None], np.inf, scores)
         chosen = ops.take(scores, self.score_index, axis=1)  # [B, slots]: each slot's score
-        # "not at or below" rather than "above": a NaN threshold (a damaged model file) flags every part, never none.
-        above = ops.logical_or(ops.logical_not(ops.less_equal(chosen, self.thresholds[None, :])), invalid[:, None])
+        # A NaN threshold (a damaged model file) flags every part, never none: said with isnan, since the graph
+        # optimiser turns "not at or below" into "above" (False against NaN) as it does for a NaN score.
+        unusable = ops.logical_or(ops.isnan(self.thresholds)[None, :], invalid[:, None])
+        above = ops.logical_or(ops.greater(chosen, self.thresholds[None, :]), unusable)
         return {
             "scores": scores,
             "decisions": above[:, : len(self.names)],
