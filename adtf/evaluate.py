@@ -345,7 +345,10 @@ def read_scores(path):
         if header[:4] != ["path", "label", "defect", "score"] or header[-1] != "invalid" or not rows:
             return None
         labels = np.array([int(row[1]) for row in rows])
-        scores = {name: np.array([float(row[3 + i]) for row in rows]) for i, name in enumerate(score_columns)}
+        # float32, as the model scored and compares them: "0.1017129" read as float64 is another number, and a test
+        # score reused as a threshold (the factory threshold) would no longer tie with itself.
+        scores = {name: np.array([row[3 + i] for row in rows], np.float32).astype(np.float64)
+                  for i, name in enumerate(score_columns)}
     except (OSError, ValueError, IndexError, UnicodeDecodeError):
         return None
     return {"header": header, "rows": rows, "labels": labels, "scores": scores}

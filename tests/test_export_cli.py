@@ -171,6 +171,19 @@ def test_export_says_what_its_threshold_does_to_the_run_s_test_images(run_dir, t
     assert "scores.csv cannot be read as the run's evaluation wrote it" in capsys.readouterr().out
 
 
+def test_scores_read_back_tie_with_a_threshold_set_at_one_of_them_as_the_model_compares(tmp_path):
+    """A test score reused as a threshold (the factory threshold, the best one) passes that image in the model
+    (float32): read back as float64 from its shortest text it was flagged, and adtf-export's TNR came out low."""
+    from adtf.evaluate import read_scores
+    from adtf.metrics import flagged
+
+    (tmp_path / "scores.csv").write_text("path,label,defect,score,anomalous (max_normal),invalid\n"
+                                         "a.png,0,good,0.1017129,0,0\nb.png,1,crack,inf,1,1\n")
+    scores = read_scores(tmp_path / "scores.csv")["scores"]["score"]
+    threshold = float(np.float32(0.1017129))  # as metrics.json records a threshold the model keeps
+    assert flagged(scores, threshold).tolist() == [False, True]
+
+
 def test_export_logs_no_temporary_folder_where_tensorflow_logs_at_info(run_dir, tmp_path, caplog):
     """In a notebook TensorFlow's logger shows INFO: its "Assets written to: <folder>" named the temporary folder
     that the export renames a moment later, so a user looked for a SavedModel that was not there."""
