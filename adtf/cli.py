@@ -125,10 +125,12 @@ def _friendly_errors(prog):
 
 def results_table(results):
     """The few numbers a user looks at first, as aligned text."""
+    from adtf.evaluate import threshold_text
+
     if not results["n_test"]:
         rows = [("dataset", results["dataset"]), ("normal images fitted", str(results["n_train"]))]
         rows += [(f"{name}{' (active)' if name == results['active_working_point'] else ''}",
-                  f"{wp['rule']} = {wp['threshold']:.4g}") for name, wp in results["working_points"].items()]
+                  f"{wp['rule']} = {threshold_text(wp['threshold'])}") for name, wp in results["working_points"].items()]
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
     rows = [("dataset", results["dataset"]), ("train / test images", f"{results['n_train']} / {results['n_test']} ({results['n_test_anomalous']} anomalous)")]
@@ -145,11 +147,11 @@ def results_table(results):
         wp = results["working_points"].get(active)
         fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731  (one class in the test set)
         if wp:
-            rows.append((f"working point {active}", f"TPR {fmt(wp['tpr'])}  TNR {fmt(wp['tnr'])}  AUC {fmt(wp['auc'])}"))
+            rows.append((f"working point {active}", f"TPR {fmt(wp['tpr'])}  TNR {fmt(wp['tnr'])}  (TPR+TNR)/2 {fmt(wp['auc'])}"))
         ranked = [(name, w["auc"]) for name, w in results["working_points"].items() if w["auc"] is not None]
         if ranked:
             best = max(ranked, key=lambda kv: kv[1])
-            rows.append(("best working point (test)", f"{best[0]}: AUC {best[1]:.3f} (reported, not selected)"))
+            rows.append(("best working point (test)", f"{best[0]}: (TPR+TNR)/2 {best[1]:.3f} (reported, not selected)"))
     if results.get("best_tpr") is not None:  # after the working point: what a threshold chosen on the answers gets
         rows.append(("best TPR / TNR (test)", f"{results['best_tpr']:.3f} / {results['best_tnr']:.3f} (a threshold "
                                               "chosen on the test labels: a bound, not a working point)"))
@@ -441,7 +443,7 @@ def score_main(argv=None):
     args = parser.parse_args(argv)
     from adtf import data
     from adtf.detectors import load
-    from adtf.evaluate import score_parts
+    from adtf.evaluate import score_parts, threshold_text
     from adtf.run import check_output_folder, scale_change, slug
 
     model_path = _model_path(args.model)
@@ -465,7 +467,7 @@ def score_main(argv=None):
               "--threshold", file=sys.stderr)
     summary = score_parts(detector, dataset, out, batch_size=args.batch_size, heatmaps=args.heatmaps,
                           verbose=not args.quiet)
-    point = (f"working point {summary['working_point']}, threshold {summary['threshold']:.4g}"
+    point = (f"working point {summary['working_point']}, threshold {threshold_text(summary['threshold'])}"
              if summary["working_point"] else "no working point")
     invalid = summary["n_invalid"] - summary["n_unreadable"]
     print(f"{summary['n_flagged']} of {summary['n']} parts flagged ({point})"

@@ -304,7 +304,7 @@ def thresholds_only(detector, dataset, out_dir, *, method=None, n_calibration=0,
              "(give anomalous images, e.g. `folder:DIR,anomalous=DIR`, to measure the detector).", "",
              f"Working points calibrated on {calibration}." + _notes_markdown(results), "",
              "| working point | rule | threshold |", "|---|---|---|"]
-    lines += [f"| {name}{' (active)' if name == detector.working_point else ''} | {wp['rule']} | {wp['threshold']:.4g} |"
+    lines += [f"| {name}{' (active)' if name == detector.working_point else ''} | {wp['rule']} | {threshold_text(wp['threshold'])} |"
               for name, wp in results["working_points"].items()]
     if results.get("plots"):
         lines += ["", "## Plots", ""] + [f"![{k}]({v})" for k, v in results["plots"].items()]
@@ -384,6 +384,8 @@ def refresh_working_points(out_dir, detector):
         _roc(labels, image_scores, out_dir, results["dataset"], results["working_points"], detector.working_point)
     if results.get("plots", {}).get("scores"):
         _score_histograms(labels, image_scores, out_dir, results["dataset"], detector)
+    if results.get("plots", {}).get("score_line") and "score" in scores:  # paper 001's Fig. 7, with the threshold
+        viz.score_line(labels, scores["score"], detector.threshold, out_dir / results["plots"]["score_line"])
     write_json(out_dir / "metrics.json", results)
     write_text(out_dir / "report.md", report_markdown(results))
     return True
@@ -435,6 +437,12 @@ def _fmt(value, digits=3):
     return "n/a" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def threshold_text(value):
+    """A threshold as the model keeps it (float32's shortest exact text): rounded, one that sits on a test score
+    (the factory threshold) could read as above the defect it catches."""
+    return "n/a" if value is None else str(np.float32(value))
+
+
 def _setup_in_words(results):
     """The preset and the backbone's weights: a cut-down or random-weight run must not read as the method's."""
     options = results.get("options") or {}
@@ -457,7 +465,8 @@ def report_markdown(results):
              + (f" ({results['image_size_rule']})" if results.get("image_size_rule") else "") + "; "
              f"{results['date']} on {results['machine']}." + _setup_in_words(results), "",
              f"Working points calibrated on {results.get('calibration') or 'normal images not recorded'}."
-             + (f" {results['n_invalid']} test images were invalid (NaN/inf pixels) and count as anomalous."
+             + (f" {results['n_invalid']} test images were invalid (NaN/inf pixels, pixels outside [0, 1], or a "
+                "score that is not finite) and count as anomalous."
                 if results.get("n_invalid") else "")
              + _notes_markdown(results), "",
              "| metric | value |", "|---|---|"]
@@ -467,7 +476,7 @@ def report_markdown(results):
     rows += [("best TPR (max TPR+TNR)", results.get("best_tpr")), ("best TNR", results.get("best_tnr")),
              ("F1-max", results.get("f1_max")), ("FPR at 100% recall", results.get("fpr_at_full_recall")),
              ("factory threshold (catches every defect; a test-set figure, not a working point)",
-              results.get("factory_threshold")),
+              threshold_text(results.get("factory_threshold"))),
              ("pixel AUROC", results["pixel_auroc"]), ("AUPRO (FPR<=0.3)", results["aupro"]),
              ("ms per image", results["ms_per_image"]), ("images per second", results["images_per_second"]),
              ("peak RSS (MiB)", results["peak_rss_mb"])]
@@ -488,7 +497,7 @@ def report_markdown(results):
                   "| working point | rule | threshold | TPR | TNR | AUC=(TPR+TNR)/2 |", "|---|---|---|---|---|---|"]
         for name, wp in results["working_points"].items():
             active = " (active)" if name == results["active_working_point"] else ""
-            lines.append(f"| {name}{active} | {wp['rule']} | {wp['threshold']:.4g} | {_fmt(wp['tpr'])} | "
+            lines.append(f"| {name}{active} | {wp['rule']} | {threshold_text(wp['threshold'])} | {_fmt(wp['tpr'])} | "
                          f"{_fmt(wp['tnr'])} | {_fmt(wp['auc'])} |")
     if results.get("report_lines"):
         lines += [""] + list(results["report_lines"])

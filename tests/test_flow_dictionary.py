@@ -108,8 +108,10 @@ def test_the_report_of_a_test_set_of_one_or_two_images_has_no_tsne_and_no_crash(
     one_defect = data.AnomalyDataset(drawn.name, drawn.train, drawn.test[:1], has_masks=True, arrays=drawn.arrays)
     outputs = detector.infer(images[1][-1:])
     outputs["label"] = np.ones(1, int)
-    plots = detector.report_extras(one_defect, outputs, tmp_path)
+    plots, _ = detector.report_extras(one_defect, outputs, tmp_path)
     assert "tsne" not in plots and (tmp_path / "top_regions.png").exists()
+    # paper 001's Fig. 7 beside, not over, the score histogram every report draws as scores.png
+    assert plots["score_line"] == "score_line.png" and "scores" not in plots
 
 
 def test_images_of_another_size_train_at_the_size_they_are_scored_at(images):

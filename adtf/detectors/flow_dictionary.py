@@ -439,8 +439,8 @@ class FlowDictionary(Detector):
                                                            seed=self.seed, crop=self.train_crop).name
         plots["top_regions"] = viz.top_regions(dataset, outputs, self.image_size, out_dir / "top_regions.png").name
         if "label" in outputs:
-            plots["scores"] = viz.score_line(outputs["label"], outputs["score"], self.threshold,
-                                             out_dir / "scores.png").name
+            plots["score_line"] = viz.score_line(outputs["label"], outputs["score"], self.threshold,
+                                                 out_dir / "score_line.png").name
         if self.use_flow:
             points, kinds = self.tsne_points(dataset, batch_size)
             if len(kinds) >= 3:  # t-SNE needs more points than its smallest perplexity (2)
