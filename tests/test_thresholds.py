@@ -147,3 +147,18 @@ def test_the_image_that_set_a_max_threshold_passes_when_scored_again():
     assert not np.any(rescored > thresholds.at_normal_quantile(scores, fpr=0.0))
     points = thresholds.working_points(d_max=scores, d_mean=scores / 2)
     assert not np.any(rescored > points["threshold1"]["value"]) and not np.any(rescored / 2 > points["threshold4"]["value"])
+
+
+def test_the_1_percent_working_point_says_how_many_normal_images_it_flags():
+    """Below 100 normal images it flags none, the same threshold as max_normal: the rule said '1% flagged'."""
+    import types
+
+    from adtf.detectors.base import Detector
+
+    owner = types.SimpleNamespace(score_names=["score"])
+    few = Detector.working_points_from(owner, {"score": np.arange(40.0)})
+    assert few["fpr1_normal"]["value"] == few["max_normal"]["value"]
+    assert few["fpr1_normal"]["rule"] == "at most 1% of normal images flagged (0 of 40; under 100 images, max(normal scores))"
+    many = Detector.working_points_from(owner, {"score": np.arange(250.0)})
+    assert many["fpr1_normal"]["rule"] == "at most 1% of normal images flagged (2 of 250)"
+    assert np.sum(np.arange(250.0) > many["fpr1_normal"]["value"]) == 2

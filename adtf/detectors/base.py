@@ -574,11 +574,15 @@ class Detector(keras.Model):
     def working_points_from(self, outputs):
         """``{name: {"value", "score", "rule"}}`` from the outputs of scoring normal images."""
         scores = outputs[self.score_names[0]]
+        n = len(scores)
+        allowed = int(np.floor(0.01 * n + 1e-9))  # as at_normal_quantile counts them
         return {
             "max_normal": {"value": at_normal_quantile(scores, fpr=0.0), "score": self.score_names[0],
                            "rule": "max(normal scores)"},
+            # Said with its count: below 100 normal images it flags none of them, the same threshold as max_normal.
             "fpr1_normal": {"value": at_normal_quantile(scores, fpr=0.01), "score": self.score_names[0],
-                            "rule": "1% of normal images flagged"},
+                            "rule": f"at most 1% of normal images flagged ({allowed} of {n}"
+                                    + ("; under 100 images, max(normal scores))" if not allowed else ")")},
         }
 
     @property
