@@ -120,6 +120,9 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
         masks, maps = detector.scored_part(outputs["mask"]), detector.scored_part(outputs["anomaly_map"])
         if not pixel_truth.all():  # a copy of every map otherwise (1.4 GB for a DAGM class at 512x512)
             masks, maps = masks[pixel_truth], maps[pixel_truth]
+            n_anomalous = int(labels.sum())  # loading warned of it; the report must say so too
+            results["data_notes"].append(f"the pixel metrics cover {n_anomalous - int((~pixel_truth).sum())} of the "
+                                         f"{n_anomalous} anomalous test images: {int((~pixel_truth).sum())} without a mask")
         scored = [s for s, kept in zip(dataset.test, pixel_truth) if kept]
         for note in _mask_notes(labels[pixel_truth], masks, scored):
             warnings.warn(note, stacklevel=2)

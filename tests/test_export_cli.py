@@ -477,6 +477,8 @@ def test_pixel_metrics_leave_out_anomalous_images_without_a_mask(run_dir, tmp_pa
     assert with_it["n_test"] == 6 and without["n_test"] == 5
     assert with_it["pixel_auroc"] == pytest.approx(without["pixel_auroc"])  # its defect never counted as normal
     assert with_it["aupro"] == pytest.approx(without["aupro"])
+    note = "the pixel metrics cover 2 of the 3 anomalous test images: 1 without a mask"  # in the report, not just stderr
+    assert note in with_it["data_notes"] and note in (tmp_path / "all" / "report.md").read_text()
 
 
 def test_calibration_on_held_out_normal_images(tmp_path, capsys):
