@@ -552,10 +552,11 @@ def export_main(argv=None):
     if args.save_model:
         with atomic_path(model_path, suffix=".keras") as tmp:
             detector.save(tmp)
-    print(f"SavedModel written to {out} (working point {detector.working_point}, threshold {detector.threshold:.6g})")
-    if args.save_model and detector.working_point != saved_point:
-        from adtf.evaluate import refresh_working_points
+    from adtf.evaluate import refresh_working_points, threshold_text
 
+    print(f"SavedModel written to {out} (working point {detector.working_point}, threshold "
+          f"{threshold_text(detector.threshold)})")
+    if args.save_model and detector.working_point != saved_point:
         if refresh_working_points(model_path.parent, detector):
             print(f"{model_path.parent}: metrics.json, report.md, scores.csv and roc.png now describe working point "
                   f"{detector.working_point} (from the evaluation's saved scores)")
@@ -564,6 +565,18 @@ def export_main(argv=None):
                   f"(its metrics.json or scores.csv holds no evaluation to recompute them from); model.keras and "
                   f"the SavedModel use "
                   f"{detector.working_point}", file=sys.stderr)
+        # The run's adtf-eval reports and adtf-score verdicts were made with this model: its working point too.
+        stale = []
+        for folder in sorted(p for p in model_path.parent.glob("eval-*") if p.is_dir()):
+            if refresh_working_points(folder, detector):
+                print(f"{folder}: its evaluation now describes working point {detector.working_point} too")
+            else:
+                stale.append(folder.name)
+        stale += sorted(p.name for p in model_path.parent.glob("score-*") if p.is_dir())
+        if stale:
+            print(f"adtf-export: warning: {', '.join(stale)} in {model_path.parent} still judge parts at working point "
+                  f"{saved_point}: run adtf-eval or adtf-score again for verdicts at {detector.working_point}",
+                  file=sys.stderr)
     effect = _effect_on_test_set(model_path.parent / "scores.csv", detector)
     if effect:
         print(effect)

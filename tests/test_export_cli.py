@@ -219,7 +219,7 @@ def test_export_never_replaces_a_folder_that_is_not_a_saved_model(run_dir, tmp_p
     assert export_main([str(run_dir), "--out", str(tmp_path / "empty")]) == 0
 
 
-def test_export_save_model_brings_the_run_s_report_to_the_new_working_point(run_dir, tmp_path):
+def test_export_save_model_brings_the_run_s_report_to_the_new_working_point(run_dir, tmp_path, capsys):
     """--save-model moved model.keras and the SavedModel while metrics.json, report.md and scores.csv still described
     the old working point; what they say now must be what evaluating the saved model again says."""
     run = tmp_path / "run"
@@ -232,10 +232,15 @@ def test_export_save_model_brings_the_run_s_report_to_the_new_working_point(run_
     d_max = sorted(float(row[4]) for row in rows(run)[1:])
     value = (d_max[len(d_max) // 2] + d_max[len(d_max) // 2 + 1]) / 2  # between two test scores: flags half of them
     plot = (run / "scores.png").read_bytes()
+    assert eval_main([str(run), "--data", "synthetic:grass", "--quiet"]) == 0  # the run's own eval-* report
+    (run / "score-parts").mkdir()  # where adtf-score wrote verdicts at the old working point
+    capsys.readouterr()
     assert export_main([str(run), f"--threshold={value}", "--score", "d_max", "--save-model"]) == 0
     assert (run / "scores.png").read_bytes() != plot  # drawn again, with the new threshold
     metrics = json.loads((run / "metrics.json").read_text())
     active = metrics["active_working_point"]
+    assert json.loads((run / "eval-synthetic-grass" / "metrics.json").read_text())["active_working_point"] == active
+    assert "score-parts in " in capsys.readouterr().err  # its verdicts cannot be recomputed: named as stale
     assert active.startswith("explicit:d_max>") and f"{active} (active)" in (run / "report.md").read_text()
     exported = [json.loads(p.read_text()) for p in run.glob("saved_model*/assets.extra/adtf.json")]
     assert [m["threshold_score"] for m in exported if m["working_point"] == active] == ["d_max"]  # not only in a name
