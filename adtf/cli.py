@@ -123,17 +123,21 @@ def _friendly_errors(prog):
     return wrap
 
 
+def _count(n):
+    return "unknown" if n is None else str(n)  # a model evaluated without its run's record
+
+
 def results_table(results):
     """The few numbers a user looks at first, as aligned text."""
     from adtf.evaluate import threshold_text
 
     if not results["n_test"]:
-        rows = [("dataset", results["dataset"]), ("normal images fitted", str(results["n_train"]))]
+        rows = [("dataset", results["dataset"]), ("normal images fitted", _count(results["n_train"]))]
         rows += [(f"{name}{' (active)' if name == results['active_working_point'] else ''}",
                   f"{wp['rule']} = {threshold_text(wp['threshold'])}") for name, wp in results["working_points"].items()]
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
-    rows = [("dataset", results["dataset"]), ("train / test images", f"{results['n_train']} / {results['n_test']} ({results['n_test_anomalous']} anomalous)")]
+    rows = [("dataset", results["dataset"]), ("train / test images", f"{_count(results['n_train'])} / {results['n_test']} ({results['n_test_anomalous']} anomalous)")]
     for key, label in (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO@0.3")):
         value = results.get(key)
         rows.append((label, f"n/a ({results.get('pixel_metrics_missing', 'no masks')})"
@@ -391,7 +395,7 @@ def eval_main(argv=None):
     if data.parse_spec(args.data)[0] is data.SourceKind.FOLDER and dataset.train:
         # adtf-eval fits nothing: a folder's normal images are test images here, not left out unseen
         print(f"adtf-eval: the {len(dataset.train)} images of the normal folder are test normals here")
-        dataset.test = dataset.train + dataset.test
+        dataset.test, dataset.train = dataset.train + dataset.test, []
     if not dataset.test:
         raise AdtfError(f"{args.data} has no test images to evaluate on")
     seen = _images_the_run_trained_on(model_path.parent, dataset.test)
@@ -409,6 +413,8 @@ def eval_main(argv=None):
         print(f"adtf-eval: warning: {out} holds an evaluation with other settings ({', '.join(changed)} differ): "
               "this one replaces it; give --out to keep both", file=sys.stderr)
     record = _fit_record(model_path)
+    if "n_fit" not in record:  # a .keras file without its run: what it was fitted on is not these training images
+        dataset.train = []
     note = scale_change(record.pop("fit_median_size", None), dataset, dataset.test, detector.image_size)
     if note:  # said now and in the report: a resize the user did not choose changes what the model sees
         print(f"adtf-eval: warning: {note}", file=sys.stderr)

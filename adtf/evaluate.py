@@ -140,7 +140,9 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
     results["per_defect_image_auroc"] = (metrics.per_defect_image_auroc(
         labels, outputs["score"], [s.defect for s in dataset.test]) if has_both else {})
     results.update(
-        n_train=len(dataset.train) - n_calibration if n_fit is None else n_fit, n_calibration=n_calibration or None,
+        # None: unknown (a model evaluated on its own, with no training images of this dataset behind it)
+        n_train=(len(dataset.train) - n_calibration if dataset.train else None) if n_fit is None else n_fit,
+        n_calibration=n_calibration or None,
         n_test=len(dataset.test), n_test_anomalous=int(labels.sum()),
         image_size=list(detector.image_size), ms_per_image=ms, images_per_second=1000.0 / ms,
         n_invalid=int(outputs["invalid"].sum()), calibration=calibration,
@@ -463,7 +465,8 @@ def _setup_in_words(results):
 def report_markdown(results):
     """A short human-readable report of a ``metrics.json`` dict."""
     lines = [f"# {results['method']} on {results['dataset']}", "",
-             f"{results['n_train']} normal training images, {results['n_test']} test images "
+             f"{'an unknown number of' if results['n_train'] is None else results['n_train']} normal training images, "
+             f"{results['n_test']} test images "
              f"({results['n_test_anomalous']} anomalous), {results['image_size'][0]}x{results['image_size'][1]} input"
              + (f" ({results['image_size_rule']})" if results.get("image_size_rule") else "") + "; "
              f"{results['date']} on {results['machine']}." + _setup_in_words(results), "",

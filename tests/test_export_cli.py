@@ -456,6 +456,24 @@ def test_eval_on_a_folder_counts_its_normal_images_as_test_normals(run_dir, tmp_
     assert f"adtf-eval: warning: skipping {broken}: cannot decode image" in err and "UserWarning" not in err
 
 
+def test_eval_of_a_model_without_its_run_says_its_training_count_is_unknown(run_dir, tmp_path):
+    """A .keras file on its own has no record of what it was fitted on: the evaluated folder's normal images, which
+    are its test images here, were also counted as its training images."""
+    from PIL import Image
+
+    (tmp_path / "bare").mkdir()
+    shutil.copy(run_dir / "model.keras", tmp_path / "bare" / "model.keras")
+    (tmp_path / "good").mkdir()
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(
+            tmp_path / "good" / f"{i}.png")
+    assert eval_main([str(tmp_path / "bare" / "model.keras"), "--data", f"folder:{tmp_path / 'good'}",
+                      "--out", str(tmp_path / "ev"), "--quiet"]) == 0
+    results = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert (results["n_train"], results["n_test"]) == (None, 3)
+    assert "an unknown number of normal training images, 3 test images" in (tmp_path / "ev" / "report.md").read_text()
+
+
 def test_pixel_metrics_leave_out_anomalous_images_without_a_mask(run_dir, tmp_path, capsys):
     from PIL import Image
 
