@@ -395,7 +395,7 @@ def eval_main(argv=None):
     if data.parse_spec(args.data)[0] is data.SourceKind.FOLDER and dataset.train:
         # adtf-eval fits nothing: a folder's normal images are test images here, not left out unseen
         print(f"adtf-eval: the {len(dataset.train)} images of the normal folder are test normals here")
-        dataset.test, dataset.train = dataset.train + dataset.test, []
+        dataset.test = dataset.train + dataset.test
     if not dataset.test:
         raise AdtfError(f"{args.data} has no test images to evaluate on")
     seen = _images_the_run_trained_on(model_path.parent, dataset.test)
@@ -413,8 +413,8 @@ def eval_main(argv=None):
         print(f"adtf-eval: warning: {out} holds an evaluation with other settings ({', '.join(changed)} differ): "
               "this one replaces it; give --out to keep both", file=sys.stderr)
     record = _fit_record(model_path)
-    if "n_fit" not in record:  # a .keras file without its run: what it was fitted on is not these training images
-        dataset.train = []
+    if "n_fit" not in record:  # a .keras file without its run: what it was fitted on is not this data's training images
+        record["train_known"] = False
     note = scale_change(record.pop("fit_median_size", None), dataset, dataset.test, detector.image_size)
     if note:  # said now and in the report: a resize the user did not choose changes what the model sees
         print(f"adtf-eval: warning: {note}", file=sys.stderr)

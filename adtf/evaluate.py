@@ -54,7 +54,7 @@ def _checked(dataset, out_dir, who, **load_options):
 
 
 def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_examples=4,
-             verbose=True, n_calibration=0, n_fit=None, calibration=None, extra=None):
+             verbose=True, n_calibration=0, n_fit=None, calibration=None, extra=None, train_known=True):
     """Score ``dataset.test`` with ``detector``; return the metrics dict (and write a report).
 
     Args:
@@ -71,6 +71,8 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
             (cross-fitted calibration scores every fitted image).
         calibration: which images calibrated the working points, in words (for the report).
         extra: more entries for ``metrics.json`` (the runner's fit time, preset, options).
+        train_known: False where ``dataset.train`` is not what the detector was fitted on and nothing says what was
+            (a model evaluated without its run's record): ``n_train`` is then None, "unknown" in the report.
 
     Example:
     >>> results = evaluate(detector, adtf.data.load("mvtec:/data/bottle"), "runs/bottle")
@@ -140,8 +142,7 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
     results["per_defect_image_auroc"] = (metrics.per_defect_image_auroc(
         labels, outputs["score"], [s.defect for s in dataset.test]) if has_both else {})
     results.update(
-        # None: unknown (a model evaluated on its own, with no training images of this dataset behind it)
-        n_train=(len(dataset.train) - n_calibration if dataset.train else None) if n_fit is None else n_fit,
+        n_train=None if not train_known else len(dataset.train) - n_calibration if n_fit is None else n_fit,
         n_calibration=n_calibration or None,
         n_test=len(dataset.test), n_test_anomalous=int(labels.sum()),
         image_size=list(detector.image_size), ms_per_image=ms, images_per_second=1000.0 / ms,
