@@ -172,7 +172,8 @@ def test_label_map_masks_mark_every_nonzero_pixel(tmp_path, defect_value):
     assert not out[1].any()
 
 
-@pytest.mark.parametrize("kind", ["green", "rgba", "label_map_16_bit", "mask_16_bit"])
+@pytest.mark.parametrize("kind", ["green", "rgba", "rgba_on_transparent_white", "la_on_transparent_white",
+                                  "label_map_16_bit", "mask_16_bit"])
 def test_colour_and_16_bit_masks_keep_their_defects(tmp_path, kind):
     """A green (or blue) mask read by its red channel, and a 16-bit 0/1 label map cut to 8 bits, were empty."""
     where = np.zeros((12, 16), bool)
@@ -184,6 +185,13 @@ def test_colour_and_16_bit_masks_keep_their_defects(tmp_path, kind):
         mask = np.zeros((12, 16, 4), np.uint8)
         mask[..., 3] = 255
         mask[where, 2] = 200
+    elif kind == "rgba_on_transparent_white":  # drawn in red on a see-through white layer: read as all defect
+        mask = np.full((12, 16, 4), 255, np.uint8)
+        mask[..., 3] = 0
+        mask[where] = (255, 0, 0, 255)
+    elif kind == "la_on_transparent_white":
+        mask = np.full((12, 16, 2), 255, np.uint8)
+        mask[..., 1] = np.where(where, 255, 0)
     else:
         mask = (where * (1 if kind == "label_map_16_bit" else 65535)).astype(np.uint16)
     image = _save(tmp_path / "i.png", _smooth(12, 16))

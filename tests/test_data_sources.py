@@ -684,6 +684,12 @@ def test_an_exif_orientation_is_said_and_named_in_a_mask_size_mismatch(tmp_path)
     with pytest.raises(DataError, match=r"mask is 10x16 but its image .*d.jpg is 16x10 \(width x height\) \(the "
                                         r"image's EXIF orientation turns it in viewers"):
         load(f"folder:{tmp_path / 'ok'},anomalous={tmp_path / 'ng'},masks={tmp_path / 'masks'}")
+    # square: the mask fits the size check, turned against its defect; the warning names the mask
+    Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(tmp_path / "ng" / "d.jpg", exif=exif)
+    write_image(tmp_path / "masks" / "d.png", (12, 12), "L", value=255)
+    with pytest.warns(UserWarning, match=r"1 of them have a mask \(e.g. .*d.png\), which must be drawn on the image "
+                                         r"as stored"):
+        load(f"folder:{tmp_path / 'ok'},anomalous={tmp_path / 'ng'},masks={tmp_path / 'masks'}")
 
 
 def test_gray_and_24_bit_bmps_decode_as_pil_reads_them(tmp_path):

@@ -208,7 +208,7 @@ def read_mask(contents):
     """Encoded mask bytes -> float32 ``[H, W]``: 0/255 masks scaled to [0, 1], label maps to {0, 1}.
 
     A colour mask is a defect wherever any colour channel is lit (its red channel alone lost green and blue
-    defects, and palette PNGs decode to colour); alpha is ignored. 16-bit files keep their values (a 16-bit 0/1
+    defects, and palette PNGs decode to colour), and a PNG's fully transparent pixels mark nothing. 16-bit files keep their values (a 16-bit 0/1
     label map cut to 8 bits was empty): read at 16 bits and brought to the 0-255 scale of 8-bit files.
     """
     # PNG alone holds 16 bits; 8-bit files are scaled by 257 here, since decode_image's dtype=uint16 scales other
@@ -219,6 +219,10 @@ def read_mask(contents):
                       lambda: tf.cast(tf.io.decode_image(contents, expand_animations=False), tf.uint16) * 257)
     colour = tf.cond(tf.shape(decoded)[-1] >= 3, lambda: decoded[..., :3], lambda: decoded[..., :1])
     mask = tf.cast(tf.reduce_max(colour, axis=-1), tf.float32) / 257.0
+    # A PNG mask drawn on a transparent background: its see-through pixels, whatever their colour, mark nothing.
+    # (Not a 32-bit BMP's fourth channel, which writers often leave at 0.)
+    see_through = tf.logical_and(png, tf.equal(tf.shape(decoded)[-1] % 2, 0))  # LA or RGBA
+    mask = tf.cond(see_through, lambda: tf.where(decoded[..., -1] > 0, mask, 0.0), lambda: mask)
     return tf.cond(tf.reduce_max(mask) < LABEL_MAP_MAX,
                    lambda: tf.cast(mask > 0, tf.float32), lambda: mask / 255.0)
 

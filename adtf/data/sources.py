@@ -426,11 +426,16 @@ def _validate(dataset, skip_bad, flag_unusable=False):
                     for s in dataset.test if not checked.get(s, _OK).problem]
     if not dataset.train and not flag_unusable:
         raise DataError(f"{dataset.name}: no usable training image left")
-    turned = [s.path for s, c in checked.items() if c.image.turned and not c.problem]
+    turned = [s for s, c in checked.items() if c.image.turned and not c.problem]
     if turned:  # a phone's portrait: stored sideways, shown upright; TensorFlow and the SavedModel read it as stored
-        warnings.warn(f"{dataset.name}: {len(turned)} image(s) carry an EXIF orientation (e.g. {turned[0]}): they "
-                      "are read as stored, as the SavedModel will read them, not turned as viewers show them; "
-                      "rotate the files themselves (e.g. `mogrify -auto-orient`) if parts should be upright",
+        masked = [s for s in turned if s.mask_path and not checked[s].mask_problem]
+        # Annotation tools draw on the upright view: a square image's mask then fits its size, turned against it.
+        masks = (f"; {len(masked)} of them have a mask (e.g. {masked[0].mask_path}), which must be drawn on the "
+                 "image as stored: a mask drawn in a viewer's upright view lies turned against its defect, and the "
+                 "pixel metrics are wrong" if masked else "")
+        warnings.warn(f"{dataset.name}: {len(turned)} image(s) carry an EXIF orientation (e.g. {turned[0].path}): "
+                      "they are read as stored, as the SavedModel will read them, not turned as viewers show them; "
+                      "rotate the files themselves (e.g. `mogrify -auto-orient`) if parts should be upright" + masks,
                       stacklevel=3)
     _warn_if_gray_and_colour_mix(dataset, {s.path: c.image.gray for s, c in checked.items() if not c.problem})
     _warn_if_tested_on_training_files(dataset)
