@@ -573,6 +573,9 @@ def test_simplenet_crop_sees_the_centre_as_the_authors_code_cuts_it(images, monk
     assert cropping.scored_region == (4, 4, 32, 32) and plain.scored_region is None
     # torchvision's offset is int(round((side - cut) / 2)), half to even: 43 px over -> 22, 41 -> 20
     assert SimpleNet(**{**options, "image_size": (75, 73), "crop": (32, 32)}).scored_region == (22, 20, 32, 32)
+    # at twice the input's size (a caller's own validation pipeline) the same share: rows 8-72 of 80, not 4-36
+    assert cropping.scored_part(np.zeros((1, 80, 80))).shape == (1, 64, 64)
+    assert cropping.scored_part(np.arange(80.0)[None, :, None] * np.ones((1, 80, 80)))[0, 0, 0] == 8
     from adtf import evaluate, metrics
 
     scored = []

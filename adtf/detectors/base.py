@@ -303,10 +303,16 @@ class Detector(keras.Model):
 
     # -- call = resize -> detect -> post-process ----------------------------------------
     def scored_part(self, pixels):
-        """``[N, H, W, ...]`` images, masks or maps at the input's size, cut to ``scored_region``."""
+        """``[N, H, W, ...]`` images, masks or maps cut to ``scored_region``, which is in the input's frame: at another
+        size (a caller's own pipeline; the detector resizes what it is given) the same share of it."""
         if self.scored_region is None:
             return pixels
         top, left, height, width = self.scored_region
+        rows, cols = pixels.shape[1], pixels.shape[2]
+        if (rows, cols) != tuple(self.image_size):
+            scale_y, scale_x = rows / self.image_size[0], cols / self.image_size[1]
+            top, left = round(top * scale_y), round(left * scale_x)
+            height, width = round(height * scale_y), round(width * scale_x)
         return pixels[:, top: top + height, left: left + width]
 
     def resized(self, images):
