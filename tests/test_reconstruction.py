@@ -270,6 +270,10 @@ def test_the_authors_centre_crop_puts_the_map_back_where_the_crop_lies():
     assert anomaly_map.shape == (1, 156, 156)
     assert anomaly_map[0, :18].max() == 0 and anomaly_map[0, :, -18:].max() == 0  # the border it never saw
     assert anomaly_map[0, 18:138, 18:138].min() > 0
+    # the pixel metrics score what it saw, as SimpleNet's crop (the border, 41 % of the input, scored 0, the lowest)
+    seen = detector.scored_part(anomaly_map)
+    assert seen.shape == (1, 120, 120) and seen.min() > 0
+    assert detector.scored_region == (14, 14, 92, 92)  # in the 120-px frame a pipeline at image_size gives
 
 
 def test_photos_of_one_aspect_ratio_at_two_sizes_keep_it_where_side_by_side_medians_would_not(caplog, monkeypatch,

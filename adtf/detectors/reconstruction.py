@@ -173,6 +173,17 @@ class ReconstructionDetector(Detector):
         raise NotImplementedError
 
     # -- shared --------------------------------------------------------------------------------
+    @property
+    def scored_region(self):
+        """With ``resize_crop``, the centre crop the model sees, in the input's frame (the map is 0 around it):
+        what the pixel metrics score, as SimpleNet's crop is. None without it."""
+        if self.resize_crop is None:
+            return None
+        top, left = ((self.resize_crop - s) // 2 for s in self.image_size)
+        scale = [s / self.resize_crop for s in self.image_size]  # the padded map is resized to the input
+        return (round(top * scale[0]), round(left * scale[1]),
+                round(self.image_size[0] * scale[0]), round(self.image_size[1] * scale[1]))
+
     def resized(self, images):
         if self.resize_crop is None:
             return super().resized(images)
