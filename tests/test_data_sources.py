@@ -927,3 +927,13 @@ def test_every_file_the_up_front_check_passes_decodes_in_tensorflow(tmp_path):
             passed += 1
             decode_image(tf.constant(bytes(data)))  # raises where TensorFlow refuses what the check passed
     assert passed > 40  # the mutations leave many files whole enough to pass, so the check above is exercised
+
+
+def test_an_image_past_pils_bomb_warning_limit_is_named(tmp_path, monkeypatch):
+    """PIL's DecompressionBombWarning names no file: a folder of a day's parts left the user guessing which."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 144 pixels: past the warning limit, below twice it
+    write_image(tmp_path / "ok" / "big.png", (12, 12), "L", value=10)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load(f"folder:{tmp_path / 'ok'}")
+    assert any("big.png: the image has 144 pixels, past PIL's decompression-bomb" in str(w.message) for w in caught)

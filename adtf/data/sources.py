@@ -255,6 +255,12 @@ def _image_size(path, what):
                     return _Decoded(None, problem)
         with Image.open(path) as image:
             image.load()  # decodes every pixel: PIL finds a truncated file only here
+            if Image.MAX_IMAGE_PIXELS and image.size[0] * image.size[1] > Image.MAX_IMAGE_PIXELS:
+                # PIL's own DecompressionBombWarning names no file (and catching it is not thread-safe: the check
+                # runs in threads); up to twice its limit PIL reads the image, and so do we
+                warnings.warn(f"{path}: the {what} has {image.size[0] * image.size[1]:,} pixels, past PIL's "
+                              "decompression-bomb warning limit: it is read, taking memory as its pixels do (twice "
+                              "that limit is refused)", stacklevel=2)
             refused = _tensorflow_refuses(path, image.format, what)
             if refused:
                 return _Decoded(None, refused)
