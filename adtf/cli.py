@@ -450,14 +450,23 @@ def score_main(argv=None):
     from adtf import data
     from adtf.detectors import load
     from adtf.evaluate import score_parts, threshold_text
+    from adtf.paths import expand_user
     from adtf.run import check_output_folder, scale_change, slug
 
     model_path = _model_path(args.model)
     # An unreadable file is a part too: named here, before the model loads, and flagged in scores.csv; one bad
     # capture neither stops a day's scoring nor passes as a good part.
-    dataset = data.load(f"folder:{args.folder}", flag_unusable=True)
+    # Absolute: the folder names the output folder (score-folder-<parent>-<folder>) and the rows of scores.csv.
+    folder = expand_user(args.folder)
+    dataset = data.load(f"folder:{folder.resolve() if folder.exists() else folder}", flag_unusable=True)
     for _, problem in dataset.skipped:
         print(f"adtf-score: warning: flagged, as it cannot be read: {problem}", file=sys.stderr)
+    seen = _images_the_run_trained_on(model_path.parent, dataset.train)
+    if seen:  # as adtf-eval says it: a fitted image scores low, whatever it shows
+        note = (f"{len(seen)} of the {len(dataset.train)} parts are images this run was fitted or calibrated on "
+                f"(e.g. {seen[0]}): their verdicts say little of new parts")
+        print(f"adtf-score: warning: {note}", file=sys.stderr)
+        dataset.notes.append(note)
     detector = load(model_path)
     note = scale_change(_fit_record(model_path).get("fit_median_size"), dataset, dataset.train + dataset.test,
                         detector.image_size)

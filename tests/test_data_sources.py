@@ -162,6 +162,9 @@ def test_a_folder_whose_name_holds_a_comma(tmp_path):
     assert parse_spec(f"folder:{folder},holdout=0.5") == (SourceKind.FOLDER, str(folder), {"holdout": 0.5})
     with pytest.raises(DataError, match="not key=value"):
         parse_spec(f"folder:{tmp_path / 'glass'}, lot 3/ok")  # no such folder: still a malformed option
+    lot = tmp_path / "lot,id=3"  # reads as an option, but the folder exists: a path (adtf-score FOLDER)
+    write_image(lot / "0.png")
+    assert parse_spec(f"folder:{lot}") == (SourceKind.FOLDER, str(lot), {})
 
 
 def test_12_bit_data_in_16_bit_images_is_named(tmp_path):

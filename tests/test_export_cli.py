@@ -361,6 +361,25 @@ def test_eval_on_good_parts_alone_says_how_many_each_working_point_passes(run_di
     assert "all normal" in (out / "report.md").read_text()
 
 
+def test_a_relative_folder_is_scored_under_its_whole_name_with_whole_paths(run_dir, tmp_path, monkeypatch, capsys):
+    """`adtf-score RUN parts` wrote score-folder-parts and bare relative paths: another folder named parts, scored
+    from elsewhere, replaced it, and scores.csv did not say which folder its rows were in."""
+    from PIL import Image
+
+    shutil.copytree(run_dir, tmp_path / "run")
+    parts = tmp_path / "line3" / "parts"
+    parts.mkdir(parents=True)
+    Image.fromarray(np.zeros((SIZE, SIZE, 3), np.uint8)).save(parts / "0.png")
+    monkeypatch.chdir(tmp_path / "line3")
+    assert score_main([str(tmp_path / "run"), "parts", "--quiet"]) == 0
+    with open(tmp_path / "run" / "score-folder-line3-parts" / "scores.csv", newline="") as file:
+        assert [row["path"] for row in csv.DictReader(file)] == [str(parts / "0.png")]
+    (tmp_path / "run" / "fit_images.txt").write_text(str(parts / "0.png") + "\n")  # as if the run had fitted it
+    capsys.readouterr()
+    assert score_main([str(tmp_path / "run"), "parts", "--quiet"]) == 0
+    assert "1 of the 1 parts are images this run was fitted or calibrated on" in capsys.readouterr().err
+
+
 def test_score_gives_each_unjudged_part_a_verdict_and_the_flagged_ones_a_heat_map(run_dir, tmp_path, capsys):
     """A folder of parts nobody has labelled: adtf-eval would count them all as good parts; adtf-score reads no
     label, writes each part's score and verdict, and an overlay of each flagged part."""

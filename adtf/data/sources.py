@@ -84,6 +84,8 @@ def parse_spec(spec: str) -> tuple[SourceKind, str | None, dict]:
     kind = (SourceKind(head) if head in known else
             SourceKind(head.lower()) if head.lower() in known and not _exists(spec) else None)
     path, *parts = (rest if kind else spec).split(",")
+    if parts and kind and _exists(rest):  # a folder named "lot,id=3" (adtf-score's FOLDER): a path, not options
+        path, parts = rest, []
     if any("=" not in part for part in parts):  # a folder whose name holds a comma: the longest prefix that exists
         for end in range(len(parts), 0, -1):
             joined = ",".join([path, *parts[:end]])
