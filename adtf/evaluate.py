@@ -213,10 +213,19 @@ def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged"
     samples = list(dataset.train) + list(dataset.test)
     if not samples and not dataset.skipped:
         raise AdtfError(f"{dataset.name} holds no images to score")
+    import tensorflow as tf
+
+    (Path(out_dir) / "score.json").unlink(missing_ok=True)  # an earlier scoring's summary: gone until this one ends
     outputs = {key: np.zeros(0, dtype) for key, dtype in (("score", np.float32), ("anomalous", bool), ("invalid", bool))}
     if samples:  # no maps kept (a day's 10,000 parts at 512x512 hold 10 GiB): the overlays' parts are scored again
         batches = data.pipeline(samples, arrays=dataset.arrays, image_size=detector.image_size, batch_size=batch_size)
-        outputs = detector.score_dataset(batches, verbose=verbose, desc="scoring", keep_masks=False, keep_maps=False)
+        try:
+            outputs = detector.score_dataset(batches, verbose=verbose, desc="scoring", keep_masks=False,
+                                             keep_maps=False)
+        except tf.errors.OpError as err:  # checked whole a moment ago: a file changed (a camera still writing it?)
+            raise AdtfError(f"{dataset.name}: a file changed after it was checked and can no longer be decoded "
+                            f"({err.message.splitlines()[0]}): score the folder again once every file is written "
+                            "whole") from None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_scores(out_dir / "scores.csv", samples, outputs, detector, labelled=False, unreadable=dataset.skipped)
@@ -239,13 +248,17 @@ def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged"
         spread = np.unique(np.linspace(0, len(samples) - 1, min(256, len(samples))).astype(int))
         vmin, vmax = colour_scale(np.concatenate([maps for _, maps, _ in maps_and_images(spread)]))
         bar = tqdm(total=len(picked), desc="heat maps", unit="image", disable=not verbose)  # a figure each
-        for chunk, maps, images in maps_and_images(picked):
-            for image, anomaly_map, i in zip(images, maps, chunk):
-                name = Path(samples[i].path).name
-                title = f"{'ANOMALOUS' if flagged[i] else 'normal'} {name}\nscore {outputs['score'][i]:.4g}"
-                viz.heatmap_grid(image[None], anomaly_map[None], [title],
-                                 out_dir / "heatmaps" / f"{i:05d}_{Path(name).stem}.png", vmin=vmin, vmax=vmax)
-                bar.update()
+        try:
+            for chunk, maps, images in maps_and_images(picked):
+                for image, anomaly_map, i in zip(images, maps, chunk):
+                    name = Path(samples[i].path).name
+                    title = f"{'ANOMALOUS' if flagged[i] else 'normal'} {name}\nscore {outputs['score'][i]:.4g}"
+                    viz.heatmap_grid(image[None], anomaly_map[None], [title],
+                                     out_dir / "heatmaps" / f"{i:05d}_{Path(name).stem}.png", vmin=vmin, vmax=vmax)
+                    bar.update()
+        except tf.errors.OpError as err:  # the verdicts stand (scores.csv); an overlay needs the file read again
+            warnings.warn(f"{dataset.name}: heat maps stopped after {bar.n} of {len(picked)}: a file changed after "
+                          f"it was scored ({err.message.splitlines()[0]})", stacklevel=2)
         bar.close()
     unreadable = len(dataset.skipped)
     summary = {"data": dataset.name, "n": len(samples) + unreadable, "n_flagged": int(flagged.sum()) + unreadable,

@@ -361,6 +361,29 @@ def test_eval_on_good_parts_alone_says_how_many_each_working_point_passes(run_di
     assert "all normal" in (out / "report.md").read_text()
 
 
+def test_a_file_that_changes_after_the_check_stops_the_scoring_in_one_line(run_dir, tmp_path):
+    """A camera still writing a file when it is scored: TensorFlow's traceback, no file named, and the last
+    scoring's score.json left beside the new scores.csv."""
+    from PIL import Image
+
+    from adtf import data
+    from adtf.detectors import load
+    from adtf.errors import AdtfError
+    from adtf.evaluate import score_parts
+
+    (tmp_path / "parts").mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((SIZE, SIZE, 3), 60 * i, np.uint8)).save(tmp_path / "parts" / f"{i}.png")
+    detector = load(run_dir / "model.keras")
+    dataset = data.load(f"folder:{tmp_path / 'parts'}", flag_unusable=True)
+    score_parts(detector, dataset, tmp_path / "out", verbose=False)
+    whole = (tmp_path / "parts" / "1.png").read_bytes()
+    (tmp_path / "parts" / "1.png").write_bytes(whole[: len(whole) // 2])  # checked whole, then cut short
+    with pytest.raises(AdtfError, match="a file changed after it was checked"):
+        score_parts(detector, dataset, tmp_path / "out", verbose=False)
+    assert not (tmp_path / "out" / "score.json").exists()  # no summary of the earlier scoring beside it
+
+
 def test_a_relative_folder_is_scored_under_its_whole_name_with_whole_paths(run_dir, tmp_path, monkeypatch, capsys):
     """`adtf-score RUN parts` wrote score-folder-parts and bare relative paths: another folder named parts, scored
     from elsewhere, replaced it, and scores.csv did not say which folder its rows were in."""
