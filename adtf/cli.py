@@ -571,7 +571,14 @@ def export_main(argv=None):
 
     print(f"SavedModel written to {out} (working point {detector.working_point}, threshold "
           f"{threshold_text(detector.threshold)})")
-    if args.save_model and detector.working_point != saved_point:
+    try:  # what the run's report describes: a --save-model stopped before its reports were refreshed left it behind
+        reported = json.loads((model_path.parent / "metrics.json").read_text()).get("active_working_point")
+    except (OSError, ValueError, AttributeError):
+        reported = None
+    if moved:
+        print(f"model.keras, and so adtf-score and adtf-eval, still judge at {saved_point}: --save-model moves them "
+              "too")
+    if args.save_model and (detector.working_point != saved_point or reported not in (None, detector.working_point)):
         if refresh_working_points(model_path.parent, detector):
             print(f"{model_path.parent}: metrics.json, report.md, scores.csv and roc.png now describe working point "
                   f"{detector.working_point} (from the evaluation's saved scores)")

@@ -255,6 +255,23 @@ def test_export_save_model_brings_the_run_s_report_to_the_new_working_point(run_
     assert export_main([str(run), "--working-point", "threshold1", "--save-model"]) == 0
 
 
+def test_export_save_model_again_mends_a_run_whose_reports_an_interrupted_one_left_behind(run_dir, tmp_path, capsys):
+    """Ctrl-C after model.keras was written and before the reports were: the same command again saw no change of
+    working point and refreshed nothing, so the reports kept describing the old one."""
+    from adtf.detectors import load
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    detector = load(run / "model.keras")
+    detector.set_working_point(value=0.5, score=detector.score_names[0])
+    detector.save(run / "model.keras")  # where the interrupted command stopped
+    assert export_main([str(run), "--threshold=0.5", "--score", detector.score_names[0], "--save-model"]) == 0
+    assert json.loads((run / "metrics.json").read_text())["active_working_point"] == detector.working_point
+    capsys.readouterr()
+    assert export_main([str(run), "--working-point", "threshold1", "--out", str(tmp_path / "sm")]) == 0
+    assert "model.keras, and so adtf-score and adtf-eval, still judge at explicit" in capsys.readouterr().out
+
+
 def test_an_uncalibrated_detector_is_not_exported(tmp_path):
     """Its thresholds are +inf: served, it would pass every part."""
     from adtf.detectors.mon import ModelOfNormality
