@@ -457,8 +457,8 @@ def score_main(argv=None):
     # An unreadable file is a part too: named here, before the model loads, and flagged in scores.csv; one bad
     # capture neither stops a day's scoring nor passes as a good part.
     # Absolute: the folder names the output folder (score-folder-<parent>-<folder>) and the rows of scores.csv.
-    folder = expand_user(args.folder)
-    dataset = data.load(f"folder:{folder.resolve() if folder.exists() else folder}", flag_unusable=True)
+    folder = expand_user(args.folder)  # not resolved: a link (latest -> 2024-06-01) keeps the name it was given
+    dataset = data.load(f"folder:{os.path.abspath(folder) if folder.exists() else folder}", flag_unusable=True)
     for _, problem in dataset.skipped:
         print(f"adtf-score: warning: flagged, as it cannot be read: {problem}", file=sys.stderr)
     seen = _images_the_run_trained_on(model_path.parent, dataset.train)
@@ -578,7 +578,9 @@ def export_main(argv=None):
     if moved:
         print(f"model.keras, and so adtf-score and adtf-eval, still judge at {saved_point}: --save-model moves them "
               "too")
-    if args.save_model and (detector.working_point != saved_point or reported not in (None, detector.working_point)):
+    if args.save_model and reported not in (None, saved_point):  # the repair: the report's point is the old one
+        saved_point = reported
+    if args.save_model and detector.working_point != saved_point:
         if refresh_working_points(model_path.parent, detector):
             print(f"{model_path.parent}: metrics.json, report.md, scores.csv and roc.png now describe working point "
                   f"{detector.working_point} (from the evaluation's saved scores)")
@@ -594,7 +596,8 @@ def export_main(argv=None):
                 print(f"{folder}: its evaluation now describes working point {detector.working_point} too")
             else:
                 stale.append(folder.name)
-        stale += sorted(p.name for p in model_path.parent.glob("score-*") if p.is_dir())
+        stale += sorted(p.name for p in model_path.parent.glob("score-*") if p.is_dir()
+                        and _scored_at(p) != detector.working_point)
         if stale:
             print(f"adtf-export: warning: {', '.join(stale)} in {model_path.parent} still judge parts at working point "
                   f"{saved_point}: run adtf-eval or adtf-score again for verdicts at {detector.working_point}",
@@ -603,6 +606,14 @@ def export_main(argv=None):
     if effect:
         print(effect)
     return 0
+
+
+def _scored_at(folder):
+    """The working point an adtf-score folder's verdicts are at (its score.json), or None where it does not say."""
+    try:
+        return json.loads((folder / "score.json").read_text()).get("working_point")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _effect_on_test_set(scores_file, detector):

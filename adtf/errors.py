@@ -41,8 +41,8 @@ def unfilled_layers_refused(failure):
     """Keras' weight loaders warn once per part of a network that a file holds no weights for (a hundred lines
     before their own error, if any), and where they then succeed, those parts keep their random initial weights:
     raise ``failure(reason)`` instead, and pass every other warning on."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warnings.catch_warnings(record=True) as caught:  # the user's filters still apply to every other warning
+        warnings.filterwarnings("always", message=".*freshly-initialized")  # Keras' wording (keras 3.15 saving_lib)
         yield
     unfilled = [str(w.message) for w in caught if "freshly-initialized" in str(w.message)]
     if unfilled:

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -215,17 +216,18 @@ def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged"
         raise AdtfError(f"{dataset.name} holds no images to score")
     import tensorflow as tf
 
-    (Path(out_dir) / "score.json").unlink(missing_ok=True)  # an earlier scoring's summary: gone until this one ends
+    for earlier in ("score.json", "scores.csv"):  # an earlier scoring's: gone, not taken for today's if this one stops
+        (Path(out_dir) / earlier).unlink(missing_ok=True)
+    changed = (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.DataLossError)  # not memory
     outputs = {key: np.zeros(0, dtype) for key, dtype in (("score", np.float32), ("anomalous", bool), ("invalid", bool))}
     if samples:  # no maps kept (a day's 10,000 parts at 512x512 hold 10 GiB): the overlays' parts are scored again
         batches = data.pipeline(samples, arrays=dataset.arrays, image_size=detector.image_size, batch_size=batch_size)
         try:
             outputs = detector.score_dataset(batches, verbose=verbose, desc="scoring", keep_masks=False,
                                              keep_maps=False)
-        except tf.errors.OpError as err:  # checked whole a moment ago: a file changed (a camera still writing it?)
+        except changed as err:  # checked whole a moment ago: a file changed (a camera still writing it?)
             raise AdtfError(f"{dataset.name}: a file changed after it was checked and can no longer be decoded "
-                            f"({err.message.splitlines()[0]}): score the folder again once every file is written "
-                            "whole") from None
+                            f"({_tf_message(err)}): score the folder again once every file is written whole") from None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_scores(out_dir / "scores.csv", samples, outputs, detector, labelled=False, unreadable=dataset.skipped)
@@ -244,11 +246,12 @@ def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged"
                 images = viz.images_of([samples[i] for i in chunk], dataset.arrays, detector.image_size, batch_size)
                 yield chunk, np.asarray(detector.infer(images)["anomaly_map"]), images
 
-        # One colour scale for every overlay, from the maps of up to 256 parts spread over the whole folder.
-        spread = np.unique(np.linspace(0, len(samples) - 1, min(256, len(samples))).astype(int))
-        vmin, vmax = colour_scale(np.concatenate([maps for _, maps, _ in maps_and_images(spread)]))
         bar = tqdm(total=len(picked), desc="heat maps", unit="image", disable=not verbose)  # a figure each
+        drawn = 0
         try:
+            # One colour scale for every overlay, from the maps of up to 256 parts spread over the whole folder.
+            spread = np.unique(np.linspace(0, len(samples) - 1, min(256, len(samples))).astype(int))
+            vmin, vmax = colour_scale(np.concatenate([maps for _, maps, _ in maps_and_images(spread)]))
             for chunk, maps, images in maps_and_images(picked):
                 for image, anomaly_map, i in zip(images, maps, chunk):
                     name = Path(samples[i].path).name
@@ -256,9 +259,10 @@ def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged"
                     viz.heatmap_grid(image[None], anomaly_map[None], [title],
                                      out_dir / "heatmaps" / f"{i:05d}_{Path(name).stem}.png", vmin=vmin, vmax=vmax)
                     bar.update()
-        except tf.errors.OpError as err:  # the verdicts stand (scores.csv); an overlay needs the file read again
-            warnings.warn(f"{dataset.name}: heat maps stopped after {bar.n} of {len(picked)}: a file changed after "
-                          f"it was scored ({err.message.splitlines()[0]})", stacklevel=2)
+                    drawn += 1
+        except changed as err:  # the verdicts stand (scores.csv); an overlay needs the file read again
+            warnings.warn(f"{dataset.name}: heat maps stopped after {drawn} of {len(picked)}: a file changed after "
+                          f"it was scored ({_tf_message(err)})", stacklevel=2)
         bar.close()
     unreadable = len(dataset.skipped)
     summary = {"data": dataset.name, "n": len(samples) + unreadable, "n_flagged": int(flagged.sum()) + unreadable,
@@ -269,6 +273,11 @@ def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged"
                "date": machine.today()}
     write_json(out_dir / "score.json", summary)
     return summary
+
+
+def _tf_message(error):
+    """TensorFlow's error message without its internal ``{{function_node ...}}`` prefix, first line only."""
+    return re.sub(r"^\{\{.*?\}\}\s*", "", error.message.splitlines()[0] if error.message else str(error))
 
 
 def _mask_notes(labels, masks, samples):

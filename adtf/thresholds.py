@@ -137,6 +137,11 @@ def evaluate_working_points(points, labels, scores):
     return results
 
 
+def allowed_above(n, fpr):
+    """How many of ``n`` normal scores a threshold at false-positive rate ``fpr`` leaves above it (fewer than n)."""
+    return min(int(np.floor(fpr * n + 1e-9)), n - 1)
+
+
 def at_normal_quantile(normal_scores, fpr=0.01):
     """The lowest normal score that at most a fraction ``fpr`` of normal scores exceed (raised past the noise of
     scoring that image again: ``RESCORE_TOLERANCE``).
@@ -155,7 +160,7 @@ def at_normal_quantile(normal_scores, fpr=0.01):
     if not 0 <= fpr < 1:
         raise DataError(f"fpr must be in [0, 1), got {fpr}")
     scores = np.sort(_normal_scores(normal_scores, "normal_scores"))
-    allowed = min(int(np.floor(fpr * scores.size + 1e-9)), scores.size - 1)  # normal scores allowed above it
+    allowed = allowed_above(scores.size, fpr)
     return _past_rescoring_noise(scores[scores.size - 1 - allowed], scores)
 
 

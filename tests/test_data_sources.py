@@ -165,6 +165,7 @@ def test_a_folder_whose_name_holds_a_comma(tmp_path):
     lot = tmp_path / "lot,id=3"  # reads as an option, but the folder exists: a path (adtf-score FOLDER)
     write_image(lot / "0.png")
     assert parse_spec(f"folder:{lot}") == (SourceKind.FOLDER, str(lot), {})
+    assert parse_spec(str(lot))[1:] == (str(lot), {})  # a bare path too, as adtf-fit and adtf-eval take one
 
 
 def test_12_bit_data_in_16_bit_images_is_named(tmp_path):

@@ -84,8 +84,8 @@ def parse_spec(spec: str) -> tuple[SourceKind, str | None, dict]:
     kind = (SourceKind(head) if head in known else
             SourceKind(head.lower()) if head.lower() in known and not _exists(spec) else None)
     path, *parts = (rest if kind else spec).split(",")
-    if parts and kind and _exists(rest):  # a folder named "lot,id=3" (adtf-score's FOLDER): a path, not options
-        path, parts = rest, []
+    if parts and _exists(rest if kind else spec):  # a folder named "lot,id=3" (adtf-score's FOLDER): a path
+        path, parts = (rest if kind else spec), []
     if any("=" not in part for part in parts):  # a folder whose name holds a comma: the longest prefix that exists
         for end in range(len(parts), 0, -1):
             joined = ",".join([path, *parts[:end]])
@@ -199,6 +199,8 @@ def load(spec: str, *, seed: int = 0, skip_bad: bool = False, flag_unusable: boo
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            # PIL's own, once per open and naming no file: the check names each such image itself
+            warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
             dataset = READERS[kind](path, seed=seed, **options)
             _validate(dataset, skip_bad, flag_unusable)
     finally:  # shown before an error too

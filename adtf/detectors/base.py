@@ -43,7 +43,7 @@ from adtf.callbacks import ShuffleByEpoch, StopWhenTerminated
 from adtf.data.pipeline import unpack_batch
 from adtf.errors import AdtfError, DataError, did_you_mean, unfilled_layers_refused
 from adtf.layers.working_points import CUSTOM, PIXEL_SLACK, WorkingPoints
-from adtf.thresholds import at_normal_quantile
+from adtf.thresholds import allowed_above, at_normal_quantile
 
 # Bumped when a saved detector's layout changes; files without it predate the post-processing layer.
 FORMAT_VERSION = 2
@@ -581,7 +581,7 @@ class Detector(keras.Model):
         """``{name: {"value", "score", "rule"}}`` from the outputs of scoring normal images."""
         scores = outputs[self.score_names[0]]
         n = len(scores)
-        allowed = int(np.floor(0.01 * n + 1e-9))  # as at_normal_quantile counts them
+        allowed = allowed_above(n, 0.01)
         return {
             "max_normal": {"value": at_normal_quantile(scores, fpr=0.0), "score": self.score_names[0],
                            "rule": "max(normal scores)"},
