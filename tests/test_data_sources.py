@@ -204,6 +204,8 @@ def test_gray_and_colour_images_in_one_set_are_named(tmp_path):
     with pytest.warns(UserWarning, match=r"2 of the 5 normal training images are grayscale and the others colour"):
         dataset = load(f"folder:{tmp_path / 'ok'}")
     assert "convert them all to grayscale" in dataset.notes[0]
+    with pytest.warns(UserWarning, match=r"2 of the 5 parts are grayscale and the others colour.*not fitted on"):
+        load(f"folder:{tmp_path / 'ok'}", flag_unusable=True)  # adtf-score's parts, not training images
     for i in range(3):
         (tmp_path / "ok" / f"c{i}.png").unlink()
     (tmp_path / "ng").mkdir()

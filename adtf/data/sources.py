@@ -447,17 +447,23 @@ def _validate(dataset, skip_bad, flag_unusable=False):
                       "they are read as stored, as the SavedModel will read them, not turned as viewers show them; "
                       "rotate the files themselves (e.g. `mogrify -auto-orient`) if parts should be upright" + masks,
                       stacklevel=3)
-    _warn_if_gray_and_colour_mix(dataset, {s.path: c.image.gray for s, c in checked.items() if not c.problem})
+    _warn_if_gray_and_colour_mix(dataset, {s.path: c.image.gray for s, c in checked.items() if not c.problem},
+                                 scoring=flag_unusable)
     _warn_if_tested_on_training_files(dataset)
 
 
-def _warn_if_gray_and_colour_mix(dataset, gray):
+def _warn_if_gray_and_colour_mix(dataset, gray, scoring=False):
     """Every image is fed as three channels, a gray one as three equal ones: a model fitted on colour parts sees a
     gray part as a change of colour (and the other way round), so a set that mixes the two is said, not averaged.
-    ``gray``: whether each checked file holds no colour, by path."""
+    ``gray``: whether each checked file holds no colour, by path; ``scoring``: the images are parts to score
+    (adtf-score's folder), not training images."""
     train = [s for s in dataset.train if s.path in gray]
     kinds = {True: [s.path for s in train if gray[s.path]], False: [s.path for s in train if not gray[s.path]]}
-    if kinds[True] and kinds[False]:
+    if scoring and kinds[True] and kinds[False]:
+        warnings.warn(f"{dataset.name}: {len(kinds[True])} of the {len(train)} parts are grayscale and the others "
+                      f"colour (e.g. {kinds[True][0]} and {kinds[False][0]}): those of the kind the model was not "
+                      "fitted on may be flagged for that alone", stacklevel=4)
+    elif kinds[True] and kinds[False]:
         warnings.warn(f"{dataset.name}: {len(kinds[True])} of the {len(train)} normal training images are grayscale "
                       f"and the others colour (e.g. {kinds[True][0]} and {kinds[False][0]}): a grayscale image is fed "
                       "as three equal channels, which a model fitted on colour parts sees as a change of colour. "
