@@ -4,6 +4,7 @@ The CLI prints these as one line and exits with status 2 instead of a traceback.
 """
 import contextlib
 import difflib
+import re
 import threading
 import warnings
 
@@ -49,3 +50,10 @@ def unfilled_layers_refused(failure):
         raise failure(f"{len(unfilled)} parts of the network found no weights in it (e.g. {unfilled[0]})")
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def tensorflow_message(error):
+    """A TensorFlow error's first line without its internal ``{{function_node ...}}`` prefix and ``[Op:...]``
+    suffix ("Invalid PNG data, size 6210"), for a message that names the file itself."""
+    first = (str(error).splitlines() or [""])[0]
+    return re.sub(r"^.*?\}\}\s*|\s*\[Op:.*$", "", first).strip() or type(error).__name__

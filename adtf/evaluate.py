@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import os
-import re
 import time
 import warnings
 from pathlib import Path
@@ -18,7 +17,7 @@ from tqdm.auto import tqdm
 from adtf import data, machine, metrics, thresholds, viz
 from adtf.atomic import write_json, write_text
 from adtf.data.pipeline import unpack_batch
-from adtf.errors import AdtfError
+from adtf.errors import AdtfError, tensorflow_message
 
 
 # Where a data spec leaves no normal image to test on, what to give it (the runner's warning and the report's).
@@ -227,7 +226,7 @@ def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged"
                                              keep_maps=False)
         except changed as err:  # checked whole a moment ago: a file changed (a camera still writing it?)
             raise AdtfError(f"{dataset.name}: a file changed after it was checked and can no longer be decoded "
-                            f"({_tf_message(err)}): score the folder again once every file is written whole") from None
+                            f"({tensorflow_message(err)}): score the folder again once every file is written whole") from None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_scores(out_dir / "scores.csv", samples, outputs, detector, labelled=False, unreadable=dataset.skipped)
@@ -262,7 +261,7 @@ def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged"
                     drawn += 1
         except changed as err:  # the verdicts stand (scores.csv); an overlay needs the file read again
             warnings.warn(f"{dataset.name}: heat maps stopped after {drawn} of {len(picked)}: a file changed after "
-                          f"it was scored ({_tf_message(err)})", stacklevel=2)
+                          f"it was scored ({tensorflow_message(err)})", stacklevel=2)
         bar.close()
     unreadable = len(dataset.skipped)
     summary = {"data": dataset.name, "n": len(samples) + unreadable, "n_flagged": int(flagged.sum()) + unreadable,
@@ -273,11 +272,6 @@ def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged"
                "date": machine.today()}
     write_json(out_dir / "score.json", summary)
     return summary
-
-
-def _tf_message(error):
-    """TensorFlow's error message without its internal ``{{function_node ...}}`` prefix, first line only."""
-    return re.sub(r"^\{\{.*?\}\}\s*", "", error.message.splitlines()[0] if error.message else str(error))
 
 
 def _mask_notes(labels, masks, samples):

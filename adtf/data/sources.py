@@ -62,7 +62,7 @@ from adtf.data.cifar import CIFAR_ARCHIVE
 from adtf.data.layouts import IMAGE_SUFFIXES, READERS, detect_kind, resolve_dir
 from adtf.data.pipeline import END_SLACK, decode_image, is_complete_image_file
 from adtf.data.samples import AnomalyDataset, SourceKind
-from adtf.errors import DataError
+from adtf.errors import DataError, tensorflow_message
 from adtf.paths import datasets_root, expand_user
 
 _TF_DECODABLE = {"PNG", "JPEG", "BMP", "GIF", "WEBP"}
@@ -325,7 +325,7 @@ def _tensorflow_refuses(path, image_format, what):
     try:
         complete, _ = _read_check_decode()(path)
     except tf.errors.OpError as err:  # "{{function_node ...}} Invalid GIF data (...): ... [Op:DecodeImage]"
-        detail = re.sub(r"^.*?\}\} |\s*\[Op:.*$", "", str(err).splitlines()[0]).strip() or type(err).__name__
+        detail = tensorflow_message(err)
         return (f"{path}: TensorFlow cannot decode the {what} ({detail}), which PIL reads past: the file is damaged "
                 "(save it again from its source)")
     if not complete:
