@@ -179,22 +179,26 @@ class ReconstructionDetector(Detector):
         what the pixel metrics score, as SimpleNet's crop is. None without it."""
         if self.resize_crop is None:
             return None
-        top, left = ((self.resize_crop - s) // 2 for s in self.image_size)
+        top, left = self._crop_offsets()
         scale = [s / self.resize_crop for s in self.image_size]  # the padded map is resized to the input
         return (round(top * scale[0]), round(left * scale[1]),
                 round(self.image_size[0] * scale[0]), round(self.image_size[1] * scale[1]))
+
+    def _crop_offsets(self):
+        """(top, left) of the centre ``image_size`` crop in the ``resize_crop`` square."""
+        return tuple((self.resize_crop - side) // 2 for side in self.image_size)
 
     def resized(self, images):
         if self.resize_crop is None:
             return super().resized(images)
         # The authors' code: resize to 156 x 156, then the centre 120 x 120.
         images = ops.image.resize(as_images(images), (self.resize_crop,) * 2, "bilinear", antialias=True)
-        top, left = ((self.resize_crop - s) // 2 for s in self.image_size)
+        top, left = self._crop_offsets()
         return images[:, top: top + self.image_size[0], left: left + self.image_size[1]]
 
     def finish(self, images, outputs):
         if self.resize_crop is not None:  # the map covers the centre crop: put it back where that crop lies in the
-            top, left = ((self.resize_crop - s) // 2 for s in self.image_size)  # input; the border it never saw: 0
+            top, left = self._crop_offsets()  # input; the border it never saw: 0
             bottom, right = (self.resize_crop - s - t for s, t in zip(self.image_size, (top, left)))
             outputs = {**outputs, "anomaly_map": ops.pad(outputs["anomaly_map"], [[0, 0], [top, bottom], [left, right]])}
         return super().finish(images, outputs)
