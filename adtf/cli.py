@@ -398,12 +398,8 @@ def eval_main(argv=None):
         dataset.test = dataset.train + dataset.test
     if not dataset.test:
         raise AdtfError(f"{args.data} has no test images to evaluate on")
-    seen = _images_the_run_trained_on(model_path.parent, dataset.test)
-    if seen:  # said now and in the report, as adtf-fit says it of a test folder that is the training folder
-        note = (f"{len(seen)} of the {len(dataset.test)} test images are images this run was fitted or calibrated on "
-                f"(e.g. {seen[0]}; fit_images.txt, calibration_images.txt): the test figures will be optimistic")
-        print(f"adtf-eval: warning: {note}", file=sys.stderr)
-        dataset.notes.append(note)
+    _say_if_trained_on("adtf-eval", model_path.parent, dataset, dataset.test, "test images",
+                       "the test figures will be optimistic")
     out = Path(args.out or model_path.parent / f"eval-{slug(dataset.name)}")
     check_output_folder(out, dataset, command="adtf-eval")
     eval_record = {"model": os.path.realpath(model_path), "data": dataset.name,
@@ -461,12 +457,8 @@ def score_main(argv=None):
     dataset = data.load(f"folder:{os.path.abspath(folder) if folder.exists() else folder}", flag_unusable=True)
     for _, problem in dataset.skipped:
         print(f"adtf-score: warning: flagged, as it cannot be read: {problem}", file=sys.stderr)
-    seen = _images_the_run_trained_on(model_path.parent, dataset.train)
-    if seen:  # as adtf-eval says it: a fitted image scores low, whatever it shows
-        note = (f"{len(seen)} of the {len(dataset.train)} parts are images this run was fitted or calibrated on "
-                f"(e.g. {seen[0]}): their verdicts say little of new parts")
-        print(f"adtf-score: warning: {note}", file=sys.stderr)
-        dataset.notes.append(note)
+    _say_if_trained_on("adtf-score", model_path.parent, dataset, dataset.train, "parts",
+                       "their verdicts say little of new parts")
     detector = load(model_path)
     note = scale_change(_fit_record(model_path).get("fit_median_size"), dataset, dataset.train + dataset.test,
                         detector.image_size)
@@ -491,6 +483,17 @@ def score_main(argv=None):
           + (f"; {invalid} invalid (unreadable values: flagged)" if invalid else ""))
     print(f"\n  scores: {out / 'scores.csv'}" + (f"\n  heat maps: {out / 'heatmaps'}" if summary["heatmaps"] else ""))
     return 0
+
+
+def _say_if_trained_on(prog, run_folder, dataset, samples, noun, consequence):
+    """Warn, and note for the report, where ``samples`` are images the run was fitted or calibrated on: a fitted
+    image scores low, whatever it shows (as adtf-fit says it of a test folder that is the training folder)."""
+    seen = _images_the_run_trained_on(run_folder, samples)
+    if seen:
+        note = (f"{len(seen)} of the {len(samples)} {noun} are images this run was fitted or calibrated on "
+                f"(e.g. {seen[0]}; fit_images.txt, calibration_images.txt): {consequence}")
+        print(f"{prog}: warning: {note}", file=sys.stderr)
+        dataset.notes.append(note)
 
 
 def _images_the_run_trained_on(run_folder, samples):
