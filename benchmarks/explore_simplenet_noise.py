@@ -120,6 +120,10 @@ def sweep(train, gain, test, labels, defects, sigma, epochs, every, seed=0, batc
                 for ring in (1, 2):  # the grid's maximum without its outer rings: cells whose 3x3 neighbourhood
                     inner = grid[:, ring:-ring, ring:-ring].max(axis=(1, 2))  # and backbone see zero padding
                     line += f"; without {ring} border ring{'s' * (ring > 1)} {image_auroc(labels, inner):.3f}"
+                cells = np.sort(grid.reshape(len(grid), -1), axis=1)[:, ::-1]
+                for share in (0.01, 0.05, 0.2):  # a large faint defect lifts many cells a little, a small one few
+                    top = cells[:, :max(1, round(share * cells.shape[1]))].mean(axis=1)
+                    line += f"; mean of the top {share:.0%} of cells {auroc_line(labels, defects, top)}"
             yield epoch, float(logs["loss"]), line, time.perf_counter() - started
 
 
