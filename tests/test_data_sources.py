@@ -281,6 +281,28 @@ def test_mvtec_says_what_it_does_not_read_or_reads_as_a_defect(tmp_path):
     assert ds.counts()["train"] == 3 and ds.counts()["test_OK"] == 1
 
 
+def test_mvtec_ad_2_layout_reads_test_public_with_its_masks_and_pools_validation_good(tmp_path):
+    """MVTec AD 2 has no test/: the public test set is test_public/{good,bad} with test_public/ground_truth/bad/.
+    Read as MVTec AD's layout, it once loaded no test set and said nothing."""
+    root = tmp_path / "vial"
+    for i in range(3):
+        write_image(root / "train" / "good" / f"{i:03d}_regular.png", seed=i)
+    write_image(root / "validation" / "good" / "000_regular.png", seed=10)
+    write_image(root / "test_public" / "good" / "000_regular.png", seed=20)
+    for i in range(2):
+        write_image(root / "test_public" / "bad" / f"{i:03d}_regular.png", seed=30 + i)
+        write_image(root / "test_public" / "ground_truth" / "bad" / f"{i:03d}_regular_mask.png", mode="L", value=255)
+    write_image(root / "test_private" / "000_regular.png", seed=40)  # no labels: not read
+    with pytest.warns(UserWarning, match=r"1 normal image\(s\) of validation/good join train/good's"):
+        ds = load(str(root))
+    assert ds.name == "mvtec:vial" and ds.has_masks
+    assert ds.counts() == {"train": 4, "test_good": 1, "test_bad": 2}
+    for s in ds.test:
+        assert (s.mask_path is None) == (s.label == 0)
+        assert s.mask_path is None or s.mask_path == str(
+            root / "test_public" / "ground_truth" / "bad" / f"{os.path.basename(s.path)[:-4]}_mask.png")
+
+
 # --------------------------------------------------------------------------- dagm
 
 

@@ -33,7 +33,11 @@ def _read_mvtec(path, *, seed=0, category=None):
     """MVTec AD category: ``train/good/*``, ``test/<defect>/*``, ``ground_truth/<defect>/<stem>_mask.png``
     (or ``<stem>.png``, any image suffix in any case: other sets converted to this layout name masks so). ``good``
     and the defect folders under ``ground_truth`` may be spelled in any case. A defect image without a mask counts
-    for the image metrics and not the pixel metrics, with a warning, as in ``folder:``."""
+    for the image metrics and not the pixel metrics, with a warning, as in ``folder:``.
+
+    MVTec AD 2's layout too: no ``test/``, but ``test_public/{good,bad}`` with ``test_public/ground_truth/bad/``
+    (the private test sets have no labels), and ``validation/good``, normal images meant for choosing thresholds,
+    which join ``train/good`` (adtf calibrates on a share of the training images)."""
     root = _category(resolve_dir(path, "MVTec AD"), category)
     train_good = next((folder for folder in _subfolders(root / "train") if _is_good(folder)), None)
     if train_good is None:
@@ -42,11 +46,14 @@ def _read_mvtec(path, *, seed=0, category=None):
                 _other_kind_hint(root, SourceKind.MVTEC))
         raise DataError(f"{root}: no train/good folder (MVTec AD layout: train/good, test/<defect>, "
                         f"optional ground_truth/<defect>/<stem>_mask.png){hint}")
-    ground_truth = root / "ground_truth"
+    second = not (root / "test").is_dir() and (root / "test_public").is_dir()  # MVTec AD 2
+    test_root = root / ("test_public" if second else "test")
+    ground_truth = test_root / "ground_truth" if second else root / "ground_truth"
+    test_folders = [folder for folder in _subfolders(test_root) if folder != ground_truth]
     has_masks = ground_truth.is_dir()
     mask_folders = {folder.name.lower(): folder for folder in _subfolders(ground_truth)}
     test = []
-    for folder in _subfolders(root / "test"):
+    for folder in test_folders:
         if _is_good(folder):
             test += [Sample(str(image), 0, "good") for image in _list_images(folder)]
             continue
@@ -57,19 +64,27 @@ def _read_mvtec(path, *, seed=0, category=None):
         test += [Sample(str(image), 1, folder.name, _find_mask(masks, image.stem) if has_masks else None)
                  for image in _list_images(folder)]
     if has_masks:
-        _warn_of_unmasked(test, ground_truth, "in ground_truth/<defect>/")
-        defects = {folder.name.lower() for folder in _subfolders(root / "test")}
+        _warn_of_unmasked(test, ground_truth, f"in {ground_truth.relative_to(root)}/<defect>/")
+        defects = {folder.name.lower() for folder in test_folders}
         unmatched = [folder.name for folder in _subfolders(ground_truth) if folder.name.lower() not in defects]
         if unmatched:  # ground_truth/scratch-head beside test/scratch_head: its masks pair with nothing
-            warnings.warn(f"{ground_truth}: {unmatched} match no test/<defect>/ folder, so their masks are not read "
-                          f"(the test folders: {sorted(defects)})", stacklevel=3)
-    unread = [p for folder in (train_good, *_subfolders(root / "test")) for sub in _subfolders(folder)
+            warnings.warn(f"{ground_truth}: {unmatched} match no {test_root.name}/<defect>/ folder, so their masks "
+                          f"are not read (the test folders: {sorted(defects)})", stacklevel=3)
+    validation_good = next((f for f in _subfolders(root / "validation") if _is_good(f)), None) if second else None
+    unread = [p for folder in (train_good, validation_good, *test_folders) if folder for sub in _subfolders(folder)
               if not sub.name.startswith(".") for p in _images_below(sub)]
-    unread += _list_images(root / "test") if (root / "test").is_dir() else []
+    unread += _list_images(test_root) if test_root.is_dir() else []
     if unread:  # MVTec's folders are flat: images below them, or loose in test/, are not read
         warnings.warn(f"{root}: {len(unread)} image(s) outside the MVTec layout's folders are not read (e.g. "
-                      f"{unread[0]}): train/good/ and test/<defect>/ are read without their subfolders", stacklevel=3)
+                      f"{unread[0]}): train/good/ and {test_root.name}/<defect>/ are read without their subfolders",
+                      stacklevel=3)
     train = [Sample(str(p), 0, "good") for p in _list_images(train_good, required=True)]
+    if validation_good is not None:
+        validation = [Sample(str(p), 0, "good") for p in _list_images(validation_good)]
+        train += validation
+        warnings.warn(f"{root}: MVTec AD 2's layout: {len(validation)} normal image(s) of validation/good join "
+                      f"train/good's as training images, and {test_root.name}/ is the test set (the private test "
+                      "sets have no labels)", stacklevel=3)
     return AnomalyDataset(f"mvtec:{root.name}", train, test, has_masks and any(s.mask_path for s in test))
 
 
