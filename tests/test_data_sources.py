@@ -303,6 +303,19 @@ def test_mvtec_ad_2_layout_reads_test_public_with_its_masks_and_pools_validation
             root / "test_public" / "ground_truth" / "bad" / f"{os.path.basename(s.path)[:-4]}_mask.png")
 
 
+def test_folder_masks_inside_the_anomalous_folder_are_read_as_masks_not_named_unread(tmp_path):
+    """MVTec AD 2 given as folder: (masks=test_public/ground_truth inside anomalous=test_public): the masks were read,
+    and also named as 'images in subfolders not read'."""
+    write_image(tmp_path / "good" / "0.png")
+    public = tmp_path / "test_public"
+    write_image(public / "bad" / "0.png")
+    write_image(public / "ground_truth" / "bad" / "0_mask.png", mode="L", value=255)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = load(f"folder:{tmp_path / 'good'},anomalous={public},masks={public / 'ground_truth'}")
+    assert ds.counts() == {"train": 1, "test_bad": 1} and ds.test[0].mask_path.endswith("0_mask.png")
+
+
 # --------------------------------------------------------------------------- dagm
 
 

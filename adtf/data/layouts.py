@@ -259,6 +259,8 @@ def _read_folder(path, *, seed=0, anomalous=None, masks=None, test_normal=None, 
     if anomalous:
         groups = [("anomalous", _list_images(anomalous_dir))]
         for folder in _subfolders(anomalous_dir):
+            if mask_dir and folder.resolve() == mask_dir.resolve():  # MVTec AD 2's test_public/ground_truth
+                continue
             flat.append(folder)
             if _is_good(folder):  # an MVTec-style test/ folder's good images: test normals, not a defect type
                 test += [Sample(str(p), 0, "good") for p in _list_images(folder)]
