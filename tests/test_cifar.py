@@ -3,6 +3,7 @@ and pickles that ask for more than arrays."""
 import io
 import os
 import pickle
+import shutil
 import struct
 import tarfile
 
@@ -107,7 +108,10 @@ def test_cifar10_binary_and_archive_read_the_same_images(tmp_path):
     archive = tmp_path / "cifar-10-binary.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(binary_folder, arcname="cifar-10-batches-bin")
-    for ds in (load(f"cifar:{binary_folder}"), load(str(archive))):  # an archive named like the official one
+    downloads = tmp_path / "downloads"  # the folder the archive was downloaded to, holding it alone: once refused
+    downloads.mkdir()
+    shutil.copy(archive, downloads)
+    for ds in (load(f"cifar:{binary_folder}"), load(str(archive)), load(f"cifar:{downloads}"), load(str(downloads))):
         assert ds.name == python.name == "cifar10:airplane"
         assert [(s.path, s.label, s.defect) for s in ds.test] == [(s.path, s.label, s.defect) for s in python.test]
         np.testing.assert_array_equal(ds.arrays, python.arrays)

@@ -111,6 +111,13 @@ class _Files:
             given = datasets_root() / given
         if given is not None and given.is_file() and given.name in _KNOWN:  # one of the files: its folder
             given = given.parent
+        if given is not None and given.is_dir() and not any(
+                map(is_cifar_folder, (given, *(p for p in given.iterdir() if p.is_dir())))):
+            archives = sorted(p for p in given.iterdir() if p.is_file() and CIFAR_ARCHIVE.search(p.name))
+            if len(archives) > 1:
+                raise DataError(f"{given}: holds more than one CIFAR archive ({', '.join(p.name for p in archives)})"
+                                "; give the one to read")
+            given = archives[0] if archives else given  # the folder the archive was downloaded to
         if given is not None and given.is_file():
             self.where, self._files = given, {}
             try:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adtf.data.cifar import is_cifar_folder, read_cifar
+from adtf.data.cifar import CIFAR_ARCHIVE, is_cifar_folder, read_cifar
 from adtf.data.samples import AnomalyDataset, Sample, SourceKind, one_class_dataset, split_off
 from adtf.errors import DataError
 from adtf.paths import datasets_root, expand_user
@@ -550,7 +550,8 @@ def detect_kind(root):
         return SourceKind.DAGM  # a class, one of its splits, or the root of several: its reader says which to give
     if any("idx3-ubyte" in p.name for p in root.iterdir()):
         return SourceKind.MNIST
-    if any(is_cifar_folder(folder) for folder in (root, *_subfolders(root))):
+    if any(is_cifar_folder(folder) for folder in (root, *_subfolders(root))) or any(
+            CIFAR_ARCHIVE.search(p.name) for p in root.iterdir() if p.is_file()) and not _list_images(root):
         return SourceKind.CIFAR
     objects = _coil_objects(root)  # a flat folder of COIL files, or one folder holding such a folder alone
     if objects and len(objects) > 1 or objects == set() and any(len(_coil_objects(f) or ()) > 1
