@@ -1,4 +1,4 @@
-"""The one runner: load -> fit -> calibrate -> evaluate -> save -> export.
+"""The one runner: load -> fit -> calibrate -> save -> export -> evaluate.
 
 ``adtf-fit``, ``adtf-bench``, the notebooks and the benchmarks all call
 ``fit_evaluate_export``; the CLI only parses. It names no method: whatever a detector
@@ -276,7 +276,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
                         seed=0, n_train=None,
                         skip_bad=False, export=True, monitor_every=0, tensorboard=False, verbose=True, callbacks=(),
                         command=None, spec=None):
-    """Fit a detector on a dataset's normal images, calibrate, evaluate, save and export it.
+    """Fit a detector on a dataset's normal images, calibrate, save, export and evaluate it.
 
     Args:
         method: a name in ``adtf.detectors.REGISTRY``.
@@ -320,11 +320,10 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     import keras
 
     from adtf import data as adtf_data
-    from adtf import machine
     from adtf.atomic import atomic_path, write_json, write_text
     from adtf.callbacks import EpochProgress, ReconstructionImages, ResumableBackup, Timing, ValidationAUROC
     from adtf.detectors import detector_class
-    from adtf.evaluate import HOLD_NORMALS_OUT, evaluate, report_markdown, thresholds_only
+    from adtf.evaluate import HOLD_NORMALS_OUT, evaluate, thresholds_only
 
     cls = detector_class(method)
     check_calibration_options(calibration_fraction, calibration_folds)
@@ -464,9 +463,8 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
             calibration += (f". **Few images to calibrate on**: {few}; add normal images, or move the threshold "
                             "later (`adtf-export --threshold`)")
             log.warning(f"      few images to calibrate on: {few}")
-        write_text(out / "calibration_images.txt",
-                   "".join(f"{fold}\t{fit_samples[i].path}\n" for fold, index in enumerate(folds) for i in index))
-        shutil.rmtree(out / "calibration_folds", ignore_errors=True)
+        calibration_list = "".join(f"{fold}\t{fit_samples[i].path}\n" for fold, index in enumerate(folds)
+                                   for i in index)
     elif calibration_samples:
         held_out = len(calibration_samples)
         images = "image" if held_out == 1 else "images"
@@ -481,8 +479,9 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
             log.warning(f"      few images to calibrate on: {few} (cross-fit with {cross_fit}, or hold more "
                         "out with --calibration-fraction)")
         model.calibrate(pipeline(calibration_samples), verbose=verbose)
-        write_text(out / "calibration_images.txt", "".join(f"{s.path}\n" for s in calibration_samples))
+        calibration_list = "".join(f"{s.path}\n" for s in calibration_samples)
     else:
+        calibration_list = None
         calibration = f"the {len(fit_samples)} normal images the detector was fitted on"
         log.info("[3/5] calibrating working points on the normal images the detector was fitted on")
         if cls.calibration_fraction > 0:  # the method's own protocol holds images out: fitted images score too low
@@ -506,14 +505,12 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     # The fitted, calibrated model is saved before the evaluation, and the backup is removed only once the run is
     # done: a run that fails or is killed while evaluating or exporting keeps its fit (model.keras, for adtf-eval and
     # adtf-export), and the same command run again resumes after the last epoch instead of fitting anew.
-    log.info("      saving the Keras model")
-    with atomic_path(out / "model.keras", suffix=".keras") as tmp:
-        model.save(tmp)
     # What an earlier run in this folder wrote no longer describes this model; a SavedModel left beside it would
-    # be deployed with the old weights. Removed now, rewritten below.
+    # be deployed with the old weights. Removed before the new model is saved, run.json (written last: the run is
+    # finished) first, so that a run killed from here on never leaves one model beside another's records.
+    (out / "run.json").unlink(missing_ok=True)
     shutil.rmtree(out / "saved_model", ignore_errors=True)
-    for stale in (*_plots_of(out / "metrics.json"), "metrics.json", "report.md", "scores.csv", "command.txt",
-                  "run.json"):
+    for stale in (*_plots_of(out / "metrics.json"), "metrics.json", "report.md", "scores.csv", "command.txt"):
         (out / stale).unlink(missing_ok=True)
     for pattern, record, what in (("eval-*/", "metrics.json", "an evaluation"), ("score-*/", "score.json", "verdicts")):
         for folder in sorted(out.glob(pattern)):  # adtf-eval's reports and adtf-score's verdicts of the previous model
@@ -524,8 +521,14 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         if (exported / "assets.extra" / "adtf.json").exists():
             log.info(f"      removing {exported.name}/: exported from the model this fit replaces")
             shutil.rmtree(exported, ignore_errors=True)
-    if not calibration_samples and not calibration_folds:
+    log.info("      saving the Keras model")
+    with atomic_path(out / "model.keras", suffix=".keras") as tmp:
+        model.save(tmp)
+    if calibration_list is None:
         (out / "calibration_images.txt").unlink(missing_ok=True)
+    else:
+        write_text(out / "calibration_images.txt", calibration_list)
+    shutil.rmtree(out / "calibration_folds", ignore_errors=True)  # cross-fitting's folds, now in the model
     # Which files the detector was fitted on, so that adtf-eval can say when it is given them as test images.
     fitted_files = [os.path.realpath(s.path) for s in fit_samples if s.index is None]
     if fitted_files:
@@ -539,7 +542,10 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
              "fit_info": dict(model.fit_info),
              # The backup's record has the epochs before a resume too; History only those run since.
              "history": backup.history if epochs else {k: [float(v) for v in vs] for k, vs in history.history.items()}}
-    log.info(f"[4/5] evaluating on {len(dataset.test)} test images -> {out}")
+    if export:  # before the evaluation, so that metrics.json and report.md appear when the run is whole, and
+        log.info("[4/5] exporting the SavedModel")  # their peak memory is the whole run's (tracing the graphs too)
+        model.export(out / "saved_model")
+    log.info(f"[5/5] evaluating on {len(dataset.test)} test images -> {out}")
     common = dict(method=method, n_calibration=len(fit_samples) if calibration_folds else len(calibration_samples),
                   n_fit=len(fit_samples), calibration=calibration, extra=extra)
     if dataset.test:
@@ -547,13 +553,6 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     else:
         log.info("      no test images: evaluation skipped (only the working points are written)")
         results = thresholds_only(model, dataset, out, **common)
-    if export:
-        log.info("[5/5] exporting the SavedModel")
-        model.export(out / "saved_model")
-        results["peak_rss_mb"] = machine.peak_rss_mb()  # the export too (tracing the graphs): the whole run's peak
-        write_json(out / "metrics.json", results)
-        if dataset.test:  # the evaluation's report says it too (thresholds_only's report has no memory figure)
-            write_text(out / "report.md", report_markdown(results))
     if command:
         write_text(out / "command.txt", command + "\n")
     # The spec as given (`dataset.name` leaves a spec's options out: weave at 128 and at 256 px share it); not
@@ -678,13 +677,22 @@ RUN_CLAIM = ".adtf-fit.pid"  # the process writing a run folder
 def claim_run_folder(out):
     """Make ``out`` this process's to write (``RUN_CLAIM`` holds its pid; removed when the run ends): two fits into
     one folder deleted each other's temporary files, and the second resumed from the first's live checkpoint. A
-    claim whose process is gone (killed) or is this one (a notebook's run that failed) is taken over. None where the
+    claim whose process is gone (killed), is this one (a notebook's run that failed) or started after the claim was
+    written (a killed holder's process id, reused) is taken over. None where the
     file system has no hard links: nothing is claimed there."""
     import psutil
 
     claim = out / RUN_CLAIM
     mine = out / f"{RUN_CLAIM}.{os.getpid()}"
     mine.write_text(str(os.getpid()))
+    clock_skew = mine.stat().st_mtime - time.time()  # the folder's file system's clock against this machine's
+
+    def holder_alive(pid):  # a process of that id started after the claim was written took a dead holder's id
+        try:
+            return psutil.Process(pid).create_time() <= claim.stat().st_mtime - clock_skew + 2
+        except (psutil.Error, OSError):
+            return False
+
     try:
         while True:
             try:
@@ -695,7 +703,7 @@ def claim_run_folder(out):
                     pid = int(claim.read_text())
                 except (OSError, ValueError):
                     pid = 0
-                if pid and pid != os.getpid() and psutil.pid_exists(pid):
+                if pid and pid != os.getpid() and holder_alive(pid):
                     raise AdtfError(f"another adtf-fit (process {pid}) is writing {out}: wait for it to end, or give "
                                     f"another --out (if no fit runs there, delete {claim})") from None
                 claim.unlink(missing_ok=True)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -340,6 +341,54 @@ def test_a_failed_evaluation_keeps_the_fit_and_a_rerun_without_export_leaves_no_
     fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, export=False, seed=1, **kwargs)
     assert not (out / "saved_model").exists() and not (out / "command.txt").exists()
     assert (out / "metrics.json").exists()
+
+
+def test_a_refit_stopped_before_its_end_never_leaves_a_folder_that_looks_finished(toy_registered, tmp_path,
+                                                                                   monkeypatch):
+    """run.json is written last, when the run is whole. A refit killed while saving its model once left the old
+    run.json, metrics and SavedModel beside the new calibration list (which adtf-eval reads); one killed while
+    exporting left a complete-looking metrics.json and report.md with no SavedModel."""
+    from adtf.detectors.base import Detector
+    from adtf.run import fit_evaluate_export
+
+    kwargs = dict(detector={"width": 4, "image_size": [32, 32]}, fit={"epochs": 1}, verbose=False, n_train=20)
+    out = tmp_path / "run"
+    fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, **kwargs)
+    calibrated_on = (out / "calibration_images.txt").read_text()
+
+    def killed(*args, **kw):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(Detector, "save", killed)
+        fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, seed=1, **kwargs)
+    assert not any((out / name).exists() for name in ("run.json", "metrics.json", "report.md", "saved_model"))
+    assert (out / "calibration_images.txt").read_text() == calibrated_on  # still the model's beside it
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(Detector, "export", killed)
+        fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, seed=1, **kwargs)
+    assert (out / "calibration_images.txt").read_text() != calibrated_on  # the new model's, saved beside it
+    assert not any((out / name).exists() for name in ("run.json", "metrics.json", "report.md", "scores.csv"))
+    fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, seed=1, **kwargs)  # resumes, and ends
+    assert all((out / name).exists() for name in ("run.json", "metrics.json", "report.md", "saved_model"))
+
+
+def test_a_claim_whose_process_id_was_taken_by_a_later_process_is_taken_over(tmp_path):
+    """A killed adtf-fit leaves its claim behind; its process id, reused by a process started since (common in
+    containers), once kept every later run out of the folder."""
+    from adtf.run import RUN_CLAIM, claim_run_folder
+
+    later = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / RUN_CLAIM).write_text(str(later.pid))
+        with pytest.raises(AdtfError, match=f"another adtf-fit \\(process {later.pid}\\)"):
+            claim_run_folder(tmp_path)  # written after that process started: its holder
+        os.utime(tmp_path / RUN_CLAIM, (time.time() - 3600,) * 2)  # written an hour before that process started
+        assert claim_run_folder(tmp_path) == tmp_path / RUN_CLAIM
+        assert int((tmp_path / RUN_CLAIM).read_text()) == os.getpid()
+    finally:
+        later.kill()
+        later.wait()
 
 
 def test_a_run_folder_on_a_file_system_without_hard_links_is_left_unclaimed(tmp_path, monkeypatch):
