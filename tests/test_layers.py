@@ -185,6 +185,28 @@ def test_sparse_coding_agrees_with_scikit_learn_sparse_encode():
     assert (clone.atoms, clone.dim, clone.alpha, clone.steps) == (48, 12, 0.3, 2000)
 
 
+def test_a_layer_holding_sparse_coding_it_does_not_call_is_built_without_a_keras_warning():
+    """FlowDictionary scoring with its flow or its Gaussians never calls its dictionary; its first call warned that it
+    'has unbuilt state' (on every fit of the CutPaste + Gaussian baseline, printed by adtf-fit)."""
+    import warnings
+
+    import keras
+
+    from adtf.layers import SparseCoding
+
+    class Holder(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self.coding = SparseCoding(atoms=4, dim=3)
+
+        def call(self, x):
+            return x
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Holder()(np.zeros((1, 3), "float32"))
+
+
 def test_realnvp_flow_is_invertible_and_its_log_det_is_the_jacobians():
     import tensorflow as tf
 

@@ -35,6 +35,9 @@ class SparseCoding(keras.layers.Layer):
         self.dictionary = self.add_weight(name="dictionary", shape=(self.atoms, self.dim), initializer="zeros",
                                           trainable=False)
         self.lipschitz = self.add_weight(name="lipschitz", shape=(), initializer="ones", trainable=False)
+        # Its weights exist from here: built, or a detector whose call does not reach it (the flow's scoring) is
+        # warned by Keras of "unbuilt state" when it is first called.
+        self.built = True
 
     def set_dictionary(self, dictionary):
         dictionary = np.asarray(dictionary, np.float32)
