@@ -103,10 +103,11 @@ def main(argv=None):
     for name, preset, runs in rows:
         get = lambda key: [r.get(key) for r in runs]  # noqa: E731
         info = runs[0]["fit_info"]
-        epoch_s = statistics.mean(statistics.mean(r["history"]["epoch_seconds"]) for r in runs)
+        epochs = [statistics.mean(r["history"]["epoch_seconds"]) for r in runs if r["history"].get("epoch_seconds")]
+        epoch_s = f"{statistics.mean(epochs):.1f}" if epochs else "—"  # MoN trains no epochs: one pass of statistics
         print(f"| {name} | {preset} | {len(runs)} | {fmt(get('image_auroc'))} | {fmt(get('pixel_auroc'))} | "
               f"{fmt(get('aupro'))} | {fmt(get('fpr_at_full_recall'))} | {fmt(get('factory_threshold'))} | "
-              f"{statistics.mean(get('fit_seconds')):.0f} | {epoch_s:.1f} | {stages(info)} | "
+              f"{statistics.mean(get('fit_seconds')):.0f} | {epoch_s} | {stages(info)} | "
               f"{statistics.mean(get('images_per_second')):.1f} | "
               f"{statistics.mean(get('latency_b1')):.1f} / {statistics.mean(get('latency_b16')):.1f} | "
               f"{max(get('peak_rss_mb')):.0f} |")

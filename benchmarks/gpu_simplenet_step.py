@@ -145,7 +145,7 @@ def main(argv=None):
 
     head.train()
     batch = cache[:args.batch_size].clone()  # a copy: a view would keep the whole cache alive
-    seconds = timed(lambda: step(batch), args.repeats, device)
+    seconds = timed(lambda b=batch: step(b), args.repeats, device)
     report(f"training step on cached features ({args.batch_size} images, {args.batch_size * grid[0] * grid[1]} "
            "locations)", f"{seconds * 1e3:.2f} ms")
 
