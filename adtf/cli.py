@@ -387,7 +387,8 @@ def eval_main(argv=None):
     from adtf.detectors import load
     from adtf.evaluate import evaluate
     from adtf.atomic import write_json
-    from adtf.run import check_output_folder, images_digest, replaced_settings, scale_change, slug
+    from adtf.run import (check_output_folder, colour_change, images_digest, replaced_settings, scale_change,
+                          slug)
 
     model_path = _model_path(args.model)
     detector = load(model_path)
@@ -415,6 +416,10 @@ def eval_main(argv=None):
     if note:  # said now and in the report: a resize the user did not choose changes what the model sees
         print(f"adtf-eval: warning: {note}", file=sys.stderr)
         record["extra"] = {"scale_note": note}
+    note = colour_change(record.pop("fit_colour", None), dataset, dataset.test)
+    if note:
+        print(f"adtf-eval: warning: {note}", file=sys.stderr)
+        dataset.notes.append(note)
     results = evaluate(detector, dataset, out, batch_size=args.batch_size, verbose=not args.quiet, **record)
     write_json(out / "eval.json", {**eval_record, "spec": args.data})
     print(results_table(results))
@@ -447,7 +452,7 @@ def score_main(argv=None):
     from adtf.detectors import load
     from adtf.evaluate import score_parts, threshold_text
     from adtf.paths import expand_user
-    from adtf.run import check_output_folder, scale_change, slug
+    from adtf.run import check_output_folder, colour_change, scale_change, slug
 
     model_path = _model_path(args.model)
     # An unreadable file is a part too: named here, before the model loads, and flagged in scores.csv; one bad
@@ -460,11 +465,14 @@ def score_main(argv=None):
     _say_if_trained_on("adtf-score", model_path.parent, dataset, dataset.train, "parts",
                        "their verdicts say little of new parts")
     detector = load(model_path)
-    note = scale_change(_fit_record(model_path).get("fit_median_size"), dataset, dataset.train + dataset.test,
-                        detector.image_size)
-    if note:  # as adtf-eval says it: the verdicts may not carry over to parts shown at another scale
-        print(f"adtf-score: warning: {note}", file=sys.stderr)
-        dataset.notes.append(note)
+    fit_record = _fit_record(model_path)
+    scale_note = scale_change(fit_record.get("fit_median_size"), dataset, dataset.train + dataset.test,
+                              detector.image_size)
+    # As adtf-eval says them: the verdicts may not carry over to parts shown at another scale or in another colour.
+    for note in (scale_note, colour_change(fit_record.get("fit_colour"), dataset, dataset.train + dataset.test)):
+        if note:
+            print(f"adtf-score: warning: {note}", file=sys.stderr)
+            dataset.notes.append(note)
     out = Path(args.out or model_path.parent / f"score-{slug(dataset.name)}")
     check_output_folder(out, dataset, command="adtf-score")
     if not detector.working_point or not detector.threshold < math.inf:  # +inf flags nothing, NaN everything
@@ -520,7 +528,8 @@ def _fit_record(model_path):
         if calibration:  # the list sits in the run folder, not beside the evaluation's report
             calibration = calibration.replace("calibration_images.txt", str(model_path.parent / "calibration_images.txt"))
         return dict(method=record.get("method"), n_fit=int(record["n_train"]), n_calibration=int(record.get("n_calibration") or 0),
-                    calibration=calibration, fit_median_size=record.get("fit_median_size"))
+                    calibration=calibration, fit_median_size=record.get("fit_median_size"),
+                    fit_colour=record.get("fit_colour"))
     except (OSError, ValueError, KeyError, TypeError):
         return {}
 

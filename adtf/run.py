@@ -235,6 +235,28 @@ def scale_change(fitted_size, dataset, samples, input_size):
             "training, and the scores, working points included, may not carry over")
 
 
+def colour_kind(dataset, samples):
+    """``"grayscale"``, ``"colour"`` or ``"mixed"``: what ``samples`` of ``dataset`` hold, as ``load`` found their
+    files (``dataset.gray``); None where it found none of them (in-memory sets)."""
+    kinds = {dataset.gray[s.path] for s in samples if s.path in dataset.gray}
+    return None if not kinds else "mixed" if len(kinds) > 1 else "grayscale" if kinds.pop() else "colour"
+
+
+def colour_change(fitted_colour, dataset, samples):
+    """In words, which of ``samples`` are of the other kind than every image the model was fitted on (grayscale
+    parts for a model fitted on colour ones, or the other way round); None where none are, or the fit's kind is not
+    one (mixed, or not recorded)."""
+    if fitted_colour not in ("grayscale", "colour"):
+        return None
+    other = [s.path for s in samples if s.path in dataset.gray and dataset.gray[s.path] != (fitted_colour == "grayscale")]
+    if not other:
+        return None
+    kind = "colour" if fitted_colour == "grayscale" else "grayscale"
+    return (f"{len(other)} of these {len(samples)} images are {kind} (e.g. {other[0]}) while every image the model was "
+            f"fitted on is {fitted_colour}: a grayscale image is fed as three equal channels, so the model sees a change "
+            "of colour it never saw, and may flag those parts for that alone; score parts taken as the fit's were")
+
+
 def check_calibration_options(fraction, folds):
     """Refuse a calibration fraction or fold count no data makes valid, before the data loads (a large set takes
     minutes); whether the folds fit the images' count is checked once they are read."""
@@ -536,7 +558,8 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     else:  # in-memory arrays (MNIST, CIFAR): no files to list
         (out / "fit_images.txt").unlink(missing_ok=True)
     extra = {"preset": preset, "options": _jsonable(options), "image_size_rule": size_rule,
-             "fit_median_size": median_image_size(dataset, fit_samples), "epochs": epochs,
+             "fit_median_size": median_image_size(dataset, fit_samples),
+             "fit_colour": colour_kind(dataset, fit_samples), "epochs": epochs,
              "fit": _jsonable(fit_options), "compile": _jsonable(compile or {}),  # what options.epochs etc. do not say
              "fit_seconds": fit_seconds, "resumed_at_epoch": backup.resumed_at_epoch if epochs else 0,
              "fit_info": dict(model.fit_info),

@@ -454,7 +454,12 @@ def test_score_gives_each_unjudged_part_a_verdict_and_the_flagged_ones_a_heat_ma
     scale = "adtf-score: warning: these images are a median 64x64 px and those the model was fitted on 128x128"
     assert scale in printed.err and "appears 2.0x larger" in printed.err
     summary = json.loads((out / "score.json").read_text())
-    assert summary["n_flagged"] == expected.sum() and summary["notes"][-1].startswith("these images are a median 64x64")
+    assert summary["n_flagged"] == expected.sum()
+    assert any(note.startswith("these images are a median 64x64") for note in summary["notes"])
+    # The parts are colour, every fitted grass image grayscale: a change the model never saw, said and recorded.
+    colour = "adtf-score: warning: 5 of these 5 images are colour (e.g. "
+    assert colour in printed.err and "while every image the model was fitted on is grayscale" in printed.err
+    assert any(note.startswith("5 of these 5 images are colour") for note in summary["notes"])
     assert score_main([str(run_dir), str(parts), "--out", str(out), "--quiet", "--heatmaps", "all"]) == 0
     assert len(list((out / "heatmaps").glob("*.png"))) == 5
     assert score_main([str(run_dir), str(parts), "--out", str(out), "--quiet", "--heatmaps", "none"]) == 0
@@ -622,6 +627,10 @@ def test_an_evaluation_at_another_scale_than_the_fit_says_so(run_dir, tmp_path, 
     assert "adtf-eval: warning: these images are a median 256x256 px and those the model was fitted on 128x128" in err
     assert "every part appears 2.0x smaller than in training" in err and "the same parts at more detail" in err
     assert "**Another scale**" in (tmp_path / "big" / "report.md").read_text()
+    # Colour images, where every fitted grass image was grayscale: said too, and repeated in the report.
+    assert json.loads((run_dir / "metrics.json").read_text())["fit_colour"] == "grayscale"
+    assert "adtf-eval: warning: 3 of these 3 images are colour" in err
+    assert "3 of these 3 images are colour" in (tmp_path / "big" / "report.md").read_text()
     assert eval_main([str(run_dir), "--data", "synthetic:grass", "--out", str(tmp_path / "same"), "--quiet"]) == 0
     assert "fitted on" not in capsys.readouterr().err
     assert "Another scale" not in (tmp_path / "same" / "report.md").read_text()

@@ -54,6 +54,7 @@ class AnomalyDataset:
         arrays: in-memory uint8 images ``[N, H, W]`` or ``[N, H, W, C]`` (MNIST), else None.
         notes: what loading warned about, for a report to repeat.
         skipped: ``(path, problem)`` of each image that ``skip_bad`` left out as unusable.
+        gray: whether each image file holds no colour, by path, as ``load`` found it (in-memory sets: empty).
 
     Example:
         >>> ds = AnomalyDataset("demo", [Sample("a.png", 0, "good")], [], has_masks=False)
@@ -68,6 +69,7 @@ class AnomalyDataset:
     arrays: np.ndarray | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
     skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    gray: dict[str, bool] = dataclasses.field(default_factory=dict)
 
     def counts(self) -> dict:
         """``{"train": n, "test_good": n, "test_<defect>": n, ...}`` (good first, then by name)."""

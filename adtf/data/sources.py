@@ -447,8 +447,8 @@ def _validate(dataset, skip_bad, flag_unusable=False):
                       "they are read as stored, as the SavedModel will read them, not turned as viewers show them; "
                       "rotate the files themselves (e.g. `mogrify -auto-orient`) if parts should be upright" + masks,
                       stacklevel=3)
-    _warn_if_gray_and_colour_mix(dataset, {s.path: c.image.gray for s, c in checked.items() if not c.problem},
-                                 scoring=flag_unusable)
+    dataset.gray = {s.path: c.image.gray for s, c in checked.items() if not c.problem}
+    _warn_if_gray_and_colour_mix(dataset, dataset.gray, scoring=flag_unusable)
     _warn_if_tested_on_training_files(dataset)
 
 
