@@ -3,9 +3,12 @@
 Usage: python benchmarks/bench_presets.py [--method simplenet] [--data SPEC ...] [--presets fast offline]
        [--seeds 0 1 2] [--n-train N] [--option KEY=VALUE ...] [--out runs/bench_METHOD]
 
-Each (dataset, preset, seed) goes through the one runner exactly as `adtf-fit --method METHOD`
-would run it (calibration on 20 % held-out normal images, the last epoch kept, nothing chosen on
-test data). Prints a markdown table of mean ± std over seeds, the command and the machine.
+Each (dataset, preset, seed) goes through the one runner as `adtf-fit --method METHOD` would run it
+(calibration on 20 % held-out normal images, the last epoch kept, nothing chosen on test data). One
+difference: each spec is loaded once, so its split (MTD's, a one-class set's) and its drawn images (a
+synthetic set's) are the spec's own, seed 0 unless it says `seed=N`, for every seed; a seed varies the
+calibration hold-out, the initialisation and the training's randomness (`adtf-fit --seed N` and
+`adtf-bench --seeds` draw the split anew too). Prints a markdown table of mean ± std over seeds, the command and the machine.
 `--n-train 2` is the few-shot protocol of paper 004's Fig. 10 (2 normal training images; with
 fewer than 5 the calibration images are the training images, since none can be spared).
 `--option scoring=gde` overrides a detector option (a baseline or an ablation; values read as YAML).
@@ -90,8 +93,8 @@ def main(argv=None):
                 r["latency_b1"] = latency(detector, tuple(r["image_size"]), 1)
                 r["latency_b16"] = latency(detector, tuple(r["image_size"]), 16)
                 runs.append(r)
-                print(f"{args.method} {options or ''} {ds.name} {preset} seed {seed}: image AUROC {r['image_auroc']}, pixel {r['pixel_auroc']}, "
-                      f"AUPRO {r['aupro']}, active working point TNR "
+                print(f"{args.method} {options or ''} {ds.name} {preset} seed {seed}: image AUROC {fmt([r['image_auroc']])}, "
+                      f"pixel {fmt([r['pixel_auroc']])}, AUPRO {fmt([r['aupro']])}, active working point TNR "
                       f"{r['working_points'][r['active_working_point']]['tnr']} / TPR "
                       f"{r['working_points'][r['active_working_point']]['tpr']}, fit {r['fit_seconds']:.0f} s, "
                       f"all {r['seconds']:.0f} s", flush=True)

@@ -198,7 +198,7 @@ def compare(out_dir):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--torch-python", default="/work/torchvenv/bin/python", help="interpreter that has torch")
+    parser.add_argument("--torch-python", default="/tmp/torchvenv/bin/python", help="interpreter that has torch")
     parser.add_argument("--export", type=pathlib.Path, help="(internal) run the torch half into this folder")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=2)
