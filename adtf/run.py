@@ -252,7 +252,8 @@ def colour_change(fitted_colour, dataset, samples):
     if not other:
         return None
     kind = "colour" if fitted_colour == "grayscale" else "grayscale"
-    return (f"{len(other)} of these {len(samples)} images are {kind} (e.g. {other[0]}) while every image the model was "
+    are = "is" if len(other) == 1 else "are"
+    return (f"{len(other)} of these {len(samples)} images {are} {kind} (e.g. {other[0]}) while every image the model was "
             f"fitted on is {fitted_colour}: a grayscale image is fed as three equal channels, so the model sees a change "
             "of colour it never saw, and may flag those parts for that alone; score parts taken as the fit's were")
 
