@@ -252,10 +252,11 @@ def colour_change(fitted_colour, dataset, samples):
     if not other:
         return None
     kind = "colour" if fitted_colour == "grayscale" else "grayscale"
-    are = "is" if len(other) == 1 else "are"
-    return (f"{len(other)} of these {len(samples)} images {are} {kind} (e.g. {other[0]}) while every image the model was "
-            f"fitted on is {fitted_colour}: a grayscale image is fed as three equal channels, so the model sees a change "
-            "of colour it never saw, and may flag those parts for that alone; score parts taken as the fit's were")
+    which = (f"this image is {kind} ({other[0]})" if len(samples) == 1 else
+             f"{len(other)} of these {len(samples)} images {'is' if len(other) == 1 else 'are'} {kind} (e.g. {other[0]})")
+    return (f"{which} while every image the model was fitted on is {fitted_colour}: a grayscale image is fed as three "
+            "equal channels, so the model sees a change of colour it never saw, and may flag a part for that alone; "
+            f"give it {fitted_colour} images, as it was fitted on")
 
 
 def check_calibration_options(fraction, folds):
@@ -390,6 +391,11 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
                             f"images, got {calibration_folds}")
         fraction = 0.0
     fit_samples, calibration_samples = calibration_split(dataset.train, fraction, seed)
+    fit_colour = colour_kind(dataset, fit_samples)
+    colour_note = colour_change(fit_colour, dataset, dataset.test)
+    if colour_note:  # test images the model never saw the like of: said now and in the report
+        log.warning(f"      the test images: {colour_note}")
+        dataset.notes.append(f"the test images: {colour_note}")
     # The advice where few images calibrate (cross-fitting needs two images or more).
     cross_fit = f"--calibration-folds {min(5, len(dataset.train))}" if len(dataset.train) > 1 else "more normal images"
 
@@ -560,7 +566,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         (out / "fit_images.txt").unlink(missing_ok=True)
     extra = {"preset": preset, "options": _jsonable(options), "image_size_rule": size_rule,
              "fit_median_size": median_image_size(dataset, fit_samples),
-             "fit_colour": colour_kind(dataset, fit_samples), "epochs": epochs,
+             "fit_colour": fit_colour, "epochs": epochs,
              "fit": _jsonable(fit_options), "compile": _jsonable(compile or {}),  # what options.epochs etc. do not say
              "fit_seconds": fit_seconds, "resumed_at_epoch": backup.resumed_at_epoch if epochs else 0,
              "fit_info": dict(model.fit_info),

@@ -1,4 +1,5 @@
 """adtf.data.load: each source on the shared data or a tiny fixture in its exact layout, and bad input."""
+import dataclasses
 import gzip
 import io
 import os
@@ -13,6 +14,7 @@ from PIL import Image
 import adtf.data.synthetic
 from adtf.data import AnomalyDataset, Sample, SourceKind, load, parse_spec
 from adtf.errors import DataError
+from adtf.run import colour_change, colour_kind
 
 
 # --------------------------------------------------------------------------- fixture writers
@@ -204,8 +206,9 @@ def test_gray_and_colour_images_in_one_set_are_named(tmp_path):
     with pytest.warns(UserWarning, match=r"2 of the 5 normal training images are grayscale and the others colour"):
         dataset = load(f"folder:{tmp_path / 'ok'}")
     assert "convert them all to grayscale" in dataset.notes[0]
-    with pytest.warns(UserWarning, match=r"2 of the 5 parts are grayscale and the others colour.*not fitted on"):
-        load(f"folder:{tmp_path / 'ok'}", flag_unusable=True)  # adtf-score's parts, not training images
+    with warnings.catch_warnings():  # adtf-score's parts are no training images: what they are against the fit's
+        warnings.simplefilter("error")  # kind, adtf-score says (adtf.run.colour_change)
+        assert load(f"folder:{tmp_path / 'ok'}", flag_unusable=True).notes == []
     for i in range(3):
         (tmp_path / "ok" / f"c{i}.png").unlink()
     (tmp_path / "ng").mkdir()
@@ -215,11 +218,22 @@ def test_gray_and_colour_images_in_one_set_are_named(tmp_path):
     Image.fromarray(noisy).save(tmp_path / "ng" / "2.png")  # a gray part as lossy WebP decodes it: still gray
     palette = Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).convert("P")
     palette.save(tmp_path / "ng" / "3.png", transparency=bytes(range(256)))  # Pillow warns on converting it to RGB
-    with pytest.warns(UserWarning) as caught:  # a gray mode and gray pixels in RGB are one kind: only the test warns
-        load(f"folder:{tmp_path / 'ok'},anomalous={tmp_path / 'ng'}")
-    assert [str(w.message).split(": ", 1)[1][:75] for w in caught] == [
-        "2 of the 4 test images are colour while every normal training image is gray"]
-    assert "1.png" in str(caught[0].message)
+    hidden = np.zeros((256, 256, 4), np.uint8)
+    hidden[..., :3] = gray.mean().astype(np.uint8)
+    hidden[:128, :, 3] = 255
+    hidden[128:, :, 0] = 255  # red under transparent pixels: TensorFlow drops the alpha and feeds it
+    Image.fromarray(hidden).save(tmp_path / "ng" / "4.png")
+    with warnings.catch_warnings():  # a gray mode and gray pixels in RGB are one kind; the test images are said
+        warnings.simplefilter("error")  # where the fit is known, not here
+        dataset = load(f"folder:{tmp_path / 'ok'},anomalous={tmp_path / 'ng'}")
+    assert [dataset.gray[s.path] for s in sorted(dataset.test, key=lambda s: s.path)] == [True, False, True, False,
+                                                                                          False]
+    note = colour_change(colour_kind(dataset, dataset.train), dataset, dataset.test)
+    assert note.startswith("3 of these 5 images are colour (e.g. ")
+    assert "while every image the model was fitted on is grayscale" in note
+    one = dataclasses.replace(dataset, test=[s for s in dataset.test if s.path.endswith("4.png")])
+    assert colour_change("grayscale", one, one.test).startswith(f"this image is colour ({one.test[0].path})")
+    assert colour_change("mixed", dataset, dataset.test) is None and colour_change(None, dataset, dataset.test) is None
 
 
 def test_what_loading_warned_about_is_in_the_report(tmp_path):
@@ -237,6 +251,27 @@ def test_what_loading_warned_about_is_in_the_report(tmp_path):
             results = fit_evaluate_export("mon", spec, out=tmp_path / out, **options)
         assert len(results["data_notes"]) == 1 and "below 4096" in results["data_notes"][0]
         assert f"**Data**: {results['data_notes'][0]}" in (tmp_path / out / "report.md").read_text()
+
+
+def test_test_images_of_another_colour_than_the_fitted_ones_are_said_by_the_fit_and_its_report(tmp_path, caplog):
+    """Said where the fit is known: the loader once compared a set's own training and test images, which adtf-eval
+    (fitting nothing) printed beside the true statement about the model's fit, contradicting it."""
+    from adtf.run import fit_evaluate_export
+
+    rng = np.random.default_rng(0)
+    for folder in ("ok", "ng"):
+        (tmp_path / folder).mkdir()
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(tmp_path / "ok" / f"{i}.png")
+    Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(tmp_path / "ng" / "gray.png")
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "ng" / "colour.png")
+    results = fit_evaluate_export("mon", f"folder:{tmp_path / 'ok'},anomalous={tmp_path / 'ng'}", out=tmp_path / "run",
+                                  detector={"image_size": [32, 32], "layer": "block2b_add"}, export=False,
+                                  verbose=False)
+    assert results["fit_colour"] == "grayscale"
+    note = f"the test images: 1 of these 2 images is colour (e.g. {tmp_path / 'ng' / 'colour.png'})"
+    assert any(n.startswith(note) for n in results["data_notes"]) and note in caplog.text
+    assert f"**Data**: {note}" in (tmp_path / "run" / "report.md").read_text()
 
 
 def test_missing_train_good_names_the_folder_and_categories(tmp_path):
@@ -758,9 +793,9 @@ def test_mask_size_mismatch_raises_and_skip_bad_drops_the_mask_alone(tmp_path):
     assert ds.counts()["test_crack"] == 2
     assert [s.mask_path is None for s in ds.test if s.defect == "crack"] == [True, False]
     write_image(root / "test" / "crack" / "000.png", (12, 10), "L")  # a gray image whose mask is dropped is seen
-    with pytest.warns(UserWarning, match="1 of the 4 test images are grayscale while every normal training image is "
-                                         "colour"):
-        load(f"mvtec:{root}", skip_bad=True)
+    with pytest.warns(UserWarning, match="skipping the mask"):
+        ds = load(f"mvtec:{root}", skip_bad=True)
+    assert colour_change(colour_kind(ds, ds.train), ds, ds.test).startswith("1 of these 4 images is grayscale")
 
 
 def test_every_problem_is_listed_once(tmp_path):

@@ -621,16 +621,21 @@ def test_an_evaluation_at_another_scale_than_the_fit_says_so(run_dir, tmp_path, 
     fitted = json.loads((run_dir / "metrics.json").read_text())["fit_median_size"]
     assert fitted == [128.0, 128.0]  # synthetic:grass is drawn at 128 px and fitted at 64 (config above)
     capsys.readouterr()
-    assert eval_main([str(run_dir), "--data", f"folder:{tmp_path / 'good'}", "--out", str(tmp_path / "big"),
-                      "--quiet"]) == 0
+    (tmp_path / "bad").mkdir()  # one grayscale image, as the fit's were: among colour ones here
+    Image.fromarray(rng.integers(0, 256, (256, 256), dtype=np.uint8)).save(tmp_path / "bad" / "0.png")
+    assert eval_main([str(run_dir), "--data", f"folder:{tmp_path / 'good'},anomalous={tmp_path / 'bad'}", "--out",
+                      str(tmp_path / "big"), "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "adtf-eval: warning: these images are a median 256x256 px and those the model was fitted on 128x128" in err
     assert "every part appears 2.0x smaller than in training" in err and "the same parts at more detail" in err
     assert "**Another scale**" in (tmp_path / "big" / "report.md").read_text()
     # Colour images, where every fitted grass image was grayscale: said too, and repeated in the report.
     assert json.loads((run_dir / "metrics.json").read_text())["fit_colour"] == "grayscale"
-    assert "adtf-eval: warning: 3 of these 3 images are colour" in err
-    assert "3 of these 3 images are colour" in (tmp_path / "big" / "report.md").read_text()
+    assert "adtf-eval: warning: 3 of these 4 images are colour" in err
+    assert "3 of these 4 images are colour" in (tmp_path / "big" / "report.md").read_text()
+    # Not the set's own training images against its test images: adtf-eval fits nothing (it once said "every normal
+    # training image is colour" beside the model's fit on grayscale ones).
+    assert "training image" not in err
     assert eval_main([str(run_dir), "--data", "synthetic:grass", "--out", str(tmp_path / "same"), "--quiet"]) == 0
     assert "fitted on" not in capsys.readouterr().err
     assert "Another scale" not in (tmp_path / "same" / "report.md").read_text()

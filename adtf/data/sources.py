@@ -359,9 +359,11 @@ def _is_gray(image):
         rgb = image if image.mode in ("RGB", "RGBA") else image.convert("RGBA" if image.mode in ("P", "PA") else "RGB")
     except ValueError:  # a mode Pillow cannot convert (LAB): a warning's guess must never make an image unusable
         return False
+    if rgb.mode == "RGBA":  # alpha dropped, as TensorFlow decodes 3 channels: reduce would premultiply it, hiding
+        rgb = Image.merge("RGB", rgb.split()[:3])  # the colour under transparent pixels
     # Block means of equal channels stay equal, and a part with colour keeps it: a 128-px copy tells as well. A gray
     # image saved as lossy WebP or JPEG decodes a level or two apart between channels: still gray.
-    channels = rgb.reduce(max(1, max(rgb.size) // 128)).split()[:3]
+    channels = rgb.reduce(max(1, max(rgb.size) // 128)).split()
     return all(ImageChops.difference(channels[0], other).getextrema()[1] <= GRAY_TOLERANCE for other in channels[1:])
 
 
@@ -448,35 +450,24 @@ def _validate(dataset, skip_bad, flag_unusable=False):
                       "rotate the files themselves (e.g. `mogrify -auto-orient`) if parts should be upright" + masks,
                       stacklevel=3)
     dataset.gray = {s.path: c.image.gray for s, c in checked.items() if not c.problem}
-    _warn_if_gray_and_colour_mix(dataset, dataset.gray, scoring=flag_unusable)
+    if not flag_unusable:  # parts to score are no training images
+        _warn_if_training_images_mix_gray_and_colour(dataset)
     _warn_if_tested_on_training_files(dataset)
 
 
-def _warn_if_gray_and_colour_mix(dataset, gray, scoring=False):
+def _warn_if_training_images_mix_gray_and_colour(dataset):
     """Every image is fed as three channels, a gray one as three equal ones: a model fitted on colour parts sees a
-    gray part as a change of colour (and the other way round), so a set that mixes the two is said, not averaged.
-    ``gray``: whether each checked file holds no colour, by path; ``scoring``: the images are parts to score
-    (adtf-score's folder), not training images."""
-    train = [s for s in dataset.train if s.path in gray]
-    kinds = {True: [s.path for s in train if gray[s.path]], False: [s.path for s in train if not gray[s.path]]}
-    if scoring and kinds[True] and kinds[False]:
-        warnings.warn(f"{dataset.name}: {len(kinds[True])} of the {len(train)} parts are grayscale and the others "
-                      f"colour (e.g. {kinds[True][0]} and {kinds[False][0]}): those of the kind the model was not "
-                      "fitted on may be flagged for that alone", stacklevel=4)
-    elif kinds[True] and kinds[False]:
-        warnings.warn(f"{dataset.name}: {len(kinds[True])} of the {len(train)} normal training images are grayscale "
-                      f"and the others colour (e.g. {kinds[True][0]} and {kinds[False][0]}): a grayscale image is fed "
-                      "as three equal channels, which a model fitted on colour parts sees as a change of colour. "
-                      "Give one kind, or convert them all to grayscale", stacklevel=4)
-    elif train:
-        trained_gray = bool(kinds[True])
-        other = [s.path for s in dataset.test if s.path in gray and gray[s.path] != trained_gray]
-        if other:
-            warnings.warn(f"{dataset.name}: {len(other)} of the {len(dataset.test)} test images are "
-                          f"{'colour' if trained_gray else 'grayscale'} while every normal training image is "
-                          f"{'grayscale' if trained_gray else 'colour'} (e.g. {other[0]}): the model never saw "
-                          f"{'colour' if trained_gray else 'a part without colour'}, and may flag them for that alone",
-                          stacklevel=4)
+    gray part as a change of colour (and the other way round), so training images that mix the two are said, not
+    averaged. (Test images or parts of another kind than the fitted ones are said where the fit is known:
+    ``adtf.run.colour_change``.)"""
+    train = [s.path for s in dataset.train if s.path in dataset.gray]
+    gray = [path for path in train if dataset.gray[path]]
+    colour = [path for path in train if not dataset.gray[path]]
+    if gray and colour:
+        warnings.warn(f"{dataset.name}: {len(gray)} of the {len(train)} normal training images are grayscale and the "
+                      f"others colour (e.g. {gray[0]} and {colour[0]}): a grayscale image is fed as three equal "
+                      "channels, which a model fitted on colour parts sees as a change of colour. Give one kind, or "
+                      "convert them all to grayscale", stacklevel=4)
 
 
 def training_files_among(test, trained_paths):
