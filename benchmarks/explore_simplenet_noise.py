@@ -233,9 +233,10 @@ def main(argv=None):
                         help="seed of the data's splits (and of a synthetic set's draw) and of the head")
     args = parser.parse_args(argv)
     dataset = data.load(args.data, seed=args.seed)
-    size, rule = data_image_size(dataset, SimpleNet.image_size_range, SimpleNet.image_size_multiple)
-    if args.image_size:
-        size, rule = tuple(args.image_size), f"{args.image_size[0]}x{args.image_size[1]} as asked (the rule: {rule})"
+    if args.image_size:  # the rule is not asked for: its warnings (a stretch to its size) would name another size
+        size, rule = tuple(args.image_size), f"{args.image_size[0]}x{args.image_size[1]} as asked"
+    else:
+        size, rule = data_image_size(dataset, SimpleNet.image_size_range, SimpleNet.image_size_multiple)
     fit, _ = calibration_split(dataset.train, 0.2, args.seed)
     detector = SimpleNet.from_preset("offline", image_size=size,
                                      **({"layers": tuple(args.layers)} if args.layers else {}),
