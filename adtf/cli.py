@@ -418,8 +418,8 @@ def eval_main(argv=None):
         record["extra"] = {"scale_note": note}
     note = colour_change(record.pop("fit_colour", None), dataset, dataset.test)
     if note:
-        print(f"adtf-eval: warning: {note}", file=sys.stderr)
-        dataset.notes.append(note)
+        print(f"adtf-eval: warning: the test images: {note}", file=sys.stderr)
+        dataset.notes.append(f"the test images: {note}")
     results = evaluate(detector, dataset, out, batch_size=args.batch_size, verbose=not args.quiet, **record)
     write_json(out / "eval.json", {**eval_record, "spec": args.data})
     print(results_table(results))
@@ -469,7 +469,8 @@ def score_main(argv=None):
     scale_note = scale_change(fit_record.get("fit_median_size"), dataset, dataset.train + dataset.test,
                               detector.image_size)
     # As adtf-eval says them: the verdicts may not carry over to parts shown at another scale or in another colour.
-    for note in (scale_note, colour_change(fit_record.get("fit_colour"), dataset, dataset.train + dataset.test)):
+    colour_note = colour_change(fit_record.get("fit_colour"), dataset, dataset.train + dataset.test)
+    for note in (scale_note, colour_note and f"the parts: {colour_note}"):
         if note:
             print(f"adtf-score: warning: {note}", file=sys.stderr)
             dataset.notes.append(note)

@@ -243,16 +243,26 @@ def colour_kind(dataset, samples):
 
 
 def colour_change(fitted_colour, dataset, samples):
-    """In words, which of ``samples`` are of the other kind than every image the model was fitted on (grayscale
-    parts for a model fitted on colour ones, or the other way round); None where none are, or the fit's kind is not
-    one (mixed, or not recorded)."""
+    """In words, which of ``samples`` the model may flag for their colour alone (a grayscale image is fed as three
+    equal channels: a model fitted on colour parts sees a change of colour): those of the other kind than every
+    fitted image, or, where the fit's kind is not recorded (a run from before it was, a model file alone), a mix of
+    the two kinds among them; None otherwise (a fit on both kinds, ``"mixed"``, saw both)."""
+    known = [s.path for s in samples if s.path in dataset.gray]
+    gray = [path for path in known if dataset.gray[path]]
+    colour = [path for path in known if not dataset.gray[path]]
+    if fitted_colour is None and gray and colour:
+        return (f"{len(gray)} of these {len(known)} images {'is' if len(gray) == 1 else 'are'} grayscale and the "
+                f"others colour (e.g. {gray[0]} and "
+                f"{colour[0]}), and which kind the model was fitted on is not recorded: a grayscale image is fed as "
+                "three equal channels, so those of the kind it was not fitted on may be flagged for that alone")
     if fitted_colour not in ("grayscale", "colour"):
         return None
-    other = [s.path for s in samples if s.path in dataset.gray and dataset.gray[s.path] != (fitted_colour == "grayscale")]
+    other = colour if fitted_colour == "grayscale" else gray
     if not other:
         return None
     kind = "colour" if fitted_colour == "grayscale" else "grayscale"
     which = (f"this image is {kind} ({other[0]})" if len(samples) == 1 else
+             f"all {len(other)} of these images are {kind} (e.g. {other[0]})" if len(other) == len(samples) else
              f"{len(other)} of these {len(samples)} images {'is' if len(other) == 1 else 'are'} {kind} (e.g. {other[0]})")
     return (f"{which} while every image the model was fitted on is {fitted_colour}: a grayscale image is fed as three "
             "equal channels, so the model sees a change of colour it never saw, and may flag a part for that alone; "
@@ -392,10 +402,19 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         fraction = 0.0
     fit_samples, calibration_samples = calibration_split(dataset.train, fraction, seed)
     fit_colour = colour_kind(dataset, fit_samples)
-    colour_note = colour_change(fit_colour, dataset, dataset.test)
-    if colour_note:  # test images the model never saw the like of: said now and in the report
-        log.warning(f"      the test images: {colour_note}")
-        dataset.notes.append(f"the test images: {colour_note}")
+    if fit_colour == "mixed":
+        gray = [s.path for s in fit_samples if dataset.gray.get(s.path)]
+        colour = [s.path for s in fit_samples if dataset.gray.get(s.path) is False]
+        colour_note = (f"{len(gray)} of the {len(gray) + len(colour)} images the model is fitted on are grayscale and "
+                       f"the others colour (e.g. {gray[0]} and {colour[0]}): a grayscale image is fed as three equal "
+                       "channels, which a model fitted on colour parts sees as a change of colour. Give one kind, or "
+                       "convert them all to grayscale")
+    else:
+        colour_note = colour_change(fit_colour, dataset, dataset.test)
+        colour_note = colour_note and f"the test images: {colour_note}"
+    if colour_note:  # said now and in the report
+        log.warning(f"      {colour_note}")
+        dataset.notes.append(colour_note)
     # The advice where few images calibrate (cross-fitting needs two images or more).
     cross_fit = f"--calibration-folds {min(5, len(dataset.train))}" if len(dataset.train) > 1 else "more normal images"
 

@@ -203,12 +203,14 @@ def test_gray_and_colour_images_in_one_set_are_named(tmp_path):
     gray = rng.integers(0, 256, (10, 12), dtype=np.uint8)
     Image.fromarray(gray).save(tmp_path / "ok" / "gray.png")
     Image.fromarray(np.stack([gray] * 3, -1)).save(tmp_path / "ok" / "gray_as_rgb.png")  # RGB, but no colour in it
-    with pytest.warns(UserWarning, match=r"2 of the 5 normal training images are grayscale and the others colour"):
+    with warnings.catch_warnings():  # what files are is said where the fit is known: the fit, adtf-eval, adtf-score
+        warnings.simplefilter("error")
         dataset = load(f"folder:{tmp_path / 'ok'}")
-    assert "convert them all to grayscale" in dataset.notes[0]
-    with warnings.catch_warnings():  # adtf-score's parts are no training images: what they are against the fit's
-        warnings.simplefilter("error")  # kind, adtf-score says (adtf.run.colour_change)
-        assert load(f"folder:{tmp_path / 'ok'}", flag_unusable=True).notes == []
+    assert dataset.notes == [] and colour_kind(dataset, dataset.train) == "mixed"
+    assert colour_change("mixed", dataset, dataset.train) is None  # a model fitted on both kinds saw both
+    unknown = colour_change(None, dataset, dataset.train)  # a run from before fit_colour, a model file alone
+    assert unknown.startswith("2 of these 5 images are grayscale and the others colour (e.g. ")
+    assert "which kind the model was fitted on is not recorded" in unknown
     for i in range(3):
         (tmp_path / "ok" / f"c{i}.png").unlink()
     (tmp_path / "ng").mkdir()
@@ -223,17 +225,22 @@ def test_gray_and_colour_images_in_one_set_are_named(tmp_path):
     hidden[:128, :, 3] = 255
     hidden[128:, :, 0] = 255  # red under transparent pixels: TensorFlow drops the alpha and feeds it
     Image.fromarray(hidden).save(tmp_path / "ng" / "4.png")
+    keyed = Image.fromarray(np.minimum(gray, 254), "P")  # a gray GIF whose transparent entry is green: TensorFlow
+    keyed.putpalette([v for level in range(255) for v in (level, level, level)] + [0, 255, 0])  # decodes it black
+    keyed.paste(255, (0, 0, 4, 4))
+    keyed.save(tmp_path / "ng" / "5.gif", transparency=255)
     with warnings.catch_warnings():  # a gray mode and gray pixels in RGB are one kind; the test images are said
         warnings.simplefilter("error")  # where the fit is known, not here
         dataset = load(f"folder:{tmp_path / 'ok'},anomalous={tmp_path / 'ng'}")
     assert [dataset.gray[s.path] for s in sorted(dataset.test, key=lambda s: s.path)] == [True, False, True, False,
-                                                                                          False]
+                                                                                          False, True]
     note = colour_change(colour_kind(dataset, dataset.train), dataset, dataset.test)
-    assert note.startswith("3 of these 5 images are colour (e.g. ")
+    assert note.startswith("3 of these 6 images are colour (e.g. ")
     assert "while every image the model was fitted on is grayscale" in note
     one = dataclasses.replace(dataset, test=[s for s in dataset.test if s.path.endswith("4.png")])
     assert colour_change("grayscale", one, one.test).startswith(f"this image is colour ({one.test[0].path})")
-    assert colour_change("mixed", dataset, dataset.test) is None and colour_change(None, dataset, dataset.test) is None
+    assert colour_change("mixed", dataset, dataset.test) is None
+    assert colour_change(None, dataset, dataset.test).startswith("3 of these 6 images are grayscale and the others")
 
 
 def test_what_loading_warned_about_is_in_the_report(tmp_path):
@@ -272,6 +279,13 @@ def test_test_images_of_another_colour_than_the_fitted_ones_are_said_by_the_fit_
     note = f"the test images: 1 of these 2 images is colour (e.g. {tmp_path / 'ng' / 'colour.png'})"
     assert any(n.startswith(note) for n in results["data_notes"]) and note in caplog.text
     assert f"**Data**: {note}" in (tmp_path / "run" / "report.md").read_text()
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "ok" / "colour.png")
+    results = fit_evaluate_export("mon", f"folder:{tmp_path / 'ok'}", out=tmp_path / "mixed", calibration_fraction=0,
+                                  detector={"image_size": [32, 32], "layer": "block2b_add"}, export=False,
+                                  verbose=False)  # fitted on both kinds: said of the fit, not of each test image
+    assert results["fit_colour"] == "mixed"
+    assert [n[:71] for n in results["data_notes"]] == [
+        "6 of the 7 images the model is fitted on are grayscale and the others c"]
 
 
 def test_missing_train_good_names_the_folder_and_categories(tmp_path):

@@ -457,9 +457,9 @@ def test_score_gives_each_unjudged_part_a_verdict_and_the_flagged_ones_a_heat_ma
     assert summary["n_flagged"] == expected.sum()
     assert any(note.startswith("these images are a median 64x64") for note in summary["notes"])
     # The parts are colour, every fitted grass image grayscale: a change the model never saw, said and recorded.
-    colour = "adtf-score: warning: 5 of these 5 images are colour (e.g. "
+    colour = "adtf-score: warning: the parts: all 5 of these images are colour (e.g. "
     assert colour in printed.err and "while every image the model was fitted on is grayscale" in printed.err
-    assert any(note.startswith("5 of these 5 images are colour") for note in summary["notes"])
+    assert any(note.startswith("the parts: all 5 of these images are colour") for note in summary["notes"])
     assert score_main([str(run_dir), str(parts), "--out", str(out), "--quiet", "--heatmaps", "all"]) == 0
     assert len(list((out / "heatmaps").glob("*.png"))) == 5
     assert score_main([str(run_dir), str(parts), "--out", str(out), "--quiet", "--heatmaps", "none"]) == 0
@@ -631,11 +631,18 @@ def test_an_evaluation_at_another_scale_than_the_fit_says_so(run_dir, tmp_path, 
     assert "**Another scale**" in (tmp_path / "big" / "report.md").read_text()
     # Colour images, where every fitted grass image was grayscale: said too, and repeated in the report.
     assert json.loads((run_dir / "metrics.json").read_text())["fit_colour"] == "grayscale"
-    assert "adtf-eval: warning: 3 of these 4 images are colour" in err
-    assert "3 of these 4 images are colour" in (tmp_path / "big" / "report.md").read_text()
+    assert "adtf-eval: warning: the test images: 3 of these 4 images are colour" in err
+    assert "the test images: 3 of these 4 images are colour" in (tmp_path / "big" / "report.md").read_text()
     # Not the set's own training images against its test images: adtf-eval fits nothing (it once said "every normal
     # training image is colour" beside the model's fit on grayscale ones).
     assert "training image" not in err
+    # A model file alone (or a run from before fit_colour): which kind it was fitted on is unknown, so a mix is said.
+    (tmp_path / "bare").mkdir()
+    shutil.copy(run_dir / "model.keras", tmp_path / "bare" / "model.keras")
+    assert eval_main([str(tmp_path / "bare" / "model.keras"), "--data",
+                      f"folder:{tmp_path / 'good'},anomalous={tmp_path / 'bad'}", "--out", str(tmp_path / "bare_eval"),
+                      "--quiet"]) == 0
+    assert "the test images: 1 of these 4 images is grayscale and the others colour" in capsys.readouterr().err
     assert eval_main([str(run_dir), "--data", "synthetic:grass", "--out", str(tmp_path / "same"), "--quiet"]) == 0
     assert "fitted on" not in capsys.readouterr().err
     assert "Another scale" not in (tmp_path / "same" / "report.md").read_text()

@@ -359,8 +359,11 @@ def _is_gray(image):
         rgb = image if image.mode in ("RGB", "RGBA") else image.convert("RGBA" if image.mode in ("P", "PA") else "RGB")
     except ValueError:  # a mode Pillow cannot convert (LAB): a warning's guess must never make an image unusable
         return False
-    if rgb.mode == "RGBA":  # alpha dropped, as TensorFlow decodes 3 channels: reduce would premultiply it, hiding
-        rgb = Image.merge("RGB", rgb.split()[:3])  # the colour under transparent pixels
+    if rgb.mode == "RGBA":  # as TensorFlow decodes 3 channels: a PNG's or WebP's alpha is dropped and the colour
+        # under it kept (reduce would premultiply it away); a GIF's transparent pixels decode black
+        colour = Image.merge("RGB", rgb.split()[:3])
+        black = Image.new("RGB", rgb.size)
+        rgb = Image.composite(colour, black, rgb.getchannel("A")) if image.format == "GIF" else colour
     # Block means of equal channels stay equal, and a part with colour keeps it: a 128-px copy tells as well. A gray
     # image saved as lossy WebP or JPEG decodes a level or two apart between channels: still gray.
     channels = rgb.reduce(max(1, max(rgb.size) // 128)).split()
@@ -449,25 +452,9 @@ def _validate(dataset, skip_bad, flag_unusable=False):
                       "they are read as stored, as the SavedModel will read them, not turned as viewers show them; "
                       "rotate the files themselves (e.g. `mogrify -auto-orient`) if parts should be upright" + masks,
                       stacklevel=3)
+    # What each file's colour is against a fit's is said where the fit is known (adtf.run.colour_change).
     dataset.gray = {s.path: c.image.gray for s, c in checked.items() if not c.problem}
-    if not flag_unusable:  # parts to score are no training images
-        _warn_if_training_images_mix_gray_and_colour(dataset)
     _warn_if_tested_on_training_files(dataset)
-
-
-def _warn_if_training_images_mix_gray_and_colour(dataset):
-    """Every image is fed as three channels, a gray one as three equal ones: a model fitted on colour parts sees a
-    gray part as a change of colour (and the other way round), so training images that mix the two are said, not
-    averaged. (Test images or parts of another kind than the fitted ones are said where the fit is known:
-    ``adtf.run.colour_change``.)"""
-    train = [s.path for s in dataset.train if s.path in dataset.gray]
-    gray = [path for path in train if dataset.gray[path]]
-    colour = [path for path in train if not dataset.gray[path]]
-    if gray and colour:
-        warnings.warn(f"{dataset.name}: {len(gray)} of the {len(train)} normal training images are grayscale and the "
-                      f"others colour (e.g. {gray[0]} and {colour[0]}): a grayscale image is fed as three equal "
-                      "channels, which a model fitted on colour parts sees as a change of colour. Give one kind, or "
-                      "convert them all to grayscale", stacklevel=4)
 
 
 def training_files_among(test, trained_paths):
