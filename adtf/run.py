@@ -235,11 +235,18 @@ def scale_change(fitted_size, dataset, samples, input_size):
             "training, and the scores, working points included, may not carry over")
 
 
+def gray_and_colour(dataset, samples):
+    """``(grayscale paths, colour paths)`` among ``samples``, as ``load`` found their files (``dataset.gray``; an
+    in-memory sample is in neither)."""
+    known = [s.path for s in samples if s.path in dataset.gray]
+    return [path for path in known if dataset.gray[path]], [path for path in known if not dataset.gray[path]]
+
+
 def colour_kind(dataset, samples):
-    """``"grayscale"``, ``"colour"`` or ``"mixed"``: what ``samples`` of ``dataset`` hold, as ``load`` found their
-    files (``dataset.gray``); None where it found none of them (in-memory sets)."""
-    kinds = {dataset.gray[s.path] for s in samples if s.path in dataset.gray}
-    return None if not kinds else "mixed" if len(kinds) > 1 else "grayscale" if kinds.pop() else "colour"
+    """``"grayscale"``, ``"colour"`` or ``"mixed"``: what ``samples`` of ``dataset`` hold (``gray_and_colour``);
+    None where no file of theirs was checked (in-memory sets)."""
+    gray, colour = gray_and_colour(dataset, samples)
+    return "mixed" if gray and colour else "grayscale" if gray else "colour" if colour else None
 
 
 def colour_change(fitted_colour, dataset, samples):
@@ -247,11 +254,9 @@ def colour_change(fitted_colour, dataset, samples):
     equal channels: a model fitted on colour parts sees a change of colour): those of the other kind than every
     fitted image, or, where the fit's kind is not recorded (a run from before it was, a model file alone), a mix of
     the two kinds among them; None otherwise (a fit on both kinds, ``"mixed"``, saw both)."""
-    known = [s.path for s in samples if s.path in dataset.gray]
-    gray = [path for path in known if dataset.gray[path]]
-    colour = [path for path in known if not dataset.gray[path]]
+    gray, colour = gray_and_colour(dataset, samples)
     if fitted_colour is None and gray and colour:
-        return (f"{len(gray)} of these {len(known)} images {'is' if len(gray) == 1 else 'are'} grayscale and the "
+        return (f"{len(gray)} of these {len(gray) + len(colour)} images {'is' if len(gray) == 1 else 'are'} grayscale and the "
                 f"others colour (e.g. {gray[0]} and "
                 f"{colour[0]}), and which kind the model was fitted on is not recorded: a grayscale image is fed as "
                 "three equal channels, so those of the kind it was not fitted on may be flagged for that alone")
@@ -403,8 +408,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     fit_samples, calibration_samples = calibration_split(dataset.train, fraction, seed)
     fit_colour = colour_kind(dataset, fit_samples)
     if fit_colour == "mixed":
-        gray = [s.path for s in fit_samples if dataset.gray.get(s.path)]
-        colour = [s.path for s in fit_samples if dataset.gray.get(s.path) is False]
+        gray, colour = gray_and_colour(dataset, fit_samples)
         colour_note = (f"{len(gray)} of the {len(gray) + len(colour)} images the model is fitted on are grayscale and "
                        f"the others colour (e.g. {gray[0]} and {colour[0]}): a grayscale image is fed as three equal "
                        "channels, which a model fitted on colour parts sees as a change of colour. Give one kind, or "
