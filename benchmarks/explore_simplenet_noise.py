@@ -3,10 +3,10 @@
 Usage: python benchmarks/explore_simplenet_noise.py --data mtd:mtd --sigmas 0.05 0.2 0.5 1.0 --epochs 6 [--every 2]
        [--baselines] [--backbone efficientnet_lite2 --layers block3c_add block5d_add block6e_add] [--seed 1]
        [--image-size 448 384] [--dims 768 768] [--patch-size 5] [--image-context]
-       [--second efficientnet_lite0 block3b_add block5c_add block6d_add]
+       [--second efficientnet_lite0 block3b_add block5c_add block6d_add] [--dihedral 4]
 
 ``--backbone``/``--layers`` compare taps and backbones the same way (``--second`` appends another backbone's
-features to the first's), ``--image-size`` another input size than the
+features to the first's), ``--dihedral`` trains on turned copies of the fit images too, ``--image-size`` another input size than the
 presets' rule gives, ``--dims`` the aggregation's per-level and final sizes (the head's adaptor follows the latter); ``--seed`` draws another synthetic set
 (and other splits): a validation draw whose test labels are not those of the main job's seed-0 set.
 ``--baselines`` scores the same cached features with references that are blind to position (nearest
@@ -47,6 +47,19 @@ def standardized(batches):
         mean, var = tf.nn.moments(image, axes=[1, 2, 3], keepdims=True)
         return ((image - mean) / tf.sqrt(var + 1e-6) * 0.15 + 0.45, *rest)
     return batches.map(standardize)
+
+
+DIHEDRAL_ORDER = (0, 4, 2, 6, 1, 3, 5, 7)  # the first four keep a non-square image's shape: as is, mirrored, turned
+# half a turn, and both (mirrored top to bottom); the last four turn it a quarter
+
+
+def dihedral(batches, k):
+    """Every image under the ``k``-th symmetry of the square (``k % 4`` quarter turns, mirrored first when ``k >= 4``):
+    a normal part at another orientation is a normal part, which the cache of the fit images then holds."""
+    def turn(image, *rest):
+        image = tf.image.flip_left_right(image) if k >= 4 else image
+        return (tf.image.rot90(image, k % 4), *rest)
+    return batches.map(turn)
 
 
 def test_features(detector, samples, arrays, size, standardize=False):
@@ -229,6 +242,10 @@ def main(argv=None):
     parser.add_argument("--second", nargs="+", default=None, metavar=("BACKBONE", "LAYER"),
                         help="a second backbone and its taps (strides 8, 16, ...), aggregated the same way; its "
                              "features follow the first's at every location (an ensemble of frozen backbones)")
+    parser.add_argument("--dihedral", type=int, default=1, choices=range(1, 9), metavar="N",
+                        help="train on the fit images under the first N of the square's 8 symmetries (as is, "
+                             "mirrored, turned half a turn, mirrored top to bottom, then the quarter turns, which need "
+                             "a square input): N times the cache, each epoch N times the steps")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the data's splits (and of a synthetic set's draw) and of the head")
     args = parser.parse_args(argv)
@@ -237,6 +254,8 @@ def main(argv=None):
         size, rule = tuple(args.image_size), f"{args.image_size[0]}x{args.image_size[1]} as asked"
     else:
         size, rule = data_image_size(dataset, SimpleNet.image_size_range, SimpleNet.image_size_multiple)
+    if args.dihedral > 4 and size[0] != size[1]:
+        parser.error(f"--dihedral {args.dihedral} turns images a quarter turn, which needs a square input, not {size}")
     fit, _ = calibration_split(dataset.train, 0.2, args.seed)
     detector = SimpleNet.from_preset("offline", image_size=size,
                                      **({"layers": tuple(args.layers)} if args.layers else {}),
@@ -247,6 +266,13 @@ def main(argv=None):
     cache = detector.feature_cache(standardized(batches) if args.standardize else batches, verbose=False)
     train, gain = cache[np.arange(len(cache))], float(detector.feature_gain)  # the preset normalises: gain is set
     detector.release_feature_cache()
+    turned = []
+    for k in DIHEDRAL_ORDER[1:args.dihedral]:  # the gain stays the untouched images' (what the presets compute)
+        batches = dihedral(pipeline(fit, arrays=dataset.arrays, image_size=size, batch_size=16), k)
+        cache = detector.feature_cache(standardized(batches) if args.standardize else batches, verbose=False)
+        turned.append(cache[np.arange(len(cache))])
+        detector.release_feature_cache()
+    train = np.concatenate([train, *turned]) if turned else train
     test, labels = test_features(detector, dataset.test, dataset.arrays, size, args.standardize)
     if args.second:
         other = SimpleNet.from_preset("offline", image_size=size, backbone=args.second[0],
