@@ -93,10 +93,10 @@ def main(argv=None):
                 r["latency_b1"] = latency(detector, tuple(r["image_size"]), 1)
                 r["latency_b16"] = latency(detector, tuple(r["image_size"]), 16)
                 runs.append(r)
+                active = r["working_points"][r["active_working_point"]]
                 print(f"{args.method} {options or ''} {ds.name} {preset} seed {seed}: image AUROC {fmt([r['image_auroc']])}, "
                       f"pixel {fmt([r['pixel_auroc']])}, AUPRO {fmt([r['aupro']])}, active working point TNR "
-                      f"{r['working_points'][r['active_working_point']]['tnr']} / TPR "
-                      f"{r['working_points'][r['active_working_point']]['tpr']}, fit {r['fit_seconds']:.0f} s, "
+                      f"{fmt([active['tnr']])} / TPR {fmt([active['tpr']])}, fit {r['fit_seconds']:.0f} s, "
                       f"all {r['seconds']:.0f} s", flush=True)
             rows.append((ds.name, preset, runs))
     print(f"\n{args.method} {options or ''}")
