@@ -242,6 +242,13 @@ def gray_and_colour(dataset, samples):
     return [path for path in known if dataset.gray[path]], [path for path in known if not dataset.gray[path]]
 
 
+def kinds_mixed(gray, colour, among="these {} images"):
+    """``"2 of these 5 images are grayscale and the others colour (e.g. A and B)"``: a mix of the two kinds in words
+    (``among``: the images, with a slot for their count)."""
+    return (f"{len(gray)} of {among.format(len(gray) + len(colour))} {'is' if len(gray) == 1 else 'are'} grayscale "
+            f"and the others colour (e.g. {gray[0]} and {colour[0]})")
+
+
 def colour_kind(dataset, samples):
     """``"grayscale"``, ``"colour"`` or ``"mixed"``: what ``samples`` of ``dataset`` hold (``gray_and_colour``);
     None where no file of theirs was checked (in-memory sets)."""
@@ -256,10 +263,9 @@ def colour_change(fitted_colour, dataset, samples):
     the two kinds among them; None otherwise (a fit on both kinds, ``"mixed"``, saw both)."""
     gray, colour = gray_and_colour(dataset, samples)
     if fitted_colour is None and gray and colour:
-        return (f"{len(gray)} of these {len(gray) + len(colour)} images {'is' if len(gray) == 1 else 'are'} grayscale and the "
-                f"others colour (e.g. {gray[0]} and "
-                f"{colour[0]}), and which kind the model was fitted on is not recorded: a grayscale image is fed as "
-                "three equal channels, so those of the kind it was not fitted on may be flagged for that alone")
+        return (f"{kinds_mixed(gray, colour)}, and which kind the model was fitted on is not recorded: a grayscale "
+                "image is fed as three equal channels, so those of the kind it was not fitted on may be flagged for "
+                "that alone")
     if fitted_colour not in ("grayscale", "colour"):
         return None
     other = colour if fitted_colour == "grayscale" else gray
@@ -408,11 +414,9 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     fit_samples, calibration_samples = calibration_split(dataset.train, fraction, seed)
     fit_colour = colour_kind(dataset, fit_samples)
     if fit_colour == "mixed":
-        gray, colour = gray_and_colour(dataset, fit_samples)
-        colour_note = (f"{len(gray)} of the {len(gray) + len(colour)} images the model is fitted on are grayscale and "
-                       f"the others colour (e.g. {gray[0]} and {colour[0]}): a grayscale image is fed as three equal "
-                       "channels, which a model fitted on colour parts sees as a change of colour. Give one kind, or "
-                       "convert them all to grayscale")
+        colour_note = (f"{kinds_mixed(*gray_and_colour(dataset, fit_samples), 'the {} images the model is fitted on')}"
+                       ": a grayscale image is fed as three equal channels, which a model fitted on colour parts sees "
+                       "as a change of colour. Give one kind, or convert them all to grayscale")
     else:
         colour_note = colour_change(fit_colour, dataset, dataset.test)
         colour_note = colour_note and f"the test images: {colour_note}"
