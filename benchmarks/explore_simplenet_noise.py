@@ -59,7 +59,7 @@ def dihedral(batches, k):
     def turn(image, *rest):
         image = tf.image.flip_left_right(image) if k >= 4 else image
         return (tf.image.rot90(image, k % 4), *rest)
-    return batches.map(turn)
+    return batches.map(turn) if k else batches
 
 
 def test_features(detector, samples, arrays, size, standardize=False):
@@ -262,27 +262,25 @@ def main(argv=None):
                                      **({"backbone": args.backbone} if args.backbone else {}),
                                      **(dict(zip(("pretrain_dim", "embed_dim"), args.dims)) if args.dims else {}),
                                      **({"patch_size": args.patch_size} if args.patch_size else {}))
-    batches = pipeline(fit, arrays=dataset.arrays, image_size=size, batch_size=16)
-    cache = detector.feature_cache(standardized(batches) if args.standardize else batches, verbose=False)
-    train, gain = cache[np.arange(len(cache))], float(detector.feature_gain)  # the preset normalises: gain is set
-    detector.release_feature_cache()
-    turned = []
-    for k in DIHEDRAL_ORDER[1:args.dihedral]:  # the gain stays the untouched images' (what the presets compute)
-        batches = dihedral(pipeline(fit, arrays=dataset.arrays, image_size=size, batch_size=16), k)
-        cache = detector.feature_cache(standardized(batches) if args.standardize else batches, verbose=False)
-        turned.append(cache[np.arange(len(cache))])
-        detector.release_feature_cache()
+
+    def fit_features(model, turn=0):
+        """The fit images' cached features (under the ``turn``-th symmetry of the square), as an array."""
+        batches = dihedral(pipeline(fit, arrays=dataset.arrays, image_size=size, batch_size=16), turn)
+        cache = model.feature_cache(standardized(batches) if args.standardize else batches, verbose=False)
+        features = cache[np.arange(len(cache))]
+        model.release_feature_cache()
+        return features
+
+    train = fit_features(detector)
+    gain = float(detector.feature_gain)  # the preset normalises: the gain is set, from the untouched images
+    turned = [fit_features(detector, k) for k in DIHEDRAL_ORDER[1:args.dihedral]]
     train = np.concatenate([train, *turned]) if turned else train
     test, labels = test_features(detector, dataset.test, dataset.arrays, size, args.standardize)
     if args.second:
         other = SimpleNet.from_preset("offline", image_size=size, backbone=args.second[0],
                                       layers=tuple(args.second[1:]))
-        batches = pipeline(fit, arrays=dataset.arrays, image_size=size, batch_size=16)
-        other_cache = other.feature_cache(standardized(batches) if args.standardize else batches, verbose=False)
-        other_train = other_cache[np.arange(len(other_cache))]
-        other.release_feature_cache()
         other_test, _ = test_features(other, dataset.test, dataset.arrays, size, args.standardize)
-        train, test = np.concatenate([train, other_train], -1), np.concatenate([test, other_test], -1)
+        train, test = np.concatenate([train, fit_features(other)], -1), np.concatenate([test, other_test], -1)
         gain = 1.0 / np.sqrt(train.reshape(-1, train.shape[-1]).astype(np.float64).var(0).mean())
     if args.per_dimension:  # each dimension in units of its own spread; the head's gain is then 1
         spread = np.sqrt(train.reshape(-1, train.shape[-1]).astype(np.float64).var(0)) + 1e-6
