@@ -46,16 +46,12 @@ def main(argv=None):
     levels = [taps[name] for name in detector.layer_names]
     local = detector.aggregate(levels)
 
-    def adaptor_and_discriminator(features):
-        flat = ops.reshape(detector.adaptor(features * detector.feature_gain), (-1, detector.embed_dim))
-        return ops.reshape(-detector.discriminator(flat, training=False)[:, 0], ops.shape(features)[:3])
-
-    scores = adaptor_and_discriminator(local)
+    scores = detector.grid_scores(local)
     maps = ops.image.resize(scores[..., None], detector.image_size, interpolation="bilinear")[..., 0]
     stages = {
         "backbone (Keras graph)": (tf.function(lambda x: detector.features(x, training=False)), images),
         "aggregation": (tf.function(lambda *x: detector.aggregate(list(x))), *levels),
-        "adaptor + discriminator": (tf.function(adaptor_and_discriminator), local),
+        "adaptor + discriminator": (tf.function(detector.grid_scores), local),
         "smoothing (sigma 4)": (tf.function(detector.smoothing), maps),
         "whole scoring call (infer)": (detector.infer, images.numpy()),
     }
