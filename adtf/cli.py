@@ -552,7 +552,7 @@ def export_main(argv=None):
     parser.add_argument("--out", default=None,
                         help="SavedModel folder (default: <run>/saved_model-<working point>, beside the run's own "
                              "saved_model, which keeps matching its model.keras and metrics.json; with --save-model "
-                             "the run moves: <run>/saved_model)")
+                             "the run moves: <run>/saved_model, rewritten too where --out names another folder)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--working-point", default=None, help="a calibrated working point: the run's report lists them "
                        "(MoN: threshold1 ... threshold6; the trained methods: max_normal, fpr1_normal)")
@@ -577,6 +577,10 @@ def export_main(argv=None):
     moved = detector.working_point != saved_point and not args.save_model
     out = Path(args.out or model_path.parent / (f"saved_model-{slug(detector.working_point)}" if moved else "saved_model"))
     detector.export(out)
+    own = model_path.parent / "saved_model"  # the run's own SavedModel moves with the run, wherever --out wrote
+    if args.save_model and own.is_dir() and out.resolve() != own.resolve():
+        detector.export(own)
+        print(f"SavedModel written to {own} too (the run's own, which --save-model moves with model.keras)")
     if args.save_model:
         with atomic_path(model_path, suffix=".keras") as tmp:
             detector.save(tmp)

@@ -272,6 +272,18 @@ def test_export_save_model_again_mends_a_run_whose_reports_an_interrupted_one_le
     assert "model.keras, and so adtf-score and adtf-eval, still judge at explicit" in capsys.readouterr().out
 
 
+def test_export_save_model_with_out_moves_the_run_s_own_saved_model_too(run_dir, tmp_path):
+    """--out with --save-model wrote only --out: the run's saved_model kept the old threshold while model.keras, the
+    report, adtf-score and adtf-eval moved to the new one."""
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    assert export_main([str(run), "--working-point", "threshold1", "--save-model",
+                        "--out", str(tmp_path / "models" / "1")]) == 0
+    for folder in (tmp_path / "models" / "1", run / "saved_model"):
+        assert json.loads((folder / "assets.extra" / "adtf.json").read_text())["working_point"] == "threshold1"
+    assert json.loads((run / "metrics.json").read_text())["active_working_point"] == "threshold1"
+
+
 def test_an_uncalibrated_detector_is_not_exported(tmp_path):
     """Its thresholds are +inf: served, it would pass every part."""
     from adtf.detectors.mon import ModelOfNormality

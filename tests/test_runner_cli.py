@@ -149,6 +149,16 @@ def test_a_model_saved_by_adtf_0_1_fails_with_a_clear_message():
         detectors.load(FIXTURES / "mon_saved_by_adtf_0_1.keras")
 
 
+def test_a_keras_file_that_holds_no_adtf_detector_is_named_as_such(tmp_path):
+    """It was called 'saved by an earlier adtf', and told to fit it again."""
+    import keras
+
+    inputs = keras.Input((4,))
+    keras.Model(inputs, keras.layers.Dense(1)(inputs)).save(tmp_path / "plain.keras")
+    with pytest.raises(AdtfError, match=r"plain\.keras: it holds a Keras Functional, not an adtf detector"):
+        detectors.load(tmp_path / "plain.keras")
+
+
 STRATEGY = textwrap.dedent("""
     import sys
     import numpy as np, tensorflow as tf

@@ -710,6 +710,10 @@ def load(path):
     if damaged:
         raise AdtfError(f"cannot load a detector from {path}: the file is damaged ({damaged} fails its checksum): "
                         "copy it again from where it was written, or fit again")
+    if not str(config.get("registered_name") or "").startswith("adtf>"):
+        raise AdtfError(f"cannot load a detector from {path}: it holds a Keras {config.get('class_name', 'model')}, not "
+                        "an adtf detector (load it with keras.saving.load_model, or give the model.keras that adtf-fit "
+                        "or detector.save wrote)")
     if "adtf_format" not in config.get("config", {}):
         raise AdtfError(f"{path} was saved by an earlier adtf, before working points became a layer (its config has "
                         "no adtf_format); it cannot be loaded by this version: fit it again (adtf-fit writes a new "
