@@ -365,6 +365,38 @@ def test_folder_masks_inside_the_anomalous_folder_are_read_as_masks_not_named_un
     assert ds.counts() == {"train": 1, "test_bad": 1} and ds.test[0].mask_path.endswith("0_mask.png")
 
 
+
+def test_folder_masks_beside_their_images_are_not_read_as_defective_images(tmp_path):
+    """masks= naming the anomalous folder itself (a hand-made set with 0.png and 0_mask.png side by side): each mask
+    was read as one more defective image, whose mask was itself."""
+    write_image(tmp_path / "ok" / "0.png")
+    for stem in ("0", "1"):
+        write_image(tmp_path / "ng" / "scratch" / f"{stem}.png", seed=int(stem))
+        write_image(tmp_path / "ng" / "scratch" / f"{stem}_mask.png", mode="L", value=255)
+    write_image(tmp_path / "ng" / "dent" / "0.jpg", fmt="JPEG")
+    write_image(tmp_path / "ng" / "dent" / "0.png", mode="L", value=255)  # <stem>.png beside <stem>.jpg: its mask
+    write_image(tmp_path / "ng" / "dent" / "1.png")  # no mask: not its own
+    with pytest.warns(UserWarning, match=r"no mask for 1 of the anomalous images \(e.g. .*dent.1.png"):
+        ds = load(f"folder:{tmp_path / 'ok'},anomalous={tmp_path / 'ng'},masks={tmp_path / 'ng'}")
+    assert ds.counts() == {"train": 1, "test_dent": 2, "test_scratch": 2}
+    assert {os.path.relpath(s.path, tmp_path): s.mask_path and os.path.relpath(s.mask_path, tmp_path)
+            for s in ds.test} == {"ng/dent/0.jpg": "ng/dent/0.png", "ng/dent/1.png": None,
+                                  "ng/scratch/0.png": "ng/scratch/0_mask.png", "ng/scratch/1.png": "ng/scratch/1_mask.png"}
+
+
+def test_mvtec_train_and_test_folders_capitalised_are_mvtec_not_dagm(tmp_path):
+    """Train/ and Test/ (a hand-made glass set) were taken for DAGM 2007, whose reader then found no Labels.txt."""
+    root = write_mvtec(tmp_path / "glass")
+    (root / "train").rename(root / "Train")
+    (root / "test").rename(root / "Test")
+    (root / "ground_truth").rename(root / "Ground_Truth")
+    assert parse_spec(str(root))[0] is SourceKind.MVTEC
+    ds = load(f"mvtec:{root}")
+    assert ds.counts() == {"train": 3, "test_good": 2, "test_crack": 2} and ds.has_masks
+    with pytest.raises(DataError, match=f"it holds an MVTec AD category: give it as mvtec:{re.escape(str(root))}$"):
+        load(f"dagm:{root}")
+
+
 # --------------------------------------------------------------------------- dagm
 
 
@@ -457,6 +489,26 @@ def test_dagm_copy_whose_file_names_changed_case_is_read(tmp_path):
     ds = load(f"dagm:{root},n_train=none")
     assert ds.counts() == {"train": 4, "test_good": 4, "test_defective": 2}
     assert all(os.path.exists(s.path) and (s.mask_path is None or os.path.exists(s.mask_path)) for s in ds.test)
+
+
+def test_dagm_split_folders_in_lower_case_and_a_missing_label_image(tmp_path):
+    """train/ and test/ in lower case failed with "no Train folder", and folder: on such a split fitted its defective
+    images as normal ones; one missing NNNN_label.PNG stopped the whole load, where mvtec: and folder: count a defect
+    without its mask for the image metrics."""
+    root = write_dagm_class(tmp_path / "Class1")
+    for split in ("Train", "Test"):
+        (root / split / "Label" / "Labels.txt").rename(root / split / "Label" / "labels.txt")
+        (root / split).rename(root / split.lower())
+    assert load(f"dagm:{root},n_train=none").counts() == {"train": 4, "test_good": 4, "test_defective": 2}
+    for spec in (f"folder:{root / 'train'}", str(root / "train")):
+        with pytest.raises(DataError, match=f"use dagm:{re.escape(str(root))}$"):
+            load(spec)
+    assert parse_spec(str(root))[0] is SourceKind.DAGM
+    (root / "test" / "Label" / "0007_label.PNG").unlink()
+    with pytest.warns(UserWarning, match=r"label image named in labels.txt is missing for 1 defective image\(s\) "
+                                         r"\(e.g. .*0007.PNG\); they count for the image metrics"):
+        ds = load(f"dagm:{root},n_train=none")
+    assert [s.mask_path is None for s in ds.test if s.label] == [True, False]
 
 
 def test_dagm_errors(tmp_path):

@@ -39,16 +39,16 @@ def _read_mvtec(path, *, seed=0, category=None):
     (the private test sets have no labels), and ``validation/good``, normal images meant for choosing thresholds,
     which join ``train/good`` (adtf calibrates on a share of the training images)."""
     root = _category(resolve_dir(path, "MVTec AD"), category)
-    train_good = next((folder for folder in _subfolders(root / "train") if _is_good(folder)), None)
+    train_good = _train_good(root)
     if train_good is None:
-        found = sorted(p.name for p in root.iterdir() if any(_is_good(f) for f in _subfolders(p / "train")))
+        found = sorted(p.name for p in root.iterdir() if _train_good(p))
         hint = (f"{_asked(category)} the categories {found}: use mvtec:{root / found[0]} or category=..." if found else
                 _other_kind_hint(root, SourceKind.MVTEC))
         raise DataError(f"{root}: no train/good folder (MVTec AD layout: train/good, test/<defect>, "
                         f"optional ground_truth/<defect>/<stem>_mask.png){hint}")
-    second = not (root / "test").is_dir() and (root / "test_public").is_dir()  # MVTec AD 2
-    test_root = root / ("test_public" if second else "test")
-    ground_truth = test_root / "ground_truth" if second else root / "ground_truth"
+    second = not _in_any_case(root, "test").is_dir() and _in_any_case(root, "test_public").is_dir()  # MVTec AD 2
+    test_root = _in_any_case(root, "test_public" if second else "test")
+    ground_truth = _in_any_case(test_root if second else root, "ground_truth")
     test_folders = [folder for folder in _subfolders(test_root) if folder != ground_truth]
     has_masks = ground_truth.is_dir()
     mask_folders = {folder.name.lower(): folder for folder in _subfolders(ground_truth)}
@@ -70,7 +70,7 @@ def _read_mvtec(path, *, seed=0, category=None):
         if unmatched:  # ground_truth/scratch-head beside test/scratch_head: its masks pair with nothing
             warnings.warn(f"{ground_truth}: {unmatched} match no {test_root.name}/<defect>/ folder, so their masks "
                           f"are not read (the test folders: {sorted(defects)})", stacklevel=3)
-    validation_good = next((f for f in _subfolders(root / "validation") if _is_good(f)), None) if second else None
+    validation_good = next((f for f in _subfolders(_in_any_case(root, "validation")) if _is_good(f)), None) if second else None
     unread = [p for folder in (train_good, validation_good, *test_folders) if folder for sub in _subfolders(folder)
               if not sub.name.startswith(".") for p in _images_below(sub)]
     unread += _list_images(test_root) if test_root.is_dir() else []
@@ -86,6 +86,12 @@ def _read_mvtec(path, *, seed=0, category=None):
                       f"train/good's as training images, and {test_root.name}/ is the test set (the private test "
                       "sets have no labels)", stacklevel=3)
     return AnomalyDataset(f"mvtec:{root.name}", train, test, has_masks and any(s.mask_path for s in test))
+
+
+def _train_good(root):
+    """``root/train/good`` of an MVTec AD category, each name in any case (a hand-made copy may write ``Train/Good``);
+    None where it has none."""
+    return next((folder for folder in _subfolders(_in_any_case(root, "train")) if _is_good(folder)), None)
 
 
 def _category(root, category):
@@ -122,17 +128,19 @@ def _read_dagm(path, *, seed=0, category=None, n_train=500, n_test_normal=500):
     training, the whole Test folder for testing.
     """
     root = _category(resolve_dir(path, "DAGM 2007"), category)
-    if not (root / "Train").is_dir():
-        classes = sorted(p.name for p in _subfolders(root) if (p / "Train").is_dir())
+    if not _in_any_case(root, "Train").is_dir():
+        classes = sorted(p.name for p in _subfolders(root) if _in_any_case(p, "Train").is_dir())
         first_release = root.name.endswith("_def") or (root.parent / f"{root.name}_def").is_dir()
         hint = (f"{_asked(category)} the classes {classes}: use dagm:{root / classes[0]} or category=..." if classes else
-                f"; it is one split of a class: use dagm:{root.parent}" if (root / "Label" / "Labels.txt").is_file() else
+                f"; it is one split of a class: use dagm:{root.parent}" if _dagm_labels_file(root).is_file() else
                 "; this is the first release's ClassN/ + ClassN_def/ layout, which has no labels file: use the "
                 "later release (ClassN/Train, ClassN/Test)" if first_release else
                 _other_kind_hint(root, SourceKind.DAGM))
         raise DataError(f"{root}: no Train folder (DAGM 2007 layout: ClassN/Train/, ClassN/Test/, each with "
                         f"Label/Labels.txt){hint}")
-    rows = {split: _dagm_labels(root / split) for split in ("Train", "Test")}
+    if not _dagm_labels_file(_in_any_case(root, "Train")).is_file() and (hint := _other_kind_hint(root, SourceKind.DAGM)):
+        raise DataError(f"{root}: no Train/Label/Labels.txt (DAGM 2007 layout){hint}")  # an MVTec-like Train/, Test/
+    rows = {split: _dagm_labels(_in_any_case(root, split)) for split in ("Train", "Test")}
     if n_train is None:
         train = [s for s in rows["Train"] if s.label == 0]
         test = rows["Test"]
@@ -157,11 +165,15 @@ def _read_dagm(path, *, seed=0, category=None, n_train=500, n_test_normal=500):
     return AnomalyDataset(f"dagm:{root.name}", train, test, has_masks=True, notes=[protocol])
 
 
+def _dagm_labels_file(split_dir):
+    """``split_dir/Label/Labels.txt``, each name in any case: a copy unpacked or synced through a tool that changed case
+    (0001.png, labels.txt) is still DAGM, as the layout's other readers look names up in any case."""
+    return _in_any_case(_in_any_case(split_dir, "Label"), "Labels.txt")
+
+
 def _dagm_labels(split_dir):
-    # A copy unpacked or synced through a tool that changed case (0001.png, labels.txt) is still DAGM: names are
-    # looked up in any case, as the layout's other readers do.
-    label_dir = _in_any_case(split_dir, "Label")
-    labels_file = _in_any_case(label_dir, "Labels.txt")
+    labels_file = _dagm_labels_file(split_dir)
+    label_dir = labels_file.parent
     if not labels_file.is_file():
         raise DataError(f"{labels_file}: not found (DAGM 2007 layout: ClassN/{split_dir.name}/Label/Labels.txt)")
     samples = []
@@ -177,12 +189,18 @@ def _dagm_labels(split_dir):
             raise DataError(f"{labels_file}, line {line_no}: {fields[2]} is marked defective (flag 1) but names no "
                             f"mask file (its last field is 0); DAGM 2007 gives every defective image one")
         if fields[1] == "1":
+            mask = _in_any_case(label_dir, fields[4], masks)
             samples.append(Sample(str(_in_any_case(split_dir, fields[2], images)), 1, "defective",
-                                  str(_in_any_case(label_dir, fields[4], masks))))
+                                  str(mask) if _is_file_or_broken_link(mask) else None))
         else:
             samples.append(Sample(str(_in_any_case(split_dir, fields[2], images)), 0, "good"))
     if not samples:
         raise DataError(f"{labels_file}: lists no images")
+    unmasked = [s.path for s in samples if s.label == 1 and s.mask_path is None]
+    if unmasked:  # as mvtec: and folder: treat a missing mask: a damaged copy should not stop a run, nor pass unsaid
+        warnings.warn(f"{label_dir}: the label image named in {labels_file.name} is missing for {len(unmasked)} "
+                      f"defective image(s) (e.g. {unmasked[0]}); they count for the image metrics, not the pixel "
+                      "metrics", stacklevel=4)
     listed = {Path(s.path).name.lower() for s in samples}
     unlisted = [p for p in _list_images(split_dir) if p.name.lower() not in listed]
     if unlisted:  # the labels file decides what an image is: one it does not list cannot be read
@@ -239,7 +257,7 @@ def _read_folder(path, *, seed=0, anomalous=None, masks=None, test_normal=None, 
       metrics and not the pixel metrics (with a warning): a few missing masks should not stop a run.
     """
     normal_dir = resolve_dir(path, "normal images")
-    if (normal_dir / "Label" / "Labels.txt").is_file():  # its defective images would be fitted as normal ones
+    if _dagm_labels_file(normal_dir).is_file():  # its defective images would be fitted as normal ones
         raise DataError(f"{normal_dir} is a split of a DAGM 2007 class, whose Label/Labels.txt marks some of its "
                         f"images defective: folder: would fit them as normal; use dagm:{normal_dir.parent}")
     if not _list_images(normal_dir) and (hint := _other_kind_hint(normal_dir, SourceKind.FOLDER)):
@@ -270,7 +288,11 @@ def _read_folder(path, *, seed=0, anomalous=None, masks=None, test_normal=None, 
             raise DataError(f"{anomalous_dir}: no images (looked for {', '.join(IMAGE_SUFFIXES)}, and in subfolders)")
         for defect, images in groups:
             masks = [_files_by_name(mask_dir / defect), _files_by_name(mask_dir)] if mask_dir else []
-            test += [Sample(str(p), 1, defect, _find_mask(masks, p.stem)) for p in images]
+            found = {p: _find_mask(masks, p.stem) for p in images}
+            found = {p: m for p, m in found.items() if m is None or os.path.realpath(m) != os.path.realpath(p)}  # not itself
+            # Masks kept beside their images (masks= naming the anomalous folder) are masks, not defective images.
+            claimed = {os.path.realpath(m) for m in found.values() if m is not None}
+            test += [Sample(str(p), 1, defect, found.get(p)) for p in images if os.path.realpath(p) not in claimed]
     if mask_dir:
         _warn_of_unmasked(test, mask_dir, "in <defect>/ and directly")
     given = {d.resolve() for d in (*flat, anomalous_dir, mask_dir) if d is not None}
@@ -533,20 +555,19 @@ def _other_kind_hint(root, kind):
     what = {SourceKind.MVTEC: "an MVTec AD category", SourceKind.MTD: "Magnetic Tile Defect data",
             SourceKind.DAGM: "DAGM 2007 data", SourceKind.FOLDER: "a folder of images"}
     what = what.get(found, f"{found.value} data")
-    if found is SourceKind.MVTEC and not (root / "train").is_dir():
+    if found is SourceKind.MVTEC and not _train_good(root):
         what = "MVTec AD categories"  # the root of several: the mvtec: reader's error names them
     return f"; it holds {what}: give it as {found.value}:{root}"
 
 
 def detect_kind(root):
-    if any(_is_good(folder) for folder in _subfolders(root / "train")) or not _list_images(root) and any(
-            _is_good(folder) for category in _subfolders(root) for folder in _subfolders(category / "train")):
+    if _train_good(root) or not _list_images(root) and any(_train_good(category) for category in _subfolders(root)):
         return SourceKind.MVTEC  # a category, or the root of several: its reader says which to give
     if (root / "MT_Free").is_dir():
         return SourceKind.MTD
-    if (root / "Train").is_dir() and (root / "Test").is_dir() or (root / "Label" / "Labels.txt").is_file() or (
-            not _list_images(root) and any((folder / "Train" / "Label" / "Labels.txt").is_file()
-                                           for folder in _subfolders(root))):
+    if _in_any_case(root, "Train").is_dir() and _in_any_case(root, "Test").is_dir() or _dagm_labels_file(root).is_file() \
+            or not _list_images(root) and any(_dagm_labels_file(_in_any_case(folder, "Train")).is_file()
+                                              for folder in _subfolders(root)):
         return SourceKind.DAGM  # a class, one of its splits, or the root of several: its reader says which to give
     if any("idx3-ubyte" in p.name for p in root.iterdir()):
         return SourceKind.MNIST
