@@ -203,7 +203,7 @@ def fit_parser(method=None, preset=None, prog="adtf-fit", bench=False):
 
     import keras
     from jsonargparse import ActionConfigFile, ArgumentParser
-    from jsonargparse.typing import NonNegativeInt, PositiveInt
+    from jsonargparse.typing import NonNegativeInt, PositiveInt, restricted_number_type
 
     from adtf.detectors import REGISTRY, detector_class
     from adtf.run import DEFAULT_DATA, DEFAULT_METHOD, MAIN_JOB_PRESET, resolve_preset
@@ -239,9 +239,11 @@ def fit_parser(method=None, preset=None, prog="adtf-fit", bench=False):
     parser.add_argument("--out", type=Optional[str], default=None,
                         help="output folder (default: runs/bench)" if bench else "output folder (default: runs/<method>-<dataset>)")
     parser.add_argument("--batch-size", type=PositiveInt, default=16, help="batch size of the data pipelines")
-    parser.add_argument("--seed", type=int, default=0, help="seed for data splits, initialisation and the detector")
+    # numpy's and Keras' seeds take 0 to 2**32 - 1: another one failed deep inside them, after the data had loaded
+    seed_type = restricted_number_type("Seed", int, [(">=", 0), ("<", 2**32)])
+    parser.add_argument("--seed", type=seed_type, default=0, help="seed for data splits, initialisation and the detector")
     if bench:
-        parser.add_argument("--seeds", type=Optional[list[int]], default=None,
+        parser.add_argument("--seeds", type=Optional[list[seed_type]], default=None,
                             help="several seeds, e.g. '[0, 1, 2]': one fit per dataset and seed, each with its own "
                                  "data split, calibration hold-out and initialisation, then mean +- std rows "
                                  "(small test sets need a spread, not one number); replaces --seed")
@@ -303,7 +305,18 @@ def _parse(prog, argv, bench=False):
 _TYPE_WORDS = {"PositiveInt": "a positive integer", "NonNegativeInt": "a non-negative integer", "int": "an integer",
                "PositiveFloat": "a positive number", "NonNegativeFloat": "a non-negative number", "float": "a number",
                "OpenUnitInterval": "a number between 0 and 1", "ClosedUnitInterval": "a number from 0 to 1",
-               "bool": "true or false"}
+               "bool": "true or false", "Seed": f"an integer from 0 to {2**32 - 1}"}
+
+
+def _seed(text):
+    """argparse's type of a seed: numpy's and Keras' take 0 to 2**32 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {2**32 - 1}, got {text!r}")
+    return value
 
 
 def _readable_parse_error(text):
@@ -377,7 +390,7 @@ def eval_main(argv=None):
     parser.add_argument("--data", required=True, help="dataset spec (see adtf-fit --help)")
     parser.add_argument("--out", default=None, help="report folder (default: <run>/eval-<dataset>)")
     parser.add_argument("--batch-size", type=PositiveInt, default=16, help="images scored at a time (default 16)")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=_seed, default=0,
                         help="seed of the dataset's split or draw (MTD's normal tiles, a synthetic set), as adtf-fit's "
                              "(default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -411,11 +424,11 @@ def eval_main(argv=None):
               "this one replaces it; give --out to keep both", file=sys.stderr)
     record = _fit_record(model_path)
     if "n_fit" not in record:  # a .keras file without its run: what it was fitted on is not this data's training images
-        record["train_known"] = False
+        record.update(train_known=False, extra={"evaluation_of": {"model": str(model_path), "fit_dataset": None}})
     note = scale_change(record.pop("fit_median_size", None), dataset, dataset.test, detector.image_size)
     if note:  # said now and in the report: a resize the user did not choose changes what the model sees
         print(f"adtf-eval: warning: {note}", file=sys.stderr)
-        record["extra"] = {"scale_note": note}
+        record["extra"] = {**record.get("extra", {}), "scale_note": note}
     note = colour_change(record.pop("fit_colour", None), dataset, dataset.test)
     if note:
         print(f"adtf-eval: warning: the test images: {note}", file=sys.stderr)
@@ -482,7 +495,7 @@ def score_main(argv=None):
         print(f"adtf-score: warning: the model has {state}: {effect}; set one with adtf-export --working-point or "
               "--threshold", file=sys.stderr)
     summary = score_parts(detector, dataset, out, batch_size=args.batch_size, heatmaps=args.heatmaps,
-                          verbose=not args.quiet)
+                          verbose=not args.quiet, colour_range=fit_record.get("colour_range"))
     point = (f"working point {summary['working_point']}, threshold {threshold_text(summary['threshold'])}"
              if summary["working_point"] else "no working point")
     invalid = summary["n_invalid"] - summary["n_unreadable"]
@@ -528,9 +541,12 @@ def _fit_record(model_path):
         calibration = record.get("calibration")
         if calibration:  # the list sits in the run folder, not beside the evaluation's report
             calibration = calibration.replace("calibration_images.txt", str(model_path.parent / "calibration_images.txt"))
+        # What an evaluation's report repeats of the fit: which model, fitted on what, at which preset and options.
+        setup = {"evaluation_of": {"model": str(model_path), "fit_dataset": record.get("dataset")},
+                 **{key: record[key] for key in ("preset", "options", "image_size_rule") if key in record}}
         return dict(method=record.get("method"), n_fit=int(record["n_train"]), n_calibration=int(record.get("n_calibration") or 0),
                     calibration=calibration, fit_median_size=record.get("fit_median_size"),
-                    fit_colour=record.get("fit_colour"))
+                    fit_colour=record.get("fit_colour"), colour_range=record.get("heatmap_scale"), extra=setup)
     except (OSError, ValueError, KeyError, TypeError):
         return {}
 
@@ -575,7 +591,9 @@ def export_main(argv=None):
     if args.working_point or args.threshold is not None:
         detector.set_working_point(args.working_point, value=args.threshold, score=args.score)
     moved = detector.working_point != saved_point and not args.save_model
-    out = Path(args.out or model_path.parent / (f"saved_model-{slug(detector.working_point)}" if moved else "saved_model"))
+    # A threshold's exponent keeps its sign in the name: slug() turns 1e+38's "+" into "-", as 1e-38 reads.
+    named = slug(detector.working_point.replace("e+", "e"))
+    out = Path(args.out or model_path.parent / (f"saved_model-{named}" if moved else "saved_model"))
     detector.export(out)
     own = model_path.parent / "saved_model"  # the run's own SavedModel moves with the run, wherever --out wrote
     if args.save_model and own.is_dir() and out.resolve() != own.resolve():
@@ -675,6 +693,8 @@ def bench_main(argv=None):
     options = _runner_options(args)
     check_calibration_options(options["calibration_fraction"], options["calibration_folds"])  # before any data
     options["export"] = False
+    if not args.data or args.seeds == []:  # once an empty table, or seed 0 alone, and exit status 0
+        raise AdtfError(f"--{'data' if not args.data else 'seeds'} [] names nothing to run: give at least one")
     seeds = args.seeds or [args.seed]
     if len(set(seeds)) != len(seeds):  # two fits of one seed would share a run folder and fake a spread of 0
         raise AdtfError(f"--seeds {seeds}: each seed once")

@@ -54,7 +54,8 @@ def _checked(dataset, out_dir, who, **load_options):
 
 
 def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_examples=4,
-             verbose=True, n_calibration=0, n_fit=None, calibration=None, extra=None, train_known=True):
+             verbose=True, n_calibration=0, n_fit=None, calibration=None, extra=None, train_known=True,
+             colour_range=None):
     """Score ``dataset.test`` with ``detector``; return the metrics dict (and write a report).
 
     Args:
@@ -73,6 +74,8 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
         extra: more entries for ``metrics.json`` (the runner's fit time, preset, options).
         train_known: False where ``dataset.train`` is not what the detector was fitted on and nothing says what was
             (a model evaluated without its run's record): ``n_train`` is then None, "unknown" in the report.
+        colour_range: ``(low, high)`` of the heat maps' colour scale: the run's (``heatmap_scale`` in its
+            ``metrics.json``), so that its overlays compare with the fit's; None: from these maps.
 
     Example:
     >>> results = evaluate(detector, adtf.data.load("mvtec:/data/bottle"), "runs/bottle")
@@ -141,6 +144,8 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
     results["active_working_point"] = detector.working_point
     results["per_defect_image_auroc"] = (metrics.per_defect_image_auroc(
         labels, outputs["score"], [s.defect for s in dataset.test]) if has_both else {})
+    if detector.working_point:  # what the verdicts do to each kind of part: an AUROC does not say how many pass
+        results["flagged_by_defect"] = _flagged_by_defect([s.defect for s in dataset.test], outputs["anomalous"])
     results.update(
         n_train=None if not train_known else len(dataset.train) - n_calibration if n_fit is None else n_fit,
         n_calibration=n_calibration or None,
@@ -152,11 +157,15 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        colour = (tuple(colour_range), "anomaly map (the run's colour scale)") if colour_range else \
+            (colour_scale(outputs["anomaly_map"]), "anomaly map (scaled to these test images)")
+        results["heatmap_scale"] = list(colour[0])
         results["plots"] = _plots(detector, dataset, outputs, labels, image_scores, out_dir, batch_size, n_examples,
-                                  results["working_points"])
+                                  results["working_points"], colour)
         if results.get("history"):
             results["plots"]["training"] = viz.training_curves(results["history"], out_dir / "training.png",
-                                                               title=f"{results['method']} on {dataset.name}").name
+                                                               title=f"{results['method']} on {dataset.name}",
+                                                               descriptions=detector.metric_descriptions).name
         plots, lines = detector.report_extras(dataset, outputs, out_dir, batch_size)
         results["plots"].update(plots)
         results["report_lines"] = lines
@@ -166,6 +175,12 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
         write_json(out_dir / "metrics.json", results)
         write_text(out_dir / "report.md", report_markdown(results))
     return results
+
+
+def _flagged_by_defect(defects, flagged):
+    """``{defect type: the share of its test images flagged}``, the types in the order they come."""
+    defects, flagged = np.asarray(defects), np.asarray(flagged, bool)
+    return {str(defect): float(flagged[defects == defect].mean()) for defect in dict.fromkeys(defects)}
 
 
 def _write_scores(path, samples, outputs, detector, labelled=True, unreadable=()):
@@ -203,12 +218,14 @@ def colour_scale(maps):
     return vmin, max(vmax, vmin + 1e-12)
 
 
-def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged", verbose=True):
+def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged", verbose=True, colour_range=None):
     """Score parts nobody has judged (every image of ``dataset``, no labels read): ``scores.csv`` with each part's
     score and verdict at the active working point, and a heat-map overlay per flagged part (``heatmaps``:
     "flagged", "all" or "none") under ``out_dir/heatmaps``. The files loading left out as unusable
     (``dataset.skipped``: ``data.load(..., flag_unusable=True)``) are parts too, flagged, with their problem: a capture
-    that cannot be read must not pass as a good part. Returns ``{n, n_flagged, n_invalid, n_unreadable, ...}``."""
+    that cannot be read must not pass as a good part. ``colour_range``: the run's heat-map colour scale
+    (``heatmap_scale`` in its ``metrics.json``), so that a part looks the same whatever else the folder holds; None:
+    one scale from this folder's maps. Returns ``{n, n_flagged, n_invalid, n_unreadable, ...}``."""
     dataset = _checked(dataset, out_dir, "score_parts", flag_unusable=True)
     samples = list(dataset.train) + list(dataset.test)
     if not samples and not dataset.skipped:
@@ -232,8 +249,8 @@ def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged"
     _write_scores(out_dir / "scores.csv", samples, outputs, detector, labelled=False, unreadable=dataset.skipped)
     (out_dir / "scores.png").unlink(missing_ok=True)  # an earlier scoring's
     if samples:  # how today's parts spread about the thresholds
-        _score_histograms(np.zeros(len(samples), int), outputs, out_dir, dataset.name, detector,
-                          groups={0: "parts scored"})
+        _score_strips(np.zeros(len(samples), int), outputs, out_dir, dataset.name, detector,
+                      groups={0: "parts scored"}, unreadable=len(dataset.skipped))
     for stale in (out_dir / "heatmaps").glob("[0-9][0-9][0-9][0-9][0-9]_*.png"):  # an earlier scoring's overlays
         stale.unlink()
     flagged = outputs["anomalous"].astype(bool)
@@ -248,15 +265,19 @@ def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged"
         bar = tqdm(total=len(picked), desc="heat maps", unit="image", disable=not verbose)  # a figure each
         drawn = 0
         try:
-            # One colour scale for every overlay, from the maps of up to 256 parts spread over the whole folder.
-            spread = np.unique(np.linspace(0, len(samples) - 1, min(256, len(samples))).astype(int))
-            vmin, vmax = colour_scale(np.concatenate([maps for _, maps, _ in maps_and_images(spread)]))
+            if colour_range:  # the run's: a part looks the same whatever else the folder holds
+                (vmin, vmax), scale_label = colour_range, "anomaly map (the run's colour scale)"
+            else:  # a model without its run's record: one scale from up to 256 parts spread over the whole folder
+                spread = np.unique(np.linspace(0, len(samples) - 1, min(256, len(samples))).astype(int))
+                vmin, vmax = colour_scale(np.concatenate([maps for _, maps, _ in maps_and_images(spread)]))
+                scale_label = "anomaly map (scaled to this folder)"
             for chunk, maps, images in maps_and_images(picked):
                 for image, anomaly_map, i in zip(images, maps, chunk):
                     name = Path(samples[i].path).name
-                    title = f"{'ANOMALOUS' if flagged[i] else 'normal'} {name}\nscore {outputs['score'][i]:.4g}"
+                    title = f"{'FLAGGED' if flagged[i] else 'passed'} {name}\nscore {outputs['score'][i]:.4g}"
                     viz.heatmap_grid(image[None], anomaly_map[None], [title],
-                                     out_dir / "heatmaps" / f"{i:05d}_{Path(name).stem}.png", vmin=vmin, vmax=vmax)
+                                     out_dir / "heatmaps" / f"{i:05d}_{Path(name).stem}.png", vmin=vmin, vmax=vmax,
+                                     scale_label=scale_label)
                     bar.update()
                     drawn += 1
         except changed as err:  # the verdicts stand (scores.csv); an overlay needs the file read again
@@ -342,13 +363,13 @@ def evaluated_points(detector):
     return points
 
 
-def _score_histograms(labels, image_scores, out_dir, title, detector, groups=None):
+def _score_strips(labels, image_scores, out_dir, title, detector, groups=None, unreadable=0):
     """The active working point's score, with the thresholds of every working point on that score."""
     points, active = evaluated_points(detector), detector.working_point
     name = points[active]["score"] if active in points else detector.score_names[0]
     lines = {point: (p["value"], point == active) for point, p in points.items() if p["score"] == name}
-    return viz.score_histograms(labels, image_scores[name], out_dir / "scores.png", score_name=name, title=title,
-                                thresholds=lines, groups=groups).name
+    return viz.score_strips(labels, image_scores[name], out_dir / "scores.png", score_name=name, title=title,
+                            thresholds=lines, groups=groups, unreadable=unreadable).name
 
 
 def _roc(labels, image_scores, out_dir, title, working_points, active):
@@ -397,6 +418,7 @@ def refresh_working_points(out_dir, detector):
     results["active_working_point"] = detector.working_point
     active = points[detector.working_point]
     flagged = metrics.flagged(scores[active["score"]], active["value"])  # an invalid image's score is +inf
+    results["flagged_by_defect"] = _flagged_by_defect([row[2] for row in rows], flagged)
     header[-2] = f"anomalous ({detector.working_point})"
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows([header, *([*row[:-2], int(f), row[-1]] for row, f in zip(rows, flagged))])
@@ -405,7 +427,7 @@ def refresh_working_points(out_dir, detector):
     if results.get("plots", {}).get("roc") and labels.min() == 0 and labels.max() == 1:
         _roc(labels, image_scores, out_dir, results["dataset"], results["working_points"], detector.working_point)
     if results.get("plots", {}).get("scores"):
-        _score_histograms(labels, image_scores, out_dir, results["dataset"], detector)
+        _score_strips(labels, image_scores, out_dir, results["dataset"], detector)
     if results.get("plots", {}).get("score_line") and "score" in scores:  # paper 001's Fig. 7, with the threshold
         viz.score_line(labels, scores["score"], detector.threshold, out_dir / results["plots"]["score_line"])
     write_json(out_dir / "metrics.json", results)
@@ -413,13 +435,23 @@ def refresh_working_points(out_dir, detector):
     return True
 
 
-def _plots(detector, dataset, outputs, labels, image_scores, out_dir, batch_size, n_examples, working_points):
+def verdict_in_words(label, defect, flagged, judged=True):
+    """A heat map's title: the truth and the verdict at the active working point, the errors in capitals."""
+    truth = defect if label or str(defect).lower() == "good" else f"{defect} (good)"
+    if not judged:  # no working point: the truth alone
+        return truth
+    return f"{truth}: " + (("caught" if flagged else "MISSED") if label else ("FALSE ALARM" if flagged else "passed"))
+
+
+def _plots(detector, dataset, outputs, labels, image_scores, out_dir, batch_size, n_examples, working_points, colour):
     plots = {}
     if labels.min() == 0 and labels.max() == 1:
         plots["roc"] = _roc(labels, image_scores, out_dir, dataset.name, working_points, detector.working_point)
-    plots["scores"] = _score_histograms(labels, image_scores, out_dir, dataset.name, detector)
+    plots["scores"] = _score_strips(labels, image_scores, out_dir, dataset.name, detector)
     order = np.argsort(outputs["score"])
-    vmin, vmax = colour_scale(outputs["anomaly_map"])
+    (vmin, vmax), scale_label = colour
+    verdicts = (f"verdicts at working point {detector.working_point} (threshold {threshold_text(detector.threshold)} "
+                f"on {evaluated_points(detector)[detector.working_point]['score']})" if detector.working_point else None)
     panels = [("most_anomalous", order[::-1][:n_examples])]
     if labels.min() == 0 and labels.max() == 1:  # what an inspector looks for first: the false alarms and the misses
         panels += [("good_scored_highest", order[labels[order] == 0][::-1][:n_examples]),
@@ -430,11 +462,12 @@ def _plots(detector, dataset, outputs, labels, image_scores, out_dir, batch_size
         samples = [dataset.test[i] for i in picked]
         images = viz.images_of(samples, dataset.arrays, detector.image_size, batch_size)
         # The parent folder too: DAGM's Train/0280.PNG and Test/0280.PNG are two images, one good, one defective.
-        titles = [f"{'ANOMALOUS' if labels[i] else 'normal'} {dataset.test[i].defect}\n"
+        titles = [f"{verdict_in_words(labels[i], dataset.test[i].defect, outputs['anomalous'][i], bool(detector.working_point))}\n"
                   f"{'/'.join(Path(dataset.test[i].path).parts[-2:])} score {outputs['score'][i]:.3g}" for i in picked]
         masks = outputs["mask"][picked] if dataset.has_masks else None
-        plots[kind] = viz.heatmap_grid(images, outputs["anomaly_map"][picked], titles,
-                                       out_dir / f"heatmaps_{kind}.png", masks=masks, vmin=vmin, vmax=vmax).name
+        plots[kind] = viz.heatmap_grid(images, outputs["anomaly_map"][picked], titles, out_dir / f"heatmaps_{kind}.png",
+                                       masks=masks, vmin=vmin, vmax=vmax, scale_label=scale_label,
+                                       note=verdicts).name
     return plots
 
 
@@ -453,6 +486,10 @@ def _notes_markdown(results):
     """What the run warned about that the report must repeat: another scale than the fit's, what loading found."""
     return ((f" **Another scale**: {results['scale_note']}." if results.get("scale_note") else "")
             + "".join(f"\n\n**Data**: {note}" for note in results.get("data_notes", [])))
+
+
+def _share(value):
+    return "n/a" if value is None else f"{value:.0%}"
 
 
 def _fmt(value, digits=3):
@@ -481,8 +518,13 @@ def _setup_in_words(results):
 
 def report_markdown(results):
     """A short human-readable report of a ``metrics.json`` dict."""
-    lines = [f"# {results['method']} on {results['dataset']}", "",
-             f"{'an unknown number of' if results['n_train'] is None else results['n_train']} normal training images, "
+    evaluated = results.get("evaluation_of")  # adtf-eval's report on other images than the fit's
+    fitted = f"{'an unknown number of' if results['n_train'] is None else results['n_train']} normal training images"
+    if evaluated:
+        fitted = (f"The model {evaluated['model']}, fitted on {fitted}"
+                  + (f" of {evaluated['fit_dataset']}" if evaluated.get("fit_dataset") else "") + ", evaluated on")
+    lines = [f"# {'Evaluation of ' if evaluated else ''}{results['method']} on {results['dataset']}", "",
+             f"{fitted}{' ' if evaluated else ', '}"
              f"{results['n_test']} test images "
              f"({results['n_test_anomalous']} anomalous), {results['image_size'][0]}x{results['image_size'][1]} input"
              + (f" ({results['image_size_rule']})" if results.get("image_size_rule") else "") + "; "
@@ -493,6 +535,7 @@ def report_markdown(results):
                 if results.get("n_invalid") else "")
              + _notes_markdown(results), "",
              "| metric | value |", "|---|---|"]
+    missing = f"n/a ({results['pixel_metrics_missing']})" if results.get("pixel_metrics_missing") else None
     rows = [("image AUROC (score)", results["image_auroc"])]
     if len(results["image_auroc_by_score"]) > 1:  # a detector with one score has said it already
         rows += [(f"image AUROC ({k})", v) for k, v in results["image_auroc_by_score"].items()]
@@ -500,7 +543,8 @@ def report_markdown(results):
              ("F1-max", results.get("f1_max")), ("FPR at 100% recall", results.get("fpr_at_full_recall")),
              ("factory threshold (catches every defect; a test-set figure, not a working point)",
               threshold_text(results.get("factory_threshold"))),
-             ("pixel AUROC", results["pixel_auroc"]), ("AUPRO (FPR<=0.3)", results["aupro"]),
+             ("pixel AUROC", results["pixel_auroc"] if results["pixel_auroc"] is not None else missing),
+             ("AUPRO (FPR<=0.3)", results["aupro"] if results["aupro"] is not None else missing),
              ("ms per image", results["ms_per_image"]), ("images per second", results["images_per_second"]),
              ("peak RSS (MiB)", results["peak_rss_mb"])]
     if results.get("fit_seconds") is not None:  # the runner's; a detector evaluated on its own has none
@@ -517,16 +561,21 @@ def report_markdown(results):
                      if n_normal == 0 else ".")]
     if results["working_points"]:
         lines += ["", "## Working points (thresholds from normal images only)", "",
-                  "| working point | rule | threshold | TPR | TNR | AUC=(TPR+TNR)/2 |", "|---|---|---|---|---|---|"]
+                  "| working point | rule | threshold | TPR | TNR | AUC=(TPR+TNR)/2 (paper 000's Table II figure) |",
+                  "|---|---|---|---|---|---|"]
         for name, wp in results["working_points"].items():
             active = " (active)" if name == results["active_working_point"] else ""
             lines.append(f"| {name}{active} | {wp['rule']} | {threshold_text(wp['threshold'])} | {_fmt(wp['tpr'])} | "
                          f"{_fmt(wp['tnr'])} | {_fmt(wp['auc'])} |")
     if results.get("report_lines"):
         lines += [""] + list(results["report_lines"])
-    if results["per_defect_image_auroc"]:
-        lines += ["", "## Image AUROC per defect type (vs. all normal test images)", "", "| defect | AUROC |", "|---|---|"]
-        lines += [f"| {k} | {v:.3f} |" for k, v in results["per_defect_image_auroc"].items()]
+    flagged = results.get("flagged_by_defect") or {}
+    if results["per_defect_image_auroc"] or flagged:
+        aurocs = results["per_defect_image_auroc"]
+        lines += ["", "## Per defect type", "",
+                  f"| defect | image AUROC (vs. all normal test images) | flagged at {results['active_working_point']} |",
+                  "|---|---|---|"]
+        lines += [f"| {k} | {_fmt(aurocs.get(k))} | {_share(flagged.get(k))} |" for k in dict.fromkeys([*flagged, *aurocs])]
     if results.get("scores_file"):
         lines += ["", f"Every test image's scores and verdict at the active working point: [{results['scores_file']}]"
                       f"({results['scores_file']})."]

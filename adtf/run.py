@@ -721,6 +721,14 @@ def check_output_folder(out, dataset=None, command=None):
                         "read as images the next time; choose another --out")
     if out.exists() and not out.is_dir():
         raise AdtfError(f"--out {out} is a file; a run writes a folder")
+    if out.is_dir() and not any((out / name).exists() for name in ADTF_RECORDS):  # another set's image folder
+        from adtf.data.layouts import LISTED_SUFFIXES
+
+        images = [p.name for p in out.iterdir() if p.suffix.lower() in LISTED_SUFFIXES]
+        if images:
+            raise AdtfError(f"--out {out} holds {len(images)} image(s) (e.g. {images[0]}) and no adtf output: a data "
+                            "folder? The plots written there would be read as images by the next run on it; choose "
+                            "another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=out).close()
@@ -729,6 +737,8 @@ def check_output_folder(out, dataset=None, command=None):
 
 
 RUN_CLAIM = ".adtf-fit.pid"  # the process writing a run folder
+# What adtf-fit, adtf-eval and adtf-score write into their folders: one of these beside images marks adtf's own plots.
+ADTF_RECORDS = ("metrics.json", "run.json", "eval.json", "score.json", "scores.csv", RUN_CLAIM)
 
 
 def claim_run_folder(out):

@@ -38,32 +38,42 @@ def roc_curves(labels, scores, path, title="", points=None):
     return _save(fig, path)
 
 
-def score_histograms(labels, scores, path, score_name="score", title="", thresholds=None, groups=None):
-    """How the normal and the anomalous test images' scores spread, with the working points' thresholds on that score
-    (``thresholds``: name -> ``(value, active)``): where a threshold sits among the good parts' scores, which a
-    ROC curve does not show. Invalid images (score +inf) are counted in the legend, not drawn. ``groups``: label ->
-    name (default ``{0: "normal", 1: "anomalous"}``; unlabelled parts are one group)."""
+def score_strips(labels, scores, path, score_name="score", title="", thresholds=None, groups=None, unreadable=0):
+    """Every test image's score as a dot, one row per group, with the working points' thresholds on that score
+    (``thresholds``: name -> ``(value, active)``): where a threshold sits among the good parts' scores, which a ROC
+    curve does not show, down to the last part (a histogram's bins hid a margin of 0.01 in a bin of 0.2). The legend
+    gives each group's count, its highest (normal) or lowest (anomalous) score, and its invalid images (score +inf,
+    not drawn). ``groups``: label -> name (default ``{0: "normal", 1: "anomalous"}``; unlabelled parts are one group);
+    ``unreadable``: files that could not be read at all (flagged), counted in the last group's legend."""
     labels, scores = np.asarray(labels).astype(int), np.asarray(scores, float)
     finite = np.isfinite(scores)
-    fig, ax = _subplots(figsize=(6.5, 3.4))
-    values = scores[finite]
-    lines = [v for v, _ in (thresholds or {}).values() if np.isfinite(v)]
-    low, high = (min([*values, *lines]), max([*values, *lines])) if len(values) else (0.0, 1.0)
-    bins = np.linspace(low, high if high > low else low + 1, 41)
+    fig, ax = _subplots(figsize=(6.5, 3.0))
     what, colours = ("test images", ("tab:green", "tab:red")) if groups is None else ("images", ("tab:blue",) * 2)
     groups = groups or {0: "normal", 1: "anomalous"}
+    jitter = np.random.default_rng(0).uniform(-0.3, 0.3, len(scores))  # seeded: the same plot for the same scores
+    rows = []
     for (label, name), colour in zip(groups.items(), colours):  # parts nobody judged: not a good part's green
-        part = scores[(labels == label) & finite]
-        invalid = int(np.count_nonzero((labels == label) & ~finite))
-        if part.size or invalid:
-            ax.hist(part, bins=bins, color=colour, alpha=0.5,
-                    label=f"{name} ({part.size}{f', {invalid} invalid: +inf' if invalid else ''})")
+        member = labels == label
+        part = scores[member & finite]
+        invalid = int(np.count_nonzero(member & ~finite))
+        skipped = unreadable if label == list(groups)[-1] else 0
+        if not (part.size or invalid or skipped):
+            continue
+        extreme = ("" if not part.size or len(groups) == 1 else
+                   f"; highest {part.max():.4g}" if label == 0 else f"; lowest {part.min():.4g}")
+        row = len(rows)
+        rows.append(name)
+        ax.scatter(part, row + jitter[member & finite], s=14 if len(scores) < 500 else 4, color=colour, alpha=0.6,
+                   linewidths=0, label=f"{name} ({part.size}{f', {invalid} invalid: +inf' if invalid else ''}"
+                                       f"{f'; {skipped} more unreadable, flagged, not drawn' if skipped else ''}{extreme})")
     for name, (value, active) in (thresholds or {}).items():
         if np.isfinite(value):
             ax.axvline(value, color="k", linestyle="-" if active else ":", linewidth=1.2 if active else 0.8,
                        label=f"{name}{' (active)' if active else ''} = {value:.4g}")
-    ax.set(xlabel=score_name, ylabel=what, title=f"{title + ': ' if title else ''}{score_name} of the {what} and the thresholds")
-    ax.legend(fontsize=7)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.set(xlabel=score_name, ylim=(-0.6, len(rows) - 0.4),
+           title=f"{title + ': ' if title else ''}{score_name} of each of the {what}, and the thresholds")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
     return _save(fig, path)
 
 
@@ -93,40 +103,49 @@ def mon_scatter(labels, panels, path, title=""):
     return _save(fig, path)
 
 
-def heatmap_grid(images, maps, titles, path, masks=None, vmin=0.0, vmax=None):
-    """Images with their anomaly maps overlaid (and ground-truth contours when given).
+def heatmap_grid(images, maps, titles, path, masks=None, vmin=0.0, vmax=None, scale_label="anomaly map", note=None):
+    """Images with their anomaly maps overlaid (and ground-truth contours when given), and a colour bar.
 
     One shared colour scale (``vmin`` to ``vmax``, default 0 to the largest map value) so maps compare
-    across images.
+    across images; ``scale_label`` says on the colour bar where that scale comes from; ``note``, above the images,
+    what the titles' verdicts are at.
     """
     n = len(images)
-    fig, axes = _subplots(1, n, figsize=(2.6 * n, 2.9), squeeze=False)
+    fig, axes = _subplots(1, n, figsize=(2.6 * n + 0.6, 2.9), squeeze=False)
     vmax = float(np.max(maps)) if vmax is None else vmax
     for i, ax in enumerate(axes[0]):
         ax.imshow(np.clip(images[i], 0, 1))
-        ax.imshow(maps[i], cmap="jet", alpha=0.45, vmin=vmin, vmax=vmax)
+        shown = ax.imshow(maps[i], cmap="jet", alpha=0.45, vmin=vmin, vmax=vmax)
         if masks is not None and np.any(masks[i] > 0.5):
             ax.contour(masks[i] > 0.5, levels=[0.5], colors="white", linewidths=0.8)
         ax.set_title(titles[i], fontsize=7)
         ax.axis("off")
+    bar = fig.colorbar(shown, ax=list(axes[0]), fraction=0.04 / max(n, 1) ** 0.5, pad=0.02)
+    bar.set_label(scale_label, fontsize=7)
+    bar.ax.tick_params(labelsize=6)
+    if note:
+        fig.suptitle(note, fontsize=8, x=0.02, ha="left")
     return _save(fig, path)
 
 
-def training_curves(history, path, title=""):
+def training_curves(history, path, title="", descriptions=None):
     """Training loss per epoch and, where monitored, the validation AUROC per epoch (paper 004, Fig. 11).
 
     ``history``: ``{name: [value per epoch]}`` as ``keras.callbacks.History.history``; ``val_*`` curves
     may be shorter (measured every few epochs) and are drawn at the epochs they were measured
-    (the last ones). Monitoring only: no epoch is chosen from them.
+    (the last ones). Monitoring only: no epoch is chosen from them. ``descriptions``: name -> what it measures, for
+    the legend.
     """
     losses = {k: v for k, v in history.items() if not k.startswith("val_") and k not in ("epoch_seconds", "step_seconds")}
     monitored = {k: v for k, v in history.items() if k.startswith("val_")}
     fig, axes = _subplots(1, 2 if monitored else 1, figsize=(9 if monitored else 4.5, 3.6), squeeze=False)
     epochs = max((len(v) for v in losses.values()), default=0)
     for name, values in losses.items():
-        axes[0, 0].plot(np.arange(1, len(values) + 1), values, label=name)
-    axes[0, 0].set(xlabel="epoch", title="training", xlim=(0.5, max(epochs, 1) + 0.5))
-    axes[0, 0].legend(fontsize=8)
+        described = (descriptions or {}).get(name)
+        axes[0, 0].plot(np.arange(1, len(values) + 1), values, label=f"{name}: {described}" if described else name)
+    axes[0, 0].set(xlabel="epoch", ylabel="mean over the epoch's steps", title="training",
+                   xlim=(0.5, max(epochs, 1) + 0.5))
+    axes[0, 0].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)  # off the curves
     if monitored:
         for name, values in monitored.items():
             every = max(epochs // max(len(values), 1), 1)
@@ -180,7 +199,8 @@ def top_regions(dataset, outputs, image_size, path, n=4):
         mask = outputs["mask"][i] if "mask" in outputs else None
         if mask is not None and np.any(mask > 0.5):
             ax.contour(mask > 0.5, levels=[0.5], colors="white", linewidths=0.8)
-        ax.set_title(f"{'ANOMALOUS' if outputs['label'][i] else 'normal'} score {outputs['score'][i]:.3g}", fontsize=7)
+        ax.set_title(f"{'defective' if outputs['label'][i] else 'good'} (truth), score {outputs['score'][i]:.3g}",
+                     fontsize=7)
         ax.axis("off")
     return _save(fig, path)
 
@@ -230,7 +250,7 @@ def examples_of(dataset, outputs, image_size, n=4):
     picked = [i for i in order if labels[i] == 0][:n] + [i for i in order[::-1] if labels[i] == 1][:n]
     if not picked:
         return np.zeros((0, *image_size, 3), "float32"), []
-    titles = [f"{'ANOMALOUS' if labels[i] else 'normal'} {outputs['score'][i]:.3g}" for i in picked]
+    titles = [f"{'defective' if labels[i] else 'good'} (truth), score {outputs['score'][i]:.3g}" for i in picked]
     return images_of([dataset.test[i] for i in picked], dataset.arrays, image_size), titles
 
 

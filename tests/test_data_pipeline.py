@@ -41,6 +41,13 @@ def test_element_spec_and_values(tmp_path):
     assert not mask.numpy().any()  # no mask -> zeros
 
 
+def test_a_batch_size_beyond_the_data_gives_one_batch_of_it(tmp_path):
+    """--batch-size 100000 on two images: tf.data set aside the whole batch's memory and ran out inside TensorFlow."""
+    samples = [Sample(_save(tmp_path / f"{i}.png", _smooth(30, 40)), 0, "good") for i in range(2)]
+    batches = list(pipeline(samples, image_size=(20, 24), batch_size=10**9))
+    assert [len(batch[0]) for batch in batches] == [2]
+
+
 def test_resize_matches_pil_bilinear(tmp_path):
     rgb = _smooth(64, 96)
     sample = Sample(_save(tmp_path / "a.png", rgb), 0, "good")

@@ -284,6 +284,36 @@ def test_export_save_model_with_out_moves_the_run_s_own_saved_model_too(run_dir,
     assert json.loads((run / "metrics.json").read_text())["active_working_point"] == "threshold1"
 
 
+def test_eval_and_score_draw_heat_maps_on_the_run_s_colour_scale_with_each_verdict(run_dir, tmp_path, monkeypatch):
+    """adtf-score stretched the colour scale to each folder's own maps (a good part scored among good ones looked
+    covered in defects), and every heat map's title gave the truth where a reader looked for the verdict."""
+    from adtf import viz
+
+    drawn = []
+    real = viz.heatmap_grid
+    monkeypatch.setattr(viz, "heatmap_grid", lambda images, maps, titles, path, **kw: (
+        drawn.append((titles, kw["vmin"], kw["vmax"], kw["scale_label"])), real(images, maps, titles, path, **kw))[1])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    scale = metrics["heatmap_scale"]
+    assert scale[0] < scale[1]
+    flagged = metrics["flagged_by_defect"]
+    assert flagged["good"] == pytest.approx(1 - metrics["working_points"][metrics["active_working_point"]]["tnr"])
+    assert f"| flagged at {metrics['active_working_point']} |" in (run_dir / "report.md").read_text()
+    assert eval_main([str(run_dir), "--data", "synthetic:grass", "--out", str(tmp_path / "ev"), "--quiet"]) == 0
+    assert drawn and all([low, high] == scale and "the run's" in label for _, low, high, label in drawn)
+    verdicts = {title.split("\n")[0].split(": ")[-1] for titles, *_ in drawn for title in titles}
+    assert verdicts <= {"passed", "FALSE ALARM", "caught", "MISSED"} and verdicts
+    drawn.clear()
+    rows = list(csv.DictReader(open(run_dir / "scores.csv")))
+    (tmp_path / "parts").mkdir()
+    for row in [r for r in rows if r["label"] == "0"][:2]:  # good parts alone: once drawn on a scale of their own
+        shutil.copy(row["path"], tmp_path / "parts")
+    assert score_main([str(run_dir), str(tmp_path / "parts"), "--heatmaps", "all", "--out", str(tmp_path / "sc"),
+                       "--quiet"]) == 0
+    assert len(drawn) == 2 and all([low, high] == scale for _, low, high, _ in drawn)
+    assert all(titles[0].split(" ")[0] in ("passed", "FLAGGED") for titles, *_ in drawn)
+
+
 def test_an_uncalibrated_detector_is_not_exported(tmp_path):
     """Its thresholds are +inf: served, it would pass every part."""
     from adtf.detectors.mon import ModelOfNormality
@@ -305,6 +335,28 @@ def test_export_by_default_writes_beside_the_run_s_own_savedmodel(run_dir):
     assert json.loads((run_dir / f"saved_model-{other}" / "assets.extra" / "adtf.json").read_text())[
         "working_point"] == other
     assert json.loads((run_dir / "saved_model" / "assets.extra" / "adtf.json").read_text())["working_point"] == active
+
+
+def test_a_report_is_never_written_into_another_set_s_image_folder(run_dir, tmp_path, capsys):
+    """adtf-eval --out into a folder of images wrote its heat maps there, and the next fit on that folder took them
+    for normal parts."""
+    (tmp_path / "parts").mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "parts" / "a.png")
+    assert eval_main([str(run_dir), "--data", "synthetic:grass", "--out", str(tmp_path / "parts"), "--quiet"]) == 2
+    assert "holds 1 image(s) (e.g. a.png) and no adtf output" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == ["a.png"]
+    assert eval_main([str(run_dir), "--data", "synthetic:grass", "--out", str(tmp_path / "ev"), "--quiet"]) == 0
+    assert eval_main([str(run_dir), "--data", "synthetic:grass", "--out", str(tmp_path / "ev"), "--quiet"]) == 0
+
+
+def test_thresholds_that_differ_in_their_exponent_s_sign_export_to_two_folders(run_dir, tmp_path):
+    """1e+38 and 1e-38 both became saved_model-explicit-d_max-1e-38: the second replaced the first without a word."""
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    for value in ("1e38", "1e-38"):
+        assert export_main([str(run), f"--threshold={value}", "--score", "d_max"]) == 0
+    assert sorted(p.name for p in run.glob("saved_model-explicit*")) == ["saved_model-explicit-d_max-1e-38",
+                                                                         "saved_model-explicit-d_max-1e38"]
 
 
 def test_eval_reuses_a_saved_run(run_dir, tmp_path, capsys):
@@ -547,7 +599,8 @@ def test_eval_of_a_model_without_its_run_says_its_training_count_is_unknown(run_
                       "--out", str(tmp_path / "ev"), "--quiet"]) == 0
     results = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert (results["n_train"], results["n_test"]) == (None, 3)
-    assert "an unknown number of normal training images, 3 test images" in (tmp_path / "ev" / "report.md").read_text()
+    assert "fitted on an unknown number of normal training images, evaluated on 3 test images" in \
+        (tmp_path / "ev" / "report.md").read_text()
 
 
 def test_pixel_metrics_leave_out_anomalous_images_without_a_mask(run_dir, tmp_path, capsys):
@@ -598,6 +651,11 @@ def test_calibration_on_held_out_normal_images(tmp_path, capsys):
     assert bench_main(["--data", f"[folder:{tmp_path / 'absent'}]", "--calibration-folds", "1", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "--calibration-folds must be 2 or more" in err and "absent" not in err
+    # Nothing to run is said, not an empty table (or seed 0 alone) and exit status 0.
+    assert bench_main(["--data", "[]", "--quiet"]) == 2
+    assert "--data [] names nothing to run" in capsys.readouterr().err
+    assert bench_main(["--data", f"[folder:{tmp_path / 'absent'}]", "--seeds", "[]", "--quiet"]) == 2
+    assert "--seeds [] names nothing to run" in capsys.readouterr().err
 
 
 def test_normal_images_only_still_fit_calibrate_and_export(tmp_path, datasets_dir, capsys):

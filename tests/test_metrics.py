@@ -225,18 +225,22 @@ def test_the_roc_plot_takes_an_invalid_images_inf_score(tmp_path):
     assert marked.read_bytes() != path.read_bytes()  # the working point is drawn
 
 
-def test_the_score_histograms_count_invalid_images_and_draw_the_thresholds(tmp_path, monkeypatch):
+def test_the_score_strips_count_invalid_images_and_draw_the_thresholds(tmp_path, monkeypatch):
     from adtf import viz
 
     legends = []
     real_save = viz._save
     monkeypatch.setattr(viz, "_save", lambda fig, path: (legends.append(
         [t.get_text() for t in fig.axes[0].get_legend().get_texts()]), real_save(fig, path))[1])
-    viz.score_histograms(np.array([0, 0, 0, 1, 1]), np.array([0.1, 0.2, np.inf, 0.9, np.inf]), tmp_path / "s.png",
-                         thresholds={"max_normal": (0.25, True), "fpr1_normal": (0.2, False), "never": (np.inf, False)})
-    assert legends == [["normal (2, 1 invalid: +inf)", "anomalous (1, 1 invalid: +inf)", "max_normal (active) = 0.25",
-                        "fpr1_normal = 0.2"]]
+    viz.score_strips(np.array([0, 0, 0, 1, 1]), np.array([0.1, 0.2, np.inf, 0.9, np.inf]), tmp_path / "s.png",
+                     thresholds={"max_normal": (0.25, True), "fpr1_normal": (0.2, False), "never": (np.inf, False)})
+    assert legends[-1] == ["normal (2, 1 invalid: +inf; highest 0.2)", "anomalous (1, 1 invalid: +inf; lowest 0.9)",
+                           "max_normal (active) = 0.25", "fpr1_normal = 0.2"]
     assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # parts nobody judged: the files that could not be read are flagged and counted, though they have no score
+    viz.score_strips(np.zeros(3, int), np.array([0.1, 0.3, 0.2]), tmp_path / "p.png", groups={0: "parts scored"},
+                     unreadable=2)
+    assert legends[-1] == ["parts scored (3; 2 more unreadable, flagged, not drawn)"]
 
 
 def test_importing_adtf_leaves_the_users_matplotlib_backend_alone(tmp_path):

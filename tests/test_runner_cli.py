@@ -97,6 +97,8 @@ def test_help_lists_the_methods_own_options_with_preset_defaults(toy_registered,
     (["--data", "folder:/tmp,holdout=abc"], "option holdout takes a float"),
     (["--method", "mon", "--data", "folder:/tmp", "--n-train", "3"], "--n-train: a folder dataset has no n_train"),
     (["--detector.imag", "3"], "unrecognized arguments: --detector.imag"),  # once read as --detector.image_size
+    (["--seed", "-1"], "--seed: expected an integer from 0 to 4294967295, got -1"),  # numpy's ValueError, after loading
+    (["--seed", str(2**32)], "--seed: expected an integer from 0 to 4294967295, got 4294967296"),
     (["--method", "mon", "--detector.image_size", "128"], "expected 2 integers in brackets, quoted in a shell "
                                                             '(--detector.image_size "[256, 256]"), got 128'),
     (["--detector.image_size", "[a, b]"], "expected 2 integers in brackets, quoted in a shell "

@@ -88,6 +88,9 @@ def pipeline(samples, *, arrays=None, image_size=(224, 224), batch_size=16, shuf
         data = data.cache("" if cache is True else str(cache))
         if shuffle:
             data = data.shuffle(len(samples), seed=seed, reshuffle_each_iteration=True)
+    # No batch larger than the data: tf.data sets aside a whole batch's memory (--batch-size 100000 on two images
+    # ran out of it inside TensorFlow), and the batches are the same.
+    batch_size = batch_size if drop_remainder else min(int(batch_size), len(samples))
     return data.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
 

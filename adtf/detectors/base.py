@@ -265,6 +265,8 @@ class Detector(keras.Model):
     # A trained model scores its own training images low: calibrate on images it never saw.
     calibration_fraction = 0.2
     short_name = None
+    # What each training metric measures, for the training curves' legend (a name like p_fake says little alone).
+    metric_descriptions = {}
     # (min, max) longer side when a preset leaves image_size to the data (None): see adtf.run.data_image_size.
     image_size_range = None
     image_size_multiple = 16  # each side of a data-chosen size is rounded to this
@@ -710,7 +712,7 @@ def load(path):
     if damaged:
         raise AdtfError(f"cannot load a detector from {path}: the file is damaged ({damaged} fails its checksum): "
                         "copy it again from where it was written, or fit again")
-    if not str(config.get("registered_name") or "").startswith("adtf>"):
+    if "adtf_format" not in config.get("config", {}) and not str(config.get("registered_name")).startswith("adtf>"):
         raise AdtfError(f"cannot load a detector from {path}: it holds a Keras {config.get('class_name', 'model')}, not "
                         "an adtf detector (load it with keras.saving.load_model, or give the model.keras that adtf-fit "
                         "or detector.save wrote)")

@@ -141,23 +141,17 @@ class ModelOfNormality(Detector):
     def working_points_from(self, outputs):
         return table1_working_points(d_max=outputs["d_max"], d_mean=outputs["d_mean"])
 
-    # -- paper 000's own report: Fig. 4 and the Table II row -----------------------
+    # -- paper 000's own report: Fig. 4 (its Table II row is the report's working-point table, AUC column) ------
     def report_extras(self, dataset, outputs, out_dir, batch_size=16):
         from adtf import viz
 
         labels = outputs["label"].astype(int)
-        plots, lines = {}, []
+        plots = {}
         if labels.min() == 0 and labels.max() == 1:
             pre = pixel_distances(dataset, self.image_size, batch_size)
             panels = {"pre (raw pixels)": pre, "post (backbone features)": (outputs["d_mean"], outputs["d_max"])}
             plots["scatter"] = viz.mon_scatter(labels, panels, out_dir / "scatter.png", title=dataset.name).name
-            from adtf.thresholds import evaluate_working_points
-
-            rows = evaluate_working_points(self.working_points, labels, outputs) if self.working_points else {}
-            if rows:
-                lines = ["Paper-000 Table II row: " + " | ".join(f"{wp['auc']:.2f}" for wp in rows.values())
-                         + f" | max {max(wp['auc'] for wp in rows.values()):.2f}"]
-        return plots, lines
+        return plots, []
 
     def get_config(self):
         config = super().get_config()

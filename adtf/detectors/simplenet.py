@@ -131,6 +131,8 @@ class SimpleNet(Detector):
     """
 
     short_name = "SimpleNet"
+    metric_descriptions = {"loss": "truncated L1 loss", "p_true": "share of normal features scored >= +margin",
+                           "p_fake": "share of noisy features scored < -margin"}
     default_epochs = 160  # an instance takes its ``epochs`` option
     default_batch_size = 8
     image_size_range = (128, 512)
