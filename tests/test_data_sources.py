@@ -89,6 +89,8 @@ def test_parse_spec_reads_kind_path_and_typed_options():
     assert parse_spec("synthetic") == (SourceKind.SYNTHETIC, None, {})
     with pytest.raises(DataError, match="not key=value"):
         parse_spec("mtd:/x,oops")
+    with pytest.raises(DataError, match="holdout is given twice; give it once"):
+        parse_spec("folder:/x,holdout=0.2,holdout=0.5")
 
 
 def test_bare_path_is_recognised_by_layout(tmp_path):

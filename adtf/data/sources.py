@@ -99,6 +99,8 @@ def parse_spec(spec: str) -> tuple[SourceKind, str | None, dict]:
         if not eq or not key.strip():
             raise DataError(f"dataset spec {spec!r}: {part!r} is not key=value (nor part of an existing folder's "
                             "name)")
+        if key.strip() in options:  # holdout=0.2,holdout=0.5 kept the last without a word
+            raise DataError(f"dataset spec {spec!r}: {key.strip()} is given twice; give it once")
         options[key.strip()] = _parse_value(value.strip())
     one_class = kind in (SourceKind.MNIST, SourceKind.CIFAR, SourceKind.CLASSES, SourceKind.COIL)
     if one_class and path and not _exists(path) and (m := re.fullmatch(r"(.*):([^:/\\]+)", path)):
