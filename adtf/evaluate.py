@@ -435,7 +435,7 @@ def refresh_working_points(out_dir, detector):
     return True
 
 
-def verdict_in_words(label, defect, flagged, judged=True):
+def _verdict_in_words(label, defect, flagged, judged=True):
     """A heat map's title: the truth and the verdict at the active working point, the errors in capitals."""
     truth = defect if label or str(defect).lower() == "good" else f"{defect} (good)"
     if not judged:  # no working point: the truth alone
@@ -462,7 +462,7 @@ def _plots(detector, dataset, outputs, labels, image_scores, out_dir, batch_size
         samples = [dataset.test[i] for i in picked]
         images = viz.images_of(samples, dataset.arrays, detector.image_size, batch_size)
         # The parent folder too: DAGM's Train/0280.PNG and Test/0280.PNG are two images, one good, one defective.
-        titles = [f"{verdict_in_words(labels[i], dataset.test[i].defect, outputs['anomalous'][i], bool(detector.working_point))}\n"
+        titles = [f"{_verdict_in_words(labels[i], dataset.test[i].defect, outputs['anomalous'][i], bool(detector.working_point))}\n"
                   f"{'/'.join(Path(dataset.test[i].path).parts[-2:])} score {outputs['score'][i]:.3g}" for i in picked]
         masks = outputs["mask"][picked] if dataset.has_masks else None
         plots[kind] = viz.heatmap_grid(images, outputs["anomaly_map"][picked], titles, out_dir / f"heatmaps_{kind}.png",
