@@ -7,6 +7,7 @@ WORKDIR (default: a new temporary folder) is where the notebook runs and writes 
 """
 import base64
 import io
+import os
 import sys
 import tempfile
 import time
@@ -18,6 +19,8 @@ from PIL import Image
 
 def main(path, workdir=None):
     notebook = nbformat.read(path, as_version=4)
+    if workdir:  # the kernel starts there: a folder not made yet stopped it with a FileNotFoundError from Popen
+        os.makedirs(workdir, exist_ok=True)
     started = time.perf_counter()
     client = nbclient.NotebookClient(notebook, timeout=1800, kernel_name="python3",
                                      resources={"metadata": {"path": workdir or tempfile.mkdtemp(prefix="notebook-")}})
