@@ -49,11 +49,10 @@ class LocalAggregation(keras.layers.Layer):
 
     What the authors' code (``DonaldRR/SimpleNet``, ``PatchMaker`` and ``common.py``) does, per
     level l with C_l channels: unfold every ``patch_size x patch_size`` neighbourhood (zero
-    padding, stride 1) and flatten it in ``(C, kh, kw)`` order; reduce the ``C_l * p * p`` values
-    at each location to ``pretrain_dim`` by 1-D adaptive average pooling (no learned weights);
-    bring coarser levels to the first level's grid by bilinear interpolation (half-pixel
-    centres, ``align_corners=False``); stack the levels and pool the ``L * pretrain_dim``
-    values to ``target_dim`` the same way.
+    padding, stride 1) and flatten it in ``(C, kh, kw)`` order; bring every unfolded value of the coarser
+    levels to the first level's grid by bilinear interpolation (half-pixel centres, ``align_corners=False``);
+    reduce the ``C_l * p * p`` values at each location to ``pretrain_dim`` by 1-D adaptive average pooling (no
+    learned weights); stack the levels and pool the ``L * pretrain_dim`` values to ``target_dim`` the same way.
 
     Every step is linear and the interpolation acts on other axes than the rest, so the whole of it
     is, per level, one fixed ``p x p`` convolution to ``target_dim`` channels (zero padding, as the
