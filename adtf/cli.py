@@ -592,8 +592,8 @@ def export_main(argv=None):
         detector.set_working_point(args.working_point, value=args.threshold, score=args.score)
     moved = detector.working_point != saved_point and not args.save_model
     # A threshold's exponent keeps its sign in the name: slug() turns 1e+38's "+" into "-", as 1e-38 reads.
-    named = slug(detector.working_point.replace("e+", "e"))
-    out = Path(args.out or model_path.parent / (f"saved_model-{named}" if moved else "saved_model"))
+    named = f"saved_model-{slug(detector.working_point.replace('e+', 'e'))}" if moved else "saved_model"
+    out = Path(args.out or model_path.parent / named)
     detector.export(out)
     own = model_path.parent / "saved_model"  # the run's own SavedModel moves with the run, wherever --out wrote
     if args.save_model and own.is_dir() and out.resolve() != own.resolve():
@@ -618,7 +618,8 @@ def export_main(argv=None):
     if args.save_model and detector.working_point != saved_point:
         if refresh_working_points(model_path.parent, detector):
             print(f"{model_path.parent}: metrics.json, report.md, scores.csv and roc.png now describe working point "
-                  f"{detector.working_point} (from the evaluation's saved scores)")
+                  f"{detector.working_point} (from the evaluation's saved scores); the heat maps keep the verdicts "
+                  f"they were drawn with, at {saved_point}, as the report says (adtf-eval draws them again)")
         elif (model_path.parent / "metrics.json").exists():  # a run with no test images saves no scores
             print(f"{model_path.parent}: its metrics.json and report.md still describe working point {saved_point} "
                   f"(its metrics.json or scores.csv holds no evaluation to recompute them from); model.keras and "

@@ -160,6 +160,7 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
         colour = (tuple(colour_range), "anomaly map (the run's colour scale)") if colour_range else \
             (colour_scale(outputs["anomaly_map"]), "anomaly map (scaled to these test images)")
         results["heatmap_scale"] = list(colour[0])
+        results["heatmaps_working_point"] = detector.working_point  # the verdicts in their titles
         results["plots"] = _plots(detector, dataset, outputs, labels, image_scores, out_dir, batch_size, n_examples,
                                   results["working_points"], colour)
         if results.get("history"):
@@ -569,16 +570,22 @@ def report_markdown(results):
                          f"{_fmt(wp['tnr'])} | {_fmt(wp['auc'])} |")
     if results.get("report_lines"):
         lines += [""] + list(results["report_lines"])
-    flagged = results.get("flagged_by_defect") or {}
+    flagged = results.get("flagged_by_defect") or {}  # none without a working point, nor in a run from before it
     if results["per_defect_image_auroc"] or flagged:
         aurocs = results["per_defect_image_auroc"]
         lines += ["", "## Per defect type", "",
-                  f"| defect | image AUROC (vs. all normal test images) | flagged at {results['active_working_point']} |",
-                  "|---|---|---|"]
-        lines += [f"| {k} | {_fmt(aurocs.get(k))} | {_share(flagged.get(k))} |" for k in dict.fromkeys([*flagged, *aurocs])]
+                  "| defect | image AUROC (vs. all normal test images) |"
+                  + (f" flagged at {results['active_working_point']} |" if flagged else ""),
+                  "|---|---|" + ("---|" if flagged else "")]
+        lines += [f"| {k} | {_fmt(aurocs.get(k))} |" + (f" {_share(flagged.get(k))} |" if flagged else "")
+                  for k in dict.fromkeys([*flagged, *aurocs])]
     if results.get("scores_file"):
         lines += ["", f"Every test image's scores and verdict at the active working point: [{results['scores_file']}]"
                       f"({results['scores_file']})."]
     if results.get("plots"):
-        lines += ["", "## Plots", ""] + [f"![{k}]({v})" for k, v in results["plots"].items()]
+        drawn_at = results.get("heatmaps_working_point")
+        lines += ["", "## Plots", ""] + ([f"The heat maps' titles give the verdicts at {drawn_at}, the working point "
+                                         "when they were drawn: an adtf-eval draws them at the active one.", ""]
+                                        if drawn_at and drawn_at != results["active_working_point"] else [])
+        lines += [f"![{k}]({v})" for k, v in results["plots"].items()]
     return "\n".join(lines) + "\n"

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from adtf.errors import AdtfError, DataError
+from adtf.paths import RUN_FILES
 
 log = logging.getLogger("adtf")
 
@@ -724,7 +725,8 @@ def check_output_folder(out, dataset=None, command=None):
     if out.is_dir() and not any((out / name).exists() for name in ADTF_RECORDS):  # another set's image folder
         from adtf.data.layouts import LISTED_SUFFIXES
 
-        images = [p.name for p in out.iterdir() if p.suffix.lower() in LISTED_SUFFIXES]
+        # adtf's own plots, left alone by an interrupted run (its records come last), are no data set's images
+        images = [p.name for p in out.iterdir() if p.suffix.lower() in LISTED_SUFFIXES and not _drawn_by_adtf(p)]
         if images:
             raise AdtfError(f"--out {out} holds {len(images)} image(s) (e.g. {images[0]}) and no adtf output: a data "
                             "folder? The plots written there would be read as images by the next run on it; choose "
@@ -738,7 +740,18 @@ def check_output_folder(out, dataset=None, command=None):
 
 RUN_CLAIM = ".adtf-fit.pid"  # the process writing a run folder
 # What adtf-fit, adtf-eval and adtf-score write into their folders: one of these beside images marks adtf's own plots.
-ADTF_RECORDS = ("metrics.json", "run.json", "eval.json", "score.json", "scores.csv", RUN_CLAIM)
+ADTF_RECORDS = ("metrics.json", "eval.json", "score.json", "scores.csv", "backup", RUN_CLAIM, *RUN_FILES)
+
+
+def _drawn_by_adtf(path):
+    """Whether ``path`` is a plot adtf drew (matplotlib names itself in every PNG it writes)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return str(image.info.get("Software", "")).startswith("Matplotlib")
+    except (OSError, ValueError):
+        return False
 
 
 def claim_run_folder(out):

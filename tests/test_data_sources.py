@@ -376,13 +376,12 @@ def test_folder_masks_beside_their_images_are_not_read_as_defective_images(tmp_p
         write_image(tmp_path / "ng" / "scratch" / f"{stem}.png", seed=int(stem))
         write_image(tmp_path / "ng" / "scratch" / f"{stem}_mask.png", mode="L", value=255)
     write_image(tmp_path / "ng" / "dent" / "0.jpg", fmt="JPEG")
-    write_image(tmp_path / "ng" / "dent" / "0.png", mode="L", value=255)  # <stem>.png beside <stem>.jpg: its mask
-    write_image(tmp_path / "ng" / "dent" / "1.png")  # no mask: not its own
-    with pytest.warns(UserWarning, match=r"no mask for 1 of the anomalous images \(e.g. .*dent.1.png"):
+    write_image(tmp_path / "ng" / "dent" / "0.png")  # beside 0.jpg: a second photo, not its mask (only *_mask is)
+    with pytest.warns(UserWarning, match=r"no mask for 2 of the anomalous images \(e.g. .*dent.0.jpg"):
         ds = load(f"folder:{tmp_path / 'ok'},anomalous={tmp_path / 'ng'},masks={tmp_path / 'ng'}")
     assert ds.counts() == {"train": 1, "test_dent": 2, "test_scratch": 2}
     assert {os.path.relpath(s.path, tmp_path): s.mask_path and os.path.relpath(s.mask_path, tmp_path)
-            for s in ds.test} == {"ng/dent/0.jpg": "ng/dent/0.png", "ng/dent/1.png": None,
+            for s in ds.test} == {"ng/dent/0.jpg": None, "ng/dent/0.png": None,
                                   "ng/scratch/0.png": "ng/scratch/0_mask.png", "ng/scratch/1.png": "ng/scratch/1_mask.png"}
 
 
@@ -506,6 +505,9 @@ def test_dagm_split_folders_in_lower_case_and_a_missing_label_image(tmp_path):
         with pytest.raises(DataError, match=f"use dagm:{re.escape(str(root))}$"):
             load(spec)
     assert parse_spec(str(root))[0] is SourceKind.DAGM
+    write_image(tmp_path / "parts" / "train" / "ok" / "0.png")  # train/ and test/ without a labels file: not DAGM
+    write_image(tmp_path / "parts" / "test" / "ng" / "0.png")
+    assert parse_spec(str(tmp_path / "parts"))[0] is SourceKind.FOLDER
     (root / "test" / "Label" / "0007_label.PNG").unlink()
     with pytest.warns(UserWarning, match=r"label image named in labels.txt is missing for 1 defective image\(s\) "
                                          r"\(e.g. .*0007.PNG\); they count for the image metrics"):

@@ -242,6 +242,7 @@ def test_export_save_model_brings_the_run_s_report_to_the_new_working_point(run_
     assert json.loads((run / "eval-synthetic-grass" / "metrics.json").read_text())["active_working_point"] == active
     assert "score-parts in " in capsys.readouterr().err  # its verdicts cannot be recomputed: named as stale
     assert active.startswith("explicit:d_max>") and f"{active} (active)" in (run / "report.md").read_text()
+    assert "The heat maps' titles give the verdicts at threshold" in (run / "report.md").read_text()  # not redrawn
     exported = [json.loads(p.read_text()) for p in run.glob("saved_model*/assets.extra/adtf.json")]
     assert [m["threshold_score"] for m in exported if m["working_point"] == active] == ["d_max"]  # not only in a name
     assert eval_main([str(run), "--data", "synthetic:grass", "--out", str(tmp_path / "ev"), "--quiet"]) == 0
@@ -324,6 +325,8 @@ def test_an_uncalibrated_detector_is_not_exported(tmp_path):
     with pytest.raises(AdtfError, match="no working point, and served so it would pass every part"):
         detector.export(tmp_path / "saved_model")
     assert not (tmp_path / "saved_model").exists()
+    detector.save(tmp_path / "model.keras")  # adtf-export named its folder first: an AttributeError on None
+    assert export_main([str(tmp_path / "model.keras")]) == 2
 
 
 def test_export_by_default_writes_beside_the_run_s_own_savedmodel(run_dir):
@@ -346,6 +349,8 @@ def test_a_report_is_never_written_into_another_set_s_image_folder(run_dir, tmp_
     assert "holds 1 image(s) (e.g. a.png) and no adtf output" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == ["a.png"]
     assert eval_main([str(run_dir), "--data", "synthetic:grass", "--out", str(tmp_path / "ev"), "--quiet"]) == 0
+    for record in ("metrics.json", "eval.json", "scores.csv"):  # an evaluation stopped after its plots, before these
+        (tmp_path / "ev" / record).unlink()
     assert eval_main([str(run_dir), "--data", "synthetic:grass", "--out", str(tmp_path / "ev"), "--quiet"]) == 0
 
 

@@ -286,8 +286,10 @@ def _read_folder(path, *, seed=0, anomalous=None, masks=None, test_normal=None, 
                 groups.append((folder.name, _list_images(folder)))
         if not any(images for _, images in groups):
             raise DataError(f"{anomalous_dir}: no images (looked for {', '.join(IMAGE_SUFFIXES)}, and in subfolders)")
+        image_folders = {os.path.realpath(anomalous_dir / defect) for defect, _ in groups[1:]}
+        image_folders.add(os.path.realpath(anomalous_dir))
         for defect, images in groups:
-            masks = [_files_by_name(mask_dir / defect), _files_by_name(mask_dir)] if mask_dir else []
+            masks = [_mask_files(mask_dir / defect, image_folders), _mask_files(mask_dir, image_folders)] if mask_dir else []
             found = {p: _find_mask(masks, p.stem) for p in images}
             found = {p: m for p, m in found.items() if m is None or os.path.realpath(m) != os.path.realpath(p)}  # not itself
             # Masks kept beside their images (masks= naming the anomalous folder) are masks, not defective images.
@@ -338,6 +340,15 @@ def _warn_of_unmasked(test, mask_dir, where):
 def _files_by_name(folder):
     """The image files directly in ``folder`` by lower-cased name ({} where it is absent)."""
     return {p.name.lower(): str(p) for p in _list_images(folder, suffixes=IMAGE_SUFFIXES)} if folder.is_dir() else {}
+
+
+def _mask_files(folder, image_folders):
+    """``_files_by_name(folder)``; in a folder of the defective images themselves (``image_folders``), only the
+    ``<stem>_mask.<ext>`` files: there ``7.png`` beside ``7.jpg`` may be a second photo, not its mask."""
+    files = _files_by_name(folder)
+    if os.path.realpath(folder) in image_folders:
+        files = {name: path for name, path in files.items() if name.rsplit(".", 1)[0].endswith("_mask")}
+    return files
 
 
 def _find_mask(folders, stem):
@@ -565,9 +576,10 @@ def detect_kind(root):
         return SourceKind.MVTEC  # a category, or the root of several: its reader says which to give
     if (root / "MT_Free").is_dir():
         return SourceKind.MTD
-    if _in_any_case(root, "Train").is_dir() and _in_any_case(root, "Test").is_dir() or _dagm_labels_file(root).is_file() \
-            or not _list_images(root) and any(_dagm_labels_file(_in_any_case(folder, "Train")).is_file()
-                                              for folder in _subfolders(root)):
+    # DAGM's own Train/ and Test/, or a labels file in any case: train/ and test/ alone is many a set's layout
+    if (root / "Train").is_dir() and (root / "Test").is_dir() or _dagm_labels_file(_in_any_case(root, "Train")).is_file() \
+            or _dagm_labels_file(root).is_file() or not _list_images(root) and any(
+                _dagm_labels_file(_in_any_case(folder, "Train")).is_file() for folder in _subfolders(root)):
         return SourceKind.DAGM  # a class, one of its splits, or the root of several: its reader says which to give
     if any("idx3-ubyte" in p.name for p in root.iterdir()):
         return SourceKind.MNIST
