@@ -324,6 +324,9 @@ def _readable_parse_error(text):
     validate against any of the Union subtypes Subtypes: [<class '...NonNegativeInt'>, <class 'NoneType'>] Errors:
     ...`; any other message as it is, on one line."""
     text = " ".join(text.split())
+    if text.startswith("Unexpected config:"):  # an empty --config file, or a YAML list: jsonargparse names no file
+        return (f"--config: expected a YAML mapping of options (method: mon, data: ..., detector: {{...}}), got "
+                f"{text.partition(':')[2].strip() or 'an empty file'}")
     match = re.match(r'Parser key "([^"]+)": (.*)$', text)
     if not match:
         return text

@@ -111,6 +111,16 @@ def test_bad_options_stop_with_one_line(argv, words, capsys):
     assert not any(line.startswith(("Traceback", "adtf-fit: error:")) for line in lines[:-1])
 
 
+def test_a_config_file_that_holds_no_options_is_named_so(tmp_path, capsys):
+    """An empty --config file (or a YAML list) gave jsonargparse's "Unexpected config:", naming nothing."""
+    for name, text, said in (("empty.yaml", "", "an empty file"), ("list.yaml", "- a\n- b\n", "- a - b")):
+        (tmp_path / name).write_text(text)
+        assert fit_main(["--config", str(tmp_path / name)]) == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1] == (
+            "adtf-fit: error: --config: expected a YAML mapping of options (method: mon, data: ..., detector: {...}), "
+            f"got {said}")
+
+
 def test_ctrl_c_says_how_to_resume(monkeypatch, capsys):
     import adtf.run
 
