@@ -102,9 +102,9 @@ def _friendly_errors(prog):
     def wrap(main):
         @functools.wraps(main)
         def run(argv=None):
-            _import_tensorflow_quietly()
             restore = _exit_cleanly_on_sigterm(prog)
             try:
+                _import_tensorflow_quietly()  # seconds: a Ctrl-C there printed Python's KeyboardInterrupt traceback
                 with warnings.catch_warnings():  # one line each, not Python's "file:line: UserWarning" and source
                     warnings.showwarning = lambda message, *_: print(f"{prog}: warning: {message}", file=sys.stderr)
                     return main(argv)
