@@ -725,12 +725,14 @@ def check_output_folder(out, dataset=None, command=None):
     if out.is_dir() and not any((out / name).exists() for name in ADTF_RECORDS):  # another set's image folder
         from adtf.data.layouts import LISTED_SUFFIXES
 
-        # adtf's own plots, left alone by an interrupted run (its records come last), are no data set's images
-        images = [p.name for p in out.iterdir() if p.suffix.lower() in LISTED_SUFFIXES and not _drawn_by_adtf(p)]
-        if images:
-            raise AdtfError(f"--out {out} holds {len(images)} image(s) (e.g. {images[0]}) and no adtf output: a data "
-                            "folder? The plots written there would be read as images by the next run on it; choose "
-                            "another --out")
+        # adtf's own plots, left alone by an interrupted run (its records come last), are no data set's images; the
+        # first other image settles it (a data folder may hold thousands)
+        foreign = next((p.name for p in out.iterdir() if p.suffix.lower() in LISTED_SUFFIXES and not _drawn_by_adtf(p)),
+                       None)
+        if foreign:
+            raise AdtfError(f"--out {out} holds images that adtf did not draw (e.g. {foreign}) and no adtf output: a "
+                            "data folder? The plots written there would be read as images by the next run on it; "
+                            "choose another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=out).close()
