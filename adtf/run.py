@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 from adtf.errors import AdtfError, DataError
-from adtf.paths import RUN_FILES
 
 log = logging.getLogger("adtf")
 
@@ -722,17 +721,15 @@ def check_output_folder(out, dataset=None, command=None):
                         "read as images the next time; choose another --out")
     if out.exists() and not out.is_dir():
         raise AdtfError(f"--out {out} is a file; a run writes a folder")
-    if out.is_dir() and not any((out / name).exists() for name in ADTF_RECORDS):  # another set's image folder
+    if out.is_dir():  # another set's image folder: the only images adtf writes there are its own plots
         from adtf.data.layouts import LISTED_SUFFIXES
 
-        # adtf's own plots, left alone by an interrupted run (its records come last), are no data set's images; the
-        # first other image settles it (a data folder may hold thousands)
+        # the first other image settles it (a data folder may hold thousands)
         foreign = next((p.name for p in out.iterdir() if p.suffix.lower() in LISTED_SUFFIXES and not _drawn_by_adtf(p)),
                        None)
         if foreign:
-            raise AdtfError(f"--out {out} holds images that adtf did not draw (e.g. {foreign}) and no adtf output: a "
-                            "data folder? The plots written there would be read as images by the next run on it; "
-                            "choose another --out")
+            raise AdtfError(f"--out {out} holds images that adtf did not draw (e.g. {foreign}): a data folder? The "
+                            "plots written there would be read as images by the next run on it; choose another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=out).close()
@@ -741,8 +738,6 @@ def check_output_folder(out, dataset=None, command=None):
 
 
 RUN_CLAIM = ".adtf-fit.pid"  # the process writing a run folder
-# What adtf-fit, adtf-eval and adtf-score write into their folders: one of these beside images marks adtf's own plots.
-ADTF_RECORDS = ("metrics.json", "eval.json", "score.json", "scores.csv", "backup", RUN_CLAIM, *RUN_FILES)
 
 
 def _drawn_by_adtf(path):

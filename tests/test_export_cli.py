@@ -346,7 +346,7 @@ def test_a_report_is_never_written_into_another_set_s_image_folder(run_dir, tmp_
     (tmp_path / "parts").mkdir()
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "parts" / "a.png")
     assert eval_main([str(run_dir), "--data", "synthetic:grass", "--out", str(tmp_path / "parts"), "--quiet"]) == 2
-    assert "holds images that adtf did not draw (e.g. a.png) and no adtf output" in capsys.readouterr().err
+    assert "holds images that adtf did not draw (e.g. a.png): a data folder?" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == ["a.png"]
     assert eval_main([str(run_dir), "--data", "synthetic:grass", "--out", str(tmp_path / "ev"), "--quiet"]) == 0
     for record in ("metrics.json", "eval.json", "scores.csv"):  # an evaluation stopped after its plots, before these
