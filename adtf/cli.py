@@ -59,14 +59,14 @@ def _import_tensorflow_quietly():
 
 
 def _default_epochs(cls):
-    """What ``--fit.epochs`` defaults to, preset by preset: the class default alone misled (160 for SimpleNet, whose
+    """What ``--fit.epochs`` defaults to, preset by preset: the class default misled (160 for SimpleNet, whose
     ``offline`` preset trains 40)."""
     epochs = {name.value: cls.presets[name].get("epochs", cls.default_epochs) for name in (cls.Preset or ())
               if name in cls.presets}
     if not any(epochs.values()):  # MoN: no gradient training whatever the preset
         return f"the detector's, {cls.default_epochs}"
-    per_preset = ", ".join(f"{name} {value}" for name, value in epochs.items())
-    return f"the preset's ({per_preset}); without a preset, {cls.default_epochs}"
+    # adtf-fit always builds from a preset (--preset offline by default), so the class default is not one to name
+    return "the preset's ({})".format(", ".join(f"{name} {value}" for name, value in epochs.items()))
 
 
 def _exit_cleanly_on_sigterm(prog):
@@ -393,9 +393,10 @@ def eval_main(argv=None):
     parser.add_argument("--data", required=True, help="dataset spec (see adtf-fit --help)")
     parser.add_argument("--out", default=None, help="report folder (default: <run>/eval-<dataset>)")
     parser.add_argument("--batch-size", type=PositiveInt, default=16, help="images scored at a time (default 16)")
-    parser.add_argument("--seed", type=_seed, default=0,
+    parser.add_argument("--seed", type=_seed, default=None,
                         help="seed of the dataset's split or draw (MTD's normal tiles, a synthetic set), as adtf-fit's "
-                             "(default 0)")
+                             "(default: the run's, from its metrics.json, so that its held-out test images are drawn "
+                             "again; 0 for a model without its run)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--skip-bad", action="store_true", help="leave unreadable images out with a warning")
     args = parser.parse_args(argv)
@@ -408,7 +409,12 @@ def eval_main(argv=None):
 
     model_path = _model_path(args.model)
     detector = load(model_path)
-    dataset = data.load(args.data, seed=args.seed, skip_bad=args.skip_bad)
+    record = _fit_record(model_path)
+    run_seed = record.pop("data_seed", None)  # None: a .keras file without its run, or a run from before it was kept
+    seed = args.seed if args.seed is not None else (run_seed or 0)
+    if args.seed is None and seed:  # seed 0 is the default everywhere: said only when another one is taken
+        print(f"adtf-eval: --seed {seed}, the run's (a synthetic set or an MTD split is drawn as the fit drew it)")
+    dataset = data.load(args.data, seed=seed, skip_bad=args.skip_bad)
     if data.parse_spec(args.data)[0] is data.SourceKind.FOLDER and dataset.train:
         # adtf-eval fits nothing: a folder's normal images are test images here, not left out unseen
         print(f"adtf-eval: the {len(dataset.train)} images of the normal folder are test normals here")
@@ -425,7 +431,6 @@ def eval_main(argv=None):
     if changed:  # weave at 128 and at 256 px share a name, and so the default report folder
         print(f"adtf-eval: warning: {out} holds an evaluation with other settings ({', '.join(changed)} differ): "
               "this one replaces it; give --out to keep both", file=sys.stderr)
-    record = _fit_record(model_path)
     if "n_fit" not in record:  # a .keras file without its run: what it was fitted on is not this data's training images
         record.update(train_known=False, extra={"evaluation_of": {"model": str(model_path), "fit_dataset": None}})
     note = scale_change(record.pop("fit_median_size", None), dataset, dataset.test, detector.image_size)
@@ -549,7 +554,8 @@ def _fit_record(model_path):
                  **{key: record[key] for key in ("preset", "options", "image_size_rule") if key in record}}
         return dict(method=record.get("method"), n_fit=int(record["n_train"]), n_calibration=int(record.get("n_calibration") or 0),
                     calibration=calibration, fit_median_size=record.get("fit_median_size"),
-                    fit_colour=record.get("fit_colour"), colour_range=record.get("heatmap_scale"), extra=setup)
+                    fit_colour=record.get("fit_colour"), colour_range=record.get("heatmap_scale"), extra=setup,
+                    data_seed=record.get("data_seed"))
     except (OSError, ValueError, KeyError, TypeError):
         return {}
 

@@ -5,10 +5,10 @@ Usage (needs `pip install nbclient ipykernel`; the schedule is the real one, so 
     python notebooks/execute.py notebooks/04_simplenet.ipynb [WORKDIR]
 WORKDIR (default: a new temporary folder) is where the notebook runs and writes its runs/.
 """
+import argparse
 import base64
 import io
 import os
-import sys
 import tempfile
 import time
 
@@ -44,4 +44,10 @@ def _stored(out):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("notebook", help="the .ipynb to execute; its outputs are replaced in place")
+    parser.add_argument("workdir", nargs="?", default=None,
+                        help="where the notebook runs and writes its runs/ (default: a new temporary folder)")
+    args = parser.parse_args()
+    main(args.notebook, args.workdir)

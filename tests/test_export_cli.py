@@ -382,6 +382,25 @@ def test_eval_reuses_a_saved_run(run_dir, tmp_path, capsys):
         [first[k] for k in ("calibration", "n_calibration", "n_train")]
 
 
+def test_eval_draws_the_test_images_of_the_run_s_seed_unless_told_another(run_dir, tmp_path, capsys):
+    """A run fitted with --seed 3 evaluated on its own spec: seed 0's draw would be other images, some of them the
+    run's training images, and its figures not the run's."""
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["data_seed"] == 0
+    assert eval_main([str(run), "--data", "synthetic:grass", "--out", str(tmp_path / "seed0"), "--quiet"]) == 0
+    metrics["data_seed"] = 3  # as a fit with --seed 3 records it
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    capsys.readouterr()
+    assert eval_main([str(run), "--data", "synthetic:grass", "--out", str(tmp_path / "run_seed"), "--quiet"]) == 0
+    assert "adtf-eval: --seed 3, the run's" in capsys.readouterr().out
+    assert eval_main([str(run), "--data", "synthetic:grass", "--seed", "3", "--out", str(tmp_path / "seed3"),
+                      "--quiet"]) == 0
+    scores = {name: (tmp_path / name / "scores.csv").read_text() for name in ("seed0", "run_seed", "seed3")}
+    assert scores["run_seed"] == scores["seed3"] != scores["seed0"]
+
+
 def test_eval_says_when_it_replaces_an_evaluation_of_other_images(run_dir, tmp_path, capsys):
     """The grass at 128 and at 96 px share a name and so a report folder: the second evaluation replaced the first
     without a word (and run.json named neither size)."""
