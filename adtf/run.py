@@ -592,7 +592,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     else:  # in-memory arrays (MNIST, CIFAR): no files to list
         (out / "fit_images.txt").unlink(missing_ok=True)
     extra = {"preset": preset, "options": _jsonable(options), "image_size_rule": size_rule,
-             "data_seed": seed,  # the split's and draw's: adtf-eval draws the same test images from the same spec
+             "data_seed": dataset.seed,  # the split's or draw's: adtf-eval draws the same test images again
              "fit_median_size": median_image_size(dataset, fit_samples),
              "fit_colour": fit_colour, "epochs": epochs,
              "fit": _jsonable(fit_options), "compile": _jsonable(compile or {}),  # what options.epochs etc. do not say

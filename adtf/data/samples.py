@@ -55,6 +55,7 @@ class AnomalyDataset:
         notes: what loading warned about, for a report to repeat.
         skipped: ``(path, problem)`` of each image that ``skip_bad`` left out as unusable.
         gray: whether each image file holds no colour, by path, as ``load`` found it (in-memory sets: empty).
+        seed: the seed ``load`` split or drew it with (None for a set built by hand).
 
     Example:
         >>> ds = AnomalyDataset("demo", [Sample("a.png", 0, "good")], [], has_masks=False)
@@ -70,6 +71,7 @@ class AnomalyDataset:
     notes: list[str] = dataclasses.field(default_factory=list)
     skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     gray: dict[str, bool] = dataclasses.field(default_factory=dict)
+    seed: int | None = None
 
     def counts(self) -> dict:
         """``{"train": n, "test_good": n, "test_<defect>": n, ...}`` (good first, then by name)."""

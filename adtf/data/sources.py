@@ -209,6 +209,7 @@ def load(spec: str, *, seed: int = 0, skip_bad: bool = False, flag_unusable: boo
         for warning in caught:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     dataset.notes += [str(warning.message) for warning in caught]
+    dataset.seed = seed
     return dataset
 
 
