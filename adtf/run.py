@@ -703,7 +703,8 @@ def replaced_settings(record_file, record):
 def check_output_folder(out, dataset=None, command=None):
     """Create the run folder and make sure a file can be written there, before any work: a read-only or misnamed
     ``--out`` once failed only when the fitted model was saved. A folder the dataset reads images from is refused:
-    the run's plots would be read as images by the next run. ``command`` (adtf-eval, adtf-score) writes a report
+    the run's plots would be read as images by the next run, and so is a folder whose own metrics.json, scores.csv or
+    report.md the run would replace. ``command`` (adtf-eval, adtf-score) writes a report
     beside a run, never into one: its metrics.json, report and scores.csv would replace the run's own."""
     import tempfile
 
@@ -731,6 +732,11 @@ def check_output_folder(out, dataset=None, command=None):
         if foreign:
             raise AdtfError(f"--out {out} holds images that adtf did not draw (e.g. {foreign}): a data folder? The "
                             "plots written there would be read as images by the next run on it; choose another --out")
+        replaced = _replaced_files_of_others(out)
+        if replaced:
+            raise AdtfError(f"--out {out} holds {', '.join(replaced)}, which adtf did not write: "
+                            f"{command or 'the run'} would replace {'it' if len(replaced) == 1 else 'them'}; choose "
+                            "another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=out).close()
@@ -739,6 +745,30 @@ def check_output_folder(out, dataset=None, command=None):
 
 
 RUN_CLAIM = ".adtf-fit.pid"  # the process writing a run folder
+
+
+def _replaced_files_of_others(out):
+    """The files every adtf report writes (metrics.json, scores.csv, report.md) that ``out`` holds while nothing in
+    it is adtf's: a user's own folder, whose files a run would silently replace. adtf's own folders are known by a
+    run's files, an evaluation's record, a metrics.json or scores.csv in adtf's format or a plot adtf drew (a report
+    interrupted before its records were written is written again)."""
+    import json
+
+    from adtf.paths import run_files
+
+    replaced = [name for name in ("metrics.json", "scores.csv", "report.md") if (out / name).exists()]
+    if not replaced or run_files(out) or (out / "eval.json").is_file() or (out / RUN_CLAIM).is_file():
+        return []
+    try:
+        metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else None
+        header = (out / "scores.csv").open().readline() if (out / "scores.csv").is_file() else ""
+    except (OSError, ValueError):  # unreadable, or not JSON: not adtf's
+        metrics, header = [], ""
+    if isinstance(metrics, dict) and "method" in metrics or header.startswith("path,"):
+        return []
+    if any(_drawn_by_adtf(path) for path in out.glob("*.png")):  # a report stopped before its records
+        return []
+    return replaced
 
 
 def _drawn_by_adtf(path):

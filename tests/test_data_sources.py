@@ -812,6 +812,22 @@ def test_unusable_image_raises_naming_it_and_skip_bad_leaves_it_out(tmp_path, br
     assert len(ds.train) == 2 and all("001" not in s.path for s in ds.train)
 
 
+def test_many_unusable_files_skipped_are_one_warning_with_a_count(tmp_path):
+    """200 empty files under --skip-bad were 200 warnings (and 200 paragraphs of the report), and none said that
+    most of the folder had been left out."""
+    for i in range(3):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / f"ok{i}.png")
+    for i in range(13):
+        (tmp_path / f"empty{i:02d}.png").write_bytes(b"")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = load(f"folder:{tmp_path}", skip_bad=True)
+    skipping = [str(w.message) for w in caught if "skipping" in str(w.message)]
+    assert len(skipping) == 1 and "skipping 13 of its 16 images, unusable:" in skipping[0]
+    assert skipping[0].count("\n  ") == 11 and skipping[0].endswith("... and 3 more")  # ten named, then a count
+    assert len(ds.train) == 3 and len(ds.skipped) == 13
+
+
 def test_an_exif_orientation_is_said_and_named_in_a_mask_size_mismatch(tmp_path):
     """A phone's portrait is stored sideways and shown upright: adtf reads it as stored (as the SavedModel does),
     which a user drawing masks in a viewer could not tell from the size check's message alone."""

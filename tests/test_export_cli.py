@@ -354,6 +354,25 @@ def test_a_report_is_never_written_into_another_set_s_image_folder(run_dir, tmp_
     assert eval_main([str(run_dir), "--data", "synthetic:grass", "--out", str(tmp_path / "ev"), "--quiet"]) == 0
 
 
+def test_a_folder_of_the_user_s_own_files_is_not_written_over(run_dir, tmp_path, capsys):
+    """--out at a folder of one's own notes: its metrics.json and scores.csv were replaced without a word."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "metrics.json").write_text("{}")
+    (mine / "notes.txt").write_text("shift 2")
+    (tmp_path / "parts").mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "parts" / "a.png")
+    assert eval_main([str(run_dir), "--data", "synthetic:grass", "--out", str(mine), "--quiet"]) == 2
+    assert score_main([str(run_dir), str(tmp_path / "parts"), "--out", str(mine), "--quiet"]) == 2
+    assert fit_main(["--method", "mon", "--data", "synthetic:grass", "--out", str(mine), "--quiet"]) == 2
+    assert capsys.readouterr().err.count(f"--out {mine} holds metrics.json, which adtf did not write") == 3
+    assert (mine / "metrics.json").read_text() == "{}" and sorted(p.name for p in mine.iterdir()) == \
+        ["metrics.json", "notes.txt"]
+    (mine / "metrics.json").unlink()  # notes alone: nothing of theirs is replaced
+    assert score_main([str(run_dir), str(tmp_path / "parts"), "--out", str(mine), "--quiet"]) == 0
+    assert score_main([str(run_dir), str(tmp_path / "parts"), "--out", str(mine), "--quiet"]) == 0  # adtf's own now
+
+
 def test_thresholds_that_differ_in_their_exponent_s_sign_export_to_two_folders(run_dir, tmp_path):
     """1e+38 and 1e-38 both became saved_model-explicit-d_max-1e-38: the second replaced the first without a word."""
     run = tmp_path / "run"

@@ -105,3 +105,12 @@ def test_mon_separates_broken_bottles_from_good_ones(datasets_dir):
 def test_unknown_preset_is_a_clear_error():
     with pytest.raises(AdtfError, match="unknown MoN preset"):
         ModelOfNormality.from_preset("fastest")
+
+
+def test_one_normal_image_is_refused_not_a_model_that_flags_every_other_part(tiny):
+    """Calibrated on the image that built it, a one-image MoN set all six thresholds at 0: every new part flagged."""
+    dataset, _ = tiny
+    one = data.pipeline(dataset.train[:1], image_size=(SIZE, SIZE), batch_size=1)
+    detector = ModelOfNormality(backbone="efficientnet_lite0", layer="block4c_add", image_size=(SIZE, SIZE))
+    with pytest.raises(AdtfError, match="only 1 normal image to build the model of normality from"):
+        detector.fit(one, verbose=False)

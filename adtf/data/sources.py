@@ -414,6 +414,13 @@ def _check(sample):
     return _Checked(None, None, image)
 
 
+def _listed(problems):
+    """The first ``MAX_LISTED_PROBLEMS`` problems, a line each, and how many more."""
+    more = len(problems) - MAX_LISTED_PROBLEMS
+    return "".join(f"\n  {problem}" for problem in problems[:MAX_LISTED_PROBLEMS]) + (
+        f"\n  ... and {more} more" if more > 0 else "")
+
+
 def _validate(dataset, skip_bad, flag_unusable=False):
     files = [s for s in dataset.train + dataset.test if s.index is None]
     # PIL releases the GIL while decoding, so threads overlap the decoding work.
@@ -427,17 +434,24 @@ def _validate(dataset, skip_bad, flag_unusable=False):
                       "scale them to 8 bits or to the full 16-bit range", stacklevel=3)
     problems = [c.problem or c.mask_problem for c in checked.values() if c.problem or c.mask_problem]
     if problems and not (skip_bad or flag_unusable):
-        listed = "\n  ".join(problems[:MAX_LISTED_PROBLEMS])
-        more = f"\n  ... and {len(problems) - MAX_LISTED_PROBLEMS} more" if len(problems) > MAX_LISTED_PROBLEMS else ""
         raise DataError(f"{dataset.name}: {len(problems)} unusable file(s) (--skip-bad, or skip_bad=True in "
                         "Python, leaves them out with a warning; an image whose mask alone is unusable stays, for "
-                        f"the image metrics):\n  {listed}{more}")
-    for c in checked.values():
-        if c.problem and not flag_unusable:  # flagged by the caller instead
-            warnings.warn(f"skipping {c.problem}", stacklevel=3)
-        elif c.mask_problem:  # the image is fine: it counts for the image metrics, as an image without a mask does
-            warnings.warn(f"skipping the mask {c.mask_problem}; its image counts for the image metrics, not the "
-                          "pixel metrics", stacklevel=3)
+                        f"the image metrics):{_listed(problems)}")
+    # One warning each for images and masks, however many: 200 broken files were 200 lines, and no total.
+    bad_images = [c.problem for c in checked.values() if c.problem]
+    if len(bad_images) == 1 and not flag_unusable:  # flagged by the caller instead
+        warnings.warn(f"skipping {bad_images[0]}", stacklevel=3)
+    elif bad_images and not flag_unusable:
+        warnings.warn(f"{dataset.name}: skipping {len(bad_images)} of its {len(files)} images, unusable:"
+                      f"{_listed(bad_images)}", stacklevel=3)
+    # an image whose mask alone is unusable counts for the image metrics, as an image without a mask does
+    bad_masks = [c.mask_problem for c in checked.values() if c.mask_problem and not c.problem]
+    if len(bad_masks) == 1:
+        warnings.warn(f"skipping the mask {bad_masks[0]}; its image counts for the image metrics, not the "
+                      "pixel metrics", stacklevel=3)
+    elif bad_masks:
+        warnings.warn(f"{dataset.name}: skipping {len(bad_masks)} masks; their images count for the image metrics, "
+                      f"not the pixel metrics:{_listed(bad_masks)}", stacklevel=3)
     dataset.skipped = [(s.path, c.problem) for s, c in checked.items() if c.problem]
     dataset.train = [s for s in dataset.train if not checked.get(s, _OK).problem]
     dataset.test = [dataclasses.replace(s, mask_path=None) if checked.get(s, _OK).mask_problem else s

@@ -134,6 +134,10 @@ class ModelOfNormality(Detector):
             count += features.shape[0]
         if count == 0:
             raise AdtfError("no normal images to build the model of normality from")
+        if count == 1:  # its own protocol calibrates on the images that built it: all six thresholds came out 0
+            raise AdtfError("only 1 normal image to build the model of normality from: the model of one image is that "
+                            "image, which scores 0 against it, and every other part would be flagged; give at least 2 "
+                            "(many more for working points that pass new good parts)")
         self.distance.set_mean(total / count)
         self.n_normal = count
 
