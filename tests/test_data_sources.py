@@ -1099,3 +1099,19 @@ def test_an_image_past_pils_bomb_warning_limit_is_named(tmp_path, monkeypatch):
         warnings.simplefilter("always")
         load(f"folder:{tmp_path / 'ok'}")
     assert any("big.png: the image has 144 pixels, past PIL's decompression-bomb" in str(w.message) for w in caught)
+
+
+def test_a_mask_is_found_whichever_unicode_form_its_name_is_written_in(tmp_path):
+    """macOS tools write ``ü`` as ``u`` plus a combining mark: ``Prüfteil_mask.png`` beside ``Prüfteil.png`` was
+    "no mask", with a file of that very name on the screen, and the set lost its pixel metrics."""
+    import unicodedata
+
+    for folder in ("ok", "ng", "masks"):
+        (tmp_path / folder).mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((8, 8, 3), 60 * i, np.uint8)).save(tmp_path / "ok" / f"{i}.png")
+    Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(tmp_path / "ng" / unicodedata.normalize("NFC", "Prüfteil.png"))
+    mask = tmp_path / "masks" / unicodedata.normalize("NFD", "Prüfteil_mask.png")
+    Image.fromarray(np.full((8, 8), 255, np.uint8)).save(mask)
+    ds = load(f"folder:{tmp_path / 'ok'},anomalous={tmp_path / 'ng'},masks={tmp_path / 'masks'}")
+    assert ds.has_masks and [s.mask_path for s in ds.test if s.label] == [str(mask)]

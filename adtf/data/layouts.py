@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import unicodedata
 import warnings
 from pathlib import Path
 
@@ -337,9 +338,15 @@ def _warn_of_unmasked(test, mask_dir, where):
                       "metrics, not the pixel metrics", stacklevel=4)
 
 
+def _name_key(name):
+    """A file name as masks are matched by: lower case, and one Unicode form (macOS tools and some zips write
+    ``ü`` as ``u`` plus a combining mark; the image beside it may be named with the single character)."""
+    return unicodedata.normalize("NFC", name).lower()
+
+
 def _files_by_name(folder):
-    """The image files directly in ``folder`` by lower-cased name ({} where it is absent)."""
-    return {p.name.lower(): str(p) for p in _list_images(folder, suffixes=IMAGE_SUFFIXES)} if folder.is_dir() else {}
+    """The image files directly in ``folder`` by ``_name_key`` ({} where it is absent)."""
+    return {_name_key(p.name): str(p) for p in _list_images(folder, suffixes=IMAGE_SUFFIXES)} if folder.is_dir() else {}
 
 
 def _mask_files(folder, image_folders):
@@ -358,8 +365,8 @@ def _find_mask(folders, stem):
     for files in folders:
         for name in (f"{stem}_mask", stem):
             for suffix in IMAGE_SUFFIXES:
-                if f"{name}{suffix}".lower() in files:
-                    return files[f"{name}{suffix}".lower()]
+                if _name_key(f"{name}{suffix}") in files:
+                    return files[_name_key(f"{name}{suffix}")]
     return None
 
 
