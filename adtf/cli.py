@@ -473,6 +473,7 @@ def score_main(argv=None):
     from adtf.detectors import load
     from adtf.evaluate import score_parts, threshold_text
     from adtf.paths import expand_user
+    from adtf.data.sources import MAX_LISTED_PROBLEMS
     from adtf.run import check_output_folder, colour_change, scale_change, slug
 
     model_path = _model_path(args.model)
@@ -480,9 +481,15 @@ def score_main(argv=None):
     # capture neither stops a day's scoring nor passes as a good part.
     # Absolute: the folder names the output folder (score-folder-<parent>-<folder>) and the rows of scores.csv.
     folder = expand_user(args.folder)  # not resolved: a link (latest -> 2024-06-01) keeps the name it was given
-    dataset = data.load(f"folder:{os.path.abspath(folder) if folder.exists() else folder}", flag_unusable=True)
-    for _, problem in dataset.skipped:
+    if not folder.is_dir():  # said here: the folder reader would call it the "normal images" folder
+        raise AdtfError(f"{folder} is a file: give the folder that holds the parts' images" if folder.exists() else
+                        f"folder of parts not found: {folder}")
+    dataset = data.load(f"folder:{os.path.abspath(folder)}", flag_unusable=True)
+    for _, problem in dataset.skipped[:MAX_LISTED_PROBLEMS]:  # scores.csv names every one, with its problem
         print(f"adtf-score: warning: flagged, as it cannot be read: {problem}", file=sys.stderr)
+    if len(dataset.skipped) > MAX_LISTED_PROBLEMS:
+        print(f"adtf-score: warning: ... and {len(dataset.skipped) - MAX_LISTED_PROBLEMS} more unreadable files, "
+              "flagged (scores.csv names each)", file=sys.stderr)
     _say_if_trained_on("adtf-score", model_path.parent, dataset, dataset.train, "parts",
                        "their verdicts say little of new parts")
     detector = load(model_path)

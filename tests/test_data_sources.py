@@ -1115,3 +1115,15 @@ def test_a_mask_is_found_whichever_unicode_form_its_name_is_written_in(tmp_path)
     Image.fromarray(np.full((8, 8), 255, np.uint8)).save(mask)
     ds = load(f"folder:{tmp_path / 'ok'},anomalous={tmp_path / 'ng'},masks={tmp_path / 'masks'}")
     assert ds.has_masks and [s.mask_path for s in ds.test if s.label] == [str(mask)]
+
+
+def test_a_folder_spec_names_images_in_subfolders_and_a_holdout_that_takes_every_image(tmp_path):
+    """``folder:parts`` of parts/good and parts/bad said "no file there ends in .png"; a holdout that moved the one
+    normal image to the test set said "no usable training image left", of an image that was fine."""
+    for folder in ("good", "bad"):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / folder / "0.png")
+    with pytest.raises(DataError, match=r"no images directly in it, only in its subfolders \(bad/, good/\)"):
+        load(f"folder:{tmp_path}")
+    with pytest.raises(DataError, match="holdout=0.5 moves all 1 normal image"):
+        load(f"folder:{tmp_path / 'good'},holdout=0.5")

@@ -527,6 +527,16 @@ def test_a_relative_folder_is_scored_under_its_whole_name_with_whole_paths(run_d
     assert "1 of the 1 parts are images this run was fitted or calibrated on" in capsys.readouterr().err
 
 
+def test_score_names_a_missing_folder_of_parts_as_such(run_dir, tmp_path, capsys):
+    """adtf-score reads no labels, yet said "normal images folder not found"."""
+    (tmp_path / "a.png").write_bytes(b"")
+    assert score_main([str(run_dir), str(tmp_path / "nope"), "--quiet"]) == 2
+    assert score_main([str(run_dir), str(tmp_path / "a.png"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"folder of parts not found: {tmp_path / 'nope'}" in err and "normal" not in err
+    assert f"{tmp_path / 'a.png'} is a file: give the folder that holds the parts' images" in err
+
+
 def test_score_gives_each_unjudged_part_a_verdict_and_the_flagged_ones_a_heat_map(run_dir, tmp_path, capsys):
     """A folder of parts nobody has labelled: adtf-eval would count them all as good parts; adtf-score reads no
     label, writes each part's score and verdict, and an overlay of each flagged part."""

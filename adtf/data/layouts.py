@@ -263,10 +263,18 @@ def _read_folder(path, *, seed=0, anomalous=None, masks=None, test_normal=None, 
                         f"images defective: folder: would fit them as normal; use dagm:{normal_dir.parent}")
     if not _list_images(normal_dir) and (hint := _other_kind_hint(normal_dir, SourceKind.FOLDER)):
         raise DataError(f"{normal_dir}: no images directly in it{hint}")  # folder: on an MVTec category, say
+    if not _list_images(normal_dir) and (below := sorted({p.parent for p in _images_below(normal_dir)})):
+        names = ", ".join(f"{os.path.relpath(f, normal_dir)}/" for f in below[:4]) + (", ..." if len(below) > 4 else "")
+        raise DataError(f"{normal_dir}: no images directly in it, only in its subfolders ({names}): give the folder "
+                        f"of normal images itself and the defective ones' as anomalous=, e.g. "
+                        f"folder:{normal_dir}/<good>,anomalous={normal_dir}/<defective>")
     normals = _list_images(normal_dir, required=True)
     if not 0 <= holdout < 1:
         raise DataError(f"folder: holdout={holdout} must be in [0, 1)")
     train, test = split_off([Sample(str(p), 0, "good") for p in normals], holdout, seed)
+    if not train:  # else "no usable training image left", of images that were fine
+        raise DataError(f"folder: holdout={holdout} moves all {len(normals)} normal image(s) of {normal_dir} to the "
+                        "test set, leaving none to fit on: give more normal images or a smaller holdout")
     flat = [normal_dir]  # folders read without their subfolders
     if test_normal:
         flat.append(resolve_dir(test_normal, "test_normal"))
