@@ -185,6 +185,16 @@ def warn_about_resizing(heights, widths, size, shorter_floor=0, notes=None):
         said.append(f"{np.mean(stretch > 1.25):.0%} of the training images have another shape than the input "
                     f"size {size[0]}x{size[1]} and are stretched up to {stretch.max():.1f}x along one side: "
                     "a stretched part looks unlike the rest; crop or rotate them to one orientation if you can")
+    # One image far from the others' scale (a thumbnail among photos) is a part unlike the rest, resized 20x: its
+    # score can set max_normal, the working point that passes every good part.
+    ratio = np.sqrt(np.asarray(heights, float) * np.asarray(widths, float) / (height * width))
+    odd = (ratio > 3) | (ratio < 1 / 3)
+    if odd.any() and odd.mean() < 0.1:
+        extreme = int(np.argmax(np.abs(np.log(ratio))))
+        said.append(f"{odd.sum()} of {len(ratio)} training images are at another scale than the rest (e.g. one of "
+                    f"{heights[extreme]}x{widths[extreme]} among a median of {height:.0f}x{width:.0f}): resized to "
+                    f"{size[0]}x{size[1]} with the others, such a part looks unlike them and its score moves the "
+                    "working points; leave it out or crop it to the others' scale")
     for message in said:
         log.warning(f"      {message}")
         if notes is not None and message not in notes:

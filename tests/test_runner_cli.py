@@ -764,6 +764,20 @@ def test_a_resize_that_throws_pixels_away_is_said_in_the_report_too(toy_register
     assert len(notes) == 1 and notes[0].startswith("the images (512x512, the median) are shrunk 2.3x to 224x224")
 
 
+def test_a_training_image_far_from_the_others_scale_is_said():
+    """An 8x8 thumbnail among 150-px photos was resized 20x with no word, and its score set max_normal."""
+    from adtf.run import warn_about_resizing
+
+    notes = []
+    warn_about_resizing([150] * 24 + [8], [150] * 24 + [8], (160, 160), notes=notes)
+    assert notes == ["1 of 25 training images are at another scale than the rest (e.g. one of 8x8 among a median of "
+                     "150x150): resized to 160x160 with the others, such a part looks unlike them and its score moves "
+                     "the working points; leave it out or crop it to the others' scale"]
+    notes = []  # MTD's tiles, 103-632 px wide and 222-403 px tall: one kind of part at many sizes, said nothing of
+    warn_about_resizing([222, 270, 403, 300, 260] * 5, [103, 326, 632, 330, 300] * 5, (256, 320), notes=notes)
+    assert not any("another scale" in note for note in notes)
+
+
 def test_a_feature_cache_sweep_spares_a_live_cache_and_takes_a_dead_one(tmp_path):
     from adtf.detectors.simplenet import FeatureCache
 
