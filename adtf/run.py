@@ -771,8 +771,8 @@ def _replaced_files_of_others(out):
         return []
     try:
         metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else None
-        header = (out / "scores.csv").open().readline() if (out / "scores.csv").is_file() else ""
-    except (OSError, ValueError):  # unreadable, or not JSON: not adtf's
+        header = (out / "scores.csv").read_text().partition("\n")[0] if (out / "scores.csv").is_file() else ""
+    except (OSError, ValueError):  # unreadable, or not JSON or text: not adtf's
         metrics, header = [], ""
     if isinstance(metrics, dict) and "method" in metrics or header.startswith("path,"):
         return []

@@ -261,14 +261,16 @@ def _read_folder(path, *, seed=0, anomalous=None, masks=None, test_normal=None, 
     if _dagm_labels_file(normal_dir).is_file():  # its defective images would be fitted as normal ones
         raise DataError(f"{normal_dir} is a split of a DAGM 2007 class, whose Label/Labels.txt marks some of its "
                         f"images defective: folder: would fit them as normal; use dagm:{normal_dir.parent}")
-    if not _list_images(normal_dir) and (hint := _other_kind_hint(normal_dir, SourceKind.FOLDER)):
-        raise DataError(f"{normal_dir}: no images directly in it{hint}")  # folder: on an MVTec category, say
-    if not _list_images(normal_dir) and (below := sorted({p.parent for p in _images_below(normal_dir)})):
-        names = ", ".join(f"{os.path.relpath(f, normal_dir)}/" for f in below[:4]) + (", ..." if len(below) > 4 else "")
-        raise DataError(f"{normal_dir}: no images directly in it, only in its subfolders ({names}): give the folder "
-                        f"of normal images itself and the defective ones' as anomalous=, e.g. "
-                        f"folder:{normal_dir}/<good>,anomalous={normal_dir}/<defective>")
-    normals = _list_images(normal_dir, required=True)
+    normals = _list_images(normal_dir)
+    if not normals:  # why not, where it can be told: another kind of data, or images one folder down
+        if hint := _other_kind_hint(normal_dir, SourceKind.FOLDER):
+            raise DataError(f"{normal_dir}: no images directly in it{hint}")  # folder: on an MVTec category, say
+        if below := sorted({p.parent for p in _images_below(normal_dir)}):
+            names = ", ".join(f"{os.path.relpath(f, normal_dir)}/" for f in below[:4]) + (", ..." if len(below) > 4 else "")
+            raise DataError(f"{normal_dir}: no images directly in it, only in its subfolders ({names}): give the "
+                            f"folder of normal images itself and the defective ones' as anomalous=, e.g. "
+                            f"folder:{normal_dir}/<good>,anomalous={normal_dir}/<defective>")
+        _list_images(normal_dir, required=True)  # raises, naming the suffixes looked for
     if not 0 <= holdout < 1:
         raise DataError(f"folder: holdout={holdout} must be in [0, 1)")
     train, test = split_off([Sample(str(p), 0, "good") for p in normals], holdout, seed)
