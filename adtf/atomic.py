@@ -1,5 +1,6 @@
 """Write outputs atomically: a crash never leaves a half-written file behind."""
 import contextlib
+import errno
 import json
 import os
 import re
@@ -27,10 +28,14 @@ def atomic_path(path, suffix=""):
             yield tmp
             _sync(tmp)
         except OSError as error:
-            if error.filename is not None or error.errno is None:
-                raise
-            # A full disk fails a write() or fsync(), whose error names no file: name the output it was for.
-            raise OSError(error.errno, error.strerror, str(path)) from error
+            if error.filename is None and error.errno is not None:
+                # A full disk fails a write() or fsync(), whose error names no file: name the output it was for.
+                raise OSError(error.errno, os.strerror(error.errno), str(path)) from error
+            _raise_as_system_error(error, path)
+            raise
+        except Exception as error:  # TensorFlow's writers (a SavedModel's variables) raise OpErrors
+            _raise_as_system_error(error, path)
+            raise
         if path.is_dir() and not path.is_symlink():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -42,6 +47,21 @@ def atomic_path(path, suffix=""):
         _sync_folder(path.parent)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+_SYSTEM_ERRORS = {code: os.strerror(code) for code in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT)}
+
+
+def _raise_as_system_error(error, path):
+    """A library's report of a failed write (TensorFlow's OpError, h5py's OSError without an errno: a full disk in
+    a page of their text, naming a temporary file) as the system's one-line error, naming the output."""
+    if isinstance(error, OSError) and error.errno is not None:
+        return
+    if not isinstance(error, OSError) and not type(error).__module__.startswith("tensorflow"):
+        return
+    for code, words in _SYSTEM_ERRORS.items():
+        if words in str(error):
+            raise OSError(code, words, str(path)) from error
 
 
 def _sync(path):

@@ -6,6 +6,7 @@ For resuming interrupted training use ``ResumableBackup`` (the runner does) or `
 """
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -143,12 +144,17 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         pass  # saved by epoch only
 
     def _save(self, epochs_done):
-        from adtf.atomic import write_json
+        from adtf.atomic import atomic_path, write_json
 
         folder = self._state_path.parent
         folder.mkdir(parents=True, exist_ok=True)
         name = f"epoch-{epochs_done}.weights.h5"
-        self.model.save_weights(str(folder / name), overwrite=True)
+        with atomic_path(folder / name) as tmp:  # a full disk leaves no truncated file behind
+            try:
+                self.model.save_weights(str(tmp), overwrite=True)
+            except OSError:
+                _close_the_file_h5py_left_open(tmp)
+                raise
         seconds = self.seconds_before_resume + time.monotonic() - self._began_at
         write_json(self._state_path, {"epoch": epochs_done, "weights": name, "history": self.history,
                                       "fit_seconds": seconds})
@@ -156,6 +162,21 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
             if older.name != name:
                 older.unlink(missing_ok=True)
         self._saved_at = time.monotonic()
+
+
+def _close_the_file_h5py_left_open(path):
+    """Keras leaves its HDF5 file open when a write fails (a full disk), and h5py's clean-up of it at exit crashed
+    the process (a segmentation fault after adtf's message): its last flush fails again. That file, a temporary one
+    and no other, is emptied first, which frees the space that flush needs, and closed while the error is handled."""
+    import h5py
+
+    for file_id in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+        try:
+            if os.fsdecode(h5py.h5f.get_name(file_id)) == str(path):
+                os.ftruncate(file_id.get_vfd_handle(), 0)
+                file_id.close()
+        except Exception:  # nothing more to do for a file that is being removed
+            pass
 
 
 class Timing(keras.callbacks.Callback):

@@ -600,7 +600,7 @@ def export_main(argv=None):
     if args.score and args.threshold is None:
         parser.error("--score names the score an explicit --threshold applies to: give --threshold too "
                      "(a working point has its own score)")
-    from adtf.run import slug
+    from adtf.run import ensure_writable, slug
 
     detector = load(model_path)
     saved_point = detector.working_point
@@ -610,6 +610,10 @@ def export_main(argv=None):
     # A threshold's exponent keeps its sign in the name: slug() turns 1e+38's "+" into "-", as 1e-38 reads.
     named = f"saved_model-{slug(detector.working_point.replace('e+', 'e'))}" if moved else "saved_model"
     out = Path(args.out or model_path.parent / named)
+    # Before the graphs are traced, and before anything is written: a read-only run folder once failed after both.
+    ensure_writable(out.parent, "--out's folder" if args.out else "the run folder")
+    if args.save_model:
+        ensure_writable(model_path.parent, "--save-model rewrites model.keras in")
     detector.export(out)
     own = model_path.parent / "saved_model"  # the run's own SavedModel moves with the run, wherever --out wrote
     if args.save_model and own.is_dir() and out.resolve() != own.resolve():

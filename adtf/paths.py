@@ -2,6 +2,8 @@
 import os
 from pathlib import Path
 
+from adtf.errors import AdtfError
+
 
 def expand_user(path) -> Path:
     """``path`` with a leading ``~`` or ``~user`` expanded; left as written where no such user exists (as a shell
@@ -16,7 +18,11 @@ def adtf_home() -> Path:
     """Cache root: ``$ADTF_HOME`` or ``~/.keras/adtf`` (converted weights, synthetic data)."""
     root = os.environ.get("ADTF_HOME")
     path = expand_user(root) if root else expand_user(os.environ.get("KERAS_HOME", "~/.keras")) / "adtf"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a read-only or missing HOME on a locked-down machine
+        raise AdtfError(f"adtf's cache folder {path} cannot be made ({error.strerror or error}): set ADTF_HOME to "
+                        f"a writable folder (converted weights and the synthetic sets are kept there)") from error
     return path
 
 

@@ -716,8 +716,6 @@ def check_output_folder(out, dataset=None, command=None):
     the run's plots would be read as images by the next run, and so is a folder whose own metrics.json, scores.csv or
     report.md the run would replace. ``command`` (adtf-eval, adtf-score) writes a report
     beside a run, never into one: its metrics.json, report and scores.csv would replace the run's own."""
-    import tempfile
-
     from adtf.paths import run_files
 
     if command and out.is_dir() and run_files(out):
@@ -747,11 +745,19 @@ def check_output_folder(out, dataset=None, command=None):
             raise AdtfError(f"--out {out} holds {', '.join(replaced)}, which adtf did not write: "
                             f"{command or 'the run'} would replace {'it' if len(replaced) == 1 else 'them'}; choose "
                             "another --out")
+    ensure_writable(out)
+
+
+def ensure_writable(folder, what="--out"):
+    """Create ``folder`` and write a file there, before any work: a read-only folder once failed only when the work
+    was done, naming a hidden temporary path."""
+    import tempfile
+
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=out).close()
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
     except OSError as err:
-        raise AdtfError(f"--out {out}: cannot write there ({err.strerror})") from None
+        raise AdtfError(f"{what} {folder}: cannot write there ({err.strerror})") from None
 
 
 RUN_CLAIM = ".adtf-fit.pid"  # the process writing a run folder

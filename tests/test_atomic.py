@@ -76,3 +76,24 @@ def test_a_full_disk_names_the_output_it_was_writing(tmp_path):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(tmp_path / "metrics.json")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_library_s_full_disk_report_is_the_system_s_one_line_naming_the_output(tmp_path):
+    """TensorFlow's SavedModel writer raised a 57-line OpError naming its hidden temporary file, and h5py an OSError
+    with no errno whose text (a page of it) holds the system's words."""
+    import errno
+
+    import tensorflow as tf
+
+    full = tf.errors.ResourceExhaustedError(None, None, "/x/.saved_model.abc/variables_temp/part-0; No space left on "
+                                                        "device [Op:SaveV2]")
+    h5py_like = OSError("Can't synchronously write data (file write failed: errno = 28, error message = 'No space "
+                        "left on device', ...)")
+    for raised in (full, h5py_like):
+        with pytest.raises(OSError) as caught, atomic_path(tmp_path / "saved_model"):
+            raise raised
+        assert (caught.value.errno, caught.value.strerror, caught.value.filename) == (
+            errno.ENOSPC, "No space left on device", str(tmp_path / "saved_model"))
+    with pytest.raises(ValueError), atomic_path(tmp_path / "model.keras"):  # anything else goes through as it is
+        raise ValueError("No space left on device")
+    assert list(tmp_path.iterdir()) == []

@@ -95,3 +95,32 @@ def test_epoch_progress_starts_where_a_resumed_fit_starts():
     assert progress._bar.n == 6 and progress._bar.postfix == "loss=0.25"
     progress.on_train_end()
     assert progress._bar is None
+
+
+def test_a_checkpoint_that_could_not_be_written_leaves_no_file_open_or_behind(tmp_path, monkeypatch):
+    """On a full disk Keras left its HDF5 file open and cut short: h5py's clean-up at exit then crashed the process
+    (a segmentation fault after adtf's message). A user's own open HDF5 file is left alone."""
+    import h5py
+
+    from adtf.callbacks import ResumableBackup
+
+    theirs = h5py.File(tmp_path / "theirs.h5", "w")
+    theirs["kept"] = np.arange(3)
+
+    def full_disk(self, path, overwrite=True):
+        h5py.File(path, "w")["weights"] = np.zeros(1000)  # opened, partly written, never closed: as Keras leaves it
+        raise OSError("Can't synchronously write data (file write failed: errno = 28, error message = 'No space left "
+                      "on device')")
+
+    monkeypatch.setattr(TinyDetector, "save_weights", full_disk)
+    backup = tmp_path / "backup"
+    with pytest.raises(OSError) as caught:
+        fit([ResumableBackup(backup, every_seconds=0)], epochs=1)
+    assert caught.value.strerror == "No space left on device"
+    assert caught.value.filename == str(backup / "epoch-1.weights.h5")
+    open_files = [h5py.h5f.get_name(f).decode() for f in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE)]
+    assert open_files == [str(tmp_path / "theirs.h5")]
+    assert list(theirs["kept"][:]) == [0, 1, 2]
+    theirs.close()
+    left = [p.name for p in backup.iterdir()]
+    assert not [name for name in left if name.endswith(".h5") or name.startswith(".") or name == "state.json"], left

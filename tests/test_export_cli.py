@@ -219,6 +219,32 @@ def test_export_never_replaces_a_folder_that_is_not_a_saved_model(run_dir, tmp_p
     assert export_main([str(run_dir), "--out", str(tmp_path / "empty")]) == 0
 
 
+def test_export_into_a_run_folder_it_cannot_write_says_so_before_any_export(run_dir, tmp_path, capsys, monkeypatch):
+    """A read-only run folder failed only after the graphs were traced, naming a hidden temporary folder; with
+    --save-model --out elsewhere, the new SavedModel was written and then the run's own model.keras could not be."""
+    import tempfile
+
+    from adtf.detectors.base import Detector
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    temporary_file = tempfile.TemporaryFile
+
+    def read_only_run(*args, dir=None, **kwargs):
+        if dir is not None and pathlib.Path(dir).resolve() == run.resolve():
+            raise PermissionError(13, "Permission denied")
+        return temporary_file(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only_run)
+    monkeypatch.setattr(Detector, "export", lambda *a, **k: pytest.fail("exported into a folder it cannot write"))
+    capsys.readouterr()
+    assert export_main([str(run), "--working-point", "threshold1"]) == 2
+    assert f"the run folder {run}: cannot write there (Permission denied)" in capsys.readouterr().err
+    assert export_main([str(run), "--working-point", "threshold1", "--save-model", "--out", str(tmp_path / "sm")]) == 2
+    assert f"--save-model rewrites model.keras in {run}: cannot write there" in capsys.readouterr().err
+    assert not (tmp_path / "sm").exists()
+
+
 def test_export_save_model_brings_the_run_s_report_to_the_new_working_point(run_dir, tmp_path, capsys):
     """--save-model moved model.keras and the SavedModel while metrics.json, report.md and scores.csv still described
     the old working point; what they say now must be what evaluating the saved model again says."""

@@ -791,6 +791,40 @@ def test_a_feature_cache_sweep_spares_a_live_cache_and_takes_a_dead_one(tmp_path
     assert not list(tmp_path.iterdir())
 
 
+def test_a_feature_cache_that_cannot_be_written_says_where_and_how_to_move_it(tmp_path, monkeypatch):
+    """A full disk under a memory-mapped chunk killed the process with SIGBUS ("Bus error", no word from adtf); a
+    chunk is now written through the file, whose failure is named with ADTF_CACHE_DIR, the way out."""
+    import errno
+
+    from adtf.detectors import simplenet
+    from adtf.errors import AdtfError
+
+    with pytest.raises(AdtfError, match=r"ADTF_CACHE_DIR=.*nowhere: no such folder"):
+        simplenet.FeatureCache.create(tmp_path / "nowhere")
+    cache = simplenet.FeatureCache.create(tmp_path)
+
+    def full(path, array):
+        Path(path).write_bytes(b"\x93NUMPY")  # a part of it, as a full disk leaves
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(simplenet.np, "save", full)
+    with pytest.raises(AdtfError, match=r"could not be written to .*adtf-simplenet-.*No space left on device; \d+ "
+                                        r"MiB free there\): it takes 0\.4 MiB per training image; set ADTF_CACHE_DIR"):
+        cache.append(np.zeros((64, 16, 16, 768), np.float16))
+    cache.remove()
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_home_adtf_cannot_write_to_names_adtf_home(tmp_path, monkeypatch):
+    from adtf.errors import AdtfError
+    from adtf.paths import adtf_home
+
+    (tmp_path / "file").touch()
+    monkeypatch.setenv("ADTF_HOME", str(tmp_path / "file" / "adtf"))  # under a file: as a read-only HOME, unmakeable
+    with pytest.raises(AdtfError, match="cache folder .*file/adtf cannot be made .*set ADTF_HOME to a writable folder"):
+        adtf_home()
+
+
 def test_a_long_schedule_shows_one_bar_over_its_epochs(toy_registered, tmp_path, capfd, monkeypatch):
     """Keras prints two lines an epoch: a 2-image SimpleNet fit, raised to 320 one-step epochs, printed 640. The
     detector's own passes (statistics, a feature cache) keep their bars, and cross-fitted folds get theirs."""

@@ -35,6 +35,7 @@ from adtf import backbones
 from adtf.detectors.base import Detector, as_dataset, check_fit_options, check_ranges, normal_images
 from adtf.errors import AdtfError, DataError
 from adtf.layers import GaussianBlur, LocalAggregation
+from adtf.paths import expand_user
 
 
 # The CPU presets' taps: EfficientNet-Lite2's last blocks at strides 8 and 16 (the paper's WRN50 layer2 and
@@ -495,7 +496,9 @@ class FeatureCache:
         as long as it lives; first removes the folders there whose lock nobody holds any more, which a fit killed
         outright left (it skips its clean-up: a DAGM class left 1.2 GB). A lock, not a process id: containers share
         a temporary folder, not their process ids."""
-        parent = Path(parent or tempfile.gettempdir())
+        parent = expand_user(parent) if parent else Path(tempfile.gettempdir())
+        if not parent.is_dir():
+            raise AdtfError(f"ADTF_CACHE_DIR={parent}: no such folder (SimpleNet's feature cache goes there)")
         for lock in parent.glob(f"{cls.PREFIX}*/{cls.LOCK}"):
             if _unheld(lock):
                 shutil.rmtree(lock.parent, ignore_errors=True)
@@ -516,10 +519,16 @@ class FeatureCache:
         block = np.concatenate(self.pending)
         self.pending = []
         path = os.path.join(self.folder, f"features-{len(self.chunks):05d}.npy")
-        memmap = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=block.shape)
-        memmap[:] = block
-        memmap.flush()
-        del memmap
+        # Written through the file, not a fresh memory map: a write into a map whose disk is full kills the
+        # process with SIGBUS, where a file write raises an OSError we can name.
+        try:
+            np.save(path, block)
+        except OSError as error:  # numpy names a short write "N requested and M written": say what it means
+            free = shutil.disk_usage(self.folder).free / 2**20
+            raise AdtfError(
+                f"SimpleNet's feature cache could not be written to {self.folder} ({error.strerror or error}; "
+                f"{free:.0f} MiB free there): it takes {block.nbytes / len(block) / 2**20:.1f} MiB per training "
+                f"image; set ADTF_CACHE_DIR to a folder with room (the system's temporary folder unless set)") from error
         self.chunks.append(np.load(path, mmap_mode="r"))
 
     @property
