@@ -16,7 +16,7 @@ import numpy as np
 
 from adtf import metrics
 from adtf.data.pipeline import unpack_batch
-from adtf.errors import TERMINATED, AdtfError, DataError, unfilled_layers_refused
+from adtf.errors import AdtfError, DataError, raise_if_stopped, unfilled_layers_refused
 
 
 class ValidationAUROC(keras.callbacks.Callback):
@@ -244,13 +244,12 @@ class EpochProgress(keras.callbacks.Callback):
 
 
 class StopWhenTerminated(keras.callbacks.Callback):
-    """Ends a fit at the next epoch's end once SIGTERM was received (``adtf.errors.TERMINATED``): the handler's own
-    SystemExit is lost where it lands in a finalizer. At the epoch's end, not each batch's: a batch hook would make
-    Keras wait for every step's logs."""
+    """Ends a fit at the next epoch's end once SIGTERM or Ctrl-C was received (``adtf.errors.TERMINATED``,
+    ``INTERRUPTED``): the handler's own exception is lost where it lands in a finalizer. At the epoch's end, not each
+    batch's: a batch hook would make Keras wait for every step's logs."""
 
     def on_epoch_end(self, epoch, logs=None):
-        if TERMINATED.is_set():
-            raise SystemExit(128 + 15)  # SIGTERM's exit status
+        raise_if_stopped()
 
 
 class ShuffleByEpoch(keras.callbacks.Callback):

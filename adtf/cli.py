@@ -21,7 +21,7 @@ import adtf  # noqa: E402
 if adtf.USER_TF_LOG_LEVEL is None:  # a CUDA build of TF on a machine without a GPU logs a cuInit error otherwise
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 
-from adtf.errors import TERMINATED, AdtfError  # noqa: E402
+from adtf.errors import INTERRUPTED, TERMINATED, AdtfError  # noqa: E402
 
 
 # What TensorFlow prints to the process's stderr on import whatever TF_CPP_MIN_LOG_LEVEL says (TF 2.21: the log
@@ -81,14 +81,21 @@ def _exit_cleanly_on_sigterm(prog):
         print(f"{prog}: terminated{_resume_note(prog)}", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM)
 
-    TERMINATED.clear()  # a caller that went on after an earlier run's SIGTERM (a test, a script)
-    try:
-        previous = signal.signal(signal.SIGTERM, stop)
-    except ValueError:  # not the main thread (a notebook's worker, a test runner): leave it as it is
-        return lambda: None
-    if previous is None:  # installed outside Python: nothing Python can put back
-        return lambda: None
-    return lambda: signal.signal(signal.SIGTERM, previous)  # for a caller that goes on (a test, a script)
+    def interrupt(signum, frame):  # Python's own Ctrl-C, remembered: a finalizer (tqdm's __del__) dropped it once
+        INTERRUPTED.set()
+        raise KeyboardInterrupt
+
+    TERMINATED.clear()  # a caller that went on after an earlier run's SIGTERM or Ctrl-C (a test, a script)
+    INTERRUPTED.clear()
+    restores = []
+    for signum, handler in ((signal.SIGTERM, stop), (signal.SIGINT, interrupt)):
+        try:
+            previous = signal.signal(signum, handler)
+        except ValueError:  # not the main thread (a notebook's worker, a test runner): leave it as it is
+            continue
+        if previous is not None:  # None: installed outside Python, nothing Python can put back
+            restores.append(lambda signum=signum, previous=previous: signal.signal(signum, previous))
+    return lambda: [restore() for restore in restores]  # for a caller that goes on (a test, a script)
 
 
 def _resume_note(prog):

@@ -13,6 +13,16 @@ import warnings
 # a finalizer is printed and dropped: the likeliest reason why a fit went on after SIGTERM, its cache kept (seen
 # under load, never caught with its stderr). adtf.callbacks.StopWhenTerminated raises it again at the next epoch's end.
 TERMINATED = threading.Event()
+INTERRUPTED = threading.Event()  # the same for Ctrl-C (SIGINT), whose KeyboardInterrupt a finalizer drops too
+
+
+def raise_if_stopped():
+    """Raise again what a signal raised, should a finalizer have dropped it: the SIGTERM handler's SystemExit, or
+    Ctrl-C's KeyboardInterrupt."""
+    if TERMINATED.is_set():
+        raise SystemExit(128 + 15)  # SIGTERM's exit status
+    if INTERRUPTED.is_set():
+        raise KeyboardInterrupt
 
 
 class AdtfError(Exception):

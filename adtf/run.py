@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from adtf.errors import AdtfError, DataError
+from adtf.errors import AdtfError, DataError, raise_if_stopped
 
 log = logging.getLogger("adtf")
 
@@ -623,6 +623,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         results = thresholds_only(model, dataset, out, **common)
     if command:
         write_text(out / "command.txt", command + "\n")
+    raise_if_stopped()  # a Ctrl-C or SIGTERM that a finalizer dropped: the run is not whole, so no run.json
     # The spec as given (`dataset.name` leaves a spec's options out: weave at 128 and at 256 px share it); not
     # compared by replaced_settings, since the images' digests already say whether the data differ.
     write_json(out / "run.json", {**run_record, "spec": data if isinstance(data, str) else spec,

@@ -743,6 +743,31 @@ def test_a_fit_whose_sigterm_exception_a_finalizer_dropped_stops_at_the_next_epo
     assert stopped.value.code == 143 and epochs_run == []  # the first epoch's end: before the callbacks after it
 
 
+def test_a_ctrl_c_a_finalizer_dropped_leaves_the_run_unfinished(toy_registered, tmp_path, monkeypatch):
+    """A Ctrl-C during the evaluation landed in tqdm's __del__ once in ten tries, was printed and dropped, and the
+    run went on to write run.json (the mark of a whole run) and exit 0: the console scripts' handler remembers it."""
+    import adtf.evaluate
+    from adtf.errors import INTERRUPTED
+    from adtf.run import fit_evaluate_export
+
+    evaluate = adtf.evaluate.evaluate
+
+    def dropped_ctrl_c(*args, **kwargs):
+        results = evaluate(*args, **kwargs)
+        INTERRUPTED.set()  # the handler ran, its KeyboardInterrupt was lost
+        return results
+
+    monkeypatch.setattr(adtf.evaluate, "evaluate", dropped_ctrl_c)  # the runner imports it when it runs
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fit_evaluate_export(toy_registered, "synthetic:grass", "fast", tmp_path / "run", n_train=4,
+                                detector={"width": 4, "image_size": [32, 32]}, fit={"epochs": 1}, export=False,
+                                verbose=False)
+    finally:
+        INTERRUPTED.clear()
+    assert (tmp_path / "run" / "model.keras").exists() and not (tmp_path / "run" / "run.json").exists()
+
+
 @pytest.fixture
 def images_for_toy():
     return np.random.default_rng(0).uniform(size=(8, 32, 32, 3)).astype("float32")
