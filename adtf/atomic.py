@@ -31,10 +31,10 @@ def atomic_path(path, suffix=""):
             if error.filename is None and error.errno is not None:
                 # A full disk fails a write() or fsync(), whose error names no file: name the output it was for.
                 raise OSError(error.errno, os.strerror(error.errno), str(path)) from error
-            _raise_as_system_error(error, path)
+            _raise_as_system_error(error, tmp_dir, path)
             raise
         except Exception as error:  # TensorFlow's writers (a SavedModel's variables) raise OpErrors
-            _raise_as_system_error(error, path)
+            _raise_as_system_error(error, tmp_dir, path)
             raise
         if path.is_dir() and not path.is_symlink():
             old = path.with_name(f".{path.name}.old")
@@ -52,12 +52,15 @@ def atomic_path(path, suffix=""):
 _SYSTEM_ERRORS = {code: os.strerror(code) for code in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT)}
 
 
-def _raise_as_system_error(error, path):
-    """A library's report of a failed write (TensorFlow's OpError, h5py's OSError without an errno: a full disk in
-    a page of their text, naming a temporary file) as the system's one-line error, naming the output."""
+def _raise_as_system_error(error, tmp_dir, path):
+    """A library's report of a failed write into ``tmp_dir`` (TensorFlow's OpError, h5py's OSError without an
+    errno: a full disk in a page of their text, naming the temporary file) as the system's one-line error, naming
+    the output. A failure about any other file (an input that could not be read) passes as it is."""
     if isinstance(error, OSError) and error.errno is not None:
         return
     if not isinstance(error, OSError) and not type(error).__module__.startswith("tensorflow"):
+        return
+    if str(tmp_dir) not in str(error):
         return
     for code, words in _SYSTEM_ERRORS.items():
         if words in str(error):

@@ -85,10 +85,16 @@ def _exit_cleanly_on_sigterm(prog):
         INTERRUPTED.set()
         raise KeyboardInterrupt
 
-    TERMINATED.clear()  # a caller that went on after an earlier run's SIGTERM or Ctrl-C (a test, a script)
-    INTERRUPTED.clear()
-    restores = []
-    for signum, handler in ((signal.SIGTERM, stop), (signal.SIGINT, interrupt)):
+    def forget_signals():  # neither flag may outlive the call: a notebook's later fits would stop at their first epoch
+        TERMINATED.clear()
+        INTERRUPTED.clear()
+
+    forget_signals()
+    restores = [forget_signals]
+    handlers = [(signal.SIGTERM, stop)]
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where Ctrl-C is ignored (`adtf-fit &`)
+        handlers.append((signal.SIGINT, interrupt))
+    for signum, handler in handlers:
         try:
             previous = signal.signal(signum, handler)
         except ValueError:  # not the main thread (a notebook's worker, a test runner): leave it as it is
@@ -618,9 +624,10 @@ def export_main(argv=None):
     named = f"saved_model-{slug(detector.working_point.replace('e+', 'e'))}" if moved else "saved_model"
     out = Path(args.out or model_path.parent / named)
     # Before the graphs are traced, and before anything is written: a read-only run folder once failed after both.
-    ensure_writable(out.parent, "--out's folder" if args.out else "the run folder")
+    # Where atomic_path writes: beside what a link (/models/current) points at, not beside the link.
+    ensure_writable(Path(os.path.realpath(out)).parent, "--out's folder" if args.out else "the run folder")
     if args.save_model:
-        ensure_writable(model_path.parent, "--save-model rewrites model.keras in")
+        ensure_writable(Path(os.path.realpath(model_path)).parent, "--save-model rewrites model.keras in")
     detector.export(out)
     own = model_path.parent / "saved_model"  # the run's own SavedModel moves with the run, wherever --out wrote
     if args.save_model and own.is_dir() and out.resolve() != own.resolve():

@@ -80,20 +80,26 @@ def test_a_full_disk_names_the_output_it_was_writing(tmp_path):
 
 def test_a_library_s_full_disk_report_is_the_system_s_one_line_naming_the_output(tmp_path):
     """TensorFlow's SavedModel writer raised a 57-line OpError naming its hidden temporary file, and h5py an OSError
-    with no errno whose text (a page of it) holds the system's words."""
+    with no errno whose text (a page of it) holds the system's words. A failure about another file passes as is."""
     import errno
 
     import tensorflow as tf
 
-    full = tf.errors.ResourceExhaustedError(None, None, "/x/.saved_model.abc/variables_temp/part-0; No space left on "
-                                                        "device [Op:SaveV2]")
-    h5py_like = OSError("Can't synchronously write data (file write failed: errno = 28, error message = 'No space "
-                        "left on device', ...)")
-    for raised in (full, h5py_like):
-        with pytest.raises(OSError) as caught, atomic_path(tmp_path / "saved_model"):
-            raise raised
+    def full_tensorflow(tmp):
+        return tf.errors.ResourceExhaustedError(None, None, f"{tmp}/variables_temp/part-0; No space left on device")
+
+    def full_h5py(tmp):
+        return OSError(f"Can't synchronously write data (file write failed: filename = '{tmp}', errno = 28, error "
+                       "message = 'No space left on device', ...)")
+
+    for raised in (full_tensorflow, full_h5py):
+        with pytest.raises(OSError) as caught, atomic_path(tmp_path / "saved_model") as tmp:
+            raise raised(tmp)
         assert (caught.value.errno, caught.value.strerror, caught.value.filename) == (
             errno.ENOSPC, "No space left on device", str(tmp_path / "saved_model"))
-    with pytest.raises(ValueError), atomic_path(tmp_path / "model.keras"):  # anything else goes through as it is
-        raise ValueError("No space left on device")
+    unreadable_input = tf.errors.PermissionDeniedError(None, None, "/data/in/0001.png; Permission denied")
+    with pytest.raises(tf.errors.PermissionDeniedError), atomic_path(tmp_path / "saved_model"):
+        raise unreadable_input
+    with pytest.raises(ValueError), atomic_path(tmp_path / "model.keras") as tmp:  # not a library's write failure
+        raise ValueError(f"{tmp}: No space left on device")
     assert list(tmp_path.iterdir()) == []

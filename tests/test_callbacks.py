@@ -109,8 +109,8 @@ def test_a_checkpoint_that_could_not_be_written_leaves_no_file_open_or_behind(tm
 
     def full_disk(self, path, overwrite=True):
         h5py.File(path, "w")["weights"] = np.zeros(1000)  # opened, partly written, never closed: as Keras leaves it
-        raise OSError("Can't synchronously write data (file write failed: errno = 28, error message = 'No space left "
-                      "on device')")
+        raise OSError(f"Can't synchronously write data (file write failed: filename = '{path}', errno = 28, error "
+                      "message = 'No space left on device')")
 
     monkeypatch.setattr(TinyDetector, "save_weights", full_disk)
     backup = tmp_path / "backup"

@@ -230,8 +230,12 @@ def test_export_into_a_run_folder_it_cannot_write_says_so_before_any_export(run_
     shutil.copytree(run_dir, run)
     temporary_file = tempfile.TemporaryFile
 
+    links = tmp_path / "models"  # TF Serving's read-only folder of links: /models/current -> the version to serve
+    links.mkdir()
+    (links / "current").symlink_to(tmp_path / "served")
+
     def read_only_run(*args, dir=None, **kwargs):
-        if dir is not None and pathlib.Path(dir).resolve() == run.resolve():
+        if dir is not None and pathlib.Path(dir).resolve() in (run.resolve(), links.resolve()):
             raise PermissionError(13, "Permission denied")
         return temporary_file(*args, dir=dir, **kwargs)
 
@@ -243,6 +247,10 @@ def test_export_into_a_run_folder_it_cannot_write_says_so_before_any_export(run_
     assert export_main([str(run), "--working-point", "threshold1", "--save-model", "--out", str(tmp_path / "sm")]) == 2
     assert f"--save-model rewrites model.keras in {run}: cannot write there" in capsys.readouterr().err
     assert not (tmp_path / "sm").exists()
+    monkeypatch.undo()  # exports again, except into the read-only folders
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only_run)
+    assert export_main([str(run), "--out", str(links / "current")]) == 0  # written where the link points
+    assert (tmp_path / "served" / "saved_model.pb").is_file() and (links / "current").is_symlink()
 
 
 def test_export_save_model_brings_the_run_s_report_to_the_new_working_point(run_dir, tmp_path, capsys):

@@ -395,8 +395,8 @@ class SimpleNet(Detector):
     def feature_cache(self, x, verbose=True):
         """Each training image's aggregated features, computed once (a ``FeatureCache``, float16).
 
-        Written in chunks to memory-mapped files in a temporary folder (``$ADTF_CACHE_DIR`` or the
-        system's), removed when ``fit`` ends; the OS may drop their pages, so memory stays flat.
+        Written in chunks to files in a temporary folder (``$ADTF_CACHE_DIR`` or the system's), read back
+        memory-mapped and removed when ``fit`` ends; the OS may drop their pages, so memory stays flat.
         """
         cached = self.__dict__.get("_feature_cache")
         if cached is not None:
@@ -498,7 +498,7 @@ class FeatureCache:
         a temporary folder, not their process ids."""
         parent = expand_user(parent) if parent else Path(tempfile.gettempdir())
         if not parent.is_dir():
-            raise AdtfError(f"ADTF_CACHE_DIR={parent}: no such folder (SimpleNet's feature cache goes there)")
+            raise AdtfError(f"{parent}: no such folder for SimpleNet's feature cache (ADTF_CACHE_DIR names it)")
         for lock in parent.glob(f"{cls.PREFIX}*/{cls.LOCK}"):
             if _unheld(lock):
                 shutil.rmtree(lock.parent, ignore_errors=True)
