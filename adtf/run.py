@@ -675,7 +675,7 @@ def _cross_fitted_outputs(cls, options, compile, samples, n_folds, seed, pipelin
             fold_model.fit(pipeline(rest), epochs=epochs, verbose=keras_verbose, progress=verbose, callbacks=callbacks,
                            **options_less_epochs)  # shown as the main fit is
             outputs = fold_model.score_dataset(pipeline([samples[i] for i in index]), verbose=verbose,
-                                               keep_maps=False, desc=f"scoring fold {j + 1}")
+                                               keep_maps=False, keep_masks=False, desc=f"scoring fold {j + 1}")
             with atomic_path(path) as tmp:
                 np.savez(tmp, **{key: value for key, value in outputs.items() if value.dtype != object})
         with np.load(path, allow_pickle=False) as saved:

@@ -427,6 +427,8 @@ class Detector(keras.Model):
                 outputs = {key: value for key, value in outputs.items() if np.ndim(value) < 3}
             outputs.update({k: v for k, v in zip(("label", "mask", "path"), batch[1:])
                             if v is not None and (keep_masks or k != "mask")})
+            if "mask" in outputs:  # kept as defect or not, every reader's `> 0.5`: a quarter of float32's memory
+                outputs["mask"] = np.asarray(outputs["mask"]) > 0.5
             for key, value in outputs.items():
                 collected.setdefault(key, []).append(np.asarray(value))
         if not collected:
@@ -556,7 +558,7 @@ class Detector(keras.Model):
         """
         self.check_fitted("calibrate working points")
         return self.calibrate_on_outputs(self.score_dataset(normal_ds, verbose=verbose, keep_maps=False,
-                                                            desc="calibrating"))
+                                                            keep_masks=False, desc="calibrating"))
 
     def calibrate_on_outputs(self, outputs):
         """``calibrate`` from normal images' outputs already scored (``score_dataset(..., keep_maps=False)``),
