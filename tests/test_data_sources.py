@@ -1127,3 +1127,18 @@ def test_a_folder_spec_names_images_in_subfolders_and_a_holdout_that_takes_every
         load(f"folder:{tmp_path}")
     with pytest.raises(DataError, match="holdout=0.5 moves all 1 normal image"):
         load(f"folder:{tmp_path / 'good'},holdout=0.5")
+
+
+def test_checking_many_files_shows_a_bar_and_few_none(tmp_path, capsys):
+    """4,000 camera JPEGs took minutes to check, before adtf-score or adtf-eval printed a word."""
+    from adtf.data.sources import CHECK_BAR_FROM
+
+    for i in range(CHECK_BAR_FROM):
+        Image.fromarray(np.full((8, 8), i % 256, np.uint8)).save(tmp_path / f"{i:04d}.png")
+    load(f"folder:{tmp_path}")
+    said = capsys.readouterr().err
+    assert "checking files: 100%" in said and f"{CHECK_BAR_FROM}/{CHECK_BAR_FROM}" in said
+    for path in sorted(tmp_path.iterdir())[10:]:
+        path.unlink()
+    load(f"folder:{tmp_path}")
+    assert "checking files" not in capsys.readouterr().err
