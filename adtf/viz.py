@@ -63,7 +63,8 @@ def score_strips(labels, scores, path, score_name="score", title="", thresholds=
                    f"; highest {part.max():.4g}" if label == 0 else f"; lowest {part.min():.4g}")
         row = len(rows)
         rows.append(name)
-        ax.scatter(part, row + jitter[member & finite], s=14 if len(scores) < 500 else 4, color=colour, alpha=0.6,
+        ax.scatter(part, row + jitter[member & finite], s=14 if len(scores) < 500 else 4, color=colour,
+                   alpha=_point_alpha(part.size),
                    linewidths=0, label=f"{name} ({part.size}{f', {invalid} invalid: +inf' if invalid else ''}"
                                        f"{f'; {skipped} more unreadable, flagged, not drawn' if skipped else ''}{extreme})")
     for name, (value, active) in (thresholds or {}).items():
@@ -75,6 +76,12 @@ def score_strips(labels, scores, path, score_name="score", title="", thresholds=
            title=f"{title + ': ' if title else ''}{score_name} of each of the {what}, and the thresholds")
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
     return _save(fig, path)
+
+
+def _point_alpha(n, most=0.6):
+    """Points fainter as they grow many, so that where thousands overlap still reads denser than where a few do
+    (at a fixed alpha, 4,000 scores drew one solid block around the threshold)."""
+    return float(np.clip(300 / max(int(n), 1), 0.25, most))
 
 
 def _normalised(values):
@@ -94,8 +101,10 @@ def mon_scatter(labels, panels, path, title=""):
     fig, axes = _subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
     for ax, (name, (d_mean, d_max)) in zip(axes[0], panels.items()):
         x, y = _normalised(d_mean), _normalised(d_max)
-        ax.scatter(x[labels == 0], y[labels == 0], s=9, c="0.6", label="anomaly-free")
-        ax.scatter(x[labels == 1], y[labels == 1], s=9, c="k", marker="x", label="anomalous")
+        ax.scatter(x[labels == 0], y[labels == 0], s=9, c="0.6", alpha=_point_alpha(np.sum(labels == 0), 1.0),
+                   label="anomaly-free")
+        ax.scatter(x[labels == 1], y[labels == 1], s=9, c="k", marker="x", alpha=_point_alpha(np.sum(labels == 1), 1.0),
+                   label="anomalous")
         ax.set(xlabel="normalised mean distance", ylabel="normalised max distance", title=name, xlim=(-0.03, 1.03), ylim=(-0.03, 1.03))
         ax.legend(loc="lower right", fontsize=8)
     if title:
