@@ -27,15 +27,11 @@ def atomic_path(path, suffix=""):
         try:
             yield tmp
             _sync(tmp)
-        except OSError as error:
-            if error.filename is None and error.errno is not None:
-                # A full disk fails a write() or fsync(), whose error names no file: name the output it was for.
-                raise OSError(error.errno, os.strerror(error.errno), str(path)) from error
-            _raise_as_system_error(error, tmp_dir, path)
-            raise
-        except Exception as error:  # TensorFlow's writers (a SavedModel's variables) raise OpErrors
-            _raise_as_system_error(error, tmp_dir, path)
-            raise
+        except Exception as error:
+            named = _as_system_error(error, tmp_dir, path)
+            if named is None:
+                raise
+            raise named from error
         if path.is_dir() and not path.is_symlink():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -52,19 +48,18 @@ def atomic_path(path, suffix=""):
 _SYSTEM_ERRORS = {code: os.strerror(code) for code in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT)}
 
 
-def _raise_as_system_error(error, tmp_dir, path):
-    """A library's report of a failed write into ``tmp_dir`` (TensorFlow's OpError, h5py's OSError without an
-    errno: a full disk in a page of their text, naming the temporary file) as the system's one-line error, naming
-    the output. A failure about any other file (an input that could not be read) passes as it is."""
+def _as_system_error(error, tmp_dir, path):
+    """The system's one-line error naming the output ``path`` for a write into ``tmp_dir`` that failed, or None to
+    pass ``error`` on as it is. A write() or fsync() on a full disk names no file; TensorFlow's writers (a
+    SavedModel's variables) and h5py bury the system's words in a page of text naming the temporary file. A failure
+    about any other file (an input that could not be read) is left as it is."""
     if isinstance(error, OSError) and error.errno is not None:
-        return
-    if not isinstance(error, OSError) and not type(error).__module__.startswith("tensorflow"):
-        return
-    if str(tmp_dir) not in str(error):
-        return
-    for code, words in _SYSTEM_ERRORS.items():
-        if words in str(error):
-            raise OSError(code, words, str(path)) from error
+        return OSError(error.errno, os.strerror(error.errno), str(path)) if error.filename is None else None
+    if not (isinstance(error, OSError) or type(error).__module__.startswith("tensorflow")) or str(tmp_dir) not in str(
+            error):
+        return None
+    code = next((code for code, words in _SYSTEM_ERRORS.items() if words in str(error)), None)
+    return None if code is None else OSError(code, _SYSTEM_ERRORS[code], str(path))
 
 
 def _sync(path):
