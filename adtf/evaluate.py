@@ -263,7 +263,7 @@ def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged"
                 images = viz.images_of([samples[i] for i in chunk], dataset.arrays, detector.image_size, batch_size)
                 yield chunk, np.asarray(detector.infer(images)["anomaly_map"]), images
 
-        bar = tqdm(total=len(picked), desc="heat maps", unit="image", disable=not verbose)  # a figure each
+        bar = tqdm(total=len(picked), desc="heat maps", unit="image", disable=not verbose)  # a PNG each
         drawn = 0
         try:
             if colour_range:  # the run's: a part looks the same whatever else the folder holds
@@ -272,13 +272,12 @@ def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged"
                 spread = np.unique(np.linspace(0, len(samples) - 1, min(256, len(samples))).astype(int))
                 vmin, vmax = colour_scale(np.concatenate([maps for _, maps, _ in maps_and_images(spread)]))
                 scale_label = "anomaly map (scaled to this folder)"
+            overlays = viz.PartOverlays(vmin, vmax, scale_label)
             for chunk, maps, images in maps_and_images(picked):
                 for image, anomaly_map, i in zip(images, maps, chunk):
                     name = Path(samples[i].path).name
                     title = f"{'FLAGGED' if flagged[i] else 'passed'} {name}\nscore {outputs['score'][i]:.4g}"
-                    viz.heatmap_grid(image[None], anomaly_map[None], [title],
-                                     out_dir / "heatmaps" / f"{i:05d}_{Path(name).stem}.png", vmin=vmin, vmax=vmax,
-                                     scale_label=scale_label)
+                    overlays.write(image, anomaly_map, title, out_dir / "heatmaps" / f"{i:05d}_{Path(name).stem}.png")
                     bar.update()
                     drawn += 1
         except changed as err:  # the verdicts stand (scores.csv); an overlay needs the file read again

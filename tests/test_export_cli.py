@@ -339,6 +339,9 @@ def test_eval_and_score_draw_heat_maps_on_the_run_s_colour_scale_with_each_verdi
     verdicts = {title.split("\n")[0].split(": ")[-1] for titles, *_ in drawn for title in titles}
     assert verdicts <= {"passed", "FALSE ALARM", "caught", "MISSED"} and verdicts
     drawn.clear()
+    real_write = viz.PartOverlays.write
+    monkeypatch.setattr(viz.PartOverlays, "write", lambda self, image, anomaly_map, title, path: (
+        drawn.append(([title], self.vmin, self.vmax, self.scale_label)), real_write(self, image, anomaly_map, title, path))[1])
     rows = list(csv.DictReader(open(run_dir / "scores.csv")))
     (tmp_path / "parts").mkdir()
     for row in [r for r in rows if r["label"] == "0"][:2]:  # good parts alone: once drawn on a scale of their own

@@ -243,6 +243,29 @@ def test_the_score_strips_count_invalid_images_and_draw_the_thresholds(tmp_path,
     assert legends[-1] == ["parts scored (3; 2 more unreadable, flagged, not drawn)"]
 
 
+def test_part_overlays_draw_each_part_whole_in_one_layout_and_shorten_long_names(tmp_path):
+    """adtf-score's overlays: one figure redrawn per part, so every part of a shape gets the same layout, another
+    shape its own, and the image, not the last part's, is what each file shows."""
+    from PIL import Image
+
+    from adtf import viz
+
+    overlays = viz.PartOverlays(0.0, 1.0, "anomaly map")
+    dark, bright = np.zeros((64, 48, 3), np.float32), np.ones((64, 48, 3), np.float32)
+    flat = np.zeros((64, 48), np.float32)
+    long_name = "camera_" * 20 + "part.png"
+    paths = [overlays.write(image, flat, f"FLAGGED {long_name}\nscore 1", tmp_path / f"{i}.png")
+             for i, image in enumerate((dark, bright))]
+    wide = overlays.write(np.zeros((32, 96, 3), np.float32), np.zeros((32, 96), np.float32), "passed x", tmp_path / "w.png")
+    drawn = [np.asarray(Image.open(path).convert("L"), float) for path in paths]
+    assert drawn[0].shape == drawn[1].shape == np.asarray(Image.open(wide)).shape[:2]  # one canvas size
+    assert drawn[1].mean() > drawn[0].mean() + 20  # each file shows its own part
+    heading = overlays._drawn[-1]
+    assert heading.get_text() == "passed x"
+    assert viz._shortened(long_name, 44) == long_name[:22] + "…" + long_name[-21:]
+    assert viz._shortened("short.png", 44) == "short.png"
+
+
 def test_importing_adtf_leaves_the_users_matplotlib_backend_alone(tmp_path):
     """adtf.viz chose Agg for the whole process on import, so a notebook that imported adtf.evaluate showed none of
     its own plt.show() plots (Jupyter's inline backend was replaced)."""
