@@ -149,8 +149,8 @@ def heatmap_grid(images, maps, titles, path, masks=None, vmin=0.0, vmax=None, sc
 class PartOverlays:
     """A heat-map overlay per part, for many parts (``adtf-score``'s flagged ones): one figure whose image, map and
     title are replaced for each, saved at a fixed size. A fresh figure per part, cropped to what it holds, took
-    140 ms on a 2-core Xeon, most of a day's scoring where many parts are flagged; this takes 50. A title line too
-    long for the figure is shortened in its middle (the PNG's own name keeps the file's name whole)."""
+    100-140 ms on a 2-core Xeon, most of a day's scoring where many parts are flagged; this takes 40-50. A title line
+    too long for the figure is shortened in its middle (the PNG's own name keeps the file's name whole)."""
 
     MOST_CHARACTERS = 44  # a line of 7-pt text across the figure
 
