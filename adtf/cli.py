@@ -23,6 +23,10 @@ if adtf.USER_TF_LOG_LEVEL is None:  # a CUDA build of TF on a machine without a 
 
 from adtf.errors import INTERRUPTED, TERMINATED, AdtfError  # noqa: E402
 
+NO_PIXEL_METRICS_HELP = ("skip pixel AUROC and AUPRO, whose working memory is about four times that of the test "
+                         "set's anomaly maps (22 bytes a test pixel in all): for a test set too large for this "
+                         "machine's memory, which a warning names before the scoring")
+
 
 # What TensorFlow prints to the process's stderr on import whatever TF_CPP_MIN_LOG_LEVEL says (TF 2.21: the log
 # level is read only after absl's logging starts): six lines before every command's own output or error line.
@@ -276,6 +280,7 @@ def fit_parser(method=None, preset=None, prog="adtf-fit", bench=False):
                              "anomalous test images for the autoencoders)")
     parser.add_argument("--skip-bad", action="store_true", help="leave unreadable images out with a warning")
     parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
+    parser.add_argument("--no-pixel-metrics", action="store_true", help=NO_PIXEL_METRICS_HELP)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_class_arguments(cls, "detector", skip=_NOT_OPTIONS, sub_configs=True)
     parser.add_argument("--fit.epochs", type=Optional[NonNegativeInt], default=None,
@@ -372,6 +377,7 @@ def _runner_options(args):
                 calibration_fraction=args.calibration_fraction, calibration_folds=args.calibration_folds,
                 batch_size=args.batch_size, seed=args.seed,
                 n_train=args.n_train, skip_bad=args.skip_bad, export=not args.no_export,
+                pixel_metrics=not args.no_pixel_metrics,
                 monitor_every=args.monitor_every, tensorboard=args.tensorboard, verbose=not args.quiet)
 
 
@@ -412,6 +418,7 @@ def eval_main(argv=None):
                              "again; 0 for a model without its run)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--skip-bad", action="store_true", help="leave unreadable images out with a warning")
+    parser.add_argument("--no-pixel-metrics", action="store_true", help=NO_PIXEL_METRICS_HELP)
     args = parser.parse_args(argv)
     from adtf import data
     from adtf.detectors import load
@@ -454,7 +461,8 @@ def eval_main(argv=None):
     if note:
         print(f"adtf-eval: warning: the test images: {note}", file=sys.stderr)
         dataset.notes.append(f"the test images: {note}")
-    results = evaluate(detector, dataset, out, batch_size=args.batch_size, verbose=not args.quiet, **record)
+    results = evaluate(detector, dataset, out, batch_size=args.batch_size, verbose=not args.quiet,
+                       pixel_metrics=not args.no_pixel_metrics, **record)
     write_json(out / "eval.json", {**eval_record, "spec": args.data})
     print(results_table(results))
     print(f"\n  report: {out / 'report.md'}")

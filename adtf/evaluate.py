@@ -55,7 +55,7 @@ def _checked(dataset, out_dir, who, **load_options):
 
 def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_examples=4,
              verbose=True, n_calibration=0, n_fit=None, calibration=None, extra=None, train_known=True,
-             colour_range=None):
+             colour_range=None, pixel_metrics=True):
     """Score ``dataset.test`` with ``detector``; return the metrics dict (and write a report).
 
     Args:
@@ -76,6 +76,8 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
             (a model evaluated without its run's record): ``n_train`` is then None, "unknown" in the report.
         colour_range: ``(low, high)`` of the heat maps' colour scale: the run's (``heatmap_scale`` in its
             ``metrics.json``), so that its overlays compare with the fit's; None: from these maps.
+        pixel_metrics: False skips pixel AUROC and AUPRO, whose working memory is about four times that of the
+            maps they rank (every test map is kept either way, for the heat maps and their colour scale).
 
     Example:
     >>> results = evaluate(detector, adtf.data.load("mvtec:/data/bottle"), "runs/bottle")
@@ -86,6 +88,8 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
         raise AdtfError(f"{dataset.name} has no test images to evaluate; give a dataset with test images (a folder "
                         "spec's anomalous= or test_normal=, or an MVTec-style test/ folder)")
     calibration = calibration or _calibration_in_words(detector, n_calibration)
+    if pixel_metrics and dataset.has_masks:  # said before the scoring, which a kill for memory would lose
+        _warn_if_pixel_metrics_outgrow_memory(len(dataset.test), detector.image_size)
     test_ds = data.pipeline(dataset.test, arrays=dataset.arrays, image_size=detector.image_size, batch_size=batch_size)
     timings = []
     outputs = detector.score_dataset(test_ds, verbose=verbose, desc="evaluating", timings=timings,
@@ -132,11 +136,15 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
         for note in _mask_notes(labels[pixel_truth], masks, scored):
             warnings.warn(note, stacklevel=2)
             results["data_notes"].append(note)
-        if masks[labels[pixel_truth] == 1].any():
+        if not masks[labels[pixel_truth] == 1].any():  # the summary said "no masks" of masks that marked nothing
+            results["pixel_metrics_missing"] = "no mask marks a defect pixel"
+        elif not pixel_metrics:
+            results["pixel_metrics_missing"] = "skipped as asked: --no-pixel-metrics"
+        else:
             results["pixel_auroc"] = metrics.pixel_auroc(masks, maps)
             results["aupro"] = metrics.aupro(masks, maps)
-    if results["pixel_auroc"] is None:  # the summary said "no masks" of masks that marked nothing
-        results["pixel_metrics_missing"] = "no mask marks a defect pixel" if dataset.has_masks else "no masks"
+    else:
+        results["pixel_metrics_missing"] = "no masks"
     # With one class the working points still say what a user needs: the share of good parts passed (TNR) or of
     # defects caught (TPR).
     points = evaluated_points(detector)
@@ -217,6 +225,25 @@ def colour_scale(maps):
     finite = sampled[np.isfinite(sampled)]
     vmin, vmax = (float(np.percentile(finite, 0.1)), float(np.percentile(finite, 99.9))) if finite.size else (0.0, 1.0)
     return vmin, max(vmax, vmin + 1e-12)
+
+
+# Bytes per test pixel while the pixel metrics run: the map (float32) and mask (bool) kept, then AUPRO's region labels
+# (int32), its copy of the normal pixels' scores and the indices and order of those above its FPR limit. A DAGM class's
+# (650 maps of 512x512) peaked at 3.6 GiB, 0.8 of it the maps and masks (benchmarks/README.md, "What a preset costs").
+PIXEL_METRIC_BYTES = 22
+
+
+def _warn_if_pixel_metrics_outgrow_memory(n_images, image_size):
+    """Warn, before the scoring, where the pixel metrics of ``n_images`` maps would need more memory than is free."""
+    import psutil
+
+    need = n_images * int(np.prod(image_size)) * PIXEL_METRIC_BYTES
+    free = psutil.virtual_memory().available
+    if need > 0.8 * free:
+        warnings.warn(f"the pixel metrics of {n_images} maps of {image_size[0]}x{image_size[1]} need about "
+                      f"{need / 2**30:.1f} GiB, and {free / 2**30:.1f} GiB of memory are free: the evaluation may be "
+                      "killed once every image is scored. Evaluate fewer images, or skip pixel AUROC and AUPRO "
+                      "(--no-pixel-metrics; evaluate(..., pixel_metrics=False))", stacklevel=3)
 
 
 def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged", verbose=True, colour_range=None):

@@ -329,7 +329,7 @@ def load_dataset(spec, *, seed=0, skip_bad=False, n_train=None):
 def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, out=None, *, detector=None,
                         fit=None, compile=None, calibration_fraction=None, calibration_folds=0, batch_size=16,
                         seed=0, n_train=None,
-                        skip_bad=False, export=True, monitor_every=0, tensorboard=False, verbose=True, callbacks=(),
+                        skip_bad=False, export=True, pixel_metrics=True, monitor_every=0, tensorboard=False, verbose=True, callbacks=(),
                         command=None, spec=None):
     """Fit a detector on a dataset's normal images, calibrate, save, export and evaluate it.
 
@@ -354,6 +354,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         n_train: normal images to fit on where the dataset's protocol takes it (DAGM: 500).
         skip_bad: leave unreadable images out with a warning instead of stopping.
         export: write the SavedModel.
+        pixel_metrics: False skips the evaluation's pixel AUROC and AUPRO (``evaluate``'s ``pixel_metrics``).
         monitor_every: every this many epochs, log the test AUROC (monitoring only: never used to
             select an epoch; the last epoch is what is saved and reported). 0: off.
         tensorboard: write TensorBoard logs to ``<out>/tensorboard``: the training losses and, for a
@@ -617,7 +618,8 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     common = dict(method=method, n_calibration=len(fit_samples) if calibration_folds else len(calibration_samples),
                   n_fit=len(fit_samples), calibration=calibration, extra=extra)
     if dataset.test:
-        results = evaluate(model, dataset, out, batch_size=batch_size, verbose=verbose, **common)
+        results = evaluate(model, dataset, out, batch_size=batch_size, verbose=verbose, pixel_metrics=pixel_metrics,
+                           **common)
     else:
         log.info("      no test images: evaluation skipped (only the working points are written)")
         results = thresholds_only(model, dataset, out, **common)

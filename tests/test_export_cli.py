@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -350,6 +351,29 @@ def test_eval_and_score_draw_heat_maps_on_the_run_s_colour_scale_with_each_verdi
                        "--quiet"]) == 0
     assert len(drawn) == 2 and all([low, high] == scale for _, low, high, _ in drawn)
     assert all(titles[0].split(" ")[0] in ("passed", "FLAGGED") for titles, *_ in drawn)
+
+
+def test_eval_warns_before_scoring_where_the_pixel_metrics_outgrow_memory_and_can_skip_them(run_dir, tmp_path,
+                                                                                            monkeypatch, capsys):
+    """adtf-eval kept every map for the pixel metrics, whose working memory grows with the test set: a set too
+    large for the machine was killed after its whole scoring, with nothing said before and no way to skip them."""
+    import psutil
+
+    from adtf import evaluate as evaluation
+
+    free = type("Memory", (), {"available": 2**30})()  # 1 GiB free
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: free)
+    with pytest.warns(UserWarning, match=r"650 maps of 512x512 need about 3\.5 GiB, and 1\.0 GiB .*--no-pixel-metrics"):
+        evaluation._warn_if_pixel_metrics_outgrow_memory(650, (512, 512))  # a DAGM class (measured: 3.6 GiB)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluation._warn_if_pixel_metrics_outgrow_memory(40, (512, 512))  # 0.2 GiB
+    assert eval_main([str(run_dir), "--data", "synthetic:grass", "--out", str(tmp_path / "ev"), "--quiet",
+                      "--no-pixel-metrics"]) == 0
+    results = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert results["pixel_auroc"] is None and results["aupro"] is None and results["image_auroc"] is not None
+    assert "skipped as asked: --no-pixel-metrics" in capsys.readouterr().out
+    assert "skipped as asked: --no-pixel-metrics" in (tmp_path / "ev" / "report.md").read_text()
 
 
 def test_an_uncalibrated_detector_is_not_exported(tmp_path):
