@@ -136,7 +136,7 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
         for note in _mask_notes(labels[pixel_truth], masks, scored):
             warnings.warn(note, stacklevel=2)
             results["data_notes"].append(note)
-        if not masks[labels[pixel_truth] == 1].any():  # the summary said "no masks" of masks that marked nothing
+        if not masks[labels[pixel_truth] == 1].any():  # not "no masks": the summary said that of empty masks
             results["pixel_metrics_missing"] = "no mask marks a defect pixel"
         elif not pixel_metrics:
             results["pixel_metrics_missing"] = "skipped as asked: --no-pixel-metrics"

@@ -328,9 +328,8 @@ def load_dataset(spec, *, seed=0, skip_bad=False, n_train=None):
 @_prints_progress_lines
 def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, out=None, *, detector=None,
                         fit=None, compile=None, calibration_fraction=None, calibration_folds=0, batch_size=16,
-                        seed=0, n_train=None,
-                        skip_bad=False, export=True, pixel_metrics=True, monitor_every=0, tensorboard=False, verbose=True, callbacks=(),
-                        command=None, spec=None):
+                        seed=0, n_train=None, skip_bad=False, export=True, pixel_metrics=True, monitor_every=0,
+                        tensorboard=False, verbose=True, callbacks=(), command=None, spec=None):
     """Fit a detector on a dataset's normal images, calibrate, save, export and evaluate it.
 
     Args:
