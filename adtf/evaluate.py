@@ -88,8 +88,8 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
         raise AdtfError(f"{dataset.name} has no test images to evaluate; give a dataset with test images (a folder "
                         "spec's anomalous= or test_normal=, or an MVTec-style test/ folder)")
     calibration = calibration or _calibration_in_words(detector, n_calibration)
-    if pixel_metrics and dataset.has_masks:  # said before the scoring, which a kill for memory would lose
-        _warn_if_pixel_metrics_outgrow_memory(len(dataset.test), detector.image_size)
+    if pixel_metrics and dataset.has_masks:
+        warn_if_pixel_metrics_outgrow_memory(len(dataset.test), detector.image_size)
     test_ds = data.pipeline(dataset.test, arrays=dataset.arrays, image_size=detector.image_size, batch_size=batch_size)
     timings = []
     outputs = detector.score_dataset(test_ds, verbose=verbose, desc="evaluating", timings=timings,
@@ -139,7 +139,7 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
         if not masks[labels[pixel_truth] == 1].any():  # not "no masks": the summary said that of empty masks
             results["pixel_metrics_missing"] = "no mask marks a defect pixel"
         elif not pixel_metrics:
-            results["pixel_metrics_missing"] = "skipped as asked: --no-pixel-metrics"
+            results["pixel_metrics_missing"] = "skipped as asked (--no-pixel-metrics, pixel_metrics=False)"
         else:
             results["pixel_auroc"] = metrics.pixel_auroc(masks, maps)
             results["aupro"] = metrics.aupro(masks, maps)
@@ -233,17 +233,19 @@ def colour_scale(maps):
 PIXEL_METRIC_BYTES = 22
 
 
-def _warn_if_pixel_metrics_outgrow_memory(n_images, image_size):
-    """Warn, before the scoring, where the pixel metrics of ``n_images`` maps would need more memory than is free."""
-    import psutil
-
+def warn_if_pixel_metrics_outgrow_memory(n_images, image_size, stacklevel=3):
+    """Warn where the pixel metrics of ``n_images`` maps would need more memory than is free: before the scoring
+    (and before a fit), which a kill for memory would lose."""
     need = n_images * int(np.prod(image_size)) * PIXEL_METRIC_BYTES
-    free = psutil.virtual_memory().available
+    free = machine.available_memory()
     if need > 0.8 * free:
+        def size(n_bytes):
+            return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 / 10 else f"{n_bytes / 2**20:.0f} MiB"
+
         warnings.warn(f"the pixel metrics of {n_images} maps of {image_size[0]}x{image_size[1]} need about "
-                      f"{need / 2**30:.1f} GiB, and {free / 2**30:.1f} GiB of memory are free: the evaluation may be "
+                      f"{size(need)}, and {size(free)} of memory are free: the evaluation may be "
                       "killed once every image is scored. Evaluate fewer images, or skip pixel AUROC and AUPRO "
-                      "(--no-pixel-metrics; evaluate(..., pixel_metrics=False))", stacklevel=3)
+                      "(--no-pixel-metrics; evaluate(..., pixel_metrics=False))", stacklevel=stacklevel)
 
 
 def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged", verbose=True, colour_range=None):

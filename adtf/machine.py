@@ -6,6 +6,7 @@ import datetime
 import os
 import platform
 import sys
+from pathlib import Path
 
 
 def cpu_count():
@@ -66,3 +67,25 @@ def peak_rss_mb():
         return psutil.Process().memory_info().rss / 2**20
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0
+
+
+def available_memory(cgroup=Path("/sys/fs/cgroup")):
+    """Bytes this process may still take: the system's available memory, or less where a cgroup caps its group (a
+    container's ``--memory``, Kubernetes, Slurm: the system's figure is then the host's). The cgroup's usage counts
+    without its inactive page cache, which the kernel reclaims before it kills (as ``docker stats`` counts it)."""
+    import psutil
+
+    free = psutil.virtual_memory().available
+    for limit, usage, stat, cache in (("memory.max", "memory.current", "memory.stat", "inactive_file"),  # v2
+                                      ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes",  # v1
+                                       "memory/memory.stat", "total_inactive_file")):
+        try:
+            cap = (cgroup / limit).read_text().strip()
+            if cap == "max" or int(cap) >= 2**60:  # no limit (v1 writes a number near 2**63)
+                return free
+            used = int((cgroup / usage).read_text())
+            stats = dict(line.split() for line in (cgroup / stat).read_text().splitlines() if len(line.split()) == 2)
+            return min(free, max(int(cap) - used + int(stats.get(cache, 0)), 0))
+        except (OSError, ValueError):
+            continue
+    return free

@@ -378,7 +378,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     from adtf.atomic import atomic_path, write_json, write_text
     from adtf.callbacks import EpochProgress, ReconstructionImages, ResumableBackup, Timing, ValidationAUROC
     from adtf.detectors import detector_class
-    from adtf.evaluate import HOLD_NORMALS_OUT, evaluate, thresholds_only
+    from adtf.evaluate import HOLD_NORMALS_OUT, evaluate, thresholds_only, warn_if_pixel_metrics_outgrow_memory
 
     cls = detector_class(method)
     check_calibration_options(calibration_fraction, calibration_folds)
@@ -413,6 +413,8 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
         named = ", ".join(f"{key}={value!r}" for key, (value, _) in given.items())
         raise AdtfError(f"{method} cannot be built with {named or 'these options'}: {err}") from None
     size = model.image_size
+    if pixel_metrics and dataset.has_masks and dataset.test:  # before the fit, not only once it is done
+        warn_if_pixel_metrics_outgrow_memory(len(dataset.test), size, stacklevel=2)
     if size_rule == "set by the preset or the user":
         warn_about_resizing(*image_sizes(dataset, dataset.train), size, notes=dataset.notes)
     fraction = cls.calibration_fraction if calibration_fraction is None else calibration_fraction

@@ -3,7 +3,9 @@
 and returns its path. Figures are drawn without pyplot, so importing adtf leaves the user's matplotlib backend
 alone: a notebook's own ``plt.show()`` still shows its plots."""
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 from adtf import metrics
 from adtf.atomic import atomic_path
@@ -16,6 +18,8 @@ def _subplots(nrows=1, ncols=1, *, figsize, squeeze=True):
 
 
 def _save(fig, path):
+    for text in fig.findobj(Text):  # a file or folder name with "$" in a title is text, not mathtext (it crashed)
+        text.set_parse_math(False)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
     return path
@@ -149,31 +153,52 @@ def heatmap_grid(images, maps, titles, path, masks=None, vmin=0.0, vmax=None, sc
 class PartOverlays:
     """A heat-map overlay per part, for many parts (``adtf-score``'s flagged ones): one figure whose image, map and
     title are replaced for each, saved at a fixed size. A fresh figure per part, cropped to what it holds, took
-    100-140 ms on a 2-core Xeon, most of a day's scoring where many parts are flagged; this takes 40-50. A title line
-    too long for the figure is shortened in its middle (the PNG's own name keeps the file's name whole)."""
-
-    MOST_CHARACTERS = 44  # a line of 7-pt text across the figure
+    100-140 ms on a 2-core Xeon, most of a day's scoring where many parts are flagged; this takes 40-50. The title
+    (one or two lines) is plain text; a line wider than the figure is shortened in its middle (the PNG's own name
+    keeps a file's name whole)."""
 
     def __init__(self, vmin, vmax, scale_label="anomaly map"):
+        if vmin is None or vmax is None:  # one scale for every part, fixed before the first is drawn
+            raise ValueError("PartOverlays needs the colour scale's vmin and vmax")
         self.vmin, self.vmax, self.scale_label = vmin, vmax, scale_label
-        self._drawn = None  # (shape, figure, image artist, map artist, heading)
+        self._drawn = None  # (shapes, figure, image artist, map artist, heading)
 
     def write(self, image, anomaly_map, title, path):
         """``image`` ``[H, W, 3]`` in [0, 1] with ``anomaly_map`` ``[H, W]`` over it, titled, to ``path`` (a PNG)."""
-        if self._drawn is None or self._drawn[0] != anomaly_map.shape:  # the first part, or one of another shape
+        shapes = (np.shape(image), np.shape(anomaly_map))
+        if self._drawn is None or self._drawn[0] != shapes:  # the first part, or one of another shape
             fig = Figure(figsize=(3.6, 3.0))  # fixed boxes, not cropped to the contents: nothing to measure per part
+            FigureCanvasAgg(fig)  # a renderer to measure the title's lines with
             shown_image, shown_map = _overlay(fig.add_axes((0.02, 0.02, 0.74, 0.84)), image, anomaly_map,
                                               self.vmin, self.vmax)  # the image centred in its box
             _colour_bar(fig, shown_map, self.scale_label, cax=fig.add_axes((0.8, 0.1, 0.035, 0.7)))
-            heading = fig.text(0.5, 0.975, "", ha="center", va="top", fontsize=7)
-            self._drawn = (anomaly_map.shape, fig, shown_image, shown_map, heading)
+            heading = fig.text(0.5, 0.975, "", ha="center", va="top", fontsize=7, parse_math=False)
+            self._drawn = (shapes, fig, shown_image, shown_map, heading)
         _, fig, shown_image, shown_map, heading = self._drawn
         shown_image.set_data(np.clip(image, 0, 1))
         shown_map.set_data(anomaly_map)
-        heading.set_text("\n".join(_shortened(line, self.MOST_CHARACTERS) for line in title.split("\n")))
+        heading.set_text("\n".join(_fitted(heading, line, 0.96 * fig.bbox.width) for line in title.split("\n")))
         with atomic_path(path, suffix=".png") as tmp:
             fig.savefig(tmp, dpi=110, pil_kwargs={"compress_level": 3})  # zlib 6: 3x the time for a 10 % smaller file
         return path
+
+
+def _fitted(text_artist, line, room):
+    """``line``, shortened in its middle (the fewest characters left out) until ``text_artist`` draws it within
+    ``room`` pixels: measured, since a line of wide characters (CJK) fills the room with half as many."""
+    renderer = text_artist.figure.canvas.get_renderer()
+
+    def width(kept):
+        text_artist.set_text(_shortened(line, kept))
+        return text_artist.get_window_extent(renderer).width
+
+    if width(len(line)) <= room:
+        return line
+    fits, too_many = 1, len(line)  # characters kept: a binary search
+    while too_many - fits > 1:
+        middle = (fits + too_many) // 2
+        fits, too_many = (middle, too_many) if width(middle) <= room else (fits, middle)
+    return _shortened(line, fits)
 
 
 def _shortened(text, most):

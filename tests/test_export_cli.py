@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import warnings
 
 import numpy as np
 import pytest
@@ -357,23 +356,44 @@ def test_eval_warns_before_scoring_where_the_pixel_metrics_outgrow_memory_and_ca
                                                                                             monkeypatch, capsys):
     """adtf-eval kept every map for the pixel metrics, whose working memory grows with the test set: a set too
     large for the machine was killed after its whole scoring, with nothing said before and no way to skip them."""
-    import psutil
-
     from adtf import evaluate as evaluation
+    from adtf import machine
 
-    free = type("Memory", (), {"available": 2**30})()  # 1 GiB free
-    monkeypatch.setattr(psutil, "virtual_memory", lambda: free)
+    monkeypatch.setattr(machine, "available_memory", lambda: 2**30)  # 1 GiB free
     with pytest.warns(UserWarning, match=r"650 maps of 512x512 need about 3\.5 GiB, and 1\.0 GiB .*--no-pixel-metrics"):
-        evaluation._warn_if_pixel_metrics_outgrow_memory(650, (512, 512))  # a DAGM class (measured: 3.6 GiB)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        evaluation._warn_if_pixel_metrics_outgrow_memory(40, (512, 512))  # 0.2 GiB
+        evaluation.warn_if_pixel_metrics_outgrow_memory(650, (512, 512))  # a DAGM class (measured: 3.6 GiB)
+    monkeypatch.setattr(machine, "available_memory", lambda: 1024)  # too little for this run's few small maps
+    assert eval_main([str(run_dir), "--data", "synthetic:grass", "--out", str(tmp_path / "all"), "--quiet"]) == 0
+    assert "adtf-eval: warning: the pixel metrics of 100 maps of 64x64 need about 9 MiB" in capsys.readouterr().err
     assert eval_main([str(run_dir), "--data", "synthetic:grass", "--out", str(tmp_path / "ev"), "--quiet",
                       "--no-pixel-metrics"]) == 0
+    printed = capsys.readouterr()
+    assert "need about" not in printed.err  # nothing to warn of: skipped
     results = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert results["pixel_auroc"] is None and results["aupro"] is None and results["image_auroc"] is not None
-    assert "skipped as asked: --no-pixel-metrics" in capsys.readouterr().out
-    assert "skipped as asked: --no-pixel-metrics" in (tmp_path / "ev" / "report.md").read_text()
+    assert "skipped as asked (--no-pixel-metrics" in printed.out
+    assert "skipped as asked (--no-pixel-metrics" in (tmp_path / "ev" / "report.md").read_text()
+
+
+def test_free_memory_is_the_cgroups_where_a_container_caps_it(tmp_path):
+    """psutil reads the host's memory: inside a container with --memory the warning above would never fire."""
+    from adtf import machine
+
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "memory.max").write_text(f"{2 * 2**30}\n")
+    (v2 / "memory.current").write_text(f"{int(1.5 * 2**30)}\n")
+    (v2 / "memory.stat").write_text(f"anon 1000\ninactive_file {2**29}\n")  # reclaimable page cache
+    assert machine.available_memory(v2) == 2**30
+    (v2 / "memory.max").write_text("max\n")
+    assert machine.available_memory(v2) > 2**30  # no limit: the system's figure (this machine has more than 1 GiB)
+    v1 = tmp_path / "v1" / "memory"
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text(f"{2**30}\n")
+    (v1 / "memory.usage_in_bytes").write_text(f"{2**30}\n")
+    (v1 / "memory.stat").write_text("total_inactive_file 0\n")
+    assert machine.available_memory(tmp_path / "v1") == 0
+    assert machine.available_memory(tmp_path / "nowhere") > 0  # no cgroup files: the system's figure
 
 
 def test_an_uncalibrated_detector_is_not_exported(tmp_path):

@@ -245,7 +245,8 @@ def test_the_score_strips_count_invalid_images_and_draw_the_thresholds(tmp_path,
 
 def test_part_overlays_draw_each_part_whole_in_one_layout_and_shorten_long_names(tmp_path):
     """adtf-score's overlays: one figure redrawn per part, so every part of a shape gets the same layout, another
-    shape its own, and the image, not the last part's, is what each file shows."""
+    shape its own, and the image, not the last part's, is what each file shows; a title fits the figure, and a "$" in
+    a file name is drawn, not parsed as mathtext (it crashed the scoring)."""
     from PIL import Image
 
     from adtf import viz
@@ -264,6 +265,13 @@ def test_part_overlays_draw_each_part_whole_in_one_layout_and_shorten_long_names
     assert heading.get_text() == "passed x"
     assert viz._shortened(long_name, 44) == long_name[:22] + "…" + long_name[-21:]
     assert viz._shortened("short.png", 44) == "short.png"
+    for name in (long_name, "W" * 60 + ".png", "a$^$b.png"):  # wide letters fill the line sooner; "$" is no mathtext
+        overlays.write(dark, flat, f"FLAGGED {name}\nscore 1", tmp_path / "t.png")
+        heading = overlays._drawn[-1]  # the dark part's layout again, not the wide one's
+        first = heading.get_text().split("\n")[0]
+        assert first.startswith("FLAGGED ") and (first == f"FLAGGED {name}") == (len(name) < 40)
+        heading.set_text(first)
+        assert heading.get_window_extent(heading.figure.canvas.get_renderer()).width <= heading.figure.bbox.width
 
 
 def test_importing_adtf_leaves_the_users_matplotlib_backend_alone(tmp_path):
