@@ -272,6 +272,7 @@ def test_part_overlays_draw_each_part_whole_in_one_layout_and_shorten_long_names
         assert first.startswith("FLAGGED ") and (first == f"FLAGGED {name}") == (len(name) < 40)
         heading.set_text(first)
         assert heading.get_window_extent(heading.figure.canvas.get_renderer()).width <= heading.figure.bbox.width
+    viz.heatmap_grid(dark[None], flat[None], ["a$^$b.png"], tmp_path / "grid.png", vmin=0.0, vmax=1.0)  # every plot
 
 
 def test_importing_adtf_leaves_the_users_matplotlib_backend_alone(tmp_path):
