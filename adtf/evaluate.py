@@ -126,9 +126,9 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
     pixel_truth = np.array([s.label == 0 or s.mask_path is not None for s in dataset.test])
     if dataset.has_masks:
         # Where the method sees a crop, the crop alone (the authors' code crops the masks so).
-        masks, maps = detector.scored_part(outputs["mask"]), detector.scored_part(outputs["anomaly_map"])
-        if not pixel_truth.all():  # a copy of every map otherwise (1.4 GB for a DAGM class at 512x512)
-            masks, maps = masks[pixel_truth], maps[pixel_truth]
+        truth = slice(None) if pixel_truth.all() else pixel_truth  # a view: a mask copies every map (1.4 GB for DAGM)
+        masks = detector.scored_part(outputs["mask"])[truth]
+        if not pixel_truth.all():
             n_anomalous = int(labels.sum())  # loading warned of it; the report must say so too
             results["data_notes"].append(f"the pixel metrics cover {n_anomalous - int((~pixel_truth).sum())} of the "
                                          f"{n_anomalous} anomalous test images: {int((~pixel_truth).sum())} without a mask")
@@ -140,7 +140,8 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
             results["pixel_metrics_missing"] = "no mask marks a defect pixel"
         elif not pixel_metrics:
             results["pixel_metrics_missing"] = "skipped as asked (--no-pixel-metrics, pixel_metrics=False)"
-        else:
+        else:  # the maps taken only here: skipped metrics copy none of them
+            maps = detector.scored_part(outputs["anomaly_map"])[truth]
             results["pixel_auroc"] = metrics.pixel_auroc(masks, maps)
             results["aupro"] = metrics.aupro(masks, maps)
     else:
