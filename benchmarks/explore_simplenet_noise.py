@@ -246,6 +246,9 @@ def main(argv=None):
                         help="train on the fit images under the first N of the square's 8 symmetries (as is, "
                              "mirrored, turned half a turn, mirrored top to bottom, then the quarter turns, which need "
                              "a square input): N times the cache, each epoch N times the steps")
+    parser.add_argument("--calibration-fraction", type=float, default=0.2,
+                        help="the share of normal training images held out as adtf-fit holds them out to calibrate "
+                             "(0: fit every one, as cross-fitting's --calibration-folds does)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the data's splits (and of a synthetic set's draw) and of the head")
     args = parser.parse_args(argv)
@@ -256,7 +259,7 @@ def main(argv=None):
         size, rule = data_image_size(dataset, SimpleNet.image_size_range, SimpleNet.image_size_multiple)
     if args.dihedral > 4 and size[0] != size[1]:
         parser.error(f"--dihedral {args.dihedral} turns images a quarter turn, which needs a square input, not {size}")
-    fit, _ = calibration_split(dataset.train, 0.2, args.seed)
+    fit, _ = calibration_split(dataset.train, args.calibration_fraction, args.seed)
     detector = SimpleNet.from_preset("offline", image_size=size,
                                      **({"layers": tuple(args.layers)} if args.layers else {}),
                                      **({"backbone": args.backbone} if args.backbone else {}),
