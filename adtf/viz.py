@@ -269,14 +269,13 @@ def cutpaste_examples(dataset, image_size, path, seed=0, crop=None, n=4):
     return _save(fig, path)
 
 
-def top_regions(dataset, outputs, image_size, path, n=4):
-    """The most anomalous test images with the detector's top-k regions (red) and the true defect (white)."""
-    picked = np.argsort(outputs["score"])[::-1][:n]
-    images = images_of([dataset.test[i] for i in picked], dataset.arrays, image_size)
+def top_regions(images, regions, outputs, picked, path):
+    """The test images ``picked`` (``images``, the most anomalous) with the detector's top-k ``regions`` (red) and
+    the true defect (white)."""
     fig, axes = _subplots(1, len(picked), figsize=(2.6 * len(picked), 2.9), squeeze=False)
-    for ax, image, i in zip(axes[0], images, picked):
+    for ax, image, region, i in zip(axes[0], images, regions, picked):
         ax.imshow(np.clip(image, 0, 1))
-        ax.contour(np.asarray(outputs["top_regions"][i], float), levels=[0.5], colors="red", linewidths=1.0)
+        ax.contour(np.asarray(region, float), levels=[0.5], colors="red", linewidths=1.0)
         mask = outputs["mask"][i] if "mask" in outputs else None
         if mask is not None and np.any(mask > 0.5):
             ax.contour(mask > 0.5, levels=[0.5], colors="white", linewidths=0.8)

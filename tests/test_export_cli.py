@@ -357,12 +357,22 @@ def test_eval_warns_before_scoring_where_the_pixel_metrics_outgrow_memory_and_ca
     """adtf-eval kept every map for the pixel metrics, whose working memory grows with the test set: a set too
     large for the machine was killed after its whole scoring, with nothing said before and no way to skip them."""
     from adtf import evaluate as evaluation
-    from adtf import machine
+    from adtf import data, machine
+    from adtf.detectors import load
+    from adtf.detectors.mon import ModelOfNormality
 
     monkeypatch.setattr(machine, "available_memory", lambda: 2**30)  # 1 GiB free
     with pytest.warns(UserWarning, match=r"650 maps of 512x512 need about 3\.5 GiB, and 1\.0 GiB .*--no-pixel-metrics"):
         evaluation.warn_if_pixel_metrics_outgrow_memory(650, (512, 512))  # a DAGM class (measured: 3.6 GiB)
     monkeypatch.setattr(machine, "available_memory", lambda: 1024)  # too little for this run's few small maps
+    kept = []
+    score_dataset = ModelOfNormality.score_dataset
+
+    def watched(self, *args, **kwargs):
+        kept.append(kwargs.get("keep_maps", True))
+        return score_dataset(self, *args, **kwargs)
+
+    monkeypatch.setattr(ModelOfNormality, "score_dataset", watched)
     assert eval_main([str(run_dir), "--data", "synthetic:grass", "--out", str(tmp_path / "all"), "--quiet"]) == 0
     assert "adtf-eval: warning: the pixel metrics of 100 maps of 64x64 need about 9 MiB" in capsys.readouterr().err
     assert eval_main([str(run_dir), "--data", "synthetic:grass", "--out", str(tmp_path / "ev"), "--quiet",
@@ -371,6 +381,16 @@ def test_eval_warns_before_scoring_where_the_pixel_metrics_outgrow_memory_and_ca
     assert "need about" not in printed.err  # nothing to warn of: skipped
     results = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert results["pixel_auroc"] is None and results["aupro"] is None and results["image_auroc"] is not None
+    # Skipped, the metrics keep no map: the few that the heat maps draw are scored again, the same maps
+    assert kept == [True, False]
+    assert all((tmp_path / "ev" / name).stat().st_size > 0 for name in results["plots"].values())
+    detector, dataset = load(run_dir / "model.keras"), data.load("synthetic:grass")
+    outputs = detector.score_dataset(data.pipeline(dataset.test, arrays=dataset.arrays, image_size=detector.image_size,
+                                                   batch_size=8),
+                                     verbose=False)
+    picked = [0, 57, 99]
+    again = evaluation.test_maps(detector, dataset, {"score": outputs["score"]}, picked, batch_size=2)
+    np.testing.assert_allclose(again, outputs["anomaly_map"][picked], rtol=1e-5, atol=1e-6)
     assert "skipped as asked (--no-pixel-metrics" in printed.out
     assert "skipped as asked (--no-pixel-metrics" in (tmp_path / "ev" / "report.md").read_text()
 

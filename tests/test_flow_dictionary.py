@@ -110,6 +110,10 @@ def test_the_report_of_a_test_set_of_one_or_two_images_has_no_tsne_and_no_crash(
     outputs["label"] = np.ones(1, int)
     plots, _ = detector.report_extras(one_defect, outputs, tmp_path)
     assert "tsne" not in plots and (tmp_path / "top_regions.png").exists()
+    (tmp_path / "top_regions.png").unlink()  # and where the maps were not kept (no pixel metrics): scored again
+    kept_none = {key: value for key, value in outputs.items() if np.ndim(value) < 3}
+    assert detector.report_extras(one_defect, kept_none, tmp_path)[0]["top_regions"] == "top_regions.png"
+    assert (tmp_path / "top_regions.png").stat().st_size > 0
     # paper 001's Fig. 7 beside, not over, the score histogram every report draws as scores.png
     assert plots["score_line"] == "score_line.png" and "scores" not in plots
 
