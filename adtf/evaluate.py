@@ -171,7 +171,7 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
         out_dir.mkdir(parents=True, exist_ok=True)
         spread = np.arange(0, len(dataset.test), max(1, len(dataset.test) // 256))  # what colour_scale samples
         colour = (tuple(colour_range), "anomaly map (the run's colour scale)") if colour_range else \
-            (colour_scale(test_maps(detector, dataset, outputs, spread, batch_size)),
+            (colour_scale(maps_of(detector, dataset, outputs, spread, batch_size)),
              "anomaly map (scaled to these test images)")
         results["heatmap_scale"] = list(colour[0])
         results["heatmaps_working_point"] = detector.working_point  # the verdicts in their titles
@@ -233,7 +233,7 @@ def rescored(detector, samples, arrays, indices, batch_size=16):
         yield chunk, {key: np.asarray(value) for key, value in detector.infer(images).items()}, images
 
 
-def test_maps(detector, dataset, outputs, indices, batch_size=16, images=None, key="anomaly_map"):
+def maps_of(detector, dataset, outputs, indices, batch_size=16, images=None, key="anomaly_map"):
     """The ``key`` maps of the test images ``indices``: kept in ``outputs`` (where the pixel metrics ran), else
     scored again (``images``: theirs, where already read)."""
     indices = np.asarray(indices, int)
@@ -520,7 +520,7 @@ def _plots(detector, dataset, outputs, labels, image_scores, out_dir, batch_size
         titles = [f"{_verdict_in_words(labels[i], dataset.test[i].defect, outputs['anomalous'][i], bool(detector.working_point))}\n"
                   f"{'/'.join(Path(dataset.test[i].path).parts[-2:])} score {outputs['score'][i]:.3g}" for i in picked]
         masks = outputs["mask"][picked] if dataset.has_masks else None
-        plots[kind] = viz.heatmap_grid(images, test_maps(detector, dataset, outputs, picked, batch_size, images),
+        plots[kind] = viz.heatmap_grid(images, maps_of(detector, dataset, outputs, picked, batch_size, images),
                                        titles, out_dir / f"heatmaps_{kind}.png",
                                        masks=masks, vmin=vmin, vmax=vmax, scale_label=scale_label,
                                        note=verdicts).name

@@ -437,11 +437,11 @@ class FlowDictionary(Detector):
         plots = {}
         plots["cutpaste_examples"] = viz.cutpaste_examples(dataset, self.image_size, out_dir / "cutpaste.png",
                                                            seed=self.seed, crop=self.train_crop).name
-        from adtf.evaluate import test_maps
+        from adtf.evaluate import maps_of
 
         picked = np.argsort(outputs["score"])[::-1][:4]  # the most anomalous
         images = viz.images_of([dataset.test[i] for i in picked], dataset.arrays, self.image_size)
-        regions = test_maps(self, dataset, outputs, picked, images=images, key="top_regions")
+        regions = maps_of(self, dataset, outputs, picked, images=images, key="top_regions")
         plots["top_regions"] = viz.top_regions(images, regions, outputs, picked, out_dir / "top_regions.png").name
         if "label" in outputs:
             plots["score_line"] = viz.score_line(outputs["label"], outputs["score"], self.threshold,
