@@ -169,9 +169,9 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        spread = np.arange(0, len(dataset.test), max(1, len(dataset.test) // 256))  # what colour_scale samples
         colour = (tuple(colour_range), "anomaly map (the run's colour scale)") if colour_range else \
-            (colour_scale(maps_of(detector, dataset, outputs, spread, batch_size)),
+            (colour_scale(maps_of(detector, dataset.test, dataset.arrays, outputs, colour_sample(len(dataset.test)),
+                                  batch_size)),
              "anomaly map (scaled to these test images)")
         results["heatmap_scale"] = list(colour[0])
         results["heatmaps_working_point"] = detector.working_point  # the verdicts in their titles
@@ -227,30 +227,41 @@ def rescored(detector, samples, arrays, indices, batch_size=16):
     """``(indices, outputs, images)`` a batch at a time for ``samples[indices]`` scored again: never every map in
     memory at once."""
     indices = np.asarray(indices, int)
-    for start in range(0, len(indices), batch_size):
-        chunk = indices[start:start + batch_size]
-        images = viz.images_of([samples[i] for i in chunk], arrays, detector.image_size, batch_size)
-        yield chunk, {key: np.asarray(value) for key, value in detector.infer(images).items()}, images
+    if not len(indices):
+        return
+    batches = data.pipeline([samples[i] for i in indices], arrays=arrays, image_size=detector.image_size,
+                            batch_size=batch_size)
+    start = 0
+    for batch in batches:
+        images = np.asarray(unpack_batch(batch).image)
+        yield (indices[start:start + len(images)], {key: np.asarray(value) for key, value in
+                                                     detector.infer(images).items()}, images)
+        start += len(images)
 
 
-def maps_of(detector, dataset, outputs, indices, batch_size=16, images=None, key="anomaly_map"):
-    """The ``key`` maps of the test images ``indices``: kept in ``outputs`` (where the pixel metrics ran), else
-    scored again (``images``: theirs, where already read)."""
+def maps_of(detector, samples, arrays, outputs, indices, batch_size=16, images=None, key="anomaly_map"):
+    """The ``key`` maps of ``samples[indices]``: kept in ``outputs`` (where the pixel metrics ran), else scored again
+    (``images``: theirs, where already read)."""
     indices = np.asarray(indices, int)
     if key in outputs:
         return outputs[key][indices]
     if images is not None:
         return np.asarray(detector.infer(images)[key])
-    parts = [scored[key] for _, scored, _ in rescored(detector, dataset.test, dataset.arrays, indices, batch_size)]
+    parts = [scored[key] for _, scored, _ in rescored(detector, samples, arrays, indices, batch_size)]
     return np.concatenate(parts) if parts else np.zeros((0, *detector.image_size), "float32")
 
 
+def colour_sample(n):
+    """Which of ``n`` images set a colour scale: at most 256, spread over them (every map's values, copied and
+    sorted, cost 2-3 times the maps: a one-class MNIST run held 9,192 maps of 224x224; and where the maps are not
+    kept, these are scored again)."""
+    return np.unique(np.linspace(0, n - 1, min(256, n)).astype(int))
+
+
 def colour_scale(maps):
-    """One colour scale for every overlay of ``maps``, from at most 256 of them (every map's values, copied and
-    sorted, cost 2-3 times the maps: a one-class MNIST run held 9,192 maps of 224x224). Maps may be negative
-    (SimpleNet's -D), so both ends come from the data."""
-    sampled = maps[:: max(1, len(maps) // 256)]
-    finite = sampled[np.isfinite(sampled)]
+    """One colour scale for every overlay, from ``maps`` (``colour_sample``'s). Maps may be negative (SimpleNet's
+    -D), so both ends come from the data."""
+    finite = maps[np.isfinite(maps)]
     vmin, vmax = (float(np.percentile(finite, 0.1)), float(np.percentile(finite, 99.9))) if finite.size else (0.0, 1.0)
     return vmin, max(vmax, vmin + 1e-12)
 
@@ -314,22 +325,18 @@ def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged"
     flagged = outputs["anomalous"].astype(bool)
     picked = {"flagged": np.flatnonzero(flagged), "all": np.arange(len(samples)), "none": np.arange(0)}[heatmaps]
     if len(picked):
-        def maps_and_images(indices):
-            for chunk, scored, images in rescored(detector, samples, dataset.arrays, indices, batch_size):
-                yield chunk, scored["anomaly_map"], images
-
         bar = tqdm(total=len(picked), desc="heat maps", unit="image", disable=not verbose)  # a PNG each
         drawn = 0
         try:
             if colour_range:  # the run's: a part looks the same whatever else the folder holds
                 (vmin, vmax), scale_label = colour_range, "anomaly map (the run's colour scale)"
-            else:  # a model without its run's record: one scale from up to 256 parts spread over the whole folder
-                spread = np.unique(np.linspace(0, len(samples) - 1, min(256, len(samples))).astype(int))
-                vmin, vmax = colour_scale(np.concatenate([maps for _, maps, _ in maps_and_images(spread)]))
+            else:  # a model without its run's record: one scale from parts spread over the whole folder
+                vmin, vmax = colour_scale(maps_of(detector, samples, dataset.arrays, {}, colour_sample(len(samples)),
+                                                  batch_size))
                 scale_label = "anomaly map (scaled to this folder)"
             overlays = viz.PartOverlays(vmin, vmax, scale_label)
-            for chunk, maps, images in maps_and_images(picked):
-                for image, anomaly_map, i in zip(images, maps, chunk):
+            for chunk, scored, images in rescored(detector, samples, dataset.arrays, picked, batch_size):
+                for image, anomaly_map, i in zip(images, scored["anomaly_map"], chunk):
                     name = Path(samples[i].path).name
                     title = f"{'FLAGGED' if flagged[i] else 'passed'} {name}\nscore {outputs['score'][i]:.4g}"
                     overlays.write(image, anomaly_map, title, out_dir / "heatmaps" / f"{i:05d}_{Path(name).stem}.png")
@@ -520,7 +527,8 @@ def _plots(detector, dataset, outputs, labels, image_scores, out_dir, batch_size
         titles = [f"{_verdict_in_words(labels[i], dataset.test[i].defect, outputs['anomalous'][i], bool(detector.working_point))}\n"
                   f"{'/'.join(Path(dataset.test[i].path).parts[-2:])} score {outputs['score'][i]:.3g}" for i in picked]
         masks = outputs["mask"][picked] if dataset.has_masks else None
-        plots[kind] = viz.heatmap_grid(images, maps_of(detector, dataset, outputs, picked, batch_size, images),
+        plots[kind] = viz.heatmap_grid(images, maps_of(detector, dataset.test, dataset.arrays, outputs, picked,
+                                                       batch_size, images),
                                        titles, out_dir / f"heatmaps_{kind}.png",
                                        masks=masks, vmin=vmin, vmax=vmax, scale_label=scale_label,
                                        note=verdicts).name

@@ -389,7 +389,7 @@ def test_eval_warns_before_scoring_where_the_pixel_metrics_outgrow_memory_and_ca
                                                    batch_size=8),
                                      verbose=False)
     picked = [0, 57, 99]
-    again = evaluation.maps_of(detector, dataset, {"score": outputs["score"]}, picked, batch_size=2)
+    again = evaluation.maps_of(detector, dataset.test, dataset.arrays, {}, picked, batch_size=2)
     np.testing.assert_allclose(again, outputs["anomaly_map"][picked], rtol=1e-5, atol=1e-6)
     assert "skipped as asked (--no-pixel-metrics" in printed.out
     assert "skipped as asked (--no-pixel-metrics" in (tmp_path / "ev" / "report.md").read_text()

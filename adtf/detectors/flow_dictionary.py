@@ -441,7 +441,7 @@ class FlowDictionary(Detector):
 
         picked = np.argsort(outputs["score"])[::-1][:4]  # the most anomalous
         images = viz.images_of([dataset.test[i] for i in picked], dataset.arrays, self.image_size)
-        regions = maps_of(self, dataset, outputs, picked, images=images, key="top_regions")
+        regions = maps_of(self, dataset.test, dataset.arrays, outputs, picked, images=images, key="top_regions")
         plots["top_regions"] = viz.top_regions(images, regions, outputs, picked, out_dir / "top_regions.png").name
         if "label" in outputs:
             plots["score_line"] = viz.score_line(outputs["label"], outputs["score"], self.threshold,
