@@ -77,8 +77,8 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
         colour_range: ``(low, high)`` of the heat maps' colour scale: the run's (``heatmap_scale`` in its
             ``metrics.json``), so that its overlays compare with the fit's; None: from these maps.
         pixel_metrics: False skips pixel AUROC and AUPRO, whose working memory is about four times that of the
-            maps they rank; the maps are then not kept either (nor where no masks are given): the few that the heat
-            maps draw are scored again.
+            maps they rank; the maps and masks are then not kept either (nor the maps where no masks are given): the
+            few that the heat maps draw are scored and read again.
 
     Example:
     >>> results = evaluate(detector, adtf.data.load("mvtec:/data/bottle"), "runs/bottle")
@@ -93,10 +93,11 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
         warn_if_pixel_metrics_outgrow_memory(len(dataset.test), detector.image_size)
     test_ds = data.pipeline(dataset.test, arrays=dataset.arrays, image_size=detector.image_size, batch_size=batch_size)
     timings = []
-    # Every map is kept only where the pixel metrics rank them (4 bytes a pixel: 2,000 test images at 224x224 hold
-    # 0.4 GB, at 512x512 2 GB); the few that the plots draw are scored again.
+    # Every map and mask is kept only where the pixel metrics rank them (4 + 1 bytes a pixel: 2,000 test images at
+    # 512x512 hold 2.5 GB); the few that the plots draw are scored and read again.
+    ranked = pixel_metrics and dataset.has_masks
     outputs = detector.score_dataset(test_ds, verbose=verbose, desc="evaluating", timings=timings,
-                                     keep_masks=dataset.has_masks, keep_maps=pixel_metrics and dataset.has_masks)
+                                     keep_masks=ranked, keep_maps=ranked)
     # One full batch and perhaps a ragged rest, each traced as it was timed (445 ms per image against 12 once traced;
     # 20 images at batch 16: 287 ms against 6): the first batch again, traced now.
     if not _traced_full_batches(timings):
@@ -127,7 +128,9 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
     # Pixel ground truth: normal images (all zeros) and anomalous images with a mask; an anomalous image
     # without one (a user's folder may lack a few) would count its defect as normal pixels.
     pixel_truth = np.array([s.label == 0 or s.mask_path is not None for s in dataset.test])
-    if dataset.has_masks:
+    if dataset.has_masks and not pixel_metrics:  # neither maps nor masks were kept: the masks' notes are the metrics'
+        results["pixel_metrics_missing"] = "skipped as asked (--no-pixel-metrics, pixel_metrics=False)"
+    elif dataset.has_masks:
         # Where the method sees a crop, the crop alone (the authors' code crops the masks so).
         truth = slice(None) if pixel_truth.all() else pixel_truth  # a view: a mask copies every map (1.4 GB for DAGM)
         masks = detector.scored_part(outputs["mask"])[truth]
@@ -141,8 +144,6 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
             results["data_notes"].append(note)
         if not masks[labels[pixel_truth] == 1].any():  # not "no masks": the summary said that of empty masks
             results["pixel_metrics_missing"] = "no mask marks a defect pixel"
-        elif not pixel_metrics:
-            results["pixel_metrics_missing"] = "skipped as asked (--no-pixel-metrics, pixel_metrics=False)"
         else:  # the maps taken only here: skipped metrics copy none of them
             maps = detector.scored_part(outputs["anomaly_map"])[truth]
             results["pixel_auroc"] = metrics.pixel_auroc(masks, maps)
@@ -522,11 +523,11 @@ def _plots(detector, dataset, outputs, labels, image_scores, out_dir, batch_size
         panels.append(("least_anomalous", order[:n_examples]))
     for kind, picked in panels:
         samples = [dataset.test[i] for i in picked]
-        images = viz.images_of(samples, dataset.arrays, detector.image_size, batch_size)
+        images, masks = viz.images_of(samples, dataset.arrays, detector.image_size, batch_size, with_masks=True)
         # The parent folder too: DAGM's Train/0280.PNG and Test/0280.PNG are two images, one good, one defective.
         titles = [f"{_verdict_in_words(labels[i], dataset.test[i].defect, outputs['anomalous'][i], bool(detector.working_point))}\n"
                   f"{'/'.join(Path(dataset.test[i].path).parts[-2:])} score {outputs['score'][i]:.3g}" for i in picked]
-        masks = outputs["mask"][picked] if dataset.has_masks else None
+        masks = masks if dataset.has_masks else None
         plots[kind] = viz.heatmap_grid(images, maps_of(detector, dataset.test, dataset.arrays, outputs, picked,
                                                        batch_size, images),
                                        titles, out_dir / f"heatmaps_{kind}.png",

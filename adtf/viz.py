@@ -239,12 +239,14 @@ def training_curves(history, path, title="", descriptions=None):
     return _save(fig, path)
 
 
-def images_of(samples, arrays, image_size, batch_size=16):
-    """The images of ``samples`` as one array ``[N, H, W, 3]``, through adtf's pipeline."""
+def images_of(samples, arrays, image_size, batch_size=16, with_masks=False):
+    """The images of ``samples`` as one array ``[N, H, W, 3]``, through adtf's pipeline; ``with_masks``: and their
+    masks ``[N, H, W]`` (bool; all False where a sample has none), read again rather than kept for every test image."""
     from adtf import data
 
-    return np.concatenate([np.asarray(b[0]) for b in data.pipeline(samples, arrays=arrays, image_size=image_size,
-                                                                   batch_size=batch_size)])
+    batches = list(data.pipeline(samples, arrays=arrays, image_size=image_size, batch_size=batch_size))
+    images = np.concatenate([np.asarray(b[0]) for b in batches])
+    return (images, np.concatenate([np.asarray(b[2]) > 0.5 for b in batches])) if with_masks else images
 
 
 def cutpaste_examples(dataset, image_size, path, seed=0, crop=None, n=4):
@@ -269,14 +271,14 @@ def cutpaste_examples(dataset, image_size, path, seed=0, crop=None, n=4):
     return _save(fig, path)
 
 
-def top_regions(images, regions, outputs, picked, path):
+def top_regions(images, regions, masks, outputs, picked, path):
     """The test images ``picked`` (``images``, the most anomalous) with the detector's top-k ``regions`` (red) and
-    the true defect (white)."""
+    the true defect (white: ``masks``, theirs, or None)."""
     fig, axes = _subplots(1, len(picked), figsize=(2.6 * len(picked), 2.9), squeeze=False)
-    for ax, image, region, i in zip(axes[0], images, regions, picked):
+    for n, (ax, image, region, i) in enumerate(zip(axes[0], images, regions, picked)):
         ax.imshow(np.clip(image, 0, 1))
         ax.contour(np.asarray(region, float), levels=[0.5], colors="red", linewidths=1.0)
-        mask = outputs["mask"][i] if "mask" in outputs else None
+        mask = masks[n] if masks is not None else None
         if mask is not None and np.any(mask > 0.5):
             ax.contour(mask > 0.5, levels=[0.5], colors="white", linewidths=0.8)
         ax.set_title(f"{'defective' if outputs['label'][i] else 'good'} (truth), score {outputs['score'][i]:.3g}",

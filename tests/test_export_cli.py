@@ -357,7 +357,7 @@ def test_eval_warns_before_scoring_where_the_pixel_metrics_outgrow_memory_and_ca
     """adtf-eval kept every map for the pixel metrics, whose working memory grows with the test set: a set too
     large for the machine was killed after its whole scoring, with nothing said before and no way to skip them."""
     from adtf import evaluate as evaluation
-    from adtf import data, machine
+    from adtf import data, machine, viz
     from adtf.detectors import load
     from adtf.detectors.mon import ModelOfNormality
 
@@ -369,7 +369,7 @@ def test_eval_warns_before_scoring_where_the_pixel_metrics_outgrow_memory_and_ca
     score_dataset = ModelOfNormality.score_dataset
 
     def watched(self, *args, **kwargs):
-        kept.append(kwargs.get("keep_maps", True))
+        kept.append((kwargs.get("keep_maps", True), kwargs.get("keep_masks", True)))
         return score_dataset(self, *args, **kwargs)
 
     monkeypatch.setattr(ModelOfNormality, "score_dataset", watched)
@@ -381,8 +381,9 @@ def test_eval_warns_before_scoring_where_the_pixel_metrics_outgrow_memory_and_ca
     assert "need about" not in printed.err  # nothing to warn of: skipped
     results = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert results["pixel_auroc"] is None and results["aupro"] is None and results["image_auroc"] is not None
-    # Skipped, the metrics keep no map: the few that the heat maps draw are scored again, the same maps
-    assert kept == [True, False]
+    # Skipped, the metrics keep no map and no mask: the few that the heat maps draw are scored and read again, the
+    # same maps and masks
+    assert kept == [(True, True), (False, False)]
     assert all((tmp_path / "ev" / name).stat().st_size > 0 for name in results["plots"].values())
     detector, dataset = load(run_dir / "model.keras"), data.load("synthetic:grass")
     outputs = detector.score_dataset(data.pipeline(dataset.test, arrays=dataset.arrays, image_size=detector.image_size,
@@ -391,6 +392,9 @@ def test_eval_warns_before_scoring_where_the_pixel_metrics_outgrow_memory_and_ca
     picked = [0, 57, 99]
     again = evaluation.maps_of(detector, dataset.test, dataset.arrays, {}, picked, batch_size=2)
     np.testing.assert_allclose(again, outputs["anomaly_map"][picked], rtol=1e-5, atol=1e-6)
+    images, masks = viz.images_of([dataset.test[i] for i in picked], dataset.arrays, detector.image_size,
+                                  with_masks=True)
+    assert masks.dtype == bool and masks[1:].any() and np.array_equal(masks, outputs["mask"][picked])
     assert "skipped as asked (--no-pixel-metrics" in printed.out
     assert "skipped as asked (--no-pixel-metrics" in (tmp_path / "ev" / "report.md").read_text()
 

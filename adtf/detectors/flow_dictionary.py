@@ -440,9 +440,11 @@ class FlowDictionary(Detector):
         from adtf.evaluate import maps_of
 
         picked = np.argsort(outputs["score"])[::-1][:4]  # the most anomalous
-        images = viz.images_of([dataset.test[i] for i in picked], dataset.arrays, self.image_size)
+        images, masks = viz.images_of([dataset.test[i] for i in picked], dataset.arrays, self.image_size,
+                                      with_masks=True)
         regions = maps_of(self, dataset.test, dataset.arrays, outputs, picked, images=images, key="top_regions")
-        plots["top_regions"] = viz.top_regions(images, regions, outputs, picked, out_dir / "top_regions.png").name
+        plots["top_regions"] = viz.top_regions(images, regions, masks if dataset.has_masks else None, outputs,
+                                               picked, out_dir / "top_regions.png").name
         if "label" in outputs:
             plots["score_line"] = viz.score_line(outputs["label"], outputs["score"], self.threshold,
                                                  out_dir / "score_line.png").name
