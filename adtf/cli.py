@@ -216,7 +216,7 @@ def fit_parser(method=None, preset=None, prog="adtf-fit", bench=False):
     trained by gradient), ``--fit.epochs``/``--fit.batch_size`` from ``fit``. Defaults shown by
     ``--help`` are the preset's where one is named (else the method's default preset's).
     """
-    from typing import Optional
+    from typing import Optional, Union
 
     import keras
     from jsonargparse import ActionConfigFile, ArgumentParser
@@ -245,9 +245,9 @@ def fit_parser(method=None, preset=None, prog="adtf-fit", bench=False):
                  "mtd:PATH, mnist:PATH[:k], cifar:PATH[:k], classes:PATH[:k], coil:PATH[:k], folder:PATH "
                  f"(default: {DEFAULT_DATA}, the embedded procedural texture)")
     if bench:
-        parser.add_argument("--data", type=list[str], required=True,
-                            help="dataset specs, each checked before the first fit; quote one that holds a comma: "
-                                 "'[mtd:mtd, \"synthetic:weave,size=256\"]'")
+        parser.add_argument("--data", type=Union[list[str], str], required=True,
+                            help="dataset specs, each checked before the first fit: one spec, or a list; quote one "
+                                 "that holds a comma: '[mtd:mtd, \"synthetic:weave,size=256\"]'")
     else:
         parser.add_argument("--data", type=str, default=DEFAULT_DATA, help=data_help)
     presets = [p.value for p in cls.Preset] if cls.Preset else []
@@ -434,7 +434,7 @@ def eval_main(argv=None):
     seed = args.seed if args.seed is not None else (run_seed or 0)
     if args.seed is None and seed:  # seed 0 is the default everywhere: said only when another one is taken
         print(f"adtf-eval: --seed {seed}, the run's (a synthetic set or an MTD split is drawn as the fit drew it)")
-    dataset = data.load(args.data, seed=seed, skip_bad=args.skip_bad)
+    dataset = data.load(args.data, seed=seed, skip_bad=args.skip_bad, progress=not args.quiet)
     if data.parse_spec(args.data)[0] is data.SourceKind.FOLDER and dataset.train:
         # adtf-eval fits nothing: a folder's normal images are test images here, not left out unseen
         print(f"adtf-eval: the {len(dataset.train)} images of the normal folder are test normals here")
@@ -505,7 +505,7 @@ def score_main(argv=None):
     if not folder.is_dir():  # said here: the folder reader would call it the "normal images" folder
         raise AdtfError(f"{folder} is a file: give the folder that holds the parts' images" if folder.exists() else
                         f"folder of parts not found: {folder}")
-    dataset = data.load(f"folder:{os.path.abspath(folder)}", flag_unusable=True)
+    dataset = data.load(f"folder:{os.path.abspath(folder)}", flag_unusable=True, progress=not args.quiet)
     for _, problem in dataset.skipped[:MAX_LISTED_PROBLEMS]:  # scores.csv names every one, with its problem
         print(f"adtf-score: warning: flagged, as it cannot be read: {problem}", file=sys.stderr)
     if len(dataset.skipped) > MAX_LISTED_PROBLEMS:
@@ -733,6 +733,8 @@ def bench_main(argv=None):
     from adtf.run import check_calibration_options, configure_logging, fit_evaluate_export, load_dataset, log, slug
 
     configure_logging(not args.quiet)
+    if isinstance(args.data, str):  # one spec needs no list: `--data mtd:mtd` was refused in jsonargparse's words
+        args.data = [args.data]
     options = _runner_options(args)
     check_calibration_options(options["calibration_fraction"], options["calibration_folds"])  # before any data
     options["export"] = False
@@ -741,7 +743,8 @@ def bench_main(argv=None):
     seeds = args.seeds or [args.seed]
     if len(set(seeds)) != len(seeds):  # two fits of one seed would share a run folder and fake a spread of 0
         raise AdtfError(f"--seeds {seeds}: each seed once")
-    load = lambda spec, seed: load_dataset(spec, seed=seed, skip_bad=args.skip_bad, n_train=args.n_train)  # noqa: E731
+    load = lambda spec, seed: load_dataset(spec, seed=seed, skip_bad=args.skip_bad, n_train=args.n_train,  # noqa: E731
+                                           progress=not args.quiet)
     # Every spec is read and checked before the first fit: a typo in the last one must not cost the others' fits.
     # (Its other seeds' splits are drawn when their turn comes: only the first is held in memory meanwhile.)
     datasets, problems = [], []

@@ -312,7 +312,7 @@ def calibration_split(samples, fraction, seed):
     return fit, calibration
 
 
-def load_dataset(spec, *, seed=0, skip_bad=False, n_train=None):
+def load_dataset(spec, *, seed=0, skip_bad=False, n_train=None, progress=True):
     """``adtf.data.load`` as the runner calls it: ``n_train`` (``--n-train``) only where the kind takes it."""
     from adtf import data as adtf_data
     from adtf.data.sources import spec_options
@@ -322,7 +322,8 @@ def load_dataset(spec, *, seed=0, skip_bad=False, n_train=None):
         if "n_train" not in spec_options(kind):
             raise AdtfError(f"--n-train: a {kind.value} dataset has no n_train option (dagm and synthetic do); "
                             "fit on fewer images with folder:DIR of those images")
-    return adtf_data.load(spec, seed=seed, skip_bad=skip_bad, **({"n_train": n_train} if n_train is not None else {}))
+    return adtf_data.load(spec, seed=seed, skip_bad=skip_bad, progress=progress,
+                          **({"n_train": n_train} if n_train is not None else {}))
 
 
 @_prints_progress_lines
@@ -386,7 +387,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     keras.utils.set_random_seed(seed)
     if isinstance(data, str):
         log.info(f"[1/5] loading {data}")
-        dataset = load_dataset(data, seed=seed, skip_bad=skip_bad, n_train=n_train)
+        dataset = load_dataset(data, seed=seed, skip_bad=skip_bad, n_train=n_train, progress=verbose)
     else:  # its notes are this run's to add to: a dataset shared by several runs (a bench) keeps its own
         dataset = dataclasses.replace(data, notes=list(data.notes))
     log.info(f"      {len(dataset.train)} normal training images, {len(dataset.test)} test images")

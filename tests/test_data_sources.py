@@ -377,12 +377,34 @@ def test_folder_masks_beside_their_images_are_not_read_as_defective_images(tmp_p
         write_image(tmp_path / "ng" / "scratch" / f"{stem}_mask.png", mode="L", value=255)
     write_image(tmp_path / "ng" / "dent" / "0.jpg", fmt="JPEG")
     write_image(tmp_path / "ng" / "dent" / "0.png")  # beside 0.jpg: a second photo, not its mask (only *_mask is)
-    with pytest.warns(UserWarning, match=r"no mask for 2 of the anomalous images \(e.g. .*dent.0.jpg"):
+    with pytest.warns(UserWarning) as said:
         ds = load(f"folder:{tmp_path / 'ok'},anomalous={tmp_path / 'ng'},masks={tmp_path / 'ng'}")
+    said = [str(w.message) for w in said]
+    assert any(re.search(r"no mask for 2 of the anomalous images \(e.g. .*dent.0.jpg", m) for m in said)
+    assert any(re.match(r"1 image\(s\) look like the masks .*dent.0.png beside 0.jpg", m) for m in said)  # said: it may be one
     assert ds.counts() == {"train": 1, "test_dent": 2, "test_scratch": 2}
     assert {os.path.relpath(s.path, tmp_path): s.mask_path and os.path.relpath(s.mask_path, tmp_path)
             for s in ds.test} == {"ng/dent/0.jpg": None, "ng/dent/0.png": None,
                                   "ng/scratch/0.png": "ng/scratch/0_mask.png", "ng/scratch/1.png": "ng/scratch/1_mask.png"}
+
+
+def test_masks_kept_beside_images_in_a_folder_read_as_images_are_said(tmp_path):
+    """MTD keeps each tile's mask beside it (x.jpg, x.png): adtf-score on such a folder flagged 952 black masks as
+    parts, and folder: fitted them as normal images, without a word."""
+    for stem in ("0", "1", "2"):
+        write_image(tmp_path / "good" / f"{stem}.jpg", fmt="JPEG", seed=int(stem))
+    write_image(tmp_path / "good" / "0.png", mode="L", value=0)
+    write_image(tmp_path / "good" / "1_mask.png", mode="L", value=0)
+    write_image(tmp_path / "good" / "3.png", seed=3)  # a PNG of its own: an image
+    with pytest.warns(UserWarning, match=r"2 image\(s\) look like the masks of images beside them \(e\.g\. .*good.0\.png "
+                                         r"beside 0\.jpg\): each is read as an image"):
+        ds = load(f"folder:{tmp_path / 'good'}")
+    assert len(ds.train) == 6  # said, not left out
+    (tmp_path / "good" / "0.png").unlink()
+    (tmp_path / "good" / "1_mask.png").unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load(f"folder:{tmp_path / 'good'}").train) == 4
 
 
 def test_mvtec_train_and_test_folders_capitalised_are_mvtec_not_dagm(tmp_path):
@@ -1138,6 +1160,8 @@ def test_checking_many_files_shows_a_bar_and_few_none(tmp_path, capsys):
     load(f"folder:{tmp_path}")
     said = capsys.readouterr().err
     assert "checking files: 100%" in said and f"{CHECK_BAR_FROM}/{CHECK_BAR_FROM}" in said
+    load(f"folder:{tmp_path}", progress=False)  # --quiet: no bar (it showed under adtf-fit, -eval and -score --quiet)
+    assert "checking files" not in capsys.readouterr().err
     for path in sorted(tmp_path.iterdir())[10:]:
         path.unlink()
     load(f"folder:{tmp_path}")

@@ -331,6 +331,7 @@ def _read_folder(path, *, seed=0, anomalous=None, masks=None, test_normal=None, 
         warnings.warn(f"{len(repeated)} test image(s) are named twice by the spec (e.g. {repeated[0]}): each is "
                       "counted once", stacklevel=3)
         test = list(unique.values())
+    _warn_of_masks_read_as_images(train + test)
     has_masks = bool(anomalous and masks) and any(s.mask_path for s in test)
     # Named by the parent too: normal folders are often called "train", "good" or "ok", and two sets of the same
     # name would share a default run folder, the second overwriting the first one's finished run.
@@ -608,6 +609,28 @@ def detect_kind(root):
                                                                  for f in _subfolders(root)):
         return SourceKind.COIL
     return SourceKind.FOLDER
+
+
+def _warn_of_masks_read_as_images(samples):
+    """MTD keeps each tile's mask beside it (``x.jpg`` and ``x.png``), as many sets do (or ``x_mask.png``): a folder
+    read as images took every mask for a part (``adtf-score`` flagged 952 black masks among 952 tiles) or fitted
+    them as normal images. Said, not guessed away: a PNG may share a JPEG's name for other reasons."""
+    stems = {}
+    for sample in samples:
+        path = Path(sample.path)
+        stems.setdefault((path.parent, path.stem.lower()), []).append(path)
+    masks = []  # (mask, its image)
+    for (folder, stem), paths in stems.items():
+        image = next((p for p in paths if p.suffix.lower() != ".png"), None)
+        if stem.endswith("_mask") and (folder, stem[:-len("_mask")]) in stems:
+            image = stems[folder, stem[:-len("_mask")]][0]
+        masks += [(path, image) for path in paths if image is not None and path != image
+                  and (path.suffix.lower() == ".png" or stem.endswith("_mask"))]
+    if masks:
+        mask, image = masks[0]
+        warnings.warn(f"{len(masks)} image(s) look like the masks of images beside them (e.g. {mask} beside "
+                      f"{image.name}): each is read as an image of its own; move the masks to a folder of their own, "
+                      "and give it as masks=DIR where they mark defects", stacklevel=4)
 
 
 def _images_below(folder):

@@ -164,7 +164,7 @@ def _checked_options(spec, kind, options):
     return options
 
 
-def load(spec: str, *, seed: int = 0, skip_bad: bool = False, flag_unusable: bool = False,
+def load(spec: str, *, seed: int = 0, skip_bad: bool = False, flag_unusable: bool = False, progress: bool = True,
          **options) -> AnomalyDataset:
     """Read a dataset, split it for anomaly detection and check every file before returning.
 
@@ -180,6 +180,7 @@ def load(spec: str, *, seed: int = 0, skip_bad: bool = False, flag_unusable: boo
         skip_bad: leave unusable files out with a warning naming each, instead of raising.
         flag_unusable: for a caller that flags unusable files itself (adtf-score): they are left out and listed in
             ``skipped``, with no warning each, and a set with none left is returned empty instead of raising.
+        progress: a progress bar while checking a large set's files (False: none, as ``--quiet`` asks).
         **options: options of the kind (override the ``key=value`` parts of ``spec``).
 
     Returns:
@@ -206,7 +207,7 @@ def load(spec: str, *, seed: int = 0, skip_bad: bool = False, flag_unusable: boo
             # PIL's own, once per open and naming no file: the check names each such image itself
             warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
             dataset = READERS[kind](path, seed=seed, **options)
-            _validate(dataset, skip_bad, flag_unusable)
+            _validate(dataset, skip_bad, flag_unusable, progress)
     finally:  # shown before an error too
         for warning in caught:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
@@ -426,13 +427,13 @@ def _listed(problems):
 CHECK_BAR_FROM = 500  # files; fewer are checked in seconds
 
 
-def _validate(dataset, skip_bad, flag_unusable=False):
+def _validate(dataset, skip_bad, flag_unusable=False, progress=True):
     files = [s for s in dataset.train + dataset.test if s.index is None]
     # PIL releases the GIL while decoding, so threads overlap the decoding work.
     with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
         # A bar where the check takes a while: 4,000 camera JPEGs took minutes, with nothing said
         checks = tqdm(pool.map(_check, files), total=len(files), desc="checking files", unit="file",
-                      disable=len(files) < CHECK_BAR_FROM, leave=not sys.stderr.isatty())
+                      disable=not progress or len(files) < CHECK_BAR_FROM, leave=not sys.stderr.isatty())
         checked = dict(zip(files, list(checks)))  # the bar's iterator run to its end, where it closes at N/N
     dim = [s.path for s, c in checked.items() if c.image.dim and not c.problem]
     if dim:
