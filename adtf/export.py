@@ -29,6 +29,11 @@ def _check_replaceable(path):
     run.)"""
     path = Path(os.path.realpath(path))
     exported = (path / "saved_model.pb").is_file() and (path / "assets.extra" / "adtf.json").is_file()
+    if exported and path.name.isdigit():  # another model written into models/adtf/1 went on being served as the old
+        raise AdtfError(f"{path} is version {int(path.name)} of a served model and holds a SavedModel already: TF "
+                        "Serving never reloads a version it has loaded, so a replacement would not be served. Export "
+                        f"the next version, {path.parent / str(_next_version(os.listdir(path.parent)))}, or delete "
+                        f"{path} first where no server has loaded it")
     if not path.exists() or (path.is_dir() and (exported or not any(path.iterdir()))):
         return
     if path.is_dir():

@@ -204,9 +204,14 @@ def test_export_never_replaces_a_folder_that_is_not_a_saved_model(run_dir, tmp_p
     """`--out` at TF Serving's model base path deleted every version there; at the run folder, the whole run."""
     base = tmp_path / "models" / "adtf"
     assert export_main([str(run_dir), "--out", str(base / "1")]) == 0
-    assert export_main([str(run_dir), "--out", str(base / "1")]) == 0  # an earlier SavedModel is replaced
-    (base / "NOTES.txt").write_text("keep")
+    assert export_main([str(run_dir), "--out", str(base / "sm")]) == 0
+    assert export_main([str(run_dir), "--out", str(base / "sm")]) == 0  # an earlier SavedModel is replaced
     capsys.readouterr()
+    # but not a version folder's: TF Serving would go on serving what it loaded from it (another model, say)
+    assert export_main([str(run_dir), "--out", str(base / "1")]) == 2
+    assert f"Export the next version, {base / '2'}, or delete {base / '1'} first" in capsys.readouterr().err
+    (base / "sm").rename(tmp_path / "sm")
+    (base / "NOTES.txt").write_text("keep")
     assert export_main([str(run_dir), "--out", str(base)]) == 2
     assert f"e.g. {base / '2'}" in capsys.readouterr().err
     assert (base / "NOTES.txt").read_text() == "keep" and (base / "1" / "saved_model.pb").is_file()
