@@ -391,7 +391,7 @@ def fit_main(argv=None):
     command = shlex.join(["adtf-fit", *(sys.argv[1:] if argv is None else argv)])
     results = fit_evaluate_export(data=args.data, out=args.out, command=command, **_runner_options(args))
     preset = ", ".join(([f"{results['preset']} preset"] if results.get("preset") else [])
-                       + ([f"{results['epochs']} epochs"] if results.get("epochs") else []))
+                       + ([f"{results['epochs']} epoch{'s' * (results['epochs'] != 1)}"] if results.get("epochs") else []))
     preset = f" ({preset})" if preset else ""
     print(f"\n{args.method}{preset} on {results['dataset']}: done in {results['seconds']:.0f} s\n")
     print(results_table(results))
@@ -450,7 +450,7 @@ def eval_main(argv=None):
     changed = replaced_settings(out / "eval.json", eval_record)
     if changed:  # weave at 128 and at 256 px share a name, and so the default report folder
         print(f"adtf-eval: warning: {out} holds an evaluation with other settings ({', '.join(changed)} differ): "
-              "this one replaces it; give --out to keep both", file=sys.stderr)
+              f"this one replaces it; give {'another ' if args.out else ''}--out to keep both", file=sys.stderr)
     if "n_fit" not in record:  # a .keras file without its run: what it was fitted on is not this data's training images
         record.update(train_known=False, extra={"evaluation_of": {"model": str(model_path), "fit_dataset": None}})
     note = scale_change(record.pop("fit_median_size", None), dataset, dataset.test, detector.image_size)

@@ -453,6 +453,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
             return 0, [EpochProgress(epochs)]
         return (1 if sys.stdout.isatty() else 2), []
 
+    keep_both = "give another --out to keep both" if out else "give --out to keep both"
     out = Path(out or Path("runs") / f"{method}-{slug(dataset.name)}")
     check_output_folder(out, dataset)
     claim = claim_run_folder(out)
@@ -471,7 +472,7 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     changed = replaced_settings(out / "run.json", run_record)
     if changed:
         log.warning(f"      {out} holds a finished run with other settings ({', '.join(changed)} differ): this run "
-                    "replaces its outputs once the fit ends; give --out to keep both")
+                    f"replaces its outputs once the fit ends; {keep_both}")
     elif changed is not None:
         log.info(f"      {out} holds a finished run of these settings: it is fitted again and replaced "
                  "(adtf-eval and adtf-export use a finished run without fitting)")
