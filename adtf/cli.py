@@ -154,7 +154,11 @@ def results_table(results):
                   f"{wp['rule']} = {threshold_text(wp['threshold'])}") for name, wp in results["working_points"].items()]
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
-    rows = [("dataset", results["dataset"]), ("train / test images", f"{_count(results['n_train'])} / {results['n_test']} ({results['n_test_anomalous']} anomalous)")]
+    # adtf-bench's column: "train / test" hid the images held out to calibrate (160 / 100 of 200 normal ones read)
+    held_out = results.get("n_calibration") or (None if results["n_train"] is None else 0)
+    rows = [("dataset", results["dataset"]),
+            ("fit / calibration / test images", f"{_count(results['n_train'])} / {_count(held_out)} / "
+                                                f"{results['n_test']} ({results['n_test_anomalous']} anomalous)")]
     for key, label in (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO@0.3")):
         value = results.get(key)
         rows.append((label, f"n/a ({results.get('pixel_metrics_missing', 'no masks')})"
