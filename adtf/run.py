@@ -633,7 +633,8 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     # compared by replaced_settings, since the images' digests already say whether the data differ.
     write_json(out / "run.json", {**run_record, "spec": data if isinstance(data, str) else spec,
                                   "seconds": time.perf_counter() - started})
-    shutil.rmtree(out / "backup", ignore_errors=True)
+    if epochs:  # the fit's own checkpoints; a method that trains no epochs made none (a user's backup/ stays)
+        shutil.rmtree(out / "backup", ignore_errors=True)
     if claim:
         claim.unlink(missing_ok=True)
     results.update(seconds=time.perf_counter() - started, run_dir=str(out))
@@ -746,7 +747,7 @@ def check_output_folder(out, dataset=None, command=None):
         if foreign:
             raise AdtfError(f"--out {out} holds images that adtf did not draw (e.g. {foreign}): a data folder? The "
                             "plots written there would be read as images by the next run on it; choose another --out")
-        replaced = _replaced_files_of_others(out)
+        replaced = _replaced_files_of_others(out) + ([] if command else _replaced_outputs_of_others(out))
         if replaced:
             raise AdtfError(f"--out {out} holds {', '.join(replaced)}, which adtf did not write: "
                             f"{command or 'the run'} would replace {'it' if len(replaced) == 1 else 'them'}; choose "
@@ -790,6 +791,27 @@ def _replaced_files_of_others(out):
         return []
     if any(_drawn_by_adtf(path) for path in out.glob("*.png")):  # a report stopped before its records
         return []
+    return replaced
+
+
+def _replaced_outputs_of_others(out):
+    """What a fit replaces whole in ``out`` that is not adtf's: a ``saved_model/`` that adtf did not export, a
+    ``model.keras`` that is no adtf detector (a user's own, in a folder given as --out, went without a word)."""
+    import zipfile
+
+    replaced = []
+    exported = out / "saved_model"
+    if exported.is_dir() and any(exported.iterdir()) and not (exported / "assets.extra" / "adtf.json").is_file():
+        replaced.append("saved_model/")
+    model = out / "model.keras"
+    if model.exists():
+        try:
+            with zipfile.ZipFile(model) as archive:
+                ours = json.loads(archive.read("config.json")).get("registered_name", "").startswith("adtf>")
+        except (OSError, ValueError, KeyError, AttributeError, zipfile.BadZipFile):
+            ours = False
+        if not ours:
+            replaced.append("model.keras")
     return replaced
 
 

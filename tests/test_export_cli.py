@@ -483,6 +483,31 @@ def test_a_folder_of_the_user_s_own_files_is_not_written_over(run_dir, tmp_path,
     assert score_main([str(run_dir), str(tmp_path / "parts"), "--out", str(mine), "--quiet"]) == 0  # adtf's own now
 
 
+def test_a_fit_replaces_no_saved_model_or_model_keras_of_the_user_s_and_leaves_a_backup_folder_it_did_not_make(
+        run_dir, tmp_path, capsys):
+    """--out at a folder of one's own: its saved_model/ and backup/ were deleted, its model.keras written over."""
+    import zipfile
+
+    mine = tmp_path / "mine"
+    (mine / "saved_model").mkdir(parents=True)
+    (mine / "saved_model" / "saved_model.pb").write_bytes(b"a model of theirs")
+    (mine / "backup").mkdir()
+    (mine / "backup" / "important.txt").write_text("notes")
+    argv = ["--method", "mon", "--data", "synthetic:grass", "--detector.image_size", "[32, 32]", "--out", str(mine),
+            "--quiet", "--no-export"]
+    assert fit_main(argv) == 2
+    assert f"--out {mine} holds saved_model/, which adtf did not write" in capsys.readouterr().err
+    (mine / "saved_model").rename(tmp_path / "theirs")
+    with zipfile.ZipFile(mine / "model.keras", "w") as archive:  # a Keras model of their own
+        archive.writestr("config.json", '{"class_name": "Functional", "registered_name": "Functional"}')
+    assert fit_main(argv) == 2
+    assert f"--out {mine} holds model.keras, which adtf did not write" in capsys.readouterr().err
+    (mine / "model.keras").unlink()
+    assert fit_main(argv) == 0  # MoN trains no epochs: the backup/ it did not make stays
+    assert (mine / "backup" / "important.txt").read_text() == "notes"
+    assert fit_main(argv) == 0  # its own run now
+
+
 def test_thresholds_that_differ_in_their_exponent_s_sign_export_to_two_folders(run_dir, tmp_path):
     """1e+38 and 1e-38 both became saved_model-explicit-d_max-1e-38: the second replaced the first without a word."""
     run = tmp_path / "run"
