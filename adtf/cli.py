@@ -134,6 +134,14 @@ def _friendly_errors(prog):
             except KeyboardInterrupt:
                 print(f"{prog}: interrupted{_resume_note(prog)}", file=sys.stderr)
                 return 130
+            except Exception as err:  # out of memory: one line that says what to lower, not TensorFlow's traceback
+                if not (isinstance(err, MemoryError) or type(err).__name__ == "ResourceExhaustedError"):
+                    raise
+                shape = re.search(r"tensor with shape ?(\[[^\]]*\])", str(err))
+                print(f"{prog}: error: out of memory{f' (a tensor of shape {shape.group(1)})' if shape else ''}: a "
+                      "smaller --batch-size or input size (--detector.image_size) needs less, as does closing other "
+                      f"programs{_resume_note(prog)}", file=sys.stderr)
+                return 2
             finally:
                 restore()
         return run
@@ -199,18 +207,34 @@ def _peek(argv, name):
     pre.add_argument("--config", action="append", default=[])
     known, _ = pre.parse_known_args(argv)
     value = getattr(known, name)
-    if value is None:
-        for path in known.config:
-            try:
-                with open(path, encoding="utf-8") as file:  # a stream: YAML's errors then name the file
-                    config = yaml.safe_load(file) or {}
-            except OSError:
-                continue  # the real parser reports it, with the file's name
-            except (yaml.YAMLError, UnicodeDecodeError) as err:  # the real parser names "<unicode string>"
-                raise AdtfError(f"--config {path}: not valid YAML ({' '.join(str(err).split())})") from None
-            if isinstance(config, dict) and isinstance(config.get(name), str):  # else the real parser says what
-                value = config[name]
+    for path in known.config:  # each read here, even where a flag gives the value: the checks below are for all
+        try:
+            with open(path, encoding="utf-8") as file:  # a stream: YAML's errors then name the file
+                config = yaml.load(file, Loader=_no_aliases_loader()) or {}
+        except OSError:
+            continue  # the real parser reports it, with the file's name
+        except (yaml.YAMLError, UnicodeDecodeError) as err:  # the real parser names "<unicode string>"
+            raise AdtfError(f"--config {path}: not valid YAML ({' '.join(str(err).split())})") from None
+        if getattr(known, name) is None and isinstance(config, dict) and isinstance(config.get(name), str):
+            value = config[name]  # (else the real parser says what is wrong)
     return value
+
+
+@functools.cache
+def _no_aliases_loader():
+    import yaml
+
+    class NoAliases(yaml.SafeLoader):
+        """YAML's safe loader without aliases (``*name``): 300 bytes of nested aliases grew to gigabytes in the
+        option parser (a "billion laughs"), and no adtf config needs one."""
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.composer.ComposerError(None, None, "an alias (*name), which adtf's configs do not take: "
+                                                  "write the value out", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+
+    return NoAliases
 
 
 def fit_parser(method=None, preset=None, prog="adtf-fit", bench=False):
@@ -509,6 +533,13 @@ def score_main(argv=None):
     if not folder.is_dir():  # said here: the folder reader would call it the "normal images" folder
         raise AdtfError(f"{folder} is a file: give the folder that holds the parts' images" if folder.exists() else
                         f"folder of parts not found: {folder}")
+    from adtf.data.layouts import _images_below, _list_images
+
+    if not _list_images(folder) and (below := sorted({p.parent for p in _images_below(folder)})):
+        # the folder reader's hint names adtf-fit's spec (folder:DIR,anomalous=...), which adtf-score does not take
+        names = ", ".join(f"{os.path.relpath(f, folder)}/" for f in below[:4]) + (", ..." if len(below) > 4 else "")
+        raise AdtfError(f"{folder}: no images directly in it, only in its subfolders ({names}): adtf-score scores "
+                        "one folder's images; give each subfolder in turn")
     dataset = data.load(f"folder:{os.path.abspath(folder)}", flag_unusable=True, progress=not args.quiet)
     for _, problem in dataset.skipped[:MAX_LISTED_PROBLEMS]:  # scores.csv names every one, with its problem
         print(f"adtf-score: warning: flagged, as it cannot be read: {problem}", file=sys.stderr)
@@ -529,11 +560,10 @@ def score_main(argv=None):
             dataset.notes.append(note)
     out = Path(args.out or model_path.parent / f"score-{slug(dataset.name)}")
     check_output_folder(out, dataset, command="adtf-score")
-    if not detector.working_point or not detector.threshold < math.inf:  # +inf flags nothing, NaN everything
+    if not detector.working_point or not detector.threshold < math.inf:  # verdicts of no threshold are no verdicts
         state = f"a threshold of {detector.threshold}" if detector.working_point else "no working point (never calibrated)"
-        effect = "every part is flagged" if math.isnan(detector.threshold) else "only invalid images are flagged"
-        print(f"adtf-score: warning: the model has {state}: {effect}; set one with adtf-export --working-point or "
-              "--threshold", file=sys.stderr)
+        raise AdtfError(f"{model_path} has {state}: it would flag every part. Score with a calibrated model (adtf-fit "
+                        "calibrates on normal images), or set a threshold: adtf-export MODEL --threshold V --save-model")
     summary = score_parts(detector, dataset, out, batch_size=args.batch_size, heatmaps=args.heatmaps,
                           verbose=not args.quiet, colour_range=fit_record.get("colour_range"))
     point = (f"working point {summary['working_point']}, threshold {threshold_text(summary['threshold'])}"

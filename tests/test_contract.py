@@ -651,7 +651,8 @@ def test_what_is_not_pixels_is_named_when_a_detector_is_called():
                         (Image.new("RGB", (32, 32)), r"not PIL images: np.asarray\(image\)\[None\]"),
                         ([np.zeros((32, 32, 3), "uint8"), np.zeros((30, 32, 3), "uint8")], "a list of images of 2 shapes"),
                         (np.zeros((1, 32, 32, 3), "int64"), r"images of dtype int64: adtf takes uint8 \(0-255\)"),
-                        (np.zeros((1, 32, 32, 3), bool), "images of dtype bool")]:
+                        (np.zeros((1, 32, 32, 3), bool), "images of dtype bool"),
+                        (np.zeros((1, 0, 32, 3), "float32"), r"an image 0 pixels high and 32 wide has no pixels")]:
         with pytest.raises(DataError, match=said):
             detector(given)
     assert detector([np.zeros((32, 32, 3), "uint8")] * 2)["score"].shape == (2,)

@@ -669,6 +669,29 @@ def test_score_names_a_missing_folder_of_parts_as_such(run_dir, tmp_path, capsys
     err = capsys.readouterr().err
     assert f"folder of parts not found: {tmp_path / 'nope'}" in err and "normal" not in err
     assert f"{tmp_path / 'a.png'} is a file: give the folder that holds the parts' images" in err
+    (tmp_path / "day" / "line1").mkdir(parents=True)
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "day" / "line1" / "a.png")
+    assert score_main([str(run_dir), str(tmp_path / "day"), "--quiet"]) == 2
+    err = capsys.readouterr().err  # not adtf-fit's folder:DIR,anomalous= spec, which adtf-score does not take
+    assert "only in its subfolders (line1/): adtf-score scores one folder's images; give each" in err
+
+
+def test_score_refuses_a_model_with_no_working_point(run_dir, tmp_path, capsys):
+    """A fitted, never calibrated model: adtf-score warned, then wrote 'anomalous 0' for every part, defects too."""
+    from adtf import data
+    from adtf.detectors.mon import ModelOfNormality
+
+    dataset = data.load("synthetic:grass")
+    uncalibrated = ModelOfNormality(layer="block4c_add", image_size=(SIZE, SIZE))
+    uncalibrated.fit(data.pipeline(dataset.train[:8], arrays=dataset.arrays, image_size=(SIZE, SIZE), batch_size=8),
+                     verbose=0)
+    uncalibrated.save(tmp_path / "uncalibrated.keras")
+    (tmp_path / "parts").mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "parts" / "a.png")
+    assert score_main([str(tmp_path / "uncalibrated.keras"), str(tmp_path / "parts"), "--quiet",
+                       "--out", str(tmp_path / "verdicts")]) == 2
+    assert "has no working point (never calibrated): it would flag every part" in capsys.readouterr().err
+    assert not (tmp_path / "verdicts" / "scores.csv").exists()
 
 
 def test_score_gives_each_unjudged_part_a_verdict_and_the_flagged_ones_a_heat_map(run_dir, tmp_path, capsys):

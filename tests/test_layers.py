@@ -30,6 +30,10 @@ def test_squeeze_excite_is_eq_1_and_2_of_paper_002():
 
 def test_working_points_decide_like_numpy_and_flag_invalid_samples():
     layer = WorkingPoints(["a", "b"], ["s0", "s1"])
+    # never calibrated: every part flagged (a fitted, uncalibrated MoN passed every defect), in a graph too
+    fresh = np.array([[0.1, 0.1], [9.0, 9.0]], "float32")
+    assert np.asarray(layer(fresh)["decisions"]).all() and np.asarray(layer(fresh)["anomalous"]).all()
+    assert np.asarray(tf.function(lambda s: layer(s)["anomalous"])(tf.constant(fresh))).all()
     layer.set_point("a", 0.5, "s0", rule="r_a")
     layer.set_point("b", 2.0, "s1", rule="r_b")
     layer.activate("b")

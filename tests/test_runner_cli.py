@@ -146,6 +146,28 @@ def test_the_console_scripts_drop_tensorflows_start_up_lines(level):
     assert "absl::InitializeLog" not in result.stderr and ".cc:" not in result.stderr, result.stderr[-2000:]
 
 
+@pytest.mark.parametrize("error", ["tensorflow", "python"])
+def test_running_out_of_memory_is_one_line_that_says_what_to_lower(error, monkeypatch, capsys):
+    """An input size too large for the memory ended in TensorFlow's traceback ("OOM when allocating tensor ...")."""
+    import tensorflow as tf
+
+    from adtf import run
+    from adtf.cli import fit_main
+
+    def exhausted(*args, **kwargs):
+        if error == "python":
+            raise MemoryError()
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[12,3000,3000,3] "
+                                                           "and type float on /job:localhost by allocator mklcpu")
+
+    monkeypatch.setattr(run, "fit_evaluate_export", exhausted)
+    assert fit_main(["--method", "mon", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("adtf-fit: error: out of memory") and "--batch-size" in err and "Traceback" not in err
+    assert ("(a tensor of shape [12,3000,3000,3])" in err) == (error == "tensorflow")
+    assert "resumes a trained method's fit" in err
+
+
 def test_too_few_images_to_hold_out_for_calibration_is_a_clear_error():
     from adtf.run import calibration_split
 
@@ -656,6 +678,12 @@ def test_a_config_that_is_no_yaml_is_named(tmp_path, capsys):
     config.write_text("method: mon\n  bad: [\n")
     assert fit_main(["--config", str(config)]) == 2
     assert f"--config {config}: not valid YAML (mapping values are not allowed" in capsys.readouterr().err
+    # Nested aliases ("billion laughs"): 300 bytes grew past 4.6 GB in the option parser, a flag given or not
+    config.write_text("a0: &a0 [x, x, x, x, x, x, x, x, x]\n"
+                      + "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9)) + "method: mon\n")
+    assert fit_main(["--config", str(config), "--method", "mon"]) == 2
+    assert (f"--config {config}: not valid YAML (an alias (*name), which adtf's configs do not take"
+            in capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("section, said", [("detector: 3", "'detector' holds 3, where it must be a section"),

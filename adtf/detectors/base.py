@@ -115,6 +115,9 @@ def as_images(images):
     if len(images.shape) != 4 or images.shape[-1] not in (1, 3, 4, None):
         raise DataError(f"images must be [B, H, W, C] with 1, 3 or 4 channels (gray, RGB, RGBA), got shape "
                         f"{tuple(images.shape)}")
+    if 0 in tuple(images.shape)[1:3]:  # TensorFlow's resize said "input image must be of non-zero size", deep inside
+        raise DataError(f"images of shape {tuple(images.shape)}: an image {images.shape[1]} pixels high and "
+                        f"{images.shape[2]} wide has no pixels to score")
     if images.shape[-1] == 1:
         return ops.repeat(images, 3, axis=-1)
     return images[..., :3] if images.shape[-1] == 4 else images

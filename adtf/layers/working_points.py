@@ -16,8 +16,8 @@ class WorkingPoints(keras.layers.Layer):
     an explicit threshold, the index of the image score each applies to, and the index of
     the active one, all as non-trainable variables: they are saved, exported and movable
     without refitting. A sample is anomalous at a working point iff its score is strictly
-    above the threshold (``adtf.metrics``' convention). Thresholds start at +inf (nothing
-    flagged) until ``set_point`` writes them.
+    above the threshold (``adtf.metrics``' convention). Thresholds start at +inf, which flags every
+    sample as NaN does: a detector never calibrated passes no part as normal (it passed every defect).
 
     Invalid input never passes as normal: a sample whose image holds a NaN or inf pixel or one outside
     [0, 1] (beyond ``PIXEL_SLACK``), or whose scores are not finite, comes out with ``invalid = True``, every score +inf
@@ -104,9 +104,10 @@ class WorkingPoints(keras.layers.Layer):
             invalid = ops.logical_or(invalid, ops.logical_or(ops.logical_not(finite_pixels), outside))
         scores = ops.where(invalid[:, None], np.inf, scores)
         chosen = ops.take(scores, self.score_index, axis=1)  # [B, slots]: each slot's score
-        # A NaN threshold (a damaged model file) flags every part, never none: said with isnan, since the graph
-        # optimiser turns "not at or below" into "above" (False against NaN) as it does for a NaN score.
-        unusable = ops.logical_or(ops.isnan(self.thresholds)[None, :], invalid[:, None])
+        # A NaN threshold (a damaged model file) or +inf (never set: calibration writes finite ones, set_point refuses
+        # both) flags every part, never none: said with isfinite, since the graph optimiser turns "not at or below"
+        # into "above" (False against NaN) as it does for a NaN score.
+        unusable = ops.logical_or(ops.logical_not(ops.isfinite(self.thresholds))[None, :], invalid[:, None])
         above = ops.logical_or(ops.greater(chosen, self.thresholds[None, :]), unusable)
         return {
             "scores": scores,
