@@ -807,7 +807,7 @@ def _replaced_outputs_of_others(out):
     if model.exists():
         try:
             with zipfile.ZipFile(model) as archive:
-                ours = json.loads(archive.read("config.json")).get("registered_name", "").startswith("adtf>")
+                ours = "adtf_format" in json.loads(archive.read("config.json")).get("config", {})  # every detector's
         except (OSError, ValueError, KeyError, AttributeError, zipfile.BadZipFile):
             ours = False
         if not ours:
