@@ -628,6 +628,11 @@ def _model_path(path):
         path = path / "model.keras"
     if not path.is_file():
         raise AdtfError(f"no saved detector at {path} (expected a .keras file or a run folder holding model.keras)")
+    from adtf.run import claim_holder
+
+    if pid := claim_holder(path.parent):  # its model.keras is the previous fit's, replaced when that fit is done
+        warnings.warn(f"another adtf-fit (process {pid}) is writing {path.parent}: its model.keras is the previous "
+                      "fit's until that fit ends, and may be replaced while this runs", stacklevel=2)
     return path
 
 

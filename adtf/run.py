@@ -826,24 +826,31 @@ def _drawn_by_adtf(path):
         return False
 
 
+def claim_holder(out, clock_skew=0.0):
+    """The process id of another live adtf-fit writing ``out`` (its ``RUN_CLAIM``), else None. ``clock_skew``: the
+    folder's file system's clock against this machine's."""
+    import psutil
+
+    claim = out / RUN_CLAIM
+    try:
+        pid = int(claim.read_text())
+        # a process of that id started after the claim was written took a dead holder's id
+        alive = psutil.Process(pid).create_time() <= claim.stat().st_mtime - clock_skew + 2
+    except (OSError, ValueError, psutil.Error):
+        return None
+    return pid if alive and pid != os.getpid() else None
+
+
 def claim_run_folder(out):
     """Make ``out`` this process's to write (``RUN_CLAIM`` holds its pid; removed when the run ends): two fits into
     one folder deleted each other's temporary files, and the second resumed from the first's live checkpoint. A
     claim whose process is gone (killed), is this one (a notebook's run that failed) or started after the claim was
     written (a killed holder's process id, reused) is taken over. None where the
     file system has no hard links: nothing is claimed there."""
-    import psutil
-
     claim = out / RUN_CLAIM
     mine = out / f"{RUN_CLAIM}.{os.getpid()}"
     mine.write_text(str(os.getpid()))
     clock_skew = mine.stat().st_mtime - time.time()  # the folder's file system's clock against this machine's
-
-    def holder_alive(pid):  # a process of that id started after the claim was written took a dead holder's id
-        try:
-            return psutil.Process(pid).create_time() <= claim.stat().st_mtime - clock_skew + 2
-        except (psutil.Error, OSError):
-            return False
 
     try:
         while True:
@@ -851,11 +858,8 @@ def claim_run_folder(out):
                 os.link(mine, claim)  # atomic, and fails where a claim stands: never two owners
                 return claim
             except FileExistsError:
-                try:
-                    pid = int(claim.read_text())
-                except (OSError, ValueError):
-                    pid = 0
-                if pid and pid != os.getpid() and holder_alive(pid):
+                pid = claim_holder(out, clock_skew)
+                if pid:
                     raise AdtfError(f"another adtf-fit (process {pid}) is writing {out}: wait for it to end, or give "
                                     f"another --out (if no fit runs there, delete {claim})") from None
                 claim.unlink(missing_ok=True)

@@ -370,6 +370,10 @@ def test_a_failed_evaluation_keeps_the_fit_and_a_rerun_without_export_leaves_no_
     (out / RUN_CLAIM).write_text(str(os.getppid()))
     with pytest.raises(AdtfError, match=f"another adtf-fit \\(process {os.getppid()}\\) is writing"):
         fit_evaluate_export(toy_registered, "synthetic:grass", "fast", out, export=False, seed=1, **kwargs)
+    from adtf.cli import _model_path  # adtf-score, adtf-eval and adtf-export scored a model being replaced, unsaid
+
+    with pytest.warns(UserWarning, match=f"another adtf-fit \\(process {os.getppid()}\\) is writing .*the previous fit's"):
+        _model_path(out)
     (out / RUN_CLAIM).write_text(str(os.getpid()))
     state = (out / "backup" / "state.json").read_text()  # a checkpoint cut short: named, with the way out
     (out / "backup" / "state.json").write_text(state[: len(state) // 2])
