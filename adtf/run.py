@@ -175,7 +175,7 @@ def warn_about_resizing(heights, widths, size, shorter_floor=0, notes=None):
     shrink = max(height / size[0], width / size[1])
     said = []
     if shrink > 2 or shrink > 1 and min(size) < shorter_floor:  # MVTec's 1024 px fed at 512: the usual price
-        said.append(f"the images ({height:.0f}x{width:.0f}, the median) are shrunk {shrink:.1f}x to "
+        said.append(f"the images ({height:.0f}x{width:.0f}, height x width, the median) are shrunk {shrink:.1f}x to "
                     f"{size[0]}x{size[1]}: defects a few pixels wide may vanish; crop the images into tiles, or feed "
                     f"them larger with --detector.image_size \"[H, W]\" (slower)")
     # Every image is resized to one size: one of another shape (portrait among landscape parts) is stretched.
@@ -192,8 +192,8 @@ def warn_about_resizing(heights, widths, size, shorter_floor=0, notes=None):
     if odd.any() and odd.mean() < 0.1:
         extreme = int(np.argmax(np.abs(np.log(ratio))))
         said.append(f"{odd.sum()} of {len(ratio)} training images are at another scale than the rest (e.g. one of "
-                    f"{heights[extreme]}x{widths[extreme]} among a median of {height:.0f}x{width:.0f}): resized to "
-                    f"{size[0]}x{size[1]} with the others, such a part looks unlike them and its score moves the "
+                    f"{heights[extreme]}x{widths[extreme]} among a median of {height:.0f}x{width:.0f}, height x width): "
+                    f"resized to {size[0]}x{size[1]} with the others, such a part looks unlike them and its score moves the "
                     "working points; leave it out or crop it to the others' scale")
     for message in said:
         log.warning(f"      {message}")

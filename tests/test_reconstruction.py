@@ -232,7 +232,7 @@ def test_a_long_strip_shrunk_below_the_size_range_is_named(caplog, monkeypatch):
     assert caplog.text == ""  # MVTec's 900 px fed at 512: within the range, no warning
     with caplog.at_level("WARNING", logger="adtf"):  # a size the preset fixed (MoN's 224) is checked the same way
         warn_about_resizing([3000, 3000], [4000, 4000], (224, 224))
-    assert "(3000x4000, the median) are shrunk 17.9x to 224x224" in caplog.text and "stretched up to 1.3x" in caplog.text
+    assert "(3000x4000, height x width, the median) are shrunk 17.9x to 224x224" in caplog.text and "stretched up to 1.3x" in caplog.text
 
 
 

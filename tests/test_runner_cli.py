@@ -866,7 +866,7 @@ def test_a_resize_that_throws_pixels_away_is_said_in_the_report_too(toy_register
     notes = []
     warn_about_resizing([512] * 5, [512] * 5, (224, 224), notes=notes)
     warn_about_resizing([512] * 5, [512] * 5, (224, 224), notes=notes)  # said once
-    assert len(notes) == 1 and notes[0].startswith("the images (512x512, the median) are shrunk 2.3x to 224x224")
+    assert len(notes) == 1 and notes[0].startswith("the images (512x512, height x width, the median) are shrunk 2.3x to 224x224")
 
 
 def test_a_training_image_far_from_the_others_scale_is_said():
@@ -876,7 +876,7 @@ def test_a_training_image_far_from_the_others_scale_is_said():
     notes = []
     warn_about_resizing([150] * 24 + [8], [150] * 24 + [8], (160, 160), notes=notes)
     assert notes == ["1 of 25 training images are at another scale than the rest (e.g. one of 8x8 among a median of "
-                     "150x150): resized to 160x160 with the others, such a part looks unlike them and its score moves "
+                     "150x150, height x width): resized to 160x160 with the others, such a part looks unlike them and its score moves "
                      "the working points; leave it out or crop it to the others' scale"]
     notes = []  # MTD's tiles, 103-632 px wide and 222-403 px tall: one kind of part at many sizes, said nothing of
     warn_about_resizing([222, 270, 403, 300, 260] * 5, [103, 326, 632, 330, 300] * 5, (256, 320), notes=notes)
