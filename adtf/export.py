@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import re
 from pathlib import Path
 
 import keras
@@ -29,7 +30,7 @@ def _check_replaceable(path):
     run.)"""
     path = Path(os.path.realpath(path))
     exported = (path / "saved_model.pb").is_file() and (path / "assets.extra" / "adtf.json").is_file()
-    if exported and path.name.isdigit():  # another model written into models/adtf/1 went on being served as the old
+    if exported and re.fullmatch(r"[0-9]+", path.name):  # another model written into models/adtf/1 went on being served as the old
         raise AdtfError(f"{path} is version {int(path.name)} of a served model and holds a SavedModel already: TF "
                         "Serving never reloads a version it has loaded, so a replacement would not be served. Export "
                         f"the next version, {path.parent / str(_next_version(os.listdir(path.parent)))}, or delete "
@@ -49,7 +50,7 @@ def _check_replaceable(path):
 
 
 def _next_version(names):
-    return max((int(name) for name in names if name.isdigit()), default=0) + 1
+    return max((int(name) for name in names if re.fullmatch(r"[0-9]+", name)), default=0) + 1  # not "²"
 
 
 @contextlib.contextmanager
@@ -96,8 +97,8 @@ def export_saved_model(detector, path):
     >>> served.signatures["serving_default"](images=tf.zeros([1, 224, 224, 3]))
     """
     detector.check_fitted("export a SavedModel")
-    if detector.working_point is None or not detector.threshold < math.inf:  # +inf or NaN: no score crosses it
-        raise AdtfError(f"the {type(detector).__name__} has no working point, and served so it would pass every part: "
+    if detector.working_point is None or not detector.threshold < math.inf:  # +inf or NaN: no threshold at all
+        raise AdtfError(f"the {type(detector).__name__} has no working point, and served so it would flag every part: "
                         "calibrate it on normal images first (detector.calibrate(...)), or set a threshold "
                         "(detector.set_working_point(value=...))")
     _check_replaceable(Path(path))

@@ -633,7 +633,8 @@ def fit_evaluate_export(method=DEFAULT_METHOD, data=DEFAULT_DATA, preset=None, o
     # compared by replaced_settings, since the images' digests already say whether the data differ.
     write_json(out / "run.json", {**run_record, "spec": data if isinstance(data, str) else spec,
                                   "seconds": time.perf_counter() - started})
-    if epochs:  # the fit's own checkpoints; a method that trains no epochs made none (a user's backup/ stays)
+    # The fit's own checkpoints, or an interrupted trained fit's (its run_config.json): a user's backup/ stays.
+    if epochs or (out / "backup" / "run_config.json").is_file():
         shutil.rmtree(out / "backup", ignore_errors=True)
     if claim:
         claim.unlink(missing_ok=True)
@@ -796,8 +797,9 @@ def _replaced_files_of_others(out):
 
 def _replaced_outputs_of_others(out):
     """What a fit replaces whole in ``out`` that is not adtf's: a ``saved_model/`` that adtf did not export, a
-    ``model.keras`` that is no adtf detector (a user's own, in a folder given as --out, went without a word)."""
-    import zipfile
+    ``model.keras`` that is no adtf detector of any version (a user's own, in a folder given as --out, went without a
+    word), or cannot be read."""
+    from adtf.detectors.base import saved_by_adtf
 
     replaced = []
     exported = out / "saved_model"
@@ -805,12 +807,10 @@ def _replaced_outputs_of_others(out):
         replaced.append("saved_model/")
     model = out / "model.keras"
     if model.exists():
-        try:
-            with zipfile.ZipFile(model) as archive:
-                ours = "adtf_format" in json.loads(archive.read("config.json")).get("config", {})  # every detector's
-        except (OSError, ValueError, KeyError, AttributeError, zipfile.BadZipFile):
-            ours = False
-        if not ours:
+        ours = saved_by_adtf(model)
+        if ours is None:
+            replaced.append("model.keras (unreadable: damaged, or no .keras file; delete it if it is adtf's)")
+        elif not ours:
             replaced.append("model.keras")
     return replaced
 
@@ -889,7 +889,8 @@ def _check_backup(folder, config):
         if nothing_saved:
             log.info("      the fit interrupted here stopped before its first checkpoint: fitting from epoch 1")
     elif folder.is_dir() and any(folder.iterdir()):
-        raise AdtfError(f"{folder} holds a backup this version cannot match to its settings: delete it to start afresh")
+        raise AdtfError(f"{folder} holds files that no adtf fit of this version wrote there (its checkpoints come with a "
+                        "run_config.json): choose another --out, or delete that folder if it is an old fit's backup")
     folder.mkdir(parents=True, exist_ok=True)
     write_json(record, config)
 

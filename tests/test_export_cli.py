@@ -426,13 +426,13 @@ def test_free_memory_is_the_cgroups_where_a_container_caps_it(tmp_path):
 
 
 def test_an_uncalibrated_detector_is_not_exported(tmp_path):
-    """Its thresholds are +inf: served, it would pass every part."""
+    """Its thresholds are +inf, which flag every part: served, it would judge nothing."""
     from adtf.detectors.mon import ModelOfNormality
     from adtf.errors import AdtfError
 
     detector = ModelOfNormality(backbone="efficientnet_lite0", layer="block2b_add", image_size=(32, 32), weights=None)
     detector.fit(np.random.default_rng(0).random((4, 32, 32, 3)).astype("float32"), verbose=0)
-    with pytest.raises(AdtfError, match="no working point, and served so it would pass every part"):
+    with pytest.raises(AdtfError, match="no working point, and served so it would flag every part"):
         detector.export(tmp_path / "saved_model")
     assert not (tmp_path / "saved_model").exists()
     detector.save(tmp_path / "model.keras")  # adtf-export named its folder first: an AttributeError on None
@@ -502,10 +502,21 @@ def test_a_fit_replaces_no_saved_model_or_model_keras_of_the_user_s_and_leaves_a
         archive.writestr("config.json", '{"class_name": "Functional", "registered_name": "Functional"}')
     assert fit_main(argv) == 2
     assert f"--out {mine} holds model.keras, which adtf did not write" in capsys.readouterr().err
+    (mine / "model.keras").write_bytes(b"cut short")
+    assert fit_main(argv) == 2
+    assert f"--out {mine} holds model.keras (unreadable: damaged" in capsys.readouterr().err
     (mine / "model.keras").unlink()
+    older = tmp_path / "older"  # a run of an adtf before adtf_format, which load() says to fit again
+    older.mkdir()
+    shutil.copy(pathlib.Path(__file__).parent / "fixtures" / "mon_saved_by_adtf_0_1.keras", older / "model.keras")
+    assert fit_main([*argv[:-4], "--out", str(older), "--quiet", "--no-export"]) == 0
     assert fit_main(argv) == 0  # MoN trains no epochs: the backup/ it did not make stays
     assert (mine / "backup" / "important.txt").read_text() == "notes"
     assert fit_main(argv) == 0  # its own run now
+    shutil.rmtree(mine / "backup")  # an interrupted trained fit's checkpoints: a later MoN run ends them
+    (mine / "backup").mkdir()
+    (mine / "backup" / "run_config.json").write_text("{}")
+    assert fit_main(argv) == 0 and not (mine / "backup").exists()
 
 
 def test_thresholds_that_differ_in_their_exponent_s_sign_export_to_two_folders(run_dir, tmp_path):

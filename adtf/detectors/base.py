@@ -610,7 +610,7 @@ class Detector(keras.Model):
         if name != CUSTOM:
             return name
         if CUSTOM not in self.postprocess.rules:
-            return None  # never calibrated, never set: nothing is flagged but invalid images
+            return None  # never calibrated, never set: every part is flagged (the layer's +inf thresholds)
         point = self.postprocess.point(CUSTOM)
         return f"explicit:{point['score']}>{np.float32(point['value'])!s}"
 
@@ -635,8 +635,8 @@ class Detector(keras.Model):
             return
         if value is None:
             raise AdtfError("give a working point name or an explicit threshold value")
-        # `score > nan` or `> inf` is never true: every valid part would pass; the layer keeps float32, in which
-        # anything from 3.4e38 up is +inf.
+        # A NaN or +inf threshold is no threshold (the layer flags every part at one, as it does before calibration);
+        # the layer keeps float32, in which anything from 3.4e38 up is +inf.
         if not float(value) <= float(np.finfo(np.float32).max):
             raise AdtfError(f"an explicit threshold must be a number below +inf (in float32, as the model keeps it: "
                             f"below 3.4e38), got {value}")
@@ -698,6 +698,21 @@ class Detector(keras.Model):
         return export_saved_model(self, path, **kwargs)
 
 
+def is_adtf_config(config):
+    """Whether a ``.keras`` file's ``config.json`` is an adtf detector's, of this version or an earlier one."""
+    return "adtf_format" in config.get("config", {}) or str(config.get("registered_name")).startswith("adtf>")
+
+
+def saved_by_adtf(path):
+    """Whether the ``.keras`` file at ``path`` holds an adtf detector (any version's); None where it cannot be read."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    return isinstance(config, dict) and is_adtf_config(config)
+
+
 def load(path):
     """Load a detector saved with ``detector.save(path)`` (``.keras``), with safe mode on."""
     import adtf.detectors  # noqa: F401  registers the detector classes
@@ -717,7 +732,7 @@ def load(path):
     if damaged:
         raise AdtfError(f"cannot load a detector from {path}: the file is damaged ({damaged} fails its checksum): "
                         "copy it again from where it was written, or fit again")
-    if "adtf_format" not in config.get("config", {}) and not str(config.get("registered_name")).startswith("adtf>"):
+    if not is_adtf_config(config):
         raise AdtfError(f"cannot load a detector from {path}: it holds a Keras {config.get('class_name', 'model')}, not "
                         "an adtf detector (load it with keras.saving.load_model, or give the model.keras that adtf-fit "
                         "or detector.save wrote)")

@@ -104,8 +104,8 @@ class WorkingPoints(keras.layers.Layer):
             invalid = ops.logical_or(invalid, ops.logical_or(ops.logical_not(finite_pixels), outside))
         scores = ops.where(invalid[:, None], np.inf, scores)
         chosen = ops.take(scores, self.score_index, axis=1)  # [B, slots]: each slot's score
-        # A NaN threshold (a damaged model file) or +inf (never set: calibration writes finite ones, set_point refuses
-        # both) flags every part, never none: said with isfinite, since the graph optimiser turns "not at or below"
+        # A NaN threshold (a damaged model file) or +inf (never set: calibration writes finite ones, and
+        # Detector.set_working_point refuses both) flags every part, never none: said with isfinite, since the graph optimiser turns "not at or below"
         # into "above" (False against NaN) as it does for a NaN score.
         unusable = ops.logical_or(ops.logical_not(ops.isfinite(self.thresholds))[None, :], invalid[:, None])
         above = ops.logical_or(ops.greater(chosen, self.thresholds[None, :]), unusable)
