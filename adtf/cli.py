@@ -210,7 +210,9 @@ def _peek(argv, name):
     for path in known.config:  # each read here, even where a flag gives the value: the checks below are for all
         try:
             with open(path, encoding="utf-8") as file:  # a stream: YAML's errors then name the file
-                config = yaml.load(file, Loader=_no_aliases_loader()) or {}
+                _refuse_yaml_aliases(file)
+                file.seek(0)
+                config = yaml.safe_load(file) or {}
         except OSError:
             continue  # the real parser reports it, with the file's name
         except (yaml.YAMLError, UnicodeDecodeError) as err:  # the real parser names "<unicode string>"
@@ -220,21 +222,30 @@ def _peek(argv, name):
     return value
 
 
-@functools.cache
-def _no_aliases_loader():
+def _refuse_yaml_aliases(stream):
+    """Raise a YAMLError at the first alias (``*name``) in ``stream`` (text or a file): 300 bytes of nested aliases
+    grew to gigabytes in the option parser (a "billion laughs"), and no adtf option needs one. YAML's events alone
+    are read, so nothing is expanded."""
     import yaml
 
-    class NoAliases(yaml.SafeLoader):
-        """YAML's safe loader without aliases (``*name``): 300 bytes of nested aliases grew to gigabytes in the
-        option parser (a "billion laughs"), and no adtf config needs one."""
+    for event in yaml.parse(stream):
+        if isinstance(event, yaml.AliasEvent):
+            raise yaml.YAMLError(f"an alias (*name), which adtf's configs do not take: write the value out{event.start_mark}")
 
-        def compose_node(self, parent, index):
-            if self.check_event(yaml.AliasEvent):
-                raise yaml.composer.ComposerError(None, None, "an alias (*name), which adtf's configs do not take: "
-                                                  "write the value out", self.peek_event().start_mark)
-            return super().compose_node(parent, index)
 
-    return NoAliases
+@functools.cache
+def _refuse_yaml_aliases_in_every_option():
+    """Every YAML that jsonargparse reads (``--config``, ``--detector FILE``, each option's value) without aliases."""
+    import jsonargparse
+    import yaml
+
+    load = jsonargparse.get_loader("yaml")
+
+    def load_without_aliases(text):
+        _refuse_yaml_aliases(text)
+        return load(text)
+
+    jsonargparse.set_loader("yaml", load_without_aliases, exceptions=(yaml.YAMLError,))
 
 
 def fit_parser(method=None, preset=None, prog="adtf-fit", bench=False):
@@ -257,6 +268,7 @@ def fit_parser(method=None, preset=None, prog="adtf-fit", bench=False):
         method, preset = DEFAULT_METHOD, preset or MAIN_JOB_PRESET
     cls = detector_class(method)
     preset = resolve_preset(cls, preset)
+    _refuse_yaml_aliases_in_every_option()
     parser = ArgumentParser(
         prog=prog, exit_on_error=False, allow_abbrev=False,  # "--detector.imag 3" must not set image_size
         description=("Fit and evaluate one method on several datasets (and seeds: --seeds '[0, 1, 2]' adds mean +- "

@@ -688,6 +688,8 @@ def test_a_config_that_is_no_yaml_is_named(tmp_path, capsys):
     assert fit_main(["--config", str(config), "--method", "mon"]) == 2
     assert (f"--config {config}: not valid YAML (an alias (*name), which adtf's configs do not take"
             in capsys.readouterr().err)
+    assert fit_main(["--method", "mon", "--detector", str(config)]) == 2  # a section's own file, read by jsonargparse
+    assert "an alias (*name), which adtf's configs do not take" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("section, said", [("detector: 3", "'detector' holds 3, where it must be a section"),
