@@ -8,7 +8,6 @@ import argparse
 import functools
 import inspect
 import json
-import math
 import os
 import re
 import shlex
@@ -532,14 +531,16 @@ def score_main(argv=None):
     args = parser.parse_args(argv)
     from adtf import data
     from adtf.detectors import load
-    from adtf.evaluate import score_parts, threshold_text
+    from adtf.evaluate import refuse_without_working_point, score_parts, threshold_text
     from adtf.paths import expand_user
     from adtf.data.sources import MAX_LISTED_PROBLEMS
     from adtf.run import check_output_folder, colour_change, scale_change, slug
 
     model_path = _model_path(args.model)
-    # An unreadable file is a part too: named here, before the model loads, and flagged in scores.csv; one bad
-    # capture neither stops a day's scoring nor passes as a good part.
+    detector = load(model_path)
+    refuse_without_working_point(detector, str(model_path))  # before the files' check, which can take minutes
+    # An unreadable file is a part too: named here, and flagged in scores.csv; one bad capture neither stops a day's
+    # scoring nor passes as a good part.
     # Absolute: the folder names the output folder (score-folder-<parent>-<folder>) and the rows of scores.csv.
     folder = expand_user(args.folder)  # not resolved: a link (latest -> 2024-06-01) keeps the name it was given
     if not folder.is_dir():  # said here: the folder reader would call it the "normal images" folder
@@ -560,7 +561,6 @@ def score_main(argv=None):
               "flagged (scores.csv names each)", file=sys.stderr)
     _say_if_trained_on("adtf-score", model_path.parent, dataset, dataset.train, "parts",
                        "their verdicts say little of new parts")
-    detector = load(model_path)
     fit_record = _fit_record(model_path)
     scale_note = scale_change(fit_record.get("fit_median_size"), dataset, dataset.train + dataset.test,
                               detector.image_size)
@@ -572,10 +572,6 @@ def score_main(argv=None):
             dataset.notes.append(note)
     out = Path(args.out or model_path.parent / f"score-{slug(dataset.name)}")
     check_output_folder(out, dataset, command="adtf-score")
-    if not detector.working_point or not detector.threshold < math.inf:  # verdicts of no threshold are no verdicts
-        state = f"a threshold of {detector.threshold}" if detector.working_point else "no working point (never calibrated)"
-        raise AdtfError(f"{model_path} has {state}: it would flag every part. Score with a calibrated model (adtf-fit "
-                        "calibrates on normal images), or set a threshold: adtf-export MODEL --threshold V --save-model")
     summary = score_parts(detector, dataset, out, batch_size=args.batch_size, heatmaps=args.heatmaps,
                           verbose=not args.quiet, colour_range=fit_record.get("colour_range"))
     point = (f"working point {summary['working_point']}, threshold {threshold_text(summary['threshold'])}"

@@ -6,6 +6,7 @@ call, so every number adtf prints is computed in one place (with ``adtf.metrics`
 import csv
 import io
 import json
+import math
 import os
 import time
 import warnings
@@ -211,9 +212,12 @@ def _write_scores(path, samples, outputs, detector, labelled=True, unreadable=()
     known = ["label", "defect"] if labelled else []
     writer.writerow(["path", *known, "score", *names, verdict, "invalid", *([] if labelled else ["problem"])])
     # float32's shortest round-trip digits: ties with a threshold stay ties
+    # No working point, no verdict (the layer flags every part then): an invalid image's alone is one.
+    judged = bool(detector.working_point)
     rows = [[sample.path, *([sample.label, sample.defect] if labelled else []),
              str(np.float32(outputs["score"][i])), *(str(np.float32(outputs[name][i])) for name in names),
-             int(outputs["anomalous"][i]), int(outputs["invalid"][i]), *([] if labelled else [""])]
+             int(outputs["anomalous"][i]) if judged or outputs["invalid"][i] else "", int(outputs["invalid"][i]),
+             *([] if labelled else [""])]
             for i, sample in enumerate(samples)]
     # A name that is not UTF-8 (unreadable for that alone) is written escaped; the unreadable files take their place
     # in the folder's order (the order it was read in: by name).
@@ -288,6 +292,18 @@ def warn_if_pixel_metrics_outgrow_memory(n_images, image_size, stacklevel=3):
                       "(--no-pixel-metrics; evaluate(..., pixel_metrics=False))", stacklevel=stacklevel)
 
 
+def refuse_without_working_point(detector, name=None):
+    """Verdicts need a threshold: a detector never calibrated (or a damaged one's NaN threshold) flags every part.
+    ``name``: the model's file, as the message names it (its class where None)."""
+    if detector.working_point and detector.threshold < math.inf:
+        return
+    name = name or f"the {type(detector).__name__}"
+    state = f"a threshold of {detector.threshold}" if detector.working_point else "no working point (never calibrated)"
+    raise AdtfError(f"{name} has {state}: it would flag every part. Score with a calibrated model (adtf-fit "
+                    "calibrates on normal images; detector.calibrate(...) in Python), or set a threshold: adtf-export "
+                    f"{name if name.endswith('.keras') else 'MODEL'} --threshold V --save-model")
+
+
 def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged", verbose=True, colour_range=None):
     """Score parts nobody has judged (every image of ``dataset``, no labels read): ``scores.csv`` with each part's
     score and verdict at the active working point, and a heat-map overlay per flagged part (``heatmaps``:
@@ -296,6 +312,7 @@ def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged"
     that cannot be read must not pass as a good part. ``colour_range``: the run's heat-map colour scale
     (``heatmap_scale`` in its ``metrics.json``), so that a part looks the same whatever else the folder holds; None:
     one scale from this folder's maps. Returns ``{n, n_flagged, n_invalid, n_unreadable, ...}``."""
+    refuse_without_working_point(detector)
     dataset = _checked(dataset, out_dir, "score_parts", flag_unusable=True)
     samples = list(dataset.train) + list(dataset.test)
     if not samples and not dataset.skipped:

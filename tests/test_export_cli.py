@@ -702,7 +702,15 @@ def test_score_refuses_a_model_with_no_working_point(run_dir, tmp_path, capsys):
     assert score_main([str(tmp_path / "uncalibrated.keras"), str(tmp_path / "parts"), "--quiet",
                        "--out", str(tmp_path / "verdicts")]) == 2
     assert "has no working point (never calibrated): it would flag every part" in capsys.readouterr().err
-    assert not (tmp_path / "verdicts" / "scores.csv").exists()
+    assert not (tmp_path / "verdicts").exists()  # refused before the parts were read or a folder made
+    from adtf.errors import AdtfError
+    from adtf.evaluate import evaluate, score_parts
+
+    with pytest.raises(AdtfError, match="the ModelOfNormality has no working point"):  # from Python too
+        score_parts(uncalibrated, data.load(f"folder:{tmp_path / 'parts'}"), tmp_path / "py", verbose=False)
+    evaluate(uncalibrated, dataset, tmp_path / "ev", verbose=False)  # no working point: no verdicts written
+    rows = list(csv.DictReader((tmp_path / "ev" / "scores.csv").open()))
+    assert {row["anomalous (no working point)"] for row in rows} == {""}
 
 
 def test_score_gives_each_unjudged_part_a_verdict_and_the_flagged_ones_a_heat_map(run_dir, tmp_path, capsys):
