@@ -137,9 +137,11 @@ def _friendly_errors(prog):
                 if not (isinstance(err, MemoryError) or type(err).__name__ == "ResourceExhaustedError"):
                     raise
                 shape = re.search(r"tensor with shape ?(\[[^\]]*\])", str(err))
-                print(f"{prog}: error: out of memory{f' (a tensor of shape {shape.group(1)})' if shape else ''}: a "
-                      "smaller --batch-size or input size (--detector.image_size) needs less, as does closing other "
-                      f"programs{_resume_note(prog)}", file=sys.stderr)
+                advice = {"adtf-eval": "lower --batch-size, or skip the pixel metrics (--no-pixel-metrics)",
+                          "adtf-score": "lower --batch-size", "adtf-export": "close other programs and run it again"}.get(
+                    prog, "lower --batch-size or the input size (--detector.image_size)")
+                print(f"{prog}: error: out of memory{f' (a tensor of shape {shape.group(1)})' if shape else ''}: "
+                      f"{advice}{_resume_note(prog)}", file=sys.stderr)
                 return 2
             finally:
                 restore()

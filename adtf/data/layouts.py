@@ -331,7 +331,8 @@ def _read_folder(path, *, seed=0, anomalous=None, masks=None, test_normal=None, 
         warnings.warn(f"{len(repeated)} test image(s) are named twice by the spec (e.g. {repeated[0]}): each is "
                       "counted once", stacklevel=3)
         test = list(unique.values())
-    _warn_of_masks_read_as_images(train + test)
+    # (with masks= given, the defective images' folders follow the reader's rule: 7.png beside 7.jpg is a photo there)
+    _warn_of_masks_read_as_images(train + [s for s in test if not (mask_dir and s.label == 1)])
     has_masks = bool(anomalous and masks) and any(s.mask_path for s in test)
     # Named by the parent too: normal folders are often called "train", "good" or "ok", and two sets of the same
     # name would share a default run folder, the second overwriting the first one's finished run.
@@ -629,8 +630,8 @@ def _warn_of_masks_read_as_images(samples):
     if masks:
         mask, image = masks[0]
         warnings.warn(f"{len(masks)} image(s) look like the masks of images beside them (e.g. {mask} beside "
-                      f"{image.name}): each is read as an image of its own; move the masks to a folder of their own, "
-                      "and give it as masks=DIR where they mark defects", stacklevel=4)
+                      f"{image.name}): each is read as an image of its own; move the masks to a folder of their own (a "
+                      "folder: spec takes one as masks=DIR)", stacklevel=4)
 
 
 def _images_below(folder):

@@ -579,6 +579,12 @@ class Detector(keras.Model):
         if set(points) != set(self.working_point_names):
             raise AdtfError(f"{type(self).__name__}.working_points_from returned {sorted(points)}, "
                             f"not its working_point_names {list(self.working_point_names)}")
+        with np.errstate(over="ignore"):  # the layer would flag every part at one
+            unusable = {name: point["value"] for name, point in points.items()
+                        if not np.isfinite(np.float32(point["value"]))}
+        if unusable:
+            raise AdtfError(f"{type(self).__name__}.working_points_from gave thresholds that are no numbers the model "
+                            f"can keep (float32): {unusable}; its calibration scores reach past 3.4e38, or are not finite")
         for name, point in points.items():
             self.postprocess.set_point(name, point["value"], point["score"], point["rule"])
         self.set_working_point(self.default_working_point or self.working_point_names[0])
