@@ -468,7 +468,7 @@ def eval_main(argv=None):
     from adtf.run import (check_output_folder, colour_change, images_digest, replaced_settings, scale_change,
                           slug)
 
-    model_path = _model_path(args.model)
+    model_path = _model_path(args.model, writes_into_run=not args.out)
     detector = load(model_path)
     record = _fit_record(model_path)
     run_seed = record.pop("data_seed", None)  # None: a .keras file without its run, or a run from before it was kept
@@ -538,7 +538,7 @@ def score_main(argv=None):
     from adtf.data.sources import MAX_LISTED_PROBLEMS
     from adtf.run import check_output_folder, colour_change, scale_change, slug
 
-    model_path = _model_path(args.model)
+    model_path = _model_path(args.model, writes_into_run=not args.out)
     detector = load(model_path)
     refuse_without_working_point(detector, str(model_path))  # before the files' check, which can take minutes
     # An unreadable file is a part too: named here, and flagged in scores.csv; one bad capture neither stops a day's
@@ -632,7 +632,9 @@ def _fit_record(model_path):
         return {}
 
 
-def _model_path(path):
+def _model_path(path, writes_into_run=False):
+    """The ``.keras`` file of ``path`` (a run folder or the file). Where another adtf-fit is writing its run, a command
+    that ``writes_into_run`` is refused (the fit deletes or replaces what it writes there); others are warned."""
     path = Path(path)
     if path.is_dir():
         path = path / "model.keras"
@@ -640,7 +642,11 @@ def _model_path(path):
         raise AdtfError(f"no saved detector at {path} (expected a .keras file or a run folder holding model.keras)")
     from adtf.run import claim_holder
 
-    if pid := claim_holder(path.parent):  # its model.keras is the previous fit's, replaced when that fit is done
+    if (pid := claim_holder(path.parent)) and writes_into_run:
+        raise AdtfError(f"another adtf-fit (process {pid}) is writing {path.parent}, and replaces its model.keras and "
+                        "removes the reports of the previous model when it ends: wait for it, or write elsewhere "
+                        "(--out; adtf-export without --save-model)")
+    if pid:  # its model.keras is the previous fit's, replaced when that fit is done
         warnings.warn(f"another adtf-fit (process {pid}) is writing {path.parent}: its model.keras is the previous "
                       "fit's until that fit ends, and may be replaced while this runs", stacklevel=2)
     return path
@@ -666,7 +672,7 @@ def export_main(argv=None):
     from adtf.atomic import atomic_path
     from adtf.detectors import load
 
-    model_path = _model_path(args.model)
+    model_path = _model_path(args.model, writes_into_run=args.save_model or not args.out)
     if args.score and args.threshold is None:
         parser.error("--score names the score an explicit --threshold applies to: give --threshold too "
                      "(a working point has its own score)")
