@@ -153,6 +153,18 @@ def _count(n):
     return "unknown" if n is None else str(n)  # a model evaluated without its run's record
 
 
+def calibration_count(results):
+    """The calibration images of a run, in a word or two: how many were held out, or that the fitted ones calibrated
+    (MoN's protocol: "0" read as uncalibrated) or were cross-fitted (their count beside the fitted ones' read as
+    twice as many images)."""
+    held_out = results.get("n_calibration")
+    if results.get("n_train") is None:
+        return "unknown"
+    if "each scored by one of" in str(results.get("calibration", "")):  # the runner's words for cross-fitting
+        return "the fitted, cross-fitted"
+    return str(held_out) if held_out else "the fitted"
+
+
 def results_table(results):
     """The few numbers a user looks at first, as aligned text."""
     from adtf.evaluate import threshold_text
@@ -164,9 +176,8 @@ def results_table(results):
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
     # adtf-bench's column: "train / test" hid the images held out to calibrate (160 / 100 of 200 normal ones read)
-    held_out = results.get("n_calibration") or (None if results["n_train"] is None else 0)
     rows = [("dataset", results["dataset"]),
-            ("fit / calibration / test images", f"{_count(results['n_train'])} / {_count(held_out)} / "
+            ("fit / calibration / test images", f"{_count(results['n_train'])} / {calibration_count(results)} / "
                                                 f"{results['n_test']} ({results['n_test_anomalous']} anomalous)")]
     for key, label in (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO@0.3")):
         value = results.get(key)
@@ -881,7 +892,7 @@ def bench_table(runs, argv=None, numbered=None, specs=None):
         head = f"| {first['method']} | {first.get('preset') or '-'} | {first['dataset']}{number} |"
         for r in spec_runs:
             lines.append(f"{head} {r.get('options', {}).get('seed', '-')} | {r['image_size'][0]}x{r['image_size'][1]} | "
-                         f"{r['n_train']} / {r.get('n_calibration') or 0} / {r['n_test']} | " + cells([r]))
+                         f"{r['n_train']} / {calibration_count(r)} / {r['n_test']} | " + cells([r]))
         if len(spec_runs) > 1:
             lines.append(f"{head} **mean ± std of {len(spec_runs)}** | | | " + cells(spec_runs))
     command = shlex.join(["adtf-bench", *(sys.argv[1:] if argv is None else argv)])

@@ -168,6 +168,18 @@ def test_running_out_of_memory_is_one_line_that_says_what_to_lower(error, monkey
     assert "resumes a trained method's fit" in err
 
 
+def test_the_calibration_images_are_counted_in_words_a_reader_cannot_misread():
+    """MoN's "209 / 0 / 83" read as uncalibrated, cross-fitting's "400 / 400" as 800 images."""
+    from adtf.cli import calibration_count
+
+    assert calibration_count({"n_train": 160, "n_calibration": 40, "calibration": "40 normal training images held out"}) == "40"
+    assert calibration_count({"n_train": 209, "n_calibration": None, "calibration": "the 209 normal images"}) == "the fitted"
+    assert calibration_count({"n_train": 10, "n_calibration": 10,
+                              "calibration": "all 10 normal training images, each scored by one of 5 detectors fitted "
+                                             "without its fold (cross-fitting, seed 0)"}) == "the fitted, cross-fitted"
+    assert calibration_count({"n_train": None, "n_calibration": None}) == "unknown"
+
+
 def test_too_few_images_to_hold_out_for_calibration_is_a_clear_error():
     from adtf.run import calibration_split
 
