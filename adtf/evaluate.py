@@ -85,7 +85,7 @@ def evaluate(detector, dataset, out_dir=None, *, method=None, batch_size=16, n_e
     >>> results = evaluate(detector, adtf.data.load("mvtec:/data/bottle"), "runs/bottle")
     >>> results["image_auroc"]
     """
-    dataset = _checked(dataset, out_dir, "evaluate")
+    dataset = _checked(dataset, out_dir, "evaluate", progress=verbose)
     if not dataset.test:  # a folder of normal images only: the pipeline's "no samples given" named nothing
         raise AdtfError(f"{dataset.name} has no test images to evaluate; give a dataset with test images (a folder "
                         "spec's anomalous= or test_normal=, or an MVTec-style test/ folder)")
@@ -313,7 +313,7 @@ def score_parts(detector, dataset, out_dir, *, batch_size=16, heatmaps="flagged"
     (``heatmap_scale`` in its ``metrics.json``), so that a part looks the same whatever else the folder holds; None:
     one scale from this folder's maps. Returns ``{n, n_flagged, n_invalid, n_unreadable, ...}``."""
     refuse_without_working_point(detector)
-    dataset = _checked(dataset, out_dir, "score_parts", flag_unusable=True)
+    dataset = _checked(dataset, out_dir, "score_parts", flag_unusable=True, progress=verbose)
     samples = list(dataset.train) + list(dataset.test)
     if not samples and not dataset.skipped:
         raise AdtfError(f"{dataset.name} holds no images to score")
