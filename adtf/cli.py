@@ -247,17 +247,26 @@ def _refuse_yaml_aliases(stream):
 
 @functools.cache
 def _refuse_yaml_aliases_in_every_option():
-    """Every YAML that jsonargparse reads (``--config``, ``--detector FILE``, each option's value) without aliases."""
-    import jsonargparse
+    """Every YAML that jsonargparse reads (``--config``, ``--detector FILE``, each option's value) without aliases.
+
+    Its typed options (a float, an ``image_size``, an Optional of one) are read again through its YAML loader class,
+    past the loader function that ``set_loader`` replaces: that class is replaced (a private name of jsonargparse 4,
+    which a test pins), by one that refuses aliases as they are composed, never expanded."""
     import yaml
+    from jsonargparse import _loaders_dumpers
 
-    load = jsonargparse.get_loader("yaml")
+    default = _loaders_dumpers.get_yaml_default_loader()  # the C loader, whose composer no override reaches
 
-    def load_without_aliases(text):
-        _refuse_yaml_aliases(text)
-        return load(text)
+    class NoAliases(yaml.SafeLoader):
+        yaml_implicit_resolvers = default.yaml_implicit_resolvers  # jsonargparse's (no timestamps; its floats)
 
-    jsonargparse.set_loader("yaml", load_without_aliases, exceptions=(yaml.YAMLError,))
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.composer.ComposerError(None, None, "an alias (*name), which adtf's configs do not take: "
+                                                  "write the value out", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+
+    _loaders_dumpers.yaml_default_loader = NoAliases  # its YAMLError is a failed load to jsonargparse, as any
 
 
 def fit_parser(method=None, preset=None, prog="adtf-fit", bench=False):

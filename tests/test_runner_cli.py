@@ -704,6 +704,15 @@ def test_a_config_that_is_no_yaml_is_named(tmp_path, capsys):
             in capsys.readouterr().err)
     assert fit_main(["--method", "mon", "--detector", str(config)]) == 2  # a section's own file, read by jsonargparse
     assert "an alias (*name), which adtf's configs do not take" in capsys.readouterr().err
+    # a typed option's value, which jsonargparse reads again with its YAML loader class (a review's 537,469-character
+    # message from a 6-level bomb quoted in a config): refused as it is composed, never expanded
+    bomb = "{a0: &a0 [x, x, x, x, x], " + ", ".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 5)}]" for i in range(1, 7)) + "}"
+    for option in ("--calibration-fraction", "--detector.image_size", "--n-train"):
+        assert fit_main(["--method", "mon", option, bomb]) == 2
+        assert len(capsys.readouterr().err) < 1000
+    from adtf.cli import _parse
+
+    assert _parse("adtf-fit", ["--method", "mon", "--out", "*x"]).out == "*x"  # a value that merely starts with *
 
 
 @pytest.mark.parametrize("section, said", [("detector: 3", "'detector' holds 3, where it must be a section"),
