@@ -139,7 +139,8 @@ def _friendly_errors(prog):
                 shape = re.search(r"tensor with shape ?(\[[^\]]*\])", str(err))
                 advice = {"adtf-eval": "lower --batch-size, or skip the pixel metrics (--no-pixel-metrics)",
                           "adtf-score": "lower --batch-size", "adtf-export": "close other programs and run it again"}.get(
-                    prog, "lower --batch-size or the input size (--detector.image_size)")
+                    prog, "lower --fit.batch_size (training), --batch-size (scoring) or the input size "
+                    "(--detector.image_size), or skip the pixel metrics (--no-pixel-metrics)")
                 print(f"{prog}: error: out of memory{f' (a tensor of shape {shape.group(1)})' if shape else ''}: "
                       f"{advice}{_resume_note(prog)}", file=sys.stderr)
                 return 2
@@ -488,7 +489,7 @@ def eval_main(argv=None):
     from adtf.run import (check_output_folder, colour_change, images_digest, replaced_settings, scale_change,
                           slug)
 
-    model_path = _model_path(args.model, writes_into_run=not args.out)
+    model_path = _model_path(args.model, args.out)
     detector = load(model_path)
     record = _fit_record(model_path)
     run_seed = record.pop("data_seed", None)  # None: a .keras file without its run, or a run from before it was kept
@@ -558,7 +559,7 @@ def score_main(argv=None):
     from adtf.data.sources import MAX_LISTED_PROBLEMS
     from adtf.run import check_output_folder, colour_change, scale_change, slug
 
-    model_path = _model_path(args.model, writes_into_run=not args.out)
+    model_path = _model_path(args.model, args.out)
     detector = load(model_path)
     refuse_without_working_point(detector, str(model_path))  # before the files' check, which can take minutes
     # An unreadable file is a part too: named here, and flagged in scores.csv; one bad capture neither stops a day's
@@ -652,9 +653,16 @@ def _fit_record(model_path):
         return {}
 
 
-def _model_path(path, writes_into_run=False):
+def _inside(out, folder):
+    """Whether the path ``out`` is ``folder`` or lies below it (links resolved)."""
+    out, folder = os.path.realpath(out), os.path.realpath(folder)
+    return out == folder or out.startswith(folder + os.sep)
+
+
+def _model_path(path, out=None, save_model=False):
     """The ``.keras`` file of ``path`` (a run folder or the file). Where another adtf-fit is writing its run, a command
-    that ``writes_into_run`` is refused (the fit deletes or replaces what it writes there); others are warned."""
+    that writes into it (``out`` None, the default inside the run, or there; ``save_model``) is refused: the fit
+    deletes or replaces what it finds there when it ends. Others are warned."""
     path = Path(path)
     if path.is_dir():
         path = path / "model.keras"
@@ -662,7 +670,7 @@ def _model_path(path, writes_into_run=False):
         raise AdtfError(f"no saved detector at {path} (expected a .keras file or a run folder holding model.keras)")
     from adtf.run import claim_holder
 
-    if (pid := claim_holder(path.parent)) and writes_into_run:
+    if (pid := claim_holder(path.parent)) and (save_model or not out or _inside(out, path.parent)):
         raise AdtfError(f"another adtf-fit (process {pid}) is writing {path.parent}, and replaces its model.keras and "
                         "removes the reports of the previous model when it ends: wait for it, or write elsewhere "
                         "(--out; adtf-export without --save-model)")
@@ -692,7 +700,7 @@ def export_main(argv=None):
     from adtf.atomic import atomic_path
     from adtf.detectors import load
 
-    model_path = _model_path(args.model, writes_into_run=args.save_model or not args.out)
+    model_path = _model_path(args.model, args.out, args.save_model)
     if args.score and args.threshold is None:
         parser.error("--score names the score an explicit --threshold applies to: give --threshold too "
                      "(a working point has its own score)")

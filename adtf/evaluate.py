@@ -213,7 +213,7 @@ def _write_scores(path, samples, outputs, detector, labelled=True, unreadable=()
     writer.writerow(["path", *known, "score", *names, verdict, "invalid", *([] if labelled else ["problem"])])
     # float32's shortest round-trip digits: ties with a threshold stay ties
     # No working point, no verdict (the layer flags every part then): an invalid image's alone is one.
-    judged = bool(detector.working_point)
+    judged = bool(detector.working_point) and detector.threshold < math.inf  # a damaged file's NaN judges nothing
     rows = [[sample.path, *([sample.label, sample.defect] if labelled else []),
              str(np.float32(outputs["score"][i])), *(str(np.float32(outputs[name][i])) for name in names),
              int(outputs["anomalous"][i]) if judged or outputs["invalid"][i] else "", int(outputs["invalid"][i]),

@@ -809,8 +809,9 @@ def _replaced_outputs_of_others(out):
     if model.exists():
         ours = saved_by_adtf(model)
         if ours is None:
-            replaced.append("model.keras (unreadable: damaged, or no .keras file; delete it if it is adtf's)")
-        elif not ours:
+            raise AdtfError(f"--out {out} holds a model.keras that cannot be read (damaged, or no .keras file): delete "
+                            "it if it is an old adtf model, or choose another --out")
+        if not ours:
             replaced.append("model.keras")
     return replaced
 

@@ -504,7 +504,7 @@ def test_a_fit_replaces_no_saved_model_or_model_keras_of_the_user_s_and_leaves_a
     assert f"--out {mine} holds model.keras, which adtf did not write" in capsys.readouterr().err
     (mine / "model.keras").write_bytes(b"cut short")
     assert fit_main(argv) == 2
-    assert f"--out {mine} holds model.keras (unreadable: damaged" in capsys.readouterr().err
+    assert f"--out {mine} holds a model.keras that cannot be read (damaged, or no .keras file)" in capsys.readouterr().err
     (mine / "model.keras").unlink()
     older = tmp_path / "older"  # a run of an adtf before adtf_format, which load() says to fit again
     older.mkdir()

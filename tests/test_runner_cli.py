@@ -385,9 +385,10 @@ def test_a_failed_evaluation_keeps_the_fit_and_a_rerun_without_export_leaves_no_
     from adtf.cli import _model_path  # adtf-score, adtf-eval and adtf-export scored a model being replaced, unsaid
 
     with pytest.warns(UserWarning, match=f"another adtf-fit \\(process {os.getppid()}\\) is writing .*the previous fit's"):
-        _model_path(out)  # written elsewhere (--out): said
-    with pytest.raises(AdtfError, match=f"another adtf-fit \\(process {os.getppid()}\\) is writing .*wait for it, or"):
-        _model_path(out, writes_into_run=True)  # into the run (the default --out, --save-model): refused
+        _model_path(out, tmp_path / "elsewhere")  # written elsewhere (--out): said
+    for where, save_model in ((None, False), (out / "eval-mine", False), (tmp_path / "elsewhere", True)):
+        with pytest.raises(AdtfError, match=f"another adtf-fit \\(process {os.getppid()}\\) is writing .*wait for it"):
+            _model_path(out, where, save_model)  # into the run (the default --out, one inside it, --save-model)
     (out / RUN_CLAIM).write_text(str(os.getpid()))
     state = (out / "backup" / "state.json").read_text()  # a checkpoint cut short: named, with the way out
     (out / "backup" / "state.json").write_text(state[: len(state) // 2])

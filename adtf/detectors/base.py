@@ -575,7 +575,6 @@ class Detector(keras.Model):
                             f"pixels outside [0, 1]), e.g. {named}")
         _warn_of_anomalous_labels(_labelled_anomalous(outputs.get("label")), len(outputs["invalid"]), "calibrated on")
         points = self.working_points_from(outputs)
-        self.fit_info["calibration_images"] = int(len(outputs["invalid"]))  # evaluate's report says how many
         if set(points) != set(self.working_point_names):
             raise AdtfError(f"{type(self).__name__}.working_points_from returned {sorted(points)}, "
                             f"not its working_point_names {list(self.working_point_names)}")
@@ -585,6 +584,7 @@ class Detector(keras.Model):
         if unusable:
             raise AdtfError(f"{type(self).__name__}.working_points_from gave thresholds that are no numbers the model "
                             f"can keep (float32): {unusable}; its calibration scores reach past 3.4e38, or are not finite")
+        self.fit_info["calibration_images"] = int(len(outputs["invalid"]))  # evaluate's report says how many
         for name, point in points.items():
             self.postprocess.set_point(name, point["value"], point["score"], point["rule"])
         self.set_working_point(self.default_working_point or self.working_point_names[0])
@@ -706,7 +706,8 @@ class Detector(keras.Model):
 
 def is_adtf_config(config):
     """Whether a ``.keras`` file's ``config.json`` is an adtf detector's, of this version or an earlier one."""
-    return "adtf_format" in config.get("config", {}) or str(config.get("registered_name")).startswith("adtf>")
+    inner = config.get("config")
+    return isinstance(inner, dict) and "adtf_format" in inner or str(config.get("registered_name")).startswith("adtf>")
 
 
 def saved_by_adtf(path):
@@ -714,7 +715,7 @@ def saved_by_adtf(path):
     try:
         with zipfile.ZipFile(path) as archive:
             config = json.loads(archive.read("config.json"))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+    except (OSError, KeyError, ValueError, RuntimeError, NotImplementedError, zipfile.BadZipFile):  # (encrypted, odd)
         return None
     return isinstance(config, dict) and is_adtf_config(config)
 
