@@ -397,13 +397,13 @@ def test_calibration_on_an_invalid_image_names_it(images):
     with pytest.raises(DataError, match=r"1 calibration images are invalid \(NaN/inf pixels, or pixels outside \[0, 1\]\).*image 2"):
         detector.calibrate(bad, verbose=False)
     # a threshold float32 cannot keep would flag every part (the layer's "never calibrated"), unlike the report's
-    before = detector.working_points
+    before, info = detector.working_points, dict(detector.fit_info)
     points = detector.working_points_from
     detector.working_points_from = lambda outputs: {**points(outputs), detector.working_point_names[0]: {
         "value": 1e39, "score": detector.score_names[0], "rule": "max"}}
     with pytest.raises(AdtfError, match=r"gave thresholds that are no numbers the model can keep \(float32\)"):
         detector.calibrate(images["calibrate"], verbose=False)
-    assert detector.working_points == before
+    assert detector.working_points == before and detector.fit_info == info
 
 
 @pytest.mark.parametrize("name", sorted(ENTRIES))

@@ -711,6 +711,13 @@ def test_score_refuses_a_model_with_no_working_point(run_dir, tmp_path, capsys):
     evaluate(uncalibrated, dataset, tmp_path / "ev", verbose=False)  # no working point: no verdicts written
     rows = list(csv.DictReader((tmp_path / "ev" / "scores.csv").open()))
     assert {row["anomalous (no working point)"] for row in rows} == {""}
+    from adtf.detectors import load
+
+    damaged = load(run_dir / "model.keras")  # a NaN threshold (a damaged file) judges nothing either
+    damaged.postprocess.set_point(damaged.working_point, np.nan, damaged.score_names[0])
+    evaluate(damaged, dataset, tmp_path / "ev-nan", verbose=False)
+    rows = list(csv.DictReader((tmp_path / "ev-nan" / "scores.csv").open()))
+    assert {row[f"anomalous ({damaged.working_point})"] for row in rows} == {""}
 
 
 def test_score_gives_each_unjudged_part_a_verdict_and_the_flagged_ones_a_heat_map(run_dir, tmp_path, capsys):
